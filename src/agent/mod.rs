@@ -1,0 +1,191 @@
+//! The agent loop: history + new message → provider → stream text → run the tool calls →
+//! feed the results back → until a final answer or the iteration cap. What the loop does is
+//! reported to a [`TurnObserver`], which the runtime implements to persist and publish.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
+use crate::providers::{ChatRequest, Completion, Delta, Provider, ProviderError};
+use crate::store::StoreError;
+use crate::tools::{Registry, ToolContext, ToolError};
+
+/// Why a turn did not reach a final answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("the agent reached its limit of {0} model calls without a final answer")]
+    IterationLimit(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of one tool call.
+#[derive(Debug, Clone)]
+pub struct ToolOutcome {
+    pub output: String,
+    pub is_error: bool,
+    /// The call was stopped by the turn's cancellation.
+    pub interrupted: bool,
+    pub duration: Duration,
+}
+
+/// A turn's final answer.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub text: String,
+    pub usage: Usage,
+    pub model: Option<String>,
+}
+
+/// Receives what the loop does, to persist it and tell watchers.
+#[async_trait]
+pub trait TurnObserver: Send + Sync {
+    /// A model call begins.
+    async fn step_started(&self) -> Result<(), StoreError>;
+    /// A piece of the answer arrived (hot path: no I/O here).
+    fn delta(&self, delta: Delta);
+    /// Called on a timer while a step streams: persist the partial text.
+    async fn flush(&self) -> Result<(), StoreError>;
+    /// A model call completed.
+    async fn step_finished(&self, completion: &Completion) -> Result<(), StoreError>;
+    /// A model call was stopped: persist its partial text marked interrupted.
+    async fn step_interrupted(&self) -> Result<(), StoreError>;
+    /// A tool call is about to run.
+    async fn tool_started(&self, call: &ToolCall) -> Result<(), StoreError>;
+    /// A tool call ended.
+    async fn tool_finished(&self, call: &ToolCall, outcome: &ToolOutcome)
+    -> Result<(), StoreError>;
+}
+
+/// The loop's fixed parts.
+pub struct Agent {
+    pub provider: Arc<dyn Provider>,
+    pub tools: Arc<Registry>,
+    pub max_iterations: u32,
+    pub flush_every: Duration,
+}
+
+impl Agent {
+    /// Runs the loop on `messages` (system prompt, history and the new user message).
+    pub async fn run(
+        &self,
+        mut messages: Vec<ChatMessage>,
+        ctx: &ToolContext,
+        cancel: &CancellationToken,
+        observer: &dyn TurnObserver,
+    ) -> Result<Answer, AgentError> {
+        let tools = self.tools.specs();
+        let mut usage = Usage::default();
+        let mut model = self.provider.model().map(str::to_owned);
+        for _ in 0..self.max_iterations {
+            if cancel.is_cancelled() {
+                return Err(AgentError::Cancelled);
+            }
+            observer.step_started().await?;
+            let request = ChatRequest {
+                messages: messages.clone(),
+                tools: tools.clone(),
+            };
+            let completion = match self.stream_step(&request, cancel, observer).await {
+                Ok(completion) => completion,
+                Err(err) => {
+                    observer.step_interrupted().await?;
+                    return Err(err);
+                }
+            };
+            usage.add(completion.usage);
+            if completion.model.is_some() {
+                model = completion.model.clone();
+            }
+            observer.step_finished(&completion).await?;
+            if completion.tool_calls.is_empty() {
+                return Ok(Answer {
+                    text: completion.text,
+                    usage,
+                    model,
+                });
+            }
+            messages.push(ChatMessage {
+                role: Role::Assistant,
+                content: completion.text.clone(),
+                tool_calls: completion.tool_calls.clone(),
+                tool_call_id: None,
+            });
+            for call in &completion.tool_calls {
+                let outcome = self.run_tool(call, ctx, observer).await?;
+                messages.push(ChatMessage {
+                    role: Role::Tool,
+                    content: outcome.output,
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(call.id.clone()),
+                });
+            }
+            if cancel.is_cancelled() {
+                return Err(AgentError::Cancelled);
+            }
+        }
+        Err(AgentError::IterationLimit(self.max_iterations))
+    }
+
+    /// One model call, streamed to the observer, flushed on a timer, stopped on cancel
+    /// (dropping the provider future drops its HTTP request).
+    async fn stream_step(
+        &self,
+        request: &ChatRequest,
+        cancel: &CancellationToken,
+        observer: &dyn TurnObserver,
+    ) -> Result<Completion, AgentError> {
+        let mut on_delta = |delta: Delta| observer.delta(delta);
+        let call = self.provider.complete(request, &mut on_delta);
+        tokio::pin!(call);
+        let mut ticker = tokio::time::interval(self.flush_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut call => return Ok(result?),
+                () = cancel.cancelled() => return Err(AgentError::Cancelled),
+                _ = ticker.tick() => observer.flush().await?,
+            }
+        }
+    }
+
+    /// Runs one tool call; its failure becomes the output the model sees.
+    async fn run_tool(
+        &self,
+        call: &ToolCall,
+        ctx: &ToolContext,
+        observer: &dyn TurnObserver,
+    ) -> Result<ToolOutcome, AgentError> {
+        observer.tool_started(call).await?;
+        let started = Instant::now();
+        let result = if ctx.cancel.is_cancelled() {
+            Err(ToolError::Cancelled)
+        } else {
+            self.tools.call(ctx, &call.name, &call.arguments).await
+        };
+        let outcome = match result {
+            Ok(output) => ToolOutcome {
+                output,
+                is_error: false,
+                interrupted: false,
+                duration: started.elapsed(),
+            },
+            Err(err) => ToolOutcome {
+                interrupted: matches!(err, ToolError::Cancelled),
+                output: format!("error: {err}"),
+                is_error: true,
+                duration: started.elapsed(),
+            },
+        };
+        observer.tool_finished(call, &outcome).await?;
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,326 @@
+//! Effective configuration: `parley.toml` < `PARLEY_*` environment < command-line flags.
+//!
+//! The flat variable names of DESIGN.md "Configuration" (`PARLEY_LISTEN`,
+//! `PARLEY_PROVIDER_URL`, ...) are a contract; every other setting can be reached from the
+//! environment with `__` as the section separator (`PARLEY_AGENT__MAX_ITERATIONS=5`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything `parley serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to bind; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Data folder: SQLite file, workspaces.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; unset means `sqlite://<data_dir>/parley.db`.
+    pub database_url: Option<String>,
+    /// Redis URL for the multi-node bus; unset means the in-process bus.
+    pub redis_url: Option<String>,
+    pub provider: ProviderConfig,
+    pub agent: AgentConfig,
+    pub tools: ToolsConfig,
+    pub sessions: SessionsConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    /// Seconds running turns get to finish on shutdown before they are cancelled.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            provider: ProviderConfig::default(),
+            agent: AgentConfig::default(),
+            tools: ToolsConfig::default(),
+            sessions: SessionsConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// The upstream LLM provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderConfig {
+    /// `openai` (any OpenAI-compatible server).
+    pub kind: String,
+    /// Base URL including `/v1`; unset makes turns fail with `PROVIDER_NOT_CONFIGURED`.
+    pub url: Option<String>,
+    pub api_key: Option<String>,
+    pub model: Option<String>,
+    pub connect_timeout_secs: f64,
+    /// Time allowed from sending the request to the first streamed byte.
+    pub first_byte_timeout_secs: f64,
+    /// Longest silence allowed between two chunks of a stream.
+    pub idle_timeout_secs: f64,
+    /// Longest a single completion may take.
+    pub total_timeout_secs: f64,
+    /// Retries on 429/5xx/connect errors before the first byte.
+    pub max_retries: u32,
+    /// First backoff delay; doubles on each retry.
+    pub retry_base_ms: u64,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            kind: "openai".into(),
+            url: None,
+            api_key: None,
+            model: None,
+            connect_timeout_secs: 10.0,
+            first_byte_timeout_secs: 120.0,
+            idle_timeout_secs: 60.0,
+            total_timeout_secs: 600.0,
+            max_retries: 2,
+            retry_base_ms: 500,
+        }
+    }
+}
+
+/// The agent loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentConfig {
+    /// Model calls allowed in one turn before it ends with `AGENT_ERROR`.
+    pub max_iterations: u32,
+    /// System prompt sent first on every turn.
+    pub system_prompt: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            max_iterations: 20,
+            system_prompt: "You are Parley's assistant. You can run shell commands and read, \
+                            write and list files in your workspace with the tools you are given."
+                .into(),
+        }
+    }
+}
+
+/// Tool limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ToolsConfig {
+    /// Seconds a `shell` command may run.
+    pub shell_timeout_secs: u64,
+    /// Bytes of tool output kept and sent to the model.
+    pub max_output_bytes: usize,
+    /// Tools turned off entirely.
+    pub disabled: Vec<String>,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            shell_timeout_secs: 60,
+            max_output_bytes: 64 * 1024,
+            disabled: Vec::new(),
+        }
+    }
+}
+
+/// Session queueing and retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionsConfig {
+    /// Turns that may wait behind the running one; past it, `SESSION_QUEUE_FULL`.
+    pub queue_depth: usize,
+    /// Events kept in memory per session for resuming watchers.
+    pub event_log_capacity: usize,
+    /// Milliseconds between flushes of a streaming step's partial text to the store.
+    pub partial_flush_ms: u64,
+    /// Auto-prune keeps at most this many sessions per user (0 = unlimited).
+    pub max_sessions: u64,
+    /// Auto-prune drops sessions idle for longer (0 = never).
+    pub ttl_hours: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            queue_depth: 128,
+            event_log_capacity: 4096,
+            partial_flush_ms: 1000,
+            max_sessions: 0,
+            ttl_hours: 0,
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest chat message content, in bytes.
+    pub max_content_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_content_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Authentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// `token` or `none`.
+    pub mode: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: "token".into(),
+        }
+    }
+}
+
+/// The contract names of DESIGN.md that do not follow the `SECTION__KEY` pattern.
+const FLAT_ENV: &[(&str, &str)] = &[
+    ("provider", "provider.kind"),
+    ("provider_url", "provider.url"),
+    ("api_key", "provider.api_key"),
+    ("model", "provider.model"),
+    ("auth_mode", "auth.mode"),
+];
+
+impl Config {
+    /// Loads `file` (if it exists), then the environment, then `overrides` (flags).
+    pub fn load(
+        file: &Path,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, Box<figment::Error>> {
+        let env = Env::prefixed("PARLEY_")
+            .filter(|key| !key.as_str().starts_with("test_"))
+            .map(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                match FLAT_ENV.iter().find(|(flat, _)| *flat == key) {
+                    Some((_, nested)) => (*nested).into(),
+                    None => key.replace("__", ".").into(),
+                }
+            })
+            .lowercase(false);
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(env);
+        for (key, value) in overrides {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        figment.extract().map_err(Box::new)
+    }
+
+    /// The store URL, derived from the data folder when not set.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("parley.db").display()))
+    }
+
+    /// Where a user's tools read and write.
+    pub fn workspace_root(&self) -> PathBuf {
+        self.data_dir.join("workspace")
+    }
+
+    /// The configuration as TOML with secrets replaced by `***`.
+    pub fn redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        if copy.provider.api_key.is_some() {
+            copy.provider.api_key = Some("***".into());
+        }
+        copy.database_url = Some(redact_url(&self.database_url()));
+        copy.redis_url = copy.redis_url.as_deref().map(redact_url);
+        toml_string(&copy)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // Serializing plain structs of strings and numbers to TOML cannot fail.
+    let value = serde_json::to_value(config).unwrap_or_default();
+    let mut out = String::new();
+    render_toml(&mut out, "", &value);
+    out
+}
+
+/// A minimal TOML writer for our config shape (tables of scalars and arrays), so the
+/// `toml` serializer does not have to be a direct dependency.
+fn render_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
+    let Some(map) = value.as_object() else { return };
+    for (key, value) in map {
+        match value {
+            serde_json::Value::Object(_) | serde_json::Value::Null => {}
+            other => out.push_str(&format!("{key} = {other}\n")),
+        }
+    }
+    for (key, value) in map {
+        if value.is_object() {
+            let name = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            out.push_str(&format!("\n[{name}]\n"));
+            render_toml(out, &name, value);
+        }
+    }
+}
+
+/// Hides the password of a URL like `postgres://user:secret@host/db`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((creds, host)) => match creds.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_url_passwords() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("sqlite://./data/parley.db"),
+            "sqlite://./data/parley.db"
+        );
+    }
+
+    #[test]
+    fn redacted_toml_hides_the_key() {
+        let mut config = Config::default();
+        config.provider.api_key = Some("sk-secret".into());
+        let text = config.redacted_toml();
+        assert!(!text.contains("sk-secret"), "{text}");
+        assert!(text.contains("api_key = \"***\""), "{text}");
+        assert!(text.contains("[provider]"), "{text}");
+    }
+}

@@ -1,0 +1,62 @@
+//! `POST /api/chat` (Oxios shape): submit a message and wait for the answer. The turn
+//! belongs to the runtime: if the client goes away, it still finishes and is stored.
+
+use axum::Json as JsonResponse;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::Json;
+use super::{ApiError, AppState};
+use crate::auth::Caller;
+use crate::store::TurnStatus;
+
+/// The request body; `message` is accepted as an alias of `content`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ChatRequest {
+    #[serde(default, alias = "message")]
+    content: Option<String>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    project_id: Option<String>,
+}
+
+pub(super) async fn chat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<ChatRequest>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let content = request.content.unwrap_or_default();
+    let submission = state
+        .runtime
+        .submit(&caller.user, request.session_id.as_deref(), &content, true)
+        .await?;
+    let outcome = submission
+        .outcome
+        .ok_or_else(|| ApiError::Internal("no outcome channel".into()))?
+        .await
+        .map_err(|_| ApiError::Internal("the turn ended without an outcome".into()))?;
+    if let Some((code, message)) = outcome.error {
+        return Err(ApiError::Turn {
+            code,
+            message,
+            turn_id: outcome.turn_id,
+            session_id: outcome.session_id,
+        });
+    }
+    Ok(JsonResponse(json!({
+        "id": outcome.turn_id,
+        "echo": content,
+        "reply": outcome.reply,
+        "session_id": outcome.session_id,
+        "project_id": request.project_id,
+        "turn_id": outcome.turn_id,
+        "status": outcome.status,
+        "cancelled": matches!(outcome.status, TurnStatus::Cancelled | TurnStatus::Interrupted),
+        "duration_ms": outcome.duration_ms,
+        "tool_calls": outcome.tool_calls,
+        "usage": outcome.usage,
+        "model": outcome.model,
+    })))
+}

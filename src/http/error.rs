@@ -1,0 +1,183 @@
+//! The one error type at the HTTP edge: every refusal becomes `{"error", "code", ...}` with
+//! the right status. 5xx details go to the log, never to the client.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::runtime::RuntimeError;
+use crate::store::StoreError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the request body is too large")]
+    BodyTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    /// A turn that ended in an error, answered to a caller that waited for it.
+    #[error("{message}")]
+    Turn {
+        code: &'static str,
+        message: String,
+        turn_id: String,
+        session_id: String,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Runtime(err) => match err {
+                RuntimeError::InvalidSessionId => StatusCode::BAD_REQUEST,
+                RuntimeError::NotFound => StatusCode::NOT_FOUND,
+                RuntimeError::EmptyContent => StatusCode::UNPROCESSABLE_ENTITY,
+                RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                RuntimeError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                RuntimeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Turn { code, .. } => match *code {
+                "PROVIDER_NOT_CONFIGURED" => StatusCode::SERVICE_UNAVAILABLE,
+                "PROVIDER_ERROR" => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Runtime(err) => match err {
+                RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
+                RuntimeError::NotFound => "NOT_FOUND",
+                RuntimeError::EmptyContent => "EMPTY_CONTENT",
+                RuntimeError::ContentTooLarge { .. } => "MESSAGE_TOO_LARGE",
+                RuntimeError::QueueFull { .. } => "SESSION_QUEUE_FULL",
+                RuntimeError::ShuttingDown => "SHUTTING_DOWN",
+                RuntimeError::Store(_) => "INTERNAL_ERROR",
+            },
+            ApiError::Store(StoreError::NotFound) | ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Store(StoreError::Conflict(_)) => "CONFLICT",
+            ApiError::Store(_) | ApiError::Internal(_) => "INTERNAL_ERROR",
+            ApiError::BadRequest { code, .. }
+            | ApiError::Unprocessable { code, .. }
+            | ApiError::Turn { code, .. } => code,
+            ApiError::BodyTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+        }
+    }
+
+    /// Fields that help the client act on the error.
+    fn extra(&self) -> Map<String, Value> {
+        let mut extra = Map::new();
+        match self {
+            ApiError::Runtime(RuntimeError::ContentTooLarge { size, limit }) => {
+                extra.insert("size".into(), json!(size));
+                extra.insert("limit".into(), json!(limit));
+            }
+            ApiError::Runtime(RuntimeError::QueueFull { limit }) => {
+                extra.insert("limit".into(), json!(limit));
+                extra.insert("retry_after".into(), json!(1));
+            }
+            ApiError::Turn {
+                turn_id,
+                session_id,
+                ..
+            } => {
+                extra.insert("turn_id".into(), json!(turn_id));
+                extra.insert("session_id".into(), json!(session_id));
+            }
+            _ => {}
+        }
+        extra
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() && !matches!(self, ApiError::Turn { .. }) {
+            tracing::error!(error = %self, "request failed");
+            match self {
+                ApiError::Runtime(RuntimeError::ShuttingDown) => self.to_string(),
+                _ => "internal error; see the server log".to_owned(),
+            }
+        } else {
+            self.to_string()
+        };
+        let mut body = self.extra();
+        body.insert("error".into(), json!(message));
+        body.insert("code".into(), json!(self.code()));
+        let mut response = (status, axum::Json(Value::Object(body))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".into(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable {
+                code: "INVALID_REQUEST",
+                message: rejection.body_text(),
+            },
+            _ => ApiError::BadRequest {
+                code: "INVALID_JSON",
+                message: rejection.body_text(),
+            },
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest {
+            code: "INVALID_QUERY",
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest {
+            code: "INVALID_PATH",
+            message: rejection.body_text(),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The session endpoints of DESIGN.md "Sessions (REST)": list, detail with paginated
+//! messages, rename, delete, queue a message, abort, tool-call timeline, notify, prune.
+
+use axum::Json as JsonResponse;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{Json, Path, Query};
+use super::{ApiError, AppState};
+use crate::auth::Caller;
+use crate::clock::rfc3339;
+use crate::runtime::{EventKind, LiveSession};
+use crate::store::{Message, Session};
+
+/// Largest page of sessions or messages.
+const MAX_LIMIT: u64 = 500;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    #[serde(default = "first_page")]
+    page: u64,
+    #[serde(default = "default_limit")]
+    limit: u64,
+}
+
+fn first_page() -> u64 {
+    1
+}
+
+fn default_limit() -> u64 {
+    50
+}
+
+fn check_limit(limit: u64) -> Result<u64, ApiError> {
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest {
+            code: "INVALID_QUERY",
+            message: format!("limit must be between 1 and {MAX_LIMIT}"),
+        })
+    }
+}
+
+/// A session as shown to clients.
+fn session_json(session: &Session, live: Option<&LiveSession>) -> Value {
+    let running = live.and_then(LiveSession::running);
+    json!({
+        "id": session.id,
+        "name": session.name,
+        "state": if running.is_some() { "running" } else { "idle" },
+        "message_count": session.message_count,
+        "created_at": rfc3339(session.created_at),
+        "updated_at": rfc3339(session.updated_at),
+        "last_seq": live.map_or(session.reserved_seq as u64, LiveSession::last_seq),
+        "running_turn": running.map(|r| json!({"turn_id": r.turn_id, "started_at": rfc3339(r.started_at)})),
+        "queued": live.map_or(0, LiveSession::queued),
+    })
+}
+
+fn message_json(message: &Message) -> Value {
+    let mut value = serde_json::to_value(message).unwrap_or_default();
+    value["created_at"] = json!(rfc3339(message.created_at));
+    value
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let limit = check_limit(query.limit)?;
+    let page = query.page.max(1);
+    let (sessions, total) = state
+        .runtime
+        .store()
+        .list_sessions(&caller.user, (page - 1).saturating_mul(limit), limit)
+        .await?;
+    let items: Vec<Value> = sessions.iter().map(|s| session_json(s, None)).collect();
+    Ok(JsonResponse(
+        json!({"items": items, "total": total, "page": page, "limit": limit}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DetailQuery {
+    before_seq: Option<i64>,
+    #[serde(default = "default_message_limit")]
+    limit: u64,
+}
+
+fn default_message_limit() -> u64 {
+    100
+}
+
+pub(super) async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<DetailQuery>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let limit = check_limit(query.limit)?;
+    let (session, live) = state.runtime.find_session(&caller.user, &id).await?;
+    let messages = state
+        .runtime
+        .store()
+        .messages(session.pk, query.before_seq, limit + 1)
+        .await?;
+    let has_more = messages.len() as u64 > limit;
+    let page = &messages[messages.len().saturating_sub(limit as usize)..];
+    let mut body = session_json(&session, live.as_deref());
+    body["messages"] = page.iter().map(message_json).collect();
+    body["has_more"] = json!(has_more);
+    body["next_before_seq"] = json!(if has_more {
+        page.first().map(|m| m.seq)
+    } else {
+        None
+    });
+    Ok(JsonResponse(body))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RenameRequest {
+    name: String,
+}
+
+pub(super) async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(request): Json<RenameRequest>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::Unprocessable {
+            code: "INVALID_NAME",
+            message: "name must be 1-200 bytes".into(),
+        });
+    }
+    let (_, live) = state.runtime.find_session(&caller.user, &id).await?;
+    let session = state
+        .runtime
+        .store()
+        .rename_session(&caller.user, &id, name)
+        .await?;
+    Ok(JsonResponse(session_json(&session, live.as_deref())))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.runtime.delete_session(&caller.user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MessageRequest {
+    #[serde(default, alias = "message")]
+    content: Option<String>,
+}
+
+/// Queues a turn without waiting: 202 with its id once the user message is stored.
+pub(super) async fn post_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(request): Json<MessageRequest>,
+) -> Result<Response, ApiError> {
+    let content = request.content.unwrap_or_default();
+    let submission = state
+        .runtime
+        .submit(&caller.user, Some(&id), &content, false)
+        .await?;
+    let body = json!({"turn_id": submission.turn_id, "session_id": submission.session.id});
+    Ok((StatusCode::ACCEPTED, JsonResponse(body)).into_response())
+}
+
+pub(super) async fn abort(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let turn_id = state.runtime.abort_session(&caller.user, &id).await?;
+    Ok(JsonResponse(
+        json!({"aborted": turn_id.is_some(), "turn_id": turn_id}),
+    ))
+}
+
+pub(super) async fn tool_calls(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let (session, _) = state.runtime.find_session(&caller.user, &id).await?;
+    let calls = state.runtime.store().tool_calls(session.pk).await?;
+    let items: Vec<Value> = calls
+        .iter()
+        .map(|call| {
+            let mut value = serde_json::to_value(call).unwrap_or_default();
+            value["started_at"] = json!(rfc3339(call.started_at));
+            value
+        })
+        .collect();
+    Ok(JsonResponse(json!({"items": items})))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NotifyRequest {
+    event: Value,
+}
+
+/// Pushes an outside status event into the session's live view (never to the model).
+pub(super) async fn notify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(request): Json<NotifyRequest>,
+) -> Result<Response, ApiError> {
+    let (session, _) = state
+        .runtime
+        .open_session(&caller.user, Some(&id), None, false)
+        .await?;
+    let event = session.emit(
+        None,
+        EventKind::AgentEvent {
+            event: request.event,
+        },
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        JsonResponse(json!({"seq": event.seq})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct PruneRequest {
+    max_sessions: Option<u64>,
+    ttl_hours: Option<u64>,
+}
+
+/// Prunes with the given limits, or the configured ones. Admins prune everyone's sessions.
+pub(super) async fn prune(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<JsonResponse<Value>, ApiError> {
+    // The body is optional: none means "use the configured limits".
+    let request: PruneRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PruneRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+            code: "INVALID_JSON",
+            message: format!("invalid prune request: {e}"),
+        })?
+    };
+    let config = &state.config.sessions;
+    let user = (!caller.admin).then_some(caller.user.as_str());
+    let pruned = state
+        .runtime
+        .prune(
+            user,
+            request.max_sessions.unwrap_or(config.max_sessions),
+            request.ttl_hours.unwrap_or(config.ttl_hours),
+        )
+        .await?;
+    Ok(JsonResponse(json!({"pruned": pruned})))
+}

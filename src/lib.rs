@@ -1,0 +1,28 @@
+//! Parley: a self-hosted gateway between people or programs and an AI agent.
+//!
+//! The layers, from the wire inwards (see DESIGN.md "Architecture"):
+//!
+//! - [`http`]: the REST API and its JSON errors; protocol adapters translate between their
+//!   wire format and runtime events, nothing more.
+//! - [`auth`]: who is calling.
+//! - [`runtime`]: owns turns: a FIFO queue per session, the event log with its `seq`, and
+//!   cancellation. A turn never belongs to the connection that started it.
+//! - [`agent`]: the loop of model calls and tool calls of one turn.
+//! - [`providers`]: LLM APIs (OpenAI-compatible streaming).
+//! - [`tools`]: shell and workspace file tools, confined to the user's workspace.
+//! - [`store`]: durable sessions, messages, turns and tool calls (SQLite).
+//! - [`bus`]: fan-out of session events to watchers (in-process).
+//! - [`config`] and [`server`]: configuration, start-up and graceful shutdown.
+
+pub mod agent;
+pub mod auth;
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod conversation;
+pub mod http;
+pub mod providers;
+pub mod runtime;
+pub mod server;
+pub mod store;
+pub mod tools;

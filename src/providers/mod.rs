@@ -1,0 +1,140 @@
+//! LLM providers: the [`Provider`] trait, its typed errors, and the registry that builds
+//! the configured one. One file per provider.
+
+mod openai;
+mod openai_chunk;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::config::ProviderConfig;
+use crate::conversation::{ChatMessage, ToolCall, Usage};
+
+pub use openai::OpenAiProvider;
+pub use sse::SseParser;
+
+/// Why a model call failed. Callers branch on the variant, never on the text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("no provider is configured (set PARLEY_PROVIDER_URL)")]
+    NotConfigured,
+    #[error("the provider is rate limiting requests")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("the provider refused the credentials (HTTP {status})")]
+    Auth { status: u16 },
+    #[error("the provider timed out ({0})")]
+    Timeout(&'static str),
+    #[error("the provider sent a response Parley cannot use: {0}")]
+    BadResponse(String),
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the provider rejected the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
+}
+
+impl ProviderError {
+    /// A short stable name of the failure kind, for clients and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::NotConfigured => "not_configured",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Auth { .. } => "auth",
+            ProviderError::Timeout(_) => "timeout",
+            ProviderError::BadResponse(_) => "bad_response",
+            ProviderError::Unavailable(_) => "unavailable",
+            ProviderError::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// A tool as offered to the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// One model call.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<ToolSpec>,
+}
+
+/// A piece of a streaming answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    Text(String),
+    Thinking(String),
+}
+
+/// A whole model answer, assembled from its stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub thinking: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+    pub model: Option<String>,
+    pub finish_reason: Option<String>,
+}
+
+/// A model behind an API.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Streams one completion, handing each delta to `on_delta` as it arrives. Dropping the
+    /// future cancels the request.
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        on_delta: &mut (dyn FnMut(Delta) + Send),
+    ) -> Result<Completion, ProviderError>;
+
+    /// The model name sent upstream, if configured.
+    fn model(&self) -> Option<&str>;
+
+    /// A short description for logs and status (`openai at http://host/v1`).
+    fn describe(&self) -> String;
+}
+
+/// The stand-in used when no provider URL is configured: every turn fails with
+/// `PROVIDER_NOT_CONFIGURED` instead of the server refusing to start.
+struct Unconfigured;
+
+#[async_trait]
+impl Provider for Unconfigured {
+    async fn complete(
+        &self,
+        _request: &ChatRequest,
+        _on_delta: &mut (dyn FnMut(Delta) + Send),
+    ) -> Result<Completion, ProviderError> {
+        Err(ProviderError::NotConfigured)
+    }
+
+    fn model(&self) -> Option<&str> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        "none (set PARLEY_PROVIDER_URL)".into()
+    }
+}
+
+/// Builds the configured provider.
+pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
+    let Some(url) = config.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(Arc::new(Unconfigured));
+    };
+    match config.kind.as_str() {
+        "openai" => Ok(Arc::new(OpenAiProvider::new(url, config)?)),
+        other => Err(format!(
+            "unknown provider kind {other:?} (expected \"openai\")"
+        )),
+    }
+}

@@ -1,0 +1,106 @@
+//! Runtime events: what happens in a session, each with its per-session `seq`, serialized
+//! once into the JSON frame every watcher is sent.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::conversation::Usage;
+
+/// A tool call as reported at the end of a turn.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallSummary {
+    pub id: String,
+    pub name: String,
+    pub args: serde_json::Value,
+    pub output: String,
+    pub is_error: bool,
+    pub duration_ms: u64,
+}
+
+/// What happened. The serde names are the `/ws/chat` frame types of DESIGN.md.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A user message was accepted (so every watcher sees it, not only the sender).
+    UserMessage {
+        content: String,
+    },
+    /// What the turn is doing now: `queued`, `model`, `tool`, `approval`.
+    OperatorStatus {
+        phase: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    Chunk {
+        content: String,
+    },
+    Thinking {
+        content: String,
+    },
+    ToolCall {
+        id: String,
+        name: String,
+        args: serde_json::Value,
+    },
+    ToolResult {
+        id: String,
+        name: String,
+        output: String,
+        is_error: bool,
+        duration_ms: u64,
+    },
+    /// The streamed draft so far belonged to a finished step; the next chunks start anew.
+    ChunkReset,
+    Done {
+        full_response: String,
+        usage: Usage,
+        model: Option<String>,
+        duration_ms: u64,
+        tool_calls: Vec<ToolCallSummary>,
+    },
+    Cancelled {
+        partial: String,
+    },
+    Error {
+        message: String,
+        code: &'static str,
+    },
+    /// A status pushed in from outside (`POST /api/sessions/{id}/notify`).
+    AgentEvent {
+        event: serde_json::Value,
+    },
+}
+
+/// One event of a session.
+#[derive(Debug)]
+pub struct Event {
+    pub seq: u64,
+    pub session_id: String,
+    pub turn_id: Option<String>,
+    pub kind: EventKind,
+    /// The JSON frame: the kind's fields plus `seq`, `session_id` and `turn_id`.
+    pub json: Bytes,
+}
+
+impl Event {
+    /// Builds the event and its JSON frame.
+    pub fn new(seq: u64, session_id: &str, turn_id: Option<&str>, kind: EventKind) -> Self {
+        // Serializing these plain types to a JSON value cannot fail.
+        let mut value = serde_json::to_value(&kind).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("seq".into(), seq.into());
+            map.insert("session_id".into(), session_id.into());
+            if let Some(turn_id) = turn_id {
+                map.insert("turn_id".into(), turn_id.into());
+            }
+        }
+        let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        Self {
+            seq,
+            session_id: session_id.to_owned(),
+            turn_id: turn_id.map(str::to_owned),
+            kind,
+            json,
+        }
+    }
+}

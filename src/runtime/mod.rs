@@ -1,0 +1,522 @@
+//! The runtime owns turns. Connections submit messages, watch sessions and cancel turns;
+//! each session runs its turns one at a time, in submission order, in a task of its own
+//! that no connection owns. Every event gets its `seq`, goes to the session's log and then
+//! to the bus.
+
+mod event;
+mod session;
+mod turn;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::Agent;
+use crate::bus::Bus;
+use crate::conversation::{Role, Usage};
+use crate::store::{NewMessage, Session, Store, StoreError, TurnEnd, TurnStatus};
+
+pub use event::{Event, EventKind, ToolCallSummary};
+pub use session::{LiveSession, Replay};
+use session::{PendingTurn, RunningTurn};
+
+/// Why the runtime refused something.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("session ids are 1-128 characters of A-Z a-z 0-9 . _ -")]
+    InvalidSessionId,
+    #[error("session not found")]
+    NotFound,
+    #[error("the message is empty")]
+    EmptyContent,
+    #[error("the message is {size} bytes; the limit is {limit}")]
+    ContentTooLarge { size: usize, limit: usize },
+    #[error("the session already has {limit} turns waiting")]
+    QueueFull { limit: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a turn ended, for a caller that waits for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnOutcome {
+    pub turn_id: String,
+    pub session_id: String,
+    pub status: TurnStatus,
+    /// The final answer, or the partial one of a stopped turn.
+    pub reply: String,
+    pub tool_calls: Vec<ToolCallSummary>,
+    pub usage: Usage,
+    pub model: Option<String>,
+    pub duration_ms: u64,
+    /// The wire code and message of a failed turn.
+    #[serde(skip)]
+    pub error: Option<(&'static str, String)>,
+}
+
+/// An accepted message.
+pub struct Submission {
+    pub session: Arc<LiveSession>,
+    pub turn_id: String,
+    /// Resolves when the turn ends (if asked for); dropping it does not cancel the turn.
+    pub outcome: Option<oneshot::Receiver<TurnOutcome>>,
+}
+
+/// A turn running now, as listed by the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnInfo {
+    pub turn_id: String,
+    pub session_id: String,
+    pub started_at: i64,
+    pub queued: usize,
+}
+
+/// Settings the runtime needs.
+pub struct RuntimeConfig {
+    pub queue_depth: usize,
+    pub event_log_capacity: usize,
+    pub max_content_bytes: usize,
+    pub system_prompt: String,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    agent: Agent,
+    system_prompt: String,
+    queue_depth: usize,
+    event_log_capacity: usize,
+    max_content_bytes: usize,
+    sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<LiveSession>>>,
+    tracker: TaskTracker,
+    /// Set when shutdown begins: no new turns are accepted or started.
+    stopping: CancellationToken,
+    /// Parent of every turn's token: cancelled when the grace period runs out.
+    hard_stop: CancellationToken,
+}
+
+/// The turn engine; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+/// Whether `id` is a valid client-chosen session id.
+pub fn valid_session_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id != "."
+        && id != ".."
+}
+
+impl Runtime {
+    /// A runtime over the given store, bus and agent.
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        agent: Agent,
+        config: RuntimeConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                agent,
+                system_prompt: config.system_prompt,
+                queue_depth: config.queue_depth,
+                event_log_capacity: config.event_log_capacity,
+                max_content_bytes: config.max_content_bytes,
+                sessions: tokio::sync::Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                stopping: CancellationToken::new(),
+                hard_stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The store the runtime writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The bus the runtime publishes on.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// Loads the user's session `id`, creating it if `create` (a new UUID when `id` is
+    /// `None`). Returns whether it was created.
+    pub async fn open_session(
+        &self,
+        user: &str,
+        id: Option<&str>,
+        name: Option<&str>,
+        create: bool,
+    ) -> Result<(Arc<LiveSession>, bool), RuntimeError> {
+        let generated;
+        let id = match id {
+            Some(id) if valid_session_id(id) => id,
+            Some(_) => return Err(RuntimeError::InvalidSessionId),
+            None => {
+                generated = uuid::Uuid::new_v4().to_string();
+                &generated
+            }
+        };
+        let key = (user.to_owned(), id.to_owned());
+        let mut sessions = self.inner.sessions.lock().await;
+        if let Some(session) = sessions.get(&key) {
+            return Ok((session.clone(), false));
+        }
+        let (stored, created) = if create {
+            self.inner.store.open_session(user, id, name).await?
+        } else {
+            let stored = self
+                .inner
+                .store
+                .session(user, id)
+                .await?
+                .ok_or(RuntimeError::NotFound)?;
+            (stored, false)
+        };
+        let session = Arc::new(LiveSession::new(
+            user,
+            id,
+            stored.pk,
+            stored.reserved_seq,
+            self.inner.event_log_capacity,
+            self.inner.store.clone(),
+            self.inner.bus.clone(),
+        ));
+        sessions.insert(key, session.clone());
+        Ok((session, created))
+    }
+
+    /// Accepts a user message: stores it, queues its turn and returns at once. The turn
+    /// runs in the runtime whatever happens to the caller.
+    pub async fn submit(
+        &self,
+        user: &str,
+        session_id: Option<&str>,
+        content: &str,
+        want_outcome: bool,
+    ) -> Result<Submission, RuntimeError> {
+        if self.inner.stopping.is_cancelled() {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        if content.len() > self.inner.max_content_bytes {
+            return Err(RuntimeError::ContentTooLarge {
+                size: content.len(),
+                limit: self.inner.max_content_bytes,
+            });
+        }
+        if content.trim().is_empty() {
+            return Err(RuntimeError::EmptyContent);
+        }
+        let (session, _) = self.open_session(user, session_id, None, true).await?;
+        {
+            let mut queue = session.queue();
+            if queue.pending.len() + queue.admitting >= self.inner.queue_depth {
+                return Err(RuntimeError::QueueFull {
+                    limit: self.inner.queue_depth,
+                });
+            }
+            queue.admitting += 1;
+        }
+        let stored = self.store_user_message(&session, content).await;
+        let mut queue = session.queue();
+        queue.admitting -= 1;
+        let (turn_id, user_seq) = stored?;
+        let (reply, outcome) = if want_outcome {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let waiting = queue.pending.len() + usize::from(queue.running.is_some());
+        queue.pending.push_back(PendingTurn {
+            turn_id: turn_id.clone(),
+            user_seq,
+            cancel: self.inner.hard_stop.child_token(),
+            reply,
+        });
+        if !queue.worker {
+            queue.worker = true;
+            let (inner, worker_session) = (self.inner.clone(), session.clone());
+            self.inner.tracker.spawn(drain(inner, worker_session));
+        }
+        drop(queue);
+        if waiting > 0 {
+            session.emit(
+                Some(&turn_id),
+                EventKind::OperatorStatus {
+                    phase: "queued",
+                    detail: Some(format!("{waiting} ahead")),
+                },
+            );
+        }
+        Ok(Submission {
+            session,
+            turn_id,
+            outcome,
+        })
+    }
+
+    async fn store_user_message(
+        &self,
+        session: &LiveSession,
+        content: &str,
+    ) -> Result<(String, u64), RuntimeError> {
+        let turn_id = uuid::Uuid::new_v4().to_string();
+        let store = &self.inner.store;
+        store.create_turn(session.pk, &turn_id).await?;
+        let event = session.emit(
+            Some(&turn_id),
+            EventKind::UserMessage {
+                content: content.into(),
+            },
+        );
+        let seq = event.seq as i64;
+        let message = NewMessage::text(seq, seq, &turn_id, Role::User, content);
+        if let Err(err) = store.append_message(session.pk, &message).await {
+            session.emit(
+                Some(&turn_id),
+                EventKind::Error {
+                    message: "the message could not be stored".into(),
+                    code: "AGENT_ERROR",
+                },
+            );
+            return Err(err.into());
+        }
+        Ok((turn_id, event.seq))
+    }
+
+    /// Cancels the turn running in the user's session; returns its id.
+    pub async fn abort_session(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<Option<String>, RuntimeError> {
+        let session = self.loaded(user, id).await?;
+        Ok(session.and_then(|s| s.running()).map(|running| {
+            running.cancel.cancel();
+            running.turn_id
+        }))
+    }
+
+    /// Cancels one of the user's turns, running or queued. Returns whether it was found.
+    pub async fn cancel_turn(&self, user: &str, turn_id: &str) -> bool {
+        let sessions: Vec<_> = self.user_sessions(user).await;
+        for session in sessions {
+            let queue = session.queue();
+            if let Some(running) = queue.running.as_ref().filter(|r| r.turn_id == turn_id) {
+                running.cancel.cancel();
+                return true;
+            }
+            if let Some(pending) = queue.pending.iter().find(|p| p.turn_id == turn_id) {
+                pending.cancel.cancel();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The user's running turns.
+    pub async fn running_turns(&self, user: &str) -> Vec<TurnInfo> {
+        self.user_sessions(user)
+            .await
+            .into_iter()
+            .filter_map(|session| {
+                let queue = session.queue();
+                queue.running.as_ref().map(|running| TurnInfo {
+                    turn_id: running.turn_id.clone(),
+                    session_id: session.id.clone(),
+                    started_at: running.started_at,
+                    queued: queue.pending.len(),
+                })
+            })
+            .collect()
+    }
+
+    /// Turns running now, over all users.
+    pub async fn active_turns(&self) -> usize {
+        let sessions = self.inner.sessions.lock().await;
+        sessions.values().filter(|s| s.running().is_some()).count()
+    }
+
+    /// Stops the session's turns and deletes it with everything in it.
+    pub async fn delete_session(&self, user: &str, id: &str) -> Result<(), RuntimeError> {
+        if !valid_session_id(id) {
+            return Err(RuntimeError::InvalidSessionId);
+        }
+        let removed = {
+            let mut sessions = self.inner.sessions.lock().await;
+            sessions.remove(&(user.to_owned(), id.to_owned()))
+        };
+        if let Some(session) = removed {
+            let queue = session.queue();
+            queue.running.iter().for_each(|r| r.cancel.cancel());
+            queue.pending.iter().for_each(|p| p.cancel.cancel());
+        }
+        self.inner
+            .store
+            .delete_session(user, id)
+            .await
+            .map_err(|err| match err {
+                StoreError::NotFound => RuntimeError::NotFound,
+                other => other.into(),
+            })
+    }
+
+    /// The stored session and, if it is loaded, its live state.
+    pub async fn find_session(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<(Session, Option<Arc<LiveSession>>), RuntimeError> {
+        let live = self.loaded(user, id).await?;
+        let stored = self
+            .inner
+            .store
+            .session(user, id)
+            .await?
+            .ok_or(RuntimeError::NotFound)?;
+        Ok((stored, live))
+    }
+
+    /// Deletes idle sessions past the limits (0 = none) and forgets them in memory.
+    pub async fn prune(
+        &self,
+        user: Option<&str>,
+        max_sessions: u64,
+        ttl_hours: u64,
+    ) -> Result<usize, RuntimeError> {
+        let ttl_ms = (ttl_hours as i64).saturating_mul(3_600_000);
+        let pruned = self.inner.store.prune(user, max_sessions, ttl_ms).await?;
+        let mut sessions = self.inner.sessions.lock().await;
+        for key in &pruned {
+            sessions.remove(key);
+        }
+        Ok(pruned.len())
+    }
+
+    /// The loaded session, or `None` if it exists only in the store; `NotFound` if neither.
+    async fn loaded(&self, user: &str, id: &str) -> Result<Option<Arc<LiveSession>>, RuntimeError> {
+        if !valid_session_id(id) {
+            return Err(RuntimeError::InvalidSessionId);
+        }
+        let key = (user.to_owned(), id.to_owned());
+        if let Some(session) = self.inner.sessions.lock().await.get(&key) {
+            return Ok(Some(session.clone()));
+        }
+        match self.inner.store.session(user, id).await? {
+            Some(_) => Ok(None),
+            None => Err(RuntimeError::NotFound),
+        }
+    }
+
+    async fn user_sessions(&self, user: &str) -> Vec<Arc<LiveSession>> {
+        let sessions = self.inner.sessions.lock().await;
+        sessions
+            .values()
+            .filter(|s| s.user == user)
+            .cloned()
+            .collect()
+    }
+
+    /// Stops accepting turns, lets running ones finish for `grace`, then cancels the rest
+    /// (stored as interrupted) and waits for every turn task to end.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("turns still running after the grace period; interrupting them");
+            self.inner.hard_stop.cancel();
+            self.inner.tracker.wait().await;
+        }
+    }
+}
+
+/// A session's worker: runs its queued turns one at a time until the queue is empty.
+async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
+    if let Err(err) = inner.store.set_session_state(session.pk, "running").await {
+        tracing::error!(%err, "marking a session running failed");
+    }
+    loop {
+        let next = {
+            let mut queue = session.queue();
+            match queue.pending.pop_front() {
+                Some(turn) => {
+                    queue.running = Some(RunningTurn {
+                        turn_id: turn.turn_id.clone(),
+                        cancel: turn.cancel.clone(),
+                        started_at: crate::clock::now_ms(),
+                    });
+                    Some(turn)
+                }
+                None => {
+                    queue.running = None;
+                    queue.worker = false;
+                    None
+                }
+            }
+        };
+        let Some(mut turn) = next else { break };
+        let outcome = if inner.stopping.is_cancelled() {
+            never_started(&inner, &session, &turn).await
+        } else {
+            turn::run(&inner, &session, &turn).await
+        };
+        session.queue().running = None;
+        if let Some(reply) = turn.reply.take() {
+            // The caller may have gone away; the turn's result is stored either way.
+            let _ = reply.send(outcome);
+        }
+    }
+    if let Err(err) = inner.store.set_session_state(session.pk, "idle").await {
+        tracing::error!(%err, "marking a session idle failed");
+    }
+}
+
+/// Ends a queued turn that shutdown kept from starting.
+async fn never_started(inner: &Inner, session: &LiveSession, turn: &PendingTurn) -> TurnOutcome {
+    let end = TurnEnd {
+        status: TurnStatus::Interrupted,
+        error_code: None,
+        error_message: Some("the server shut down before this turn started".into()),
+        model: None,
+        usage: Usage::default(),
+        duration_ms: 0,
+    };
+    if let Err(err) = inner.store.finish_turn(&turn.turn_id, &end).await {
+        tracing::error!(%err, "recording an interrupted turn failed");
+    }
+    session.emit(
+        Some(&turn.turn_id),
+        EventKind::Cancelled {
+            partial: String::new(),
+        },
+    );
+    TurnOutcome {
+        turn_id: turn.turn_id.clone(),
+        session_id: session.id.clone(),
+        status: TurnStatus::Interrupted,
+        reply: String::new(),
+        tool_calls: Vec::new(),
+        usage: Usage::default(),
+        model: None,
+        duration_ms: 0,
+        error: None,
+    }
+}

@@ -1,0 +1,421 @@
+//! Running one turn: the agent loop with a [`Recorder`] that publishes every step as
+//! events and makes each message, tool call and result durable as soon as it is complete.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::event::{EventKind, ToolCallSummary};
+use super::session::{LiveSession, PendingTurn};
+use super::{Inner, TurnOutcome};
+use crate::agent::{AgentError, ToolOutcome, TurnObserver};
+use crate::conversation::{ChatMessage, Role, ToolCall};
+use crate::providers::{Completion, Delta, ProviderError};
+use crate::store::{Message, MessageStatus, NewMessage, Store, StoreError, TurnEnd, TurnStatus};
+
+/// The step being streamed.
+#[derive(Default)]
+struct Step {
+    /// The seq the step's assistant message is stored under.
+    seq: u64,
+    text: String,
+    thinking: String,
+    /// The stored row once the partial text was first flushed.
+    message_id: Option<i64>,
+    flushed_len: usize,
+}
+
+/// Publishes and persists what a turn does.
+struct Recorder<'a> {
+    session: &'a LiveSession,
+    store: &'a dyn Store,
+    turn_id: &'a str,
+    turn_seq: i64,
+    step: Mutex<Step>,
+    /// Timeline rows of running tool calls, by call id.
+    running_tools: Mutex<HashMap<String, i64>>,
+    summaries: Mutex<Vec<ToolCallSummary>>,
+}
+
+impl Recorder<'_> {
+    fn emit(&self, kind: EventKind) -> u64 {
+        self.session.emit(Some(self.turn_id), kind).seq
+    }
+
+    fn step(&self) -> MutexGuard<'_, Step> {
+        self.step.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the step's text under `status`, inserting its row on first write.
+    async fn write_step(
+        &self,
+        status: MessageStatus,
+        tool_calls: &[ToolCall],
+    ) -> Result<(), StoreError> {
+        let (seq, text, thinking, message_id) = {
+            let mut step = self.step();
+            step.flushed_len = step.text.len();
+            let thinking = (!step.thinking.is_empty()).then(|| step.thinking.clone());
+            (step.seq, step.text.clone(), thinking, step.message_id)
+        };
+        match message_id {
+            Some(id) => {
+                self.store
+                    .update_message(id, &text, thinking.as_deref(), tool_calls, status)
+                    .await
+            }
+            None => {
+                let message = NewMessage {
+                    reasoning: thinking,
+                    tool_calls: tool_calls.to_vec(),
+                    status,
+                    ..NewMessage::text(
+                        seq as i64,
+                        self.turn_seq,
+                        self.turn_id,
+                        Role::Assistant,
+                        text,
+                    )
+                };
+                let id = self.store.append_message(self.session.pk, &message).await?;
+                self.step().message_id = Some(id);
+                Ok(())
+            }
+        }
+    }
+
+    fn partial(&self) -> String {
+        self.step().text.clone()
+    }
+}
+
+#[async_trait]
+impl TurnObserver for Recorder<'_> {
+    async fn step_started(&self) -> Result<(), StoreError> {
+        let seq = self.emit(EventKind::OperatorStatus {
+            phase: "model",
+            detail: None,
+        });
+        *self.step() = Step {
+            seq,
+            ..Step::default()
+        };
+        Ok(())
+    }
+
+    fn delta(&self, delta: Delta) {
+        let kind = match delta {
+            Delta::Text(content) => {
+                self.step().text.push_str(&content);
+                EventKind::Chunk { content }
+            }
+            Delta::Thinking(content) => {
+                self.step().thinking.push_str(&content);
+                EventKind::Thinking { content }
+            }
+        };
+        self.emit(kind);
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let pending = {
+            let step = self.step();
+            step.text.len() > step.flushed_len
+        };
+        if pending {
+            self.write_step(MessageStatus::Streaming, &[]).await?;
+        }
+        Ok(())
+    }
+
+    async fn step_finished(&self, completion: &Completion) -> Result<(), StoreError> {
+        self.write_step(MessageStatus::Complete, &completion.tool_calls)
+            .await?;
+        if !completion.tool_calls.is_empty() && !completion.text.is_empty() {
+            self.emit(EventKind::ChunkReset);
+        }
+        Ok(())
+    }
+
+    async fn step_interrupted(&self) -> Result<(), StoreError> {
+        let has_text = {
+            let step = self.step();
+            !step.text.is_empty() || step.message_id.is_some()
+        };
+        if has_text {
+            self.write_step(MessageStatus::Interrupted, &[]).await?;
+        }
+        Ok(())
+    }
+
+    async fn tool_started(&self, call: &ToolCall) -> Result<(), StoreError> {
+        self.emit(EventKind::OperatorStatus {
+            phase: "tool",
+            detail: Some(call.name.clone()),
+        });
+        self.emit(EventKind::ToolCall {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            args: args_value(&call.arguments),
+        });
+        let pk = self
+            .store
+            .start_tool_call(self.session.pk, self.turn_id, call)
+            .await?;
+        self.running_tools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(call.id.clone(), pk);
+        Ok(())
+    }
+
+    async fn tool_finished(
+        &self,
+        call: &ToolCall,
+        outcome: &ToolOutcome,
+    ) -> Result<(), StoreError> {
+        let duration_ms = outcome.duration.as_millis() as u64;
+        let seq = self.emit(EventKind::ToolResult {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            output: outcome.output.clone(),
+            is_error: outcome.is_error,
+            duration_ms,
+        });
+        let pk = self
+            .running_tools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&call.id);
+        if let Some(pk) = pk {
+            let status = if outcome.interrupted {
+                "interrupted"
+            } else {
+                "done"
+            };
+            self.store
+                .finish_tool_call(
+                    pk,
+                    &outcome.output,
+                    outcome.is_error,
+                    status,
+                    duration_ms as i64,
+                )
+                .await?;
+        }
+        let message = NewMessage {
+            tool_call_id: Some(call.id.clone()),
+            tool_name: Some(call.name.clone()),
+            ..NewMessage::text(
+                seq as i64,
+                self.turn_seq,
+                self.turn_id,
+                Role::Tool,
+                &outcome.output,
+            )
+        };
+        self.store.append_message(self.session.pk, &message).await?;
+        self.summaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ToolCallSummary {
+                id: call.id.clone(),
+                name: call.name.clone(),
+                args: args_value(&call.arguments),
+                output: outcome.output.clone(),
+                is_error: outcome.is_error,
+                duration_ms,
+            });
+        Ok(())
+    }
+}
+
+/// The model's arguments as JSON, or as a string if they are not valid JSON.
+fn args_value(arguments: &str) -> serde_json::Value {
+    serde_json::from_str(arguments).unwrap_or_else(|_| serde_json::Value::String(arguments.into()))
+}
+
+/// Runs `turn` to its end and records how it ended.
+pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn) -> TurnOutcome {
+    let started = Instant::now();
+    let recorder = Recorder {
+        session,
+        store: inner.store.as_ref(),
+        turn_id: &turn.turn_id,
+        turn_seq: turn.user_seq as i64,
+        step: Mutex::new(Step::default()),
+        running_tools: Mutex::new(HashMap::new()),
+        summaries: Mutex::new(Vec::new()),
+    };
+    let result = if turn.cancel.is_cancelled() {
+        Err(AgentError::Cancelled)
+    } else {
+        execute(inner, session, turn, &recorder).await
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let tool_calls =
+        std::mem::take(&mut *recorder.summaries.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut outcome = TurnOutcome {
+        turn_id: turn.turn_id.clone(),
+        session_id: session.id.clone(),
+        status: TurnStatus::Done,
+        reply: String::new(),
+        tool_calls,
+        usage: Default::default(),
+        model: inner.agent.provider.model().map(str::to_owned),
+        duration_ms,
+        error: None,
+    };
+    let kind = match result {
+        Ok(answer) => {
+            outcome.reply = answer.text;
+            outcome.usage = answer.usage;
+            outcome.model = answer.model;
+            EventKind::Done {
+                full_response: outcome.reply.clone(),
+                usage: outcome.usage,
+                model: outcome.model.clone(),
+                duration_ms,
+                tool_calls: outcome.tool_calls.clone(),
+            }
+        }
+        Err(AgentError::Cancelled) => {
+            outcome.status = if inner.hard_stop.is_cancelled() {
+                TurnStatus::Interrupted
+            } else {
+                TurnStatus::Cancelled
+            };
+            outcome.reply = recorder.partial();
+            EventKind::Cancelled {
+                partial: outcome.reply.clone(),
+            }
+        }
+        Err(err) => {
+            let (code, message) = error_code(&err);
+            outcome.status = TurnStatus::Error;
+            outcome.reply = recorder.partial();
+            outcome.error = Some((code, message.clone()));
+            EventKind::Error { message, code }
+        }
+    };
+    let end = TurnEnd {
+        status: outcome.status,
+        error_code: outcome.error.as_ref().map(|(code, _)| (*code).to_owned()),
+        error_message: outcome.error.as_ref().map(|(_, message)| message.clone()),
+        model: outcome.model.clone(),
+        usage: outcome.usage,
+        duration_ms: duration_ms as i64,
+    };
+    if let Err(err) = inner.store.finish_turn(&turn.turn_id, &end).await {
+        tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
+    }
+    session.emit(Some(&turn.turn_id), kind);
+    tracing::info!(
+        turn_id = %turn.turn_id,
+        status = ?outcome.status,
+        duration_ms,
+        tools = outcome.tool_calls.len(),
+        "turn finished"
+    );
+    outcome
+}
+
+async fn execute(
+    inner: &Inner,
+    session: &LiveSession,
+    turn: &PendingTurn,
+    recorder: &Recorder<'_>,
+) -> Result<crate::agent::Answer, AgentError> {
+    inner.store.start_turn(&turn.turn_id).await?;
+    let history = inner
+        .store
+        .history(session.pk, turn.user_seq as i64)
+        .await?;
+    let mut messages = Vec::with_capacity(history.len() + 1);
+    if !inner.system_prompt.is_empty() {
+        messages.push(ChatMessage::text(Role::System, inner.system_prompt.clone()));
+    }
+    messages.extend(provider_history(history));
+    let ctx = inner
+        .agent
+        .tools
+        .context(&session.user, turn.cancel.clone())
+        .map_err(|e| AgentError::Store(StoreError::Other(format!("workspace: {e}"))))?;
+    inner
+        .agent
+        .run(messages, &ctx, &turn.cancel, recorder)
+        .await
+}
+
+/// Stored messages as the provider needs them: every tool call answered (a call whose
+/// result was lost to a crash gets an explicit "interrupted" result), partial answers kept.
+pub(super) fn provider_history(stored: Vec<Message>) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(stored.len());
+    let mut unanswered: Vec<String> = Vec::new();
+    for message in stored {
+        if message.role != Role::Tool {
+            close_unanswered(&mut out, &mut unanswered);
+        }
+        match message.role {
+            Role::Assistant if message.content.is_empty() && message.tool_calls.is_empty() => {}
+            Role::Tool => {
+                let Some(id) = message.tool_call_id else {
+                    continue;
+                };
+                let Some(pos) = unanswered.iter().position(|u| *u == id) else {
+                    continue;
+                };
+                unanswered.remove(pos);
+                out.push(ChatMessage {
+                    role: Role::Tool,
+                    content: message.content,
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(id),
+                });
+            }
+            role => {
+                unanswered = message.tool_calls.iter().map(|c| c.id.clone()).collect();
+                out.push(ChatMessage {
+                    role,
+                    content: message.content,
+                    tool_calls: message.tool_calls,
+                    tool_call_id: None,
+                });
+            }
+        }
+    }
+    close_unanswered(&mut out, &mut unanswered);
+    out
+}
+
+fn close_unanswered(out: &mut Vec<ChatMessage>, unanswered: &mut Vec<String>) {
+    for id in unanswered.drain(..) {
+        out.push(ChatMessage {
+            role: Role::Tool,
+            content: "error: interrupted before this tool call finished".into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(id),
+        });
+    }
+}
+
+/// The stable wire code and a client-safe message of a failed turn.
+fn error_code(err: &AgentError) -> (&'static str, String) {
+    match err {
+        AgentError::Provider(ProviderError::NotConfigured) => {
+            ("PROVIDER_NOT_CONFIGURED", err.to_string())
+        }
+        AgentError::Provider(provider) => ("PROVIDER_ERROR", provider.to_string()),
+        AgentError::IterationLimit(_) => ("AGENT_ERROR", err.to_string()),
+        AgentError::Store(store) => {
+            tracing::error!(%store, "storage failed during a turn");
+            (
+                "AGENT_ERROR",
+                "the turn failed because storage failed".into(),
+            )
+        }
+        AgentError::Cancelled => ("AGENT_ERROR", "cancelled".into()),
+    }
+}

@@ -1,0 +1,324 @@
+//! Durable storage: the [`Store`] trait, its records, and the constructor that picks a
+//! backend from the URL scheme (`sqlite://` now; `postgres://` when multi-node lands).
+//!
+//! Everything is append-only per message: appending costs the same at message 10 000 as at
+//! message 1, and reading a session never touches another session's rows.
+
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::conversation::{Role, ToolCall, Usage};
+
+pub use sqlite::SqliteStore;
+
+/// Errors of the storage layer. Driver errors stay inside it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("unsupported database url: {0}")]
+    UnsupportedUrl(String),
+    #[error("storage failure: {0}")]
+    Other(String),
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    /// Internal key; never shown to clients.
+    #[serde(skip)]
+    pub pk: i64,
+    #[serde(skip)]
+    pub user_id: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub state: String,
+    pub message_count: i64,
+    /// Upper bound of the sequence numbers handed out for this session.
+    #[serde(skip)]
+    pub reserved_seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Whether a message is whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    /// Written once and final.
+    Complete,
+    /// The text of a step still streaming, flushed on a timer.
+    Streaming,
+    /// Partial text of a step stopped by cancel, error or crash.
+    Interrupted,
+}
+
+impl MessageStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::Streaming => "streaming",
+            MessageStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "streaming" => MessageStatus::Streaming,
+            "interrupted" => MessageStatus::Interrupted,
+            _ => MessageStatus::Complete,
+        }
+    }
+}
+
+/// A message to append.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub seq: i64,
+    /// The seq of the turn's user message; conversation order is `(turn_seq, seq)`.
+    pub turn_seq: i64,
+    pub turn_id: Option<String>,
+    pub role: Role,
+    pub content: String,
+    pub reasoning: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub tool_call_id: Option<String>,
+    pub tool_name: Option<String>,
+    pub status: MessageStatus,
+}
+
+impl NewMessage {
+    /// A complete message with text only.
+    pub fn text(
+        seq: i64,
+        turn_seq: i64,
+        turn_id: &str,
+        role: Role,
+        content: impl Into<String>,
+    ) -> Self {
+        Self {
+            seq,
+            turn_seq,
+            turn_id: Some(turn_id.to_owned()),
+            role,
+            content: content.into(),
+            reasoning: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            tool_name: None,
+            status: MessageStatus::Complete,
+        }
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: i64,
+    pub seq: i64,
+    #[serde(skip)]
+    pub turn_seq: i64,
+    pub turn_id: Option<String>,
+    pub role: Role,
+    pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    pub status: MessageStatus,
+    pub created_at: i64,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnStatus {
+    Queued,
+    Running,
+    Done,
+    Error,
+    Cancelled,
+    Interrupted,
+}
+
+impl TurnStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            TurnStatus::Queued => "queued",
+            TurnStatus::Running => "running",
+            TurnStatus::Done => "done",
+            TurnStatus::Error => "error",
+            TurnStatus::Cancelled => "cancelled",
+            TurnStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The end of a turn.
+#[derive(Debug, Clone)]
+pub struct TurnEnd {
+    pub status: TurnStatus,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub duration_ms: i64,
+}
+
+/// A tool call of the persisted timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallRecord {
+    pub id: String,
+    pub turn_id: String,
+    pub name: String,
+    /// Raw JSON arguments as the model wrote them.
+    pub args: String,
+    pub output: Option<String>,
+    pub is_error: bool,
+    /// `running`, `done` or `interrupted`.
+    pub status: String,
+    pub started_at: i64,
+    pub duration_ms: Option<i64>,
+}
+
+/// What start-up recovery found left over from a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub turns: u64,
+    pub messages: u64,
+    pub tool_calls: u64,
+}
+
+/// Durable storage of users, sessions, messages, turns and tool calls.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates the user if missing.
+    async fn ensure_user(&self, user: &str) -> Result<(), StoreError>;
+
+    /// Loads the user's session `id`, creating it (named `name`) if missing; the flag says
+    /// whether it was created.
+    async fn open_session(
+        &self,
+        user: &str,
+        id: &str,
+        name: Option<&str>,
+    ) -> Result<(Session, bool), StoreError>;
+
+    /// The user's session `id`.
+    async fn session(&self, user: &str, id: &str) -> Result<Option<Session>, StoreError>;
+
+    /// The user's sessions, newest activity first, and their total count.
+    async fn list_sessions(
+        &self,
+        user: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<Session>, u64), StoreError>;
+
+    /// Renames a session.
+    async fn rename_session(&self, user: &str, id: &str, name: &str)
+    -> Result<Session, StoreError>;
+
+    /// Deletes a session and everything in it.
+    async fn delete_session(&self, user: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Records whether a turn is running in the session (`idle` / `running`).
+    async fn set_session_state(&self, session: i64, state: &str) -> Result<(), StoreError>;
+
+    /// Raises the session's reserved sequence bound.
+    async fn reserve_seq(&self, session: i64, up_to: i64) -> Result<(), StoreError>;
+
+    /// Appends a message and returns its id.
+    async fn append_message(&self, session: i64, message: &NewMessage) -> Result<i64, StoreError>;
+
+    /// Rewrites the one message still being produced (partial flush or completion).
+    async fn update_message(
+        &self,
+        id: i64,
+        content: &str,
+        reasoning: Option<&str>,
+        tool_calls: &[ToolCall],
+        status: MessageStatus,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` messages in conversation order before the message numbered
+    /// `before_seq` (all of them if `None`), oldest first.
+    async fn messages(
+        &self,
+        session: i64,
+        before_seq: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// The conversation up to and including the turn whose user message is `up_to_turn`,
+    /// in conversation order, for the provider.
+    async fn history(&self, session: i64, up_to_turn: i64) -> Result<Vec<Message>, StoreError>;
+
+    /// Records a queued turn.
+    async fn create_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError>;
+
+    /// Marks a turn running.
+    async fn start_turn(&self, turn_id: &str) -> Result<(), StoreError>;
+
+    /// Records how a turn ended, with its usage.
+    async fn finish_turn(&self, turn_id: &str, end: &TurnEnd) -> Result<(), StoreError>;
+
+    /// Records a tool call as running.
+    async fn start_tool_call(
+        &self,
+        session: i64,
+        turn_id: &str,
+        call: &ToolCall,
+    ) -> Result<i64, StoreError>;
+
+    /// Records a tool call's result.
+    async fn finish_tool_call(
+        &self,
+        pk: i64,
+        output: &str,
+        is_error: bool,
+        status: &str,
+        duration_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The session's tool-call timeline, oldest first.
+    async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError>;
+
+    /// Marks everything a crash left running or streaming as interrupted.
+    async fn recover(&self) -> Result<Recovery, StoreError>;
+
+    /// Deletes sessions past the per-user count or idle longer than `ttl_ms` (0 = no
+    /// limit); `user` limits it to one user. Running sessions are kept. Returns the
+    /// `(user, id)` of each deleted session.
+    async fn prune(
+        &self,
+        user: Option<&str>,
+        max_sessions: u64,
+        ttl_ms: i64,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// Opens the store named by `url`, creating and migrating it as needed.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = SqliteStore::open(Path::new(path)).await?;
+        return Ok(Arc::new(store));
+    }
+    Err(StoreError::UnsupportedUrl(
+        url.split("://").next().unwrap_or(url).to_owned(),
+    ))
+}

@@ -1,0 +1,160 @@
+//! Tools the agent can call: the [`Tool`] trait, the registry and the dispatch. One file
+//! per tool. A tool's failure is returned to the model as text; it never ends the turn.
+
+mod list_dir;
+mod read_file;
+mod shell;
+mod workspace;
+mod write_file;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ToolsConfig;
+use crate::providers::ToolSpec;
+
+pub use workspace::Workspace;
+
+/// Why a tool call failed; the text goes back to the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("unknown tool {0:?}")]
+    Unknown(String),
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    #[error("access denied: {0}")]
+    Denied(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a tool call runs with.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    /// The user's workspace; file tools are confined to it and `shell` runs in it.
+    pub workspace: Workspace,
+    /// Cancelled when the turn is; long-running tools stop and clean up.
+    pub cancel: CancellationToken,
+    /// Bytes of output kept.
+    pub max_output_bytes: usize,
+    /// Time allowed to a `shell` command.
+    pub shell_timeout: Duration,
+}
+
+/// A capability offered to the model.
+#[async_trait]
+pub trait Tool: Send + Sync + 'static {
+    /// The name the model calls it by.
+    fn name(&self) -> &'static str;
+    /// What it does, for the model.
+    fn description(&self) -> &'static str;
+    /// JSON schema of its arguments.
+    fn parameters(&self) -> serde_json::Value;
+    /// Runs it.
+    async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<String, ToolError>;
+}
+
+/// The tools available to turns, by name.
+pub struct Registry {
+    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+    config: ToolsConfig,
+    root: PathBuf,
+}
+
+impl Registry {
+    /// The built-in tools minus the disabled ones; workspaces live under `root`.
+    pub fn new(config: &ToolsConfig, root: PathBuf) -> Self {
+        let all: [Arc<dyn Tool>; 4] = [
+            Arc::new(shell::Shell),
+            Arc::new(read_file::ReadFile),
+            Arc::new(write_file::WriteFile),
+            Arc::new(list_dir::ListDir),
+        ];
+        let tools = all
+            .into_iter()
+            .filter(|tool| !config.disabled.iter().any(|d| d == tool.name()))
+            .map(|tool| (tool.name(), tool))
+            .collect();
+        Self {
+            tools,
+            config: config.clone(),
+            root,
+        }
+    }
+
+    /// The specs offered to the model.
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        self.tools
+            .values()
+            .map(|tool| ToolSpec {
+                name: tool.name().into(),
+                description: tool.description().into(),
+                parameters: tool.parameters(),
+            })
+            .collect()
+    }
+
+    /// The context a tool call of `user` runs with.
+    pub fn context(&self, user: &str, cancel: CancellationToken) -> Result<ToolContext, ToolError> {
+        Ok(ToolContext {
+            workspace: Workspace::for_user(&self.root, user)?,
+            cancel,
+            max_output_bytes: self.config.max_output_bytes,
+            shell_timeout: Duration::from_secs(self.config.shell_timeout_secs),
+        })
+    }
+
+    /// Runs the tool `name` with the raw JSON `arguments` the model wrote.
+    pub async fn call(
+        &self,
+        ctx: &ToolContext,
+        name: &str,
+        arguments: &str,
+    ) -> Result<String, ToolError> {
+        let tool = self
+            .tools
+            .get(name)
+            .ok_or_else(|| ToolError::Unknown(name.into()))?;
+        let args: serde_json::Value = serde_json::from_str(arguments)
+            .map_err(|e| ToolError::InvalidArguments(format!("not valid JSON: {e}")))?;
+        if !args.is_object() {
+            return Err(ToolError::InvalidArguments("expected a JSON object".into()));
+        }
+        tool.call(ctx, args).await
+    }
+}
+
+/// Reads a required string argument.
+fn required_str<'a>(args: &'a serde_json::Value, key: &str) -> Result<&'a str, ToolError> {
+    args.get(key)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| ToolError::InvalidArguments(format!("missing string argument {key:?}")))
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut.
+fn cap_output(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let total = text.len();
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!(
+        "\n[output truncated: {total} bytes, showing the first {end}]"
+    ));
+    text
+}

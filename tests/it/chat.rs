@@ -1,0 +1,156 @@
+//! Plain answers, the Oxios response shape and the stored conversation.
+
+use serde_json::json;
+
+use crate::common::{FakeProvider, Script, TestServer, transcript};
+
+#[tokio::test]
+async fn plain_answer_is_returned_and_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    provider.push([Script::text(&["Hel", "lo ", "world"])]);
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+
+    let (status, body) = server
+        .post(
+            "/api/chat",
+            json!({"message": "hi there", "session_id": "s1", "user_id": "mallory"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"], "Hello world");
+    assert_eq!(body["echo"], "hi there");
+    assert_eq!(body["session_id"], "s1");
+    assert_eq!(body["status"], "done");
+    assert_eq!(body["usage"]["total_tokens"], 15);
+    assert_eq!(body["model"], "fake-model");
+    assert!(body["turn_id"].as_str().is_some_and(|t| !t.is_empty()));
+
+    let request = &provider.requests()[0];
+    assert_eq!(request["stream"], true);
+    let roles: Vec<_> = request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].clone())
+        .collect();
+    assert_eq!(roles, vec![json!("system"), json!("user")]);
+    assert!(
+        request["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["function"]["name"] == "shell")
+    );
+
+    let (status, detail) = server.get("/api/sessions/s1").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        transcript(&detail),
+        vec![
+            ("user".into(), "hi there".into()),
+            ("assistant".into(), "Hello world".into())
+        ]
+    );
+    assert_eq!(detail["message_count"], 2);
+    assert!(detail["messages"][1]["seq"].as_u64() > detail["messages"][0]["seq"].as_u64());
+}
+
+#[tokio::test]
+async fn a_chat_without_session_id_creates_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+
+    let (status, body) = server.post("/api/chat", json!({"content": "first"})).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["reply"], "echo: first");
+
+    let (_, list) = server.get("/api/sessions").await;
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["items"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn sessions_can_be_listed_renamed_paginated_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    for i in 0..3 {
+        let (status, _) = server.chat(&format!("s{i}"), "hello").await;
+        assert_eq!(status, 200);
+    }
+    let (_, page) = server.get("/api/sessions?page=1&limit=2").await;
+    assert_eq!(page["total"], 3);
+    let ids: Vec<_> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("s2"), json!("s1")], "newest first");
+    let (_, page2) = server.get("/api/sessions?page=2&limit=2").await;
+    assert_eq!(page2["items"][0]["id"], "s0");
+
+    let response = server
+        .client
+        .patch(server.url("/api/sessions/s1"))
+        .json(&json!({"name": "Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, detail) = server.get("/api/sessions/s1").await;
+    assert_eq!(detail["name"], "Renamed");
+
+    let response = server
+        .client
+        .delete(server.url("/api/sessions/s1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let (status, body) = server.get("/api/sessions/s1").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "NOT_FOUND");
+    let (_, list) = server.get("/api/sessions").await;
+    assert_eq!(list["total"], 2);
+}
+
+#[tokio::test]
+async fn messages_page_backwards_with_before_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    for i in 0..5 {
+        server.chat("p", &format!("m{i}")).await;
+    }
+    let (_, last) = server.get("/api/sessions/p?limit=4").await;
+    assert_eq!(last["has_more"], true);
+    let contents: Vec<_> = transcript(&last).into_iter().map(|(_, c)| c).collect();
+    assert_eq!(contents, vec!["m3", "echo: m3", "m4", "echo: m4"]);
+    let before = last["next_before_seq"].as_u64().unwrap();
+    let (_, older) = server
+        .get(&format!("/api/sessions/p?limit=4&before_seq={before}"))
+        .await;
+    let contents: Vec<_> = transcript(&older).into_iter().map(|(_, c)| c).collect();
+    assert_eq!(contents, vec!["m1", "echo: m1", "m2", "echo: m2"]);
+}
+
+#[tokio::test]
+async fn status_and_health_report_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(crate::common::test_config(dir.path(), None)).await;
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    let (status, ready) = server.get("/health/ready").await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["components"]["store"], "ok");
+    assert_eq!(ready["components"]["provider"], "not_configured");
+    let (status, body) = server.get("/api/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["active_turns"], 0);
+    assert!(body["uptime_secs"].is_u64());
+}

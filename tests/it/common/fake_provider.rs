@@ -1,0 +1,218 @@
+//! A fake OpenAI-compatible provider: an axum server that answers each
+//! `POST /v1/chat/completions` with the next scripted reply, streamed chunk by chunk, and
+//! records every request body. With no script left it echoes the last user message.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// One piece of a scripted reply.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// An SSE `data:` event with this JSON.
+    Chunk(Value),
+    /// Raw bytes, sent as they are.
+    Raw(&'static str),
+    /// A pause.
+    Delay(Duration),
+    /// Drop the connection without finishing the stream.
+    Cut,
+}
+
+/// A scripted reply.
+#[derive(Debug, Clone)]
+pub enum Script {
+    /// An SSE stream of these steps.
+    Stream(Vec<Step>),
+    /// A plain HTTP response.
+    Status {
+        status: u16,
+        retry_after: Option<&'static str>,
+        body: Value,
+    },
+    /// Wait this long before sending the headers of the next script.
+    Slow(Duration, Box<Script>),
+}
+
+fn text_chunk(text: &str) -> Step {
+    Step::Chunk(
+        json!({"model": "fake-model", "choices": [{"index": 0, "delta": {"content": text}}]}),
+    )
+}
+
+fn finish(reason: &str) -> Vec<Step> {
+    vec![
+        Step::Chunk(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})),
+        Step::Chunk(
+            json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}),
+        ),
+        Step::Raw("data: [DONE]\n\n"),
+    ]
+}
+
+impl Script {
+    /// Streams `parts` as text chunks, then stops.
+    pub fn text(parts: &[&str]) -> Self {
+        let mut steps: Vec<Step> = parts.iter().map(|p| text_chunk(p)).collect();
+        steps.extend(finish("stop"));
+        Script::Stream(steps)
+    }
+
+    /// Streams `parts` with `pause` before each one.
+    pub fn slow_text(parts: &[&str], pause: Duration) -> Self {
+        let mut steps = Vec::new();
+        for part in parts {
+            steps.push(Step::Delay(pause));
+            steps.push(text_chunk(part));
+        }
+        steps.extend(finish("stop"));
+        Script::Stream(steps)
+    }
+
+    /// One tool call whose arguments arrive in `pieces` fragments; the id and name only
+    /// on the first fragment, and no `index` at all (as some servers send it).
+    pub fn tool_call(id: &str, name: &str, arguments: Value, pieces: usize) -> Self {
+        let text = arguments.to_string();
+        let size = text.len().div_ceil(pieces.max(1));
+        let mut steps = vec![text_chunk("Let me check. ")];
+        let chars: Vec<char> = text.chars().collect();
+        for (i, piece) in chars.chunks(size.max(1)).enumerate() {
+            let piece: String = piece.iter().collect();
+            let call = if i == 0 {
+                json!({"id": id, "type": "function", "function": {"name": name, "arguments": piece}})
+            } else {
+                json!({"function": {"arguments": piece}})
+            };
+            steps.push(Step::Chunk(
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}),
+            ));
+        }
+        steps.extend(finish("tool_calls"));
+        Script::Stream(steps)
+    }
+
+    /// A plain error response.
+    pub fn status(status: u16, message: &str) -> Self {
+        Script::Status {
+            status,
+            retry_after: None,
+            body: json!({"error": {"message": message}}),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    scripts: VecDeque<Script>,
+    requests: Vec<Value>,
+}
+
+/// A running fake provider.
+#[derive(Clone)]
+pub struct FakeProvider {
+    shared: Arc<Mutex<Shared>>,
+    pub addr: SocketAddr,
+}
+
+impl FakeProvider {
+    /// Starts the fake on a free port.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { shared, addr }
+    }
+
+    /// The base URL to configure, including `/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues replies, answered in order.
+    pub fn push(&self, scripts: impl IntoIterator<Item = Script>) {
+        self.shared.lock().unwrap().scripts.extend(scripts);
+    }
+
+    /// The request bodies received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.lock().unwrap().requests.clone()
+    }
+}
+
+async fn complete(State(shared): State<Arc<Mutex<Shared>>>, Json(body): Json<Value>) -> Response {
+    let script = {
+        let mut shared = shared.lock().unwrap();
+        shared.requests.push(body.clone());
+        shared.scripts.pop_front()
+    };
+    let script = script.unwrap_or_else(|| {
+        let last_user = body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        Script::text(&["echo: ", &last_user])
+    });
+    respond(script).await
+}
+
+async fn respond(script: Script) -> Response {
+    match script {
+        Script::Slow(pause, next) => {
+            tokio::time::sleep(pause).await;
+            Box::pin(respond(*next)).await
+        }
+        Script::Status {
+            status,
+            retry_after,
+            body,
+        } => {
+            let mut response = (StatusCode::from_u16(status).unwrap(), Json(body)).into_response();
+            if let Some(after) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, after.parse().unwrap());
+            }
+            response
+        }
+        Script::Stream(steps) => {
+            let stream = futures_util::stream::unfold(steps.into_iter(), |mut steps| async move {
+                loop {
+                    match steps.next()? {
+                        Step::Delay(pause) => tokio::time::sleep(pause).await,
+                        Step::Chunk(value) => {
+                            let bytes = Bytes::from(format!("data: {value}\n\n"));
+                            return Some((Ok(bytes), steps));
+                        }
+                        Step::Raw(text) => {
+                            return Some((Ok(Bytes::from_static(text.as_bytes())), steps));
+                        }
+                        Step::Cut => {
+                            let err = std::io::Error::other("cut");
+                            return Some((Err(err), steps));
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+    }
+}

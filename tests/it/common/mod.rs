@@ -1,0 +1,159 @@
+//! Shared test support: the real server on `127.0.0.1:0` with a temporary data folder, the
+//! fake provider, and small client helpers.
+
+pub mod fake_provider;
+
+use std::path::Path;
+use std::time::Duration;
+
+use parley::config::Config;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use fake_provider::{FakeProvider, Script, Step};
+
+/// A reqwest client (installing the TLS crypto provider reqwest needs first).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Test defaults: a free port, fast flushes and retries, the fake provider if given.
+pub fn test_config(data_dir: &Path, provider: Option<&FakeProvider>) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    config.provider.url = provider.map(FakeProvider::url);
+    config.provider.retry_base_ms = 10;
+    config.provider.first_byte_timeout_secs = 10.0;
+    config.provider.idle_timeout_secs = 10.0;
+    config.sessions.partial_flush_ms = 20;
+    config.shutdown_grace_secs = 5;
+    config
+}
+
+impl TestServer {
+    /// Starts a server on `config`.
+    pub async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = parley::server::build(config).await.expect("server builds");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(parley::server::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            client: client(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts a server with the test defaults in `data_dir`.
+    pub async fn with_provider(data_dir: &Path, provider: &FakeProvider) -> Self {
+        Self::start(test_config(data_dir, Some(provider))).await
+    }
+
+    /// Shuts the server down gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).ok();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET returning status and JSON body.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        json_of(response).await
+    }
+
+    /// POST with a JSON body, returning status and JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        json_of(response).await
+    }
+
+    /// Sends `content` to `session` and waits for the answer.
+    pub async fn chat(&self, session: &str, content: &str) -> (StatusCode, Value) {
+        self.post(
+            "/api/chat",
+            serde_json::json!({"content": content, "session_id": session}),
+        )
+        .await
+    }
+
+    /// Polls the session until `done` holds for its detail (no fixed sleeps: a short poll
+    /// with an overall limit).
+    pub async fn wait_for(&self, session: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..1000 {
+            let (status, body) = self
+                .get(&format!("/api/sessions/{session}?limit=500"))
+                .await;
+            if status == StatusCode::OK && done(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("session {session} never reached the expected state");
+    }
+
+    /// Waits until the session has no running or queued turn.
+    pub async fn wait_idle(&self, session: &str) -> Value {
+        self.wait_for(session, |s| s["running_turn"].is_null() && s["queued"] == 0)
+            .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+    }
+}
+
+/// Status and JSON body of a response; panics if the body is not JSON.
+pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    (status, body)
+}
+
+/// The messages of a session detail as `(role, content)` pairs.
+pub fn transcript(detail: &Value) -> Vec<(String, String)> {
+    detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,280 @@
+//! Durability: restarts, crashes, cancel and graceful shutdown lose nothing acknowledged.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::{FakeProvider, Script, TestServer, json_of, transcript};
+
+#[tokio::test]
+async fn a_session_survives_a_restart_with_its_messages_and_tool_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    provider.push([
+        Script::tool_call("c1", "list_dir", json!({}), 1),
+        Script::text(&["empty folder"]),
+    ]);
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let (status, _) = server.chat("keep", "what is here?").await;
+    assert_eq!(status, 200);
+    let (_, before) = server.get("/api/sessions/keep").await;
+    server.stop().await;
+
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let (status, after) = server.get("/api/sessions/keep").await;
+    assert_eq!(status, 200);
+    assert_eq!(transcript(&after), transcript(&before));
+    assert_eq!(after["messages"][1]["tool_calls"][0]["name"], "list_dir");
+    let (_, timeline) = server.get("/api/sessions/keep/tool-calls").await;
+    assert_eq!(timeline["items"][0]["id"], "c1");
+
+    // Sequence numbers never go back across the restart.
+    let last_before = before["last_seq"].as_u64().unwrap();
+    let (status, _) = server.chat("keep", "again").await;
+    assert_eq!(status, 200);
+    let (_, again) = server.get("/api/sessions/keep").await;
+    let newest = again["messages"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(newest > last_before, "{newest} <= {last_before}");
+    // And the model got the whole history, tool call included.
+    let last = provider.requests().last().unwrap().clone();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 1 + 5);
+}
+
+#[tokio::test]
+async fn abort_mid_stream_stores_the_partial_answer_marked_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let parts: Vec<&str> = std::iter::repeat_n("word ", 200).collect();
+    provider.push([Script::slow_text(&parts, Duration::from_millis(20))]);
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let (status, _) = server
+        .post(
+            "/api/sessions/ab/messages",
+            json!({"content": "talk a lot"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    server
+        .wait_for("ab", |d| {
+            d["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["status"] == "streaming")
+        })
+        .await;
+    let (status, body) = server.post("/api/sessions/ab/abort", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["aborted"], true);
+    let detail = server.wait_idle("ab").await;
+    let answer = &detail["messages"][1];
+    assert_eq!(answer["status"], "interrupted");
+    let text = answer["content"].as_str().unwrap();
+    assert!(
+        text.starts_with("word ") && text.len() < 200 * 5,
+        "{text:?}"
+    );
+    // The session takes new turns.
+    let (status, body) = server.chat("ab", "next").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"], "echo: next");
+}
+
+/// A `parley serve` process, killed if the test ends early.
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_parley(dir: &Path, provider: &FakeProvider, grace_secs: u64) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("serve")
+        .current_dir(dir)
+        .env("PARLEY_LISTEN", "127.0.0.1:0")
+        .env("PARLEY_DATA_DIR", dir.join("data"))
+        .env("PARLEY_PROVIDER_URL", provider.url())
+        .env("PARLEY_SESSIONS__PARTIAL_FLUSH_MS", "20")
+        .env("PARLEY_SHUTDOWN_GRACE_SECS", grace_secs.to_string())
+        .env_remove("PARLEY_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines.next().expect("parley printed its address").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Process { child, base }
+}
+
+async fn get(client: &reqwest::Client, url: String) -> serde_json::Value {
+    json_of(client.get(url).send().await.unwrap()).await.1
+}
+
+async fn wait_streaming(client: &reqwest::Client, base: &str, session: &str) {
+    for _ in 0..1000 {
+        let detail = get(client, format!("{base}/api/sessions/{session}")).await;
+        if detail["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["status"] == "streaming"))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the answer never started streaming");
+}
+
+// Multi-threaded: the fake provider must keep streaming while the test blocks on the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_interrupted_turn_is_marked_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let parts: Vec<&str> = std::iter::repeat_n("chunk ", 500).collect();
+    provider.push([Script::slow_text(&parts, Duration::from_millis(20))]);
+    let client = crate::common::client();
+    let mut process = spawn_parley(dir.path(), &provider, 5);
+    let response = client
+        .post(format!("{}/api/sessions/crash/messages", process.base))
+        .json(&json!({"content": "acknowledged message"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    wait_streaming(&client, &process.base, "crash").await;
+    process.child.kill().unwrap(); // SIGKILL: no chance to clean up
+    process.child.wait().unwrap();
+
+    let mut process = spawn_parley(dir.path(), &provider, 5);
+    let detail = get(&client, format!("{}/api/sessions/crash", process.base)).await;
+    assert_eq!(detail["messages"][0]["content"], "acknowledged message");
+    assert_eq!(detail["messages"][1]["status"], "interrupted");
+    assert!(
+        detail["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("chunk ")
+    );
+    assert_eq!(detail["state"], "idle");
+    let (status, body) = json_of(
+        client
+            .post(format!("{}/api/chat", process.base))
+            .json(&json!({"content": "are you back?", "session_id": "crash"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"], "echo: are you back?");
+    // The model saw the interrupted partial answer as part of the history.
+    let last = provider.requests().last().unwrap().clone();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 1 + 3);
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_turn_finish_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let parts: Vec<&str> = std::iter::repeat_n("bit ", 20).collect();
+    provider.push([Script::slow_text(&parts, Duration::from_millis(25))]);
+    let client = crate::common::client();
+    let mut process = spawn_parley(dir.path(), &provider, 30);
+    let response = client
+        .post(format!("{}/api/sessions/term/messages", process.base))
+        .json(&json!({"content": "finish please"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    wait_streaming(&client, &process.base, "term").await;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(process.child.id() as i32, libc::SIGTERM) };
+    let status = process.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let mut process = spawn_parley(dir.path(), &provider, 5);
+    let detail = get(&client, format!("{}/api/sessions/term", process.base)).await;
+    assert_eq!(detail["messages"][1]["status"], "complete");
+    assert_eq!(detail["messages"][1]["content"], "bit ".repeat(20));
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn config_command_prints_the_effective_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("parley.toml"),
+        "listen = \"127.0.0.1:9999\"\n[agent]\nmax_iterations = 7\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["config", "--model", "from-flag"])
+        .current_dir(dir.path())
+        .env("PARLEY_API_KEY", "sk-very-secret")
+        .env("PARLEY_LISTEN", "127.0.0.1:7777")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(!text.contains("sk-very-secret"), "{text}");
+    assert!(text.contains("api_key = \"***\""), "{text}");
+    assert!(
+        text.contains("listen = \"127.0.0.1:7777\""),
+        "env beats the file: {text}"
+    );
+    assert!(
+        text.contains("max_iterations = 7"),
+        "the file is read: {text}"
+    );
+    assert!(
+        text.contains("model = \"from-flag\""),
+        "flags apply: {text}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["config", "--listen", "127.0.0.1:5555"])
+        .current_dir(dir.path())
+        .env("PARLEY_LISTEN", "127.0.0.1:7777")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("listen = \"127.0.0.1:5555\""),
+        "flags beat env: {text}"
+    );
+}
+
+#[tokio::test]
+async fn refuses_a_public_address_while_authentication_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("loopback"), "{text}");
+}
