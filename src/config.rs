@@ -30,6 +30,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub stream: StreamConfig,
     /// Seconds running turns get to finish on shutdown before they are cancelled.
     pub shutdown_grace_secs: u64,
 }
@@ -47,6 +48,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            stream: StreamConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -100,6 +102,8 @@ pub struct AgentConfig {
     pub max_iterations: u32,
     /// System prompt sent first on every turn.
     pub system_prompt: String,
+    /// Hints given to the model with a message sent from a page (`page_context`), by page.
+    pub page_hints: BTreeMap<String, String>,
 }
 
 impl Default for AgentConfig {
@@ -109,6 +113,7 @@ impl Default for AgentConfig {
             system_prompt: "You are Parley's assistant. You can run shell commands and read, \
                             write and list files in your workspace with the tools you are given."
                 .into(),
+            page_hints: BTreeMap::new(),
         }
     }
 }
@@ -123,6 +128,12 @@ pub struct ToolsConfig {
     pub max_output_bytes: usize,
     /// Tools turned off entirely.
     pub disabled: Vec<String>,
+    /// Approval policy per tool: `auto`, `ask` or `deny`.
+    pub approval: BTreeMap<String, String>,
+    /// Policy of tools not named in `approval`.
+    pub default_policy: String,
+    /// Seconds an `ask` tool call waits for a decision before it is denied.
+    pub approval_timeout_secs: f64,
 }
 
 impl Default for ToolsConfig {
@@ -131,6 +142,34 @@ impl Default for ToolsConfig {
             shell_timeout_secs: 60,
             max_output_bytes: 64 * 1024,
             disabled: Vec::new(),
+            approval: [("shell", "ask"), ("write_file", "ask")]
+                .into_iter()
+                .map(|(tool, policy)| (tool.to_owned(), policy.to_owned()))
+                .collect(),
+            default_policy: "auto".into(),
+            approval_timeout_secs: 120.0,
+        }
+    }
+}
+
+/// WebSocket and SSE connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamConfig {
+    /// Seconds between server WebSocket pings; a peer silent for two intervals is dropped.
+    pub ping_interval_secs: f64,
+    /// Seconds between SSE keep-alive comments.
+    pub sse_keepalive_secs: f64,
+    /// Largest WebSocket message accepted; larger ones close the socket with 1009.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_secs: 30.0,
+            sse_keepalive_secs: 15.0,
+            max_frame_bytes: 128 * 1024,
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The layers, from the wire inwards (see DESIGN.md "Architecture"):
 //!
-//! - [`http`]: the REST API and its JSON errors; protocol adapters translate between their
-//!   wire format and runtime events, nothing more.
+//! - [`http`], [`ws`], [`sse`]: the protocol adapters (REST, WebSocket, Server-Sent
+//!   Events); they translate between their wire format and runtime events, nothing more.
 //! - [`auth`]: who is calling.
 //! - [`runtime`]: owns turns: a FIFO queue per session, the event log with its `seq`, and
 //!   cancellation. A turn never belongs to the connection that started it.
@@ -24,5 +24,7 @@ pub mod http;
 pub mod providers;
 pub mod runtime;
 pub mod server;
+pub mod sse;
 pub mod store;
 pub mod tools;
+pub mod ws;

@@ -5,8 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::AtomicUsize;
+
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Tickets;
 
 use crate::agent::Agent;
 use crate::bus::{Bus, LocalBus};
@@ -15,6 +20,10 @@ use crate::http::{AppState, router};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::tools::Registry;
 use crate::{providers, store};
+
+/// Events the bus buffers per topic for a slow watcher; one that falls further behind
+/// catches up from its session's event log.
+const BUS_CAPACITY: usize = 256;
 
 /// Opens the store (recovering what a crash left running), builds the provider, tools,
 /// bus and runtime.
@@ -38,11 +47,13 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     if config.redis_url.is_some() {
         anyhow::bail!("PARLEY_REDIS_URL is set, but the Redis bus is not available yet; unset it");
     }
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.sessions.event_log_capacity));
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(BUS_CAPACITY));
     let provider = providers::build(&config.provider).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(config.workspace_root())
         .with_context(|| format!("creating {}", config.workspace_root().display()))?;
-    let tools = Arc::new(Registry::new(&config.tools, config.workspace_root()));
+    let tools = Arc::new(
+        Registry::new(&config.tools, config.workspace_root()).map_err(anyhow::Error::msg)?,
+    );
     let agent = Agent {
         provider: provider.clone(),
         tools,
@@ -58,6 +69,9 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
             event_log_capacity: config.sessions.event_log_capacity,
             max_content_bytes: config.limits.max_content_bytes,
             system_prompt: config.agent.system_prompt.clone(),
+            page_hints: config.agent.page_hints.clone(),
+            approval_timeout: Duration::try_from_secs_f64(config.tools.approval_timeout_secs)
+                .unwrap_or(Duration::from_secs(120)),
         },
     );
     Ok(AppState {
@@ -70,6 +84,9 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
             .is_some_and(|u| !u.trim().is_empty()),
         config: Arc::new(config),
         started: Instant::now(),
+        shutdown: CancellationToken::new(),
+        tickets: Arc::new(Tickets::default()),
+        connections: Arc::new(AtomicUsize::new(0)),
     })
 }
 
@@ -90,8 +107,13 @@ pub async fn run(
     let runtime = state.runtime.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let prune = tokio::spawn(auto_prune(state.clone()));
+    let connections = state.shutdown.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // WebSockets and SSE streams end on this; their turns run on.
+            connections.cancel();
+        })
         .await
         .context("serving HTTP")?;
     prune.abort();

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
 use crate::providers::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::store::StoreError;
-use crate::tools::{Registry, ToolContext, ToolError};
+use crate::tools::{Policy, Registry, ToolContext, ToolError};
 
 /// Why a turn did not reach a final answer.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,12 @@ pub trait TurnObserver: Send + Sync {
     async fn step_interrupted(&self) -> Result<(), StoreError>;
     /// A tool call is about to run.
     async fn tool_started(&self, call: &ToolCall) -> Result<(), StoreError>;
+    /// Asks the user whether a tool call may run; `Some(reason)` refuses it.
+    async fn approve(
+        &self,
+        call: &ToolCall,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>, StoreError>;
     /// A tool call ended.
     async fn tool_finished(&self, call: &ToolCall, outcome: &ToolOutcome)
     -> Result<(), StoreError>;
@@ -166,8 +172,15 @@ impl Agent {
     ) -> Result<ToolOutcome, AgentError> {
         observer.tool_started(call).await?;
         let started = Instant::now();
+        let refusal = match self.tools.policy(&call.name) {
+            Policy::Auto => None,
+            Policy::Deny => Some("the tool policy denies this tool".to_owned()),
+            Policy::Ask => observer.approve(call, &ctx.cancel).await?,
+        };
         let result = if ctx.cancel.is_cancelled() {
             Err(ToolError::Cancelled)
+        } else if let Some(reason) = refusal {
+            Err(ToolError::Refused(reason))
         } else {
             self.tools.call(ctx, &call.name, &call.arguments).await
         };

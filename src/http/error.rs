@@ -2,6 +2,7 @@
 //! the right status. 5xx details go to the log, never to the client.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -28,6 +29,11 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("this method is not allowed here")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A plain HTTP request on a WebSocket route.
+    #[error("this endpoint needs a WebSocket upgrade: {message}")]
+    Upgrade { status: StatusCode, message: String },
     /// A turn that ended in an error, answered to a caller that waited for it.
     #[error("{message}")]
     Turn {
@@ -46,7 +52,7 @@ impl ApiError {
         match self {
             ApiError::Runtime(err) => match err {
                 RuntimeError::InvalidSessionId => StatusCode::BAD_REQUEST,
-                RuntimeError::NotFound => StatusCode::NOT_FOUND,
+                RuntimeError::NotFound | RuntimeError::ApprovalNotFound => StatusCode::NOT_FOUND,
                 RuntimeError::EmptyContent => StatusCode::UNPROCESSABLE_ENTITY,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 RuntimeError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -62,6 +68,8 @@ impl ApiError {
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Upgrade { status, .. } => *status,
             ApiError::Turn { code, .. } => match *code {
                 "PROVIDER_NOT_CONFIGURED" => StatusCode::SERVICE_UNAVAILABLE,
                 "PROVIDER_ERROR" => StatusCode::BAD_GATEWAY,
@@ -75,7 +83,7 @@ impl ApiError {
         match self {
             ApiError::Runtime(err) => match err {
                 RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
-                RuntimeError::NotFound => "NOT_FOUND",
+                RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
                 RuntimeError::EmptyContent => "EMPTY_CONTENT",
                 RuntimeError::ContentTooLarge { .. } => "MESSAGE_TOO_LARGE",
                 RuntimeError::QueueFull { .. } => "SESSION_QUEUE_FULL",
@@ -91,6 +99,8 @@ impl ApiError {
             ApiError::BodyTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::Unauthorized(_) => "AUTH_ERROR",
+            ApiError::Upgrade { .. } => "UPGRADE_REQUIRED",
         }
     }
 
@@ -160,6 +170,15 @@ impl From<JsonRejection> for ApiError {
                 code: "INVALID_JSON",
                 message: rejection.body_text(),
             },
+        }
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(rejection: WebSocketUpgradeRejection) -> Self {
+        ApiError::Upgrade {
+            status: rejection.status(),
+            message: rejection.body_text(),
         }
     }
 }

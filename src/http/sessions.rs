@@ -174,7 +174,7 @@ pub(super) async fn post_message(
     let content = request.content.unwrap_or_default();
     let submission = state
         .runtime
-        .submit(&caller.user, Some(&id), &content, false)
+        .submit(&caller.user, Some(&id), &content, None, false)
         .await?;
     let body = json!({"turn_id": submission.turn_id, "session_id": submission.session.id});
     Ok((StatusCode::ACCEPTED, JsonResponse(body)).into_response())

@@ -48,6 +48,9 @@ pub enum EventKind {
         output: String,
         is_error: bool,
         duration_ms: u64,
+        /// `TOOL_ERROR` when the tool failed (its output says why; the turn goes on).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<&'static str>,
     },
     /// The streamed draft so far belonged to a finished step; the next chunks start anew.
     ChunkReset,
@@ -68,6 +71,38 @@ pub enum EventKind {
     /// A status pushed in from outside (`POST /api/sessions/{id}/notify`).
     AgentEvent {
         event: serde_json::Value,
+    },
+    /// A tool call waits for the user's decision.
+    ApprovalRequest {
+        request_id: String,
+        tool: String,
+        args: serde_json::Value,
+        timeout_secs: f64,
+    },
+    /// A pending approval was decided (`approve`, `deny`, `always` or `cancelled`).
+    ApprovalResolved {
+        request_id: String,
+        decision: &'static str,
+    },
+    /// Nobody answered an approval in time: the tool call was denied.
+    ApprovalExpired {
+        request_id: String,
+    },
+    /// The session was deleted; watchers should stop.
+    SessionDeleted,
+
+    // Lifecycle events of the global feed (`GET /api/events`): no content, ever.
+    SessionCreated,
+    TurnStarted,
+    TurnFinished {
+        status: &'static str,
+    },
+    ToolCalled {
+        name: String,
+    },
+    ApprovalRequested {
+        request_id: String,
+        tool: String,
     },
 }
 

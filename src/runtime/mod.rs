@@ -3,11 +3,13 @@
 //! that no connection owns. Every event gets its `seq`, goes to the session's log and then
 //! to the bus.
 
+mod approvals;
 mod event;
+mod log;
 mod session;
 mod turn;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +23,11 @@ use crate::bus::Bus;
 use crate::conversation::{Role, Usage};
 use crate::store::{NewMessage, Session, Store, StoreError, TurnEnd, TurnStatus};
 
+use approvals::Approvals;
+pub use approvals::{ApprovalInfo, Decision};
 pub use event::{Event, EventKind, ToolCallSummary};
-pub use session::{LiveSession, Replay};
+pub use log::{EventLog, Replay, Watch, WatchItem};
+pub use session::LiveSession;
 use session::{PendingTurn, RunningTurn};
 
 /// Why the runtime refused something.
@@ -40,6 +45,8 @@ pub enum RuntimeError {
     QueueFull { limit: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("no pending approval with that id")]
+    ApprovalNotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -84,17 +91,29 @@ pub struct RuntimeConfig {
     pub event_log_capacity: usize,
     pub max_content_bytes: usize,
     pub system_prompt: String,
+    /// Hints for the model by the client's page (`page_context`).
+    pub page_hints: BTreeMap<String, String>,
+    /// How long an `ask` tool call waits for a decision.
+    pub approval_timeout: Duration,
 }
+
+/// Lifecycle events each user's global feed keeps for resuming clients.
+const FEED_CAPACITY: usize = 1024;
 
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     agent: Agent,
     system_prompt: String,
+    page_hints: BTreeMap<String, String>,
+    approval_timeout: Duration,
     queue_depth: usize,
     event_log_capacity: usize,
     max_content_bytes: usize,
     sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<LiveSession>>>,
+    approvals: Approvals,
+    /// Each user's lifecycle feed, created on first use.
+    feeds: std::sync::Mutex<HashMap<String, Arc<EventLog>>>,
     tracker: TaskTracker,
     /// Set when shutdown begins: no new turns are accepted or started.
     stopping: CancellationToken,
@@ -132,6 +151,10 @@ impl Runtime {
                 bus,
                 agent,
                 system_prompt: config.system_prompt,
+                page_hints: config.page_hints,
+                approval_timeout: config.approval_timeout,
+                approvals: Approvals::default(),
+                feeds: std::sync::Mutex::new(HashMap::new()),
                 queue_depth: config.queue_depth,
                 event_log_capacity: config.event_log_capacity,
                 max_content_bytes: config.max_content_bytes,
@@ -197,6 +220,11 @@ impl Runtime {
             self.inner.bus.clone(),
         ));
         sessions.insert(key, session.clone());
+        drop(sessions);
+        if created {
+            self.inner
+                .lifecycle(&session, None, EventKind::SessionCreated);
+        }
         Ok((session, created))
     }
 
@@ -207,6 +235,7 @@ impl Runtime {
         user: &str,
         session_id: Option<&str>,
         content: &str,
+        page: Option<&str>,
         want_outcome: bool,
     ) -> Result<Submission, RuntimeError> {
         if self.inner.stopping.is_cancelled() {
@@ -247,6 +276,9 @@ impl Runtime {
             user_seq,
             cancel: self.inner.hard_stop.child_token(),
             reply,
+            hint: page
+                .and_then(|page| self.inner.page_hints.get(page))
+                .cloned(),
         });
         if !queue.worker {
             queue.worker = true;
@@ -432,6 +464,51 @@ impl Runtime {
             .collect()
     }
 
+    /// Watches the user's session after `after` (`None`: from now on), creating it if
+    /// `create`. Also returns the pending approvals the watcher would otherwise miss.
+    pub async fn watch(
+        &self,
+        user: &str,
+        id: Option<&str>,
+        after: Option<u64>,
+        create: bool,
+    ) -> Result<(Arc<LiveSession>, Watch, Vec<ApprovalInfo>), RuntimeError> {
+        let (session, _) = self.open_session(user, id, None, create).await?;
+        let watch = session.watch(after);
+        let start = watch.last_seq();
+        let missed = self
+            .inner
+            .approvals
+            .list(user, Some(&session.id))
+            .into_iter()
+            .filter(|a| a.seq <= start)
+            .collect();
+        Ok((session, watch, missed))
+    }
+
+    /// Watches the user's lifecycle feed after `after` (`None`: from now on).
+    pub fn watch_feed(&self, user: &str, after: Option<u64>) -> Watch {
+        self.inner.feed(user).watch(after)
+    }
+
+    /// Decides one of the user's pending approvals.
+    pub fn decide(
+        &self,
+        user: &str,
+        request_id: &str,
+        decision: Decision,
+    ) -> Result<(), RuntimeError> {
+        self.inner
+            .approvals
+            .decide(user, request_id, decision)
+            .map_err(|_| RuntimeError::ApprovalNotFound)
+    }
+
+    /// The user's pending approvals.
+    pub fn approvals(&self, user: &str) -> Vec<ApprovalInfo> {
+        self.inner.approvals.list(user, None)
+    }
+
     /// Stops accepting turns, lets running ones finish for `grace`, then cancels the rest
     /// (stored as interrupted) and waits for every turn task to end.
     pub async fn shutdown(&self, grace: Duration) {
@@ -445,6 +522,32 @@ impl Runtime {
             self.inner.hard_stop.cancel();
             self.inner.tracker.wait().await;
         }
+    }
+}
+
+impl Inner {
+    /// The user's lifecycle feed.
+    fn feed(&self, user: &str) -> Arc<EventLog> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        feeds
+            .entry(user.to_owned())
+            .or_insert_with(|| {
+                // Start from the clock so ids keep growing across restarts.
+                let start = crate::clock::now_ms().max(0) as u64;
+                Arc::new(EventLog::new(
+                    format!("feed:{user}"),
+                    start,
+                    FEED_CAPACITY,
+                    self.bus.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Records a lifecycle event (no content) on the session owner's feed.
+    fn lifecycle(&self, session: &LiveSession, turn_id: Option<&str>, kind: EventKind) {
+        self.feed(&session.user)
+            .append(&session.id, turn_id, kind, None);
     }
 }
 

@@ -1,7 +1,6 @@
-//! A loaded session: its event log (sequence numbers and the bounded in-memory ring that
-//! resuming watchers replay from) and its turn queue.
+//! A loaded session: its event log, its turn queue and its remembered approvals.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
@@ -9,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TurnOutcome;
 use super::event::{Event, EventKind};
+use super::log::{EventLog, Watch};
 use crate::bus::Bus;
 use crate::store::Store;
 
@@ -23,6 +23,8 @@ pub(crate) struct PendingTurn {
     pub user_seq: u64,
     pub cancel: CancellationToken,
     pub reply: Option<oneshot::Sender<TurnOutcome>>,
+    /// Context for the model about the page the user is on (`page_context`).
+    pub hint: Option<String>,
 }
 
 /// The turn a session's worker is running.
@@ -43,31 +45,16 @@ pub(crate) struct Queue {
     pub admitting: usize,
 }
 
-struct Log {
-    last_seq: u64,
-    reserved: u64,
-    ring: VecDeque<Arc<Event>>,
-}
-
-/// What a watcher resuming after some `seq` gets from the log.
-pub enum Replay {
-    /// The events after the requested `seq`, oldest first.
-    Events(Vec<Arc<Event>>),
-    /// The log no longer holds the events right after that `seq`: reload the history.
-    Resync { oldest: u64 },
-}
-
 /// A session in memory.
 pub struct LiveSession {
     pub user: String,
     pub id: String,
     pub pk: i64,
-    pub(crate) topic: String,
-    log: Mutex<Log>,
-    capacity: usize,
+    log: Arc<EventLog>,
     queue: Mutex<Queue>,
+    /// Tools the user approved with "always" in this session.
+    always: Mutex<HashSet<String>>,
     store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
 }
 
 impl LiveSession {
@@ -80,65 +67,56 @@ impl LiveSession {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
     ) -> Self {
+        // Numbers up to the stored reservation may have been used before a crash.
         let reserved = reserved_seq.max(0) as u64;
         Self {
             user: user.to_owned(),
             id: id.to_owned(),
             pk,
-            topic: format!("session:{pk}"),
-            // Numbers up to the stored reservation may have been used before a crash.
-            log: Mutex::new(Log {
-                last_seq: reserved,
+            log: Arc::new(EventLog::new(
+                format!("session:{pk}"),
                 reserved,
-                ring: VecDeque::new(),
-            }),
-            capacity: capacity.max(16),
+                capacity,
+                bus,
+            )),
             queue: Mutex::new(Queue::default()),
+            always: Mutex::new(HashSet::new()),
             store,
-            bus,
         }
     }
 
-    /// Gives the event the next `seq`, appends it to the log and publishes it, all under
-    /// one lock so every watcher sees one order.
+    /// Gives the event the next `seq`, appends it to the log and publishes it.
     pub fn emit(&self, turn_id: Option<&str>, kind: EventKind) -> Arc<Event> {
-        let mut log = lock(&self.log);
-        log.last_seq += 1;
-        let seq = log.last_seq;
-        if seq + SEQ_BLOCK / 2 > log.reserved {
-            log.reserved = seq + SEQ_BLOCK;
-            let (store, pk, up_to) = (self.store.clone(), self.pk, log.reserved as i64);
+        let (event, reserve) = self.log.append(&self.id, turn_id, kind, Some(SEQ_BLOCK));
+        if let Some(up_to) = reserve {
+            let (store, pk) = (self.store.clone(), self.pk);
             tokio::spawn(async move {
-                if let Err(err) = store.reserve_seq(pk, up_to).await {
+                if let Err(err) = store.reserve_seq(pk, up_to as i64).await {
                     tracing::error!(%err, "reserving sequence numbers failed");
                 }
             });
         }
-        let event = Arc::new(Event::new(seq, &self.id, turn_id, kind));
-        if log.ring.len() >= self.capacity {
-            log.ring.pop_front();
-        }
-        log.ring.push_back(event.clone());
-        self.bus.publish(&self.topic, event.clone());
         event
     }
 
     /// The last `seq` handed out.
     pub fn last_seq(&self) -> u64 {
-        lock(&self.log).last_seq
+        self.log.last_seq()
     }
 
-    /// The events after `after`, or a resync if some of them are gone from the ring.
-    pub fn replay(&self, after: u64) -> Replay {
-        let log = lock(&self.log);
-        if after >= log.last_seq {
-            return Replay::Events(Vec::new());
-        }
-        let oldest = log.ring.front().map_or(log.last_seq + 1, |e| e.seq);
-        if after + 1 < oldest {
-            return Replay::Resync { oldest };
-        }
-        Replay::Events(log.ring.iter().filter(|e| e.seq > after).cloned().collect())
+    /// Watches the session's events after `after` (`None`: from now on).
+    pub fn watch(&self, after: Option<u64>) -> Watch {
+        self.log.watch(after)
+    }
+
+    /// Whether the user approved `tool` with "always" in this session.
+    pub fn always_allowed(&self, tool: &str) -> bool {
+        lock(&self.always).contains(tool)
+    }
+
+    /// Remembers an "always" approval of `tool`.
+    pub fn allow_always(&self, tool: &str) {
+        lock(&self.always).insert(tool.to_owned());
     }
 
     pub(crate) fn queue(&self) -> MutexGuard<'_, Queue> {

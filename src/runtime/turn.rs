@@ -6,7 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
+use super::approvals::{ApprovalInfo, Decision};
 use super::event::{EventKind, ToolCallSummary};
 use super::session::{LiveSession, PendingTurn};
 use super::{Inner, TurnOutcome};
@@ -29,6 +31,7 @@ struct Step {
 
 /// Publishes and persists what a turn does.
 struct Recorder<'a> {
+    inner: &'a Inner,
     session: &'a LiveSession,
     store: &'a dyn Store,
     turn_id: &'a str,
@@ -151,6 +154,13 @@ impl TurnObserver for Recorder<'_> {
     }
 
     async fn tool_started(&self, call: &ToolCall) -> Result<(), StoreError> {
+        self.inner.lifecycle(
+            self.session,
+            Some(self.turn_id),
+            EventKind::ToolCalled {
+                name: call.name.clone(),
+            },
+        );
         self.emit(EventKind::OperatorStatus {
             phase: "tool",
             detail: Some(call.name.clone()),
@@ -171,6 +181,86 @@ impl TurnObserver for Recorder<'_> {
         Ok(())
     }
 
+    async fn approve(
+        &self,
+        call: &ToolCall,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>, StoreError> {
+        if self.session.always_allowed(&call.name) {
+            return Ok(None);
+        }
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let timeout = self.inner.approval_timeout;
+        let args = args_value(&call.arguments);
+        self.emit(EventKind::OperatorStatus {
+            phase: "approval",
+            detail: Some(call.name.clone()),
+        });
+        let seq = self.emit(EventKind::ApprovalRequest {
+            request_id: request_id.clone(),
+            tool: call.name.clone(),
+            args: args.clone(),
+            timeout_secs: timeout.as_secs_f64(),
+        });
+        let decided = self.inner.approvals.register(ApprovalInfo {
+            request_id: request_id.clone(),
+            user: self.session.user.clone(),
+            session_id: self.session.id.clone(),
+            turn_id: self.turn_id.to_owned(),
+            tool: call.name.clone(),
+            args,
+            timeout_secs: timeout.as_secs_f64(),
+            expires_at: crate::clock::now_ms() + timeout.as_millis() as i64,
+            seq,
+        });
+        self.inner.lifecycle(
+            self.session,
+            Some(self.turn_id),
+            EventKind::ApprovalRequested {
+                request_id: request_id.clone(),
+                tool: call.name.clone(),
+            },
+        );
+        let decision = tokio::select! {
+            decision = decided => decision.ok(),
+            () = tokio::time::sleep(timeout) => None,
+            () = cancel.cancelled() => Some(Decision::Deny),
+        };
+        self.inner.approvals.remove(&request_id);
+        let (label, refusal) = match decision {
+            Some(Decision::Approve) => ("approve", None),
+            Some(Decision::Always) => {
+                self.session.allow_always(&call.name);
+                ("always", None)
+            }
+            Some(Decision::Deny) if cancel.is_cancelled() => {
+                ("cancelled", Some("the turn was cancelled"))
+            }
+            Some(Decision::Deny) => ("deny", Some("the user denied this tool call")),
+            None => {
+                self.emit(EventKind::ApprovalExpired {
+                    request_id: request_id.clone(),
+                });
+                ("expired", Some("nobody approved this tool call in time"))
+            }
+        };
+        if label != "expired" {
+            self.emit(EventKind::ApprovalResolved {
+                request_id: request_id.clone(),
+                decision: label,
+            });
+        }
+        self.inner.lifecycle(
+            self.session,
+            Some(self.turn_id),
+            EventKind::ApprovalResolved {
+                request_id,
+                decision: label,
+            },
+        );
+        Ok(refusal.map(str::to_owned))
+    }
+
     async fn tool_finished(
         &self,
         call: &ToolCall,
@@ -183,6 +273,7 @@ impl TurnObserver for Recorder<'_> {
             output: outcome.output.clone(),
             is_error: outcome.is_error,
             duration_ms,
+            code: outcome.is_error.then_some("TOOL_ERROR"),
         });
         let pk = self
             .running_tools
@@ -241,6 +332,7 @@ fn args_value(arguments: &str) -> serde_json::Value {
 pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn) -> TurnOutcome {
     let started = Instant::now();
     let recorder = Recorder {
+        inner,
         session,
         store: inner.store.as_ref(),
         turn_id: &turn.turn_id,
@@ -249,6 +341,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         running_tools: Mutex::new(HashMap::new()),
         summaries: Mutex::new(Vec::new()),
     };
+    inner.lifecycle(session, Some(&turn.turn_id), EventKind::TurnStarted);
     let result = if turn.cancel.is_cancelled() {
         Err(AgentError::Cancelled)
     } else {
@@ -312,6 +405,13 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
     }
     session.emit(Some(&turn.turn_id), kind);
+    inner.lifecycle(
+        session,
+        Some(&turn.turn_id),
+        EventKind::TurnFinished {
+            status: outcome.status.as_str(),
+        },
+    );
     tracing::info!(
         turn_id = %turn.turn_id,
         status = ?outcome.status,
@@ -338,6 +438,14 @@ async fn execute(
         messages.push(ChatMessage::text(Role::System, inner.system_prompt.clone()));
     }
     messages.extend(provider_history(history));
+    if let Some(hint) = &turn.hint {
+        // Just before the user's message, so the model reads it as context for it.
+        let at = messages.len().saturating_sub(1);
+        messages.insert(
+            at,
+            ChatMessage::text(Role::System, format!("Page context: {hint}")),
+        );
+    }
     let ctx = inner
         .agent
         .tools

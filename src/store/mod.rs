@@ -153,7 +153,8 @@ pub enum TurnStatus {
 }
 
 impl TurnStatus {
-    fn as_str(self) -> &'static str {
+    /// The storage and wire name.
+    pub fn as_str(self) -> &'static str {
         match self {
             TurnStatus::Queued => "queued",
             TurnStatus::Running => "running",

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::{
@@ -66,6 +66,13 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so a
+    /// transaction that reads before it writes waits for other writers (busy timeout)
+    /// instead of failing when one commits in between.
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations \
@@ -74,7 +81,7 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         for (version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
@@ -96,7 +103,7 @@ impl SqliteStore {
     }
 
     async fn session_in(
-        tx: &mut Transaction<'_, Sqlite>,
+        conn: &mut SqliteConnection,
         user: &str,
         id: &str,
     ) -> Result<Option<Session>, StoreError> {
@@ -104,7 +111,7 @@ impl SqliteStore {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user)
             .bind(id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
         row.as_ref().map(session_from_row).transpose()
     }
@@ -179,7 +186,7 @@ impl Store for SqliteStore {
         id: &str,
         name: Option<&str>,
     ) -> Result<(Session, bool), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         if let Some(session) = Self::session_in(&mut tx, user, id).await? {
             return Ok((session, false));
         }
@@ -210,10 +217,8 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all, fields(session = id))]
     async fn session(&self, user: &str, id: &str) -> Result<Option<Session>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let session = Self::session_in(&mut tx, user, id).await?;
-        tx.commit().await?;
-        Ok(session)
+        let mut conn = self.pool.acquire().await?;
+        Self::session_in(&mut conn, user, id).await
     }
 
     #[instrument(skip_all)]
@@ -251,7 +256,7 @@ impl Store for SqliteStore {
         id: &str,
         name: &str,
     ) -> Result<Session, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done = sqlx::query(
             "UPDATE sessions SET name = $1, updated_at = $2 WHERE user_id = $3 AND id = $4",
         )
@@ -305,7 +310,7 @@ impl Store for SqliteStore {
     #[instrument(skip_all)]
     async fn append_message(&self, session: i64, message: &NewMessage) -> Result<i64, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO messages (session_pk, seq, turn_seq, turn_id, role, content, reasoning, \
              tool_calls, tool_call_id, tool_name, status, created_at) \
@@ -516,7 +521,7 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all)]
     async fn recover(&self) -> Result<Recovery, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let turns = sqlx::query(
             "UPDATE turns SET status = 'interrupted', finished_at = $1 \
              WHERE status IN ('queued', 'running')",

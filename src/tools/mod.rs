@@ -29,6 +29,8 @@ pub enum ToolError {
     InvalidArguments(String),
     #[error("access denied: {0}")]
     Denied(String),
+    #[error("not run: {0}")]
+    Refused(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("timed out after {0:?}")]
@@ -37,6 +39,25 @@ pub enum ToolError {
     Cancelled,
     #[error("{0}")]
     Failed(String),
+}
+
+/// Whether a tool call runs on its own, waits for the user, or never runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Auto,
+    Ask,
+    Deny,
+}
+
+impl Policy {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "auto" => Some(Policy::Auto),
+            "ask" => Some(Policy::Ask),
+            "deny" => Some(Policy::Deny),
+            _ => None,
+        }
+    }
 }
 
 /// What a tool call runs with.
@@ -70,11 +91,13 @@ pub struct Registry {
     tools: BTreeMap<&'static str, Arc<dyn Tool>>,
     config: ToolsConfig,
     root: PathBuf,
+    policies: BTreeMap<String, Policy>,
+    default_policy: Policy,
 }
 
 impl Registry {
     /// The built-in tools minus the disabled ones; workspaces live under `root`.
-    pub fn new(config: &ToolsConfig, root: PathBuf) -> Self {
+    pub fn new(config: &ToolsConfig, root: PathBuf) -> Result<Self, String> {
         let all: [Arc<dyn Tool>; 4] = [
             Arc::new(shell::Shell),
             Arc::new(read_file::ReadFile),
@@ -86,11 +109,32 @@ impl Registry {
             .filter(|tool| !config.disabled.iter().any(|d| d == tool.name()))
             .map(|tool| (tool.name(), tool))
             .collect();
-        Self {
+        let parse = |name: &str, text: &str| {
+            Policy::parse(text).ok_or_else(|| {
+                format!("tool policy of {name} must be auto, ask or deny, not {text:?}")
+            })
+        };
+        let policies = config
+            .approval
+            .iter()
+            .map(|(tool, text)| Ok((tool.clone(), parse(tool, text)?)))
+            .collect::<Result<_, String>>()?;
+        let default_policy = parse("default_policy", &config.default_policy)?;
+        Ok(Self {
             tools,
             config: config.clone(),
             root,
-        }
+            policies,
+            default_policy,
+        })
+    }
+
+    /// The approval policy of `tool`.
+    pub fn policy(&self, tool: &str) -> Policy {
+        self.policies
+            .get(tool)
+            .copied()
+            .unwrap_or(self.default_policy)
     }
 
     /// The specs offered to the model.

@@ -2,6 +2,7 @@
 //! fake provider, and small client helpers.
 
 pub mod fake_provider;
+pub mod live;
 
 use std::path::Path;
 use std::time::Duration;
@@ -41,6 +42,8 @@ pub fn test_config(data_dir: &Path, provider: Option<&FakeProvider>) -> Config {
     config.provider.idle_timeout_secs = 10.0;
     config.sessions.partial_flush_ms = 20;
     config.shutdown_grace_secs = 5;
+    // Tools run without asking unless a test turns approvals on.
+    config.tools.approval.clear();
     config
 }
 

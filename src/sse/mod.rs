@@ -1,0 +1,151 @@
+//! Server-Sent Events: `GET /api/sessions/{id}/events` (a session's events) and
+//! `GET /api/events` (the caller's lifecycle feed, no content). Every event carries
+//! `id: <seq>`; a client resumes with `Last-Event-ID` or `?after=`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{CACHE_CONTROL, HeaderName, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{Caller, redeem_ticket};
+use crate::http::extract::{Path, Query};
+use crate::http::{ApiError, AppState};
+use crate::runtime::{ApprovalInfo, EventKind, Watch, WatchItem};
+
+/// Query of an SSE request.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct EventsQuery {
+    after: Option<u64>,
+    ticket: Option<String>,
+}
+
+/// Where to resume: `Last-Event-ID` wins over `?after=`.
+fn resume_point(headers: &HeaderMap, query: &EventsQuery) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(Some)
+            .ok_or(ApiError::BadRequest {
+                code: "INVALID_QUERY",
+                message: "Last-Event-ID must be a number".into(),
+            }),
+        None => Ok(query.after),
+    }
+}
+
+/// The events of one of the caller's sessions.
+pub(crate) async fn session_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
+    let after = resume_point(&headers, &query)?;
+    let (session, watch, missed) = state
+        .runtime
+        .watch(&caller.user, Some(&id), after, false)
+        .await?;
+    Ok(respond(&state, session.id.clone(), watch, missed))
+}
+
+/// The caller's lifecycle feed.
+pub(crate) async fn global_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
+    let after = resume_point(&headers, &query)?;
+    let watch = state.runtime.watch_feed(&caller.user, after);
+    Ok(respond(&state, String::new(), watch, Vec::new()))
+}
+
+fn respond(
+    state: &AppState,
+    session_id: String,
+    watch: Watch,
+    missed: Vec<ApprovalInfo>,
+) -> Response {
+    let counted = state.count_connection();
+    let approvals = stream::iter(missed.into_iter().map(|approval| {
+        let data = json!({
+            "type": "approval_request",
+            "request_id": approval.request_id,
+            "tool": approval.tool,
+            "args": approval.args,
+            "timeout_secs": (approval.expires_at - crate::clock::now_ms()).max(0) as f64 / 1000.0,
+            "session_id": approval.session_id,
+            "turn_id": approval.turn_id,
+            "seq": approval.seq,
+        });
+        Ok::<_, Infallible>(SseEvent::default().data(data.to_string()))
+    }));
+    let live = stream::unfold(
+        (watch, session_id, false, counted),
+        |(mut watch, session_id, ended, counted)| async move {
+            if ended {
+                return None;
+            }
+            let (event, ended) = match watch.next().await {
+                WatchItem::Event(event) => {
+                    let ended = matches!(event.kind, EventKind::SessionDeleted);
+                    let data = String::from_utf8_lossy(&event.json).into_owned();
+                    (
+                        SseEvent::default().id(event.seq.to_string()).data(data),
+                        ended,
+                    )
+                }
+                WatchItem::Resync { last_seq } => {
+                    let data = json!({
+                        "type": "resync",
+                        "session_id": session_id,
+                        "last_seq": last_seq,
+                        "message": "some events are no longer available; reload the session history",
+                    });
+                    (
+                        SseEvent::default()
+                            .id(last_seq.to_string())
+                            .data(data.to_string()),
+                        false,
+                    )
+                }
+                WatchItem::Closed => return None,
+            };
+            Some((Ok(event), (watch, session_id, ended, counted)))
+        },
+    );
+    let stream = approvals
+        .chain(live)
+        .take_until(state.shutdown.clone().cancelled_owned());
+    let keep_alive = Duration::try_from_secs_f64(state.config.stream.sse_keepalive_secs)
+        .unwrap_or(Duration::from_secs(15));
+    let mut response = sse_response(stream, keep_alive);
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    response
+}
+
+fn sse_response<S>(stream: S, keep_alive: Duration) -> Response
+where
+    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+{
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .into_response()
+}

@@ -1,0 +1,312 @@
+//! `GET /ws/chat`: the Construct / ZeroClaw-compatible streaming chat. One session at a
+//! time per socket (a `connect` frame switches), every event of it forwarded with its
+//! `seq`, `resume {last_seq}` replays what was missed. A socket that never sends a frame
+//! is a listen-only watcher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{
+    CLOSE_GOING_AWAY, CLOSE_POLICY, approval_frame, check_session_id, close, close_after_error,
+    configure, error_frame, event_frame, parse_frame, resync_frame, runtime_error_frame, text,
+};
+use crate::auth::{Caller, redeem_ticket};
+use crate::http::extract::Query;
+use crate::http::{ApiError, AppState};
+use crate::runtime::{Decision, LiveSession, Watch, WatchItem};
+
+/// Query of the upgrade request.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ChatQuery {
+    session_id: Option<String>,
+    name: Option<String>,
+    ticket: Option<String>,
+}
+
+/// Frames a client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Connect {
+        session_id: Option<String>,
+        device_name: Option<String>,
+    },
+    Message {
+        #[serde(default)]
+        content: Option<String>,
+        #[serde(default)]
+        page_context: Option<String>,
+    },
+    Cancel {
+        turn_id: Option<String>,
+    },
+    Resume {
+        last_seq: u64,
+    },
+    ApprovalResponse {
+        request_id: String,
+        decision: String,
+    },
+    Ping,
+}
+
+const FRAME_TYPES: [&str; 6] = [
+    "connect",
+    "message",
+    "cancel",
+    "resume",
+    "approval_response",
+    "ping",
+];
+
+pub(crate) async fn ws_chat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ChatQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    check_session_id(query.session_id.as_deref())?;
+    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
+    let ws = configure(ws?, &state.config.stream);
+    Ok(ws.on_upgrade(move |socket| serve(socket, state, caller, query)))
+}
+
+/// One connection's state.
+struct Connection {
+    state: AppState,
+    caller: Caller,
+    session: Arc<LiveSession>,
+    watch: Watch,
+}
+
+async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: ChatQuery) {
+    let _counted = state.count_connection();
+    let opened = open(
+        &mut socket,
+        &state,
+        &caller,
+        query.session_id.as_deref(),
+        query.name.as_deref(),
+        None,
+    )
+    .await;
+    let Some((session, watch)) = opened else {
+        return;
+    };
+    let mut conn = Connection {
+        state,
+        caller,
+        session,
+        watch,
+    };
+    let ping_every = Duration::try_from_secs_f64(conn.state.config.stream.ping_interval_secs)
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_millis(10));
+    let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut last_heard = Instant::now();
+    let shutdown = conn.state.shutdown.clone();
+    loop {
+        tokio::select! {
+            received = socket.recv() => {
+                last_heard = Instant::now();
+                match received {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Err(err)) => {
+                        close_after_error(&mut socket, err).await;
+                        break;
+                    }
+                    Some(Ok(Message::Text(frame))) => {
+                        if conn.handle(&mut socket, &frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let frame = error_frame("INVALID_JSON", "binary frames are not supported; send JSON text");
+                        if socket.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            item = conn.watch.next() => {
+                let frame = match item {
+                    WatchItem::Event(event) => event_frame(&event),
+                    WatchItem::Resync { last_seq } => resync_frame(&conn.session.id, last_seq),
+                    WatchItem::Closed => break,
+                };
+                if socket.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            _ = pings.tick() => {
+                if last_heard.elapsed() > ping_every * 2 {
+                    close(&mut socket, CLOSE_POLICY, "no answer to pings").await;
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+            () = shutdown.cancelled() => {
+                close(&mut socket, CLOSE_GOING_AWAY, "server shutting down").await;
+                break;
+            }
+        }
+    }
+}
+
+/// Opens (or creates) the session, sends `session_start` and the pending approvals, and
+/// starts watching it; `None` if the socket is gone or the session cannot be opened.
+async fn open(
+    socket: &mut WebSocket,
+    state: &AppState,
+    caller: &Caller,
+    id: Option<&str>,
+    name: Option<&str>,
+    after: Option<u64>,
+) -> Option<(Arc<LiveSession>, Watch)> {
+    let opened = async {
+        let (session, created) = state
+            .runtime
+            .open_session(&caller.user, id, name, true)
+            .await?;
+        let (stored, _) = state
+            .runtime
+            .find_session(&caller.user, &session.id)
+            .await?;
+        let (session, watch, missed) = state
+            .runtime
+            .watch(&caller.user, Some(&session.id), after, false)
+            .await?;
+        Ok::<_, crate::runtime::RuntimeError>((session, watch, missed, stored, created))
+    }
+    .await;
+    let (session, watch, missed, stored, created) = match opened {
+        Ok(opened) => opened,
+        Err(err) => {
+            let _ = socket.send(runtime_error_frame(&err)).await;
+            return None;
+        }
+    };
+    let start = text(json!({
+        "type": "session_start",
+        "session_id": session.id,
+        "name": stored.name,
+        "resumed": !created,
+        "message_count": stored.message_count,
+        "last_seq": watch.last_seq(),
+    }));
+    socket.send(start).await.ok()?;
+    for approval in &missed {
+        socket.send(approval_frame(approval)).await.ok()?;
+    }
+    Some((session, watch))
+}
+
+impl Connection {
+    /// Handles one client frame; `Err` when the socket is gone.
+    async fn handle(&mut self, socket: &mut WebSocket, frame: &str) -> Result<(), axum::Error> {
+        let frame: ClientFrame = match parse_frame(frame, &FRAME_TYPES) {
+            Ok(frame) => frame,
+            Err(error) => return socket.send(error).await,
+        };
+        let runtime = &self.state.runtime;
+        let user = &self.caller.user;
+        let reply = match frame {
+            ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
+            ClientFrame::Connect {
+                session_id,
+                device_name,
+            } => {
+                if session_id
+                    .as_deref()
+                    .is_some_and(|id| id != self.session.id)
+                {
+                    let id = session_id.as_deref();
+                    if let Err(err) = super::check_session_id(id) {
+                        return socket.send(error_frame(err.code(), &err.to_string())).await;
+                    }
+                    let Some((session, watch)) =
+                        open(socket, &self.state, &self.caller, id, None, None).await
+                    else {
+                        return Ok(());
+                    };
+                    self.session = session;
+                    self.watch = watch;
+                }
+                Some(text(json!({
+                    "type": "connected",
+                    "session_id": self.session.id,
+                    "device_name": device_name,
+                })))
+            }
+            ClientFrame::Message {
+                content,
+                page_context,
+            } => {
+                let content = content.unwrap_or_default();
+                let submitted = runtime
+                    .submit(
+                        user,
+                        Some(&self.session.id),
+                        &content,
+                        page_context.as_deref(),
+                        false,
+                    )
+                    .await;
+                submitted.err().map(|err| runtime_error_frame(&err))
+            }
+            ClientFrame::Cancel { turn_id } => {
+                let found = match turn_id {
+                    Some(turn_id) => runtime.cancel_turn(user, &turn_id).await,
+                    None => matches!(
+                        runtime.abort_session(user, &self.session.id).await,
+                        Ok(Some(_))
+                    ),
+                };
+                (!found).then(|| error_frame("NOT_FOUND", "no such running turn"))
+            }
+            ClientFrame::Resume { last_seq } => {
+                match runtime
+                    .watch(user, Some(&self.session.id), Some(last_seq), false)
+                    .await
+                {
+                    Ok((_, watch, missed)) => {
+                        self.watch = watch;
+                        for approval in &missed {
+                            socket.send(approval_frame(approval)).await?;
+                        }
+                        None
+                    }
+                    Err(err) => Some(runtime_error_frame(&err)),
+                }
+            }
+            ClientFrame::ApprovalResponse {
+                request_id,
+                decision,
+            } => match Decision::parse(&decision) {
+                None => Some(error_frame(
+                    "INVALID_JSON",
+                    "decision must be approve, deny or always",
+                )),
+                Some(decision) => runtime
+                    .decide(user, &request_id, decision)
+                    .err()
+                    .map(|err| runtime_error_frame(&err)),
+            },
+        };
+        match reply {
+            Some(frame) => socket.send(frame).await,
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! WebSocket adapters: `/ws/chat` (Construct / ZeroClaw protocol) and `/api/chat/stream`
+//! (Oxios). They parse frames, submit and cancel through the runtime, and forward the
+//! events of the sessions they watch; a turn never depends on its socket.
+
+mod chat;
+mod stream;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite;
+
+use crate::config::StreamConfig;
+use crate::http::ApiError;
+use crate::runtime::{ApprovalInfo, Event, RuntimeError};
+
+pub(crate) use chat::ws_chat;
+pub(crate) use stream::chat_stream;
+
+/// Sub-protocols Parley speaks; the first one the client offers is echoed.
+const PROTOCOLS: [&str; 3] = ["parley.v1", "construct.v1", "zeroclaw.v1"];
+
+/// Close code: the message was too big (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: protocol error.
+const CLOSE_PROTOCOL: u16 = 1002;
+/// Close code: the server is going away.
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: the peer stopped answering pings.
+const CLOSE_POLICY: u16 = 1008;
+
+/// The upgrade with Parley's limits: sub-protocols, message size, buffers sized for chat
+/// frames rather than the library's 128 KiB defaults.
+fn configure(ws: WebSocketUpgrade, config: &StreamConfig) -> WebSocketUpgrade {
+    ws.protocols(PROTOCOLS)
+        .max_message_size(config.max_frame_bytes)
+        .max_frame_size(config.max_frame_bytes)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+}
+
+/// Parses a client frame: `INVALID_JSON` for text that is not JSON or a frame with the
+/// wrong fields, `UNKNOWN_MESSAGE_TYPE` for a `type` not in `types`.
+fn parse_frame<T: DeserializeOwned>(frame: &str, types: &[&str]) -> Result<T, Message> {
+    let value: Value = serde_json::from_str(frame)
+        .map_err(|err| error_frame("INVALID_JSON", &format!("invalid JSON: {err}")))?;
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if !types.contains(&kind.as_str()) {
+        let message = format!(
+            "unknown message type {kind:?}; expected one of {}",
+            types.join(", ")
+        );
+        return Err(error_frame("UNKNOWN_MESSAGE_TYPE", &message));
+    }
+    serde_json::from_value(value)
+        .map_err(|err| error_frame("INVALID_JSON", &format!("invalid {kind} frame: {err}")))
+}
+
+/// An `error` frame with a stable code.
+fn error_frame(code: &str, message: &str) -> Message {
+    text(json!({"type": "error", "code": code, "message": message}))
+}
+
+/// The wire code of a runtime refusal.
+fn runtime_code(err: &RuntimeError) -> &'static str {
+    match err {
+        RuntimeError::EmptyContent => "EMPTY_CONTENT",
+        RuntimeError::ContentTooLarge { .. } => "MESSAGE_TOO_LARGE",
+        RuntimeError::QueueFull { .. } => "SESSION_QUEUE_FULL",
+        RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
+        RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
+        RuntimeError::ShuttingDown | RuntimeError::Store(_) => "AGENT_ERROR",
+    }
+}
+
+/// An error frame for a runtime refusal; storage details are logged, not sent.
+fn runtime_error_frame(err: &RuntimeError) -> Message {
+    let message = match err {
+        RuntimeError::Store(inner) => {
+            tracing::error!(%inner, "storage failed on a websocket request");
+            "internal error; see the server log".to_owned()
+        }
+        other => other.to_string(),
+    };
+    error_frame(runtime_code(err), &message)
+}
+
+fn text(value: Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+/// An event's shared JSON bytes as a text frame (serialized once for every watcher).
+fn event_frame(event: &Event) -> Message {
+    match Utf8Bytes::try_from(event.json.clone()) {
+        Ok(text) => Message::Text(text),
+        // serde_json only writes UTF-8; kept total rather than panicking.
+        Err(_) => Message::Text(String::from_utf8_lossy(&event.json).into_owned().into()),
+    }
+}
+
+/// A pending approval re-sent to a watcher that missed its event.
+fn approval_frame(approval: &ApprovalInfo) -> Message {
+    let remaining = (approval.expires_at - crate::clock::now_ms()).max(0) as f64 / 1000.0;
+    text(json!({
+        "type": "approval_request",
+        "request_id": approval.request_id,
+        "tool": approval.tool,
+        "args": approval.args,
+        "timeout_secs": remaining,
+        "session_id": approval.session_id,
+        "turn_id": approval.turn_id,
+        "seq": approval.seq,
+    }))
+}
+
+/// A `resync` frame: events were lost to this watcher; reload the history.
+fn resync_frame(session_id: &str, last_seq: u64) -> Message {
+    text(json!({
+        "type": "resync",
+        "session_id": session_id,
+        "last_seq": last_seq,
+        "message": "some events are no longer available; reload the session history",
+    }))
+}
+
+/// Closes the socket with `code`, ignoring a peer that is already gone.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Closes the socket after a read error with the code its type calls for: 1009 for a
+/// message over the limit, 1002 for a protocol violation.
+async fn close_after_error(socket: &mut WebSocket, err: axum::Error) {
+    let Ok(err) = err.into_inner().downcast::<tungstenite::Error>() else {
+        return;
+    };
+    match *err {
+        tungstenite::Error::Capacity(_) => close(socket, CLOSE_TOO_BIG, "message too large").await,
+        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+            close(socket, CLOSE_PROTOCOL, "protocol error").await;
+        }
+        _ => {}
+    }
+}
+
+/// Rejects a bad session id before upgrading.
+fn check_session_id(id: Option<&str>) -> Result<(), ApiError> {
+    match id {
+        Some(id) if !crate::runtime::valid_session_id(id) => {
+            Err(RuntimeError::InvalidSessionId.into())
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,290 @@
+//! `GET /api/chat/stream`: the Oxios-compatible WebSocket. Messages may target several
+//! sessions and be in flight at once; each session's events are forwarded as `token`,
+//! `done` and `error` frames tagged with their `turn_id`, so every answer is matched to its
+//! own message. `resume {last_seq}` replays what the current session's watcher missed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    CLOSE_GOING_AWAY, check_session_id, close, close_after_error, configure, error_frame,
+    parse_frame, resync_frame, runtime_error_frame, text,
+};
+use crate::auth::{Caller, redeem_ticket};
+use crate::http::extract::Query;
+use crate::http::{ApiError, AppState};
+use crate::runtime::{Event, EventKind, Watch, WatchItem};
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct StreamQuery {
+    session_id: Option<String>,
+    ticket: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Message {
+        #[serde(default, alias = "message")]
+        content: Option<String>,
+        session_id: Option<String>,
+        project_id: Option<String>,
+        /// A client-chosen id echoed in the `accepted` frame.
+        id: Option<Value>,
+    },
+    Resume {
+        last_seq: u64,
+        session_id: Option<String>,
+    },
+    Cancel {
+        turn_id: Option<String>,
+    },
+    Ping,
+}
+
+const FRAME_TYPES: [&str; 4] = ["message", "resume", "cancel", "ping"];
+
+/// Frames waiting for the socket, from every forwarding task.
+const OUTBOX: usize = 256;
+
+pub(crate) async fn chat_stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<StreamQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    check_session_id(query.session_id.as_deref())?;
+    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
+    let ws = configure(ws?, &state.config.stream);
+    Ok(ws.on_upgrade(move |socket| serve(socket, state, caller, query.session_id)))
+}
+
+struct Connection {
+    state: AppState,
+    caller: Caller,
+    /// The session of messages that name none.
+    current: Option<String>,
+    /// A forwarding task per watched session.
+    watching: HashMap<String, CancellationToken>,
+    outbox: mpsc::Sender<Message>,
+    closed: CancellationToken,
+}
+
+async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_id: Option<String>) {
+    let _counted = state.count_connection();
+    let (outbox, mut outgoing) = mpsc::channel(OUTBOX);
+    let closed = state.shutdown.child_token();
+    let mut conn = Connection {
+        state: state.clone(),
+        caller,
+        current: session_id,
+        watching: HashMap::new(),
+        outbox,
+        closed: closed.clone(),
+    };
+    if let Some(id) = conn.current.clone()
+        && let Err(frame) = conn.follow(&id, None).await
+    {
+        let _ = socket.send(frame).await;
+    }
+    loop {
+        tokio::select! {
+            received = socket.recv() => match received {
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Err(err)) => {
+                    close_after_error(&mut socket, err).await;
+                    break;
+                }
+                Some(Ok(Message::Text(frame))) => {
+                    if let Some(reply) = conn.handle(&frame).await
+                        && socket.send(reply).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+            },
+            Some(frame) = outgoing.recv() => {
+                if socket.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            () = state.shutdown.cancelled() => {
+                close(&mut socket, CLOSE_GOING_AWAY, "server shutting down").await;
+                break;
+            }
+        }
+    }
+    // Stops the forwarding tasks; the turns themselves run on.
+    closed.cancel();
+}
+
+impl Connection {
+    /// Handles one client frame, returning the direct reply if any.
+    async fn handle(&mut self, frame: &str) -> Option<Message> {
+        let frame: ClientFrame = match parse_frame(frame, &FRAME_TYPES) {
+            Ok(frame) => frame,
+            Err(error) => return Some(error),
+        };
+        let runtime = self.state.runtime.clone();
+        let user = self.caller.user.clone();
+        match frame {
+            ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
+            ClientFrame::Message {
+                content,
+                session_id,
+                project_id,
+                id,
+            } => {
+                let target = session_id
+                    .or_else(|| self.current.clone())
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let content = content.unwrap_or_default();
+                if content.trim().is_empty() {
+                    return Some(error_frame("EMPTY_CONTENT", "the message is empty"));
+                }
+                // Watch before submitting, so the first token cannot be missed.
+                if let Err(frame) = self.follow(&target, None).await {
+                    return Some(frame);
+                }
+                match runtime
+                    .submit(&user, Some(&target), &content, None, false)
+                    .await
+                {
+                    Ok(submission) => {
+                        let session_id = submission.session.id.clone();
+                        self.current = Some(session_id.clone());
+                        Some(text(json!({
+                            "type": "accepted",
+                            "id": id,
+                            "turn_id": submission.turn_id,
+                            "session_id": session_id,
+                            "project_id": project_id,
+                        })))
+                    }
+                    Err(err) => Some(runtime_error_frame(&err)),
+                }
+            }
+            ClientFrame::Resume {
+                last_seq,
+                session_id,
+            } => {
+                let Some(target) = session_id.or_else(|| self.current.clone()) else {
+                    return Some(error_frame(
+                        "NOT_FOUND",
+                        "no session to resume; send session_id",
+                    ));
+                };
+                if let Some(task) = self.watching.remove(&target) {
+                    task.cancel();
+                }
+                self.follow(&target, Some(last_seq)).await.err()
+            }
+            ClientFrame::Cancel { turn_id } => {
+                let found = match (turn_id, &self.current) {
+                    (Some(turn_id), _) => runtime.cancel_turn(&user, &turn_id).await,
+                    (None, Some(current)) => {
+                        matches!(runtime.abort_session(&user, current).await, Ok(Some(_)))
+                    }
+                    (None, None) => false,
+                };
+                (!found).then(|| error_frame("NOT_FOUND", "no such running turn"))
+            }
+        }
+    }
+
+    /// Starts forwarding the session's events (once per session), after `after`.
+    async fn follow(&mut self, id: &str, after: Option<u64>) -> Result<(), Message> {
+        if self.watching.contains_key(id) {
+            return Ok(());
+        }
+        let (session, watch, _) = self
+            .state
+            .runtime
+            .watch(&self.caller.user, Some(id), after, true)
+            .await
+            .map_err(|err| runtime_error_frame(&err))?;
+        let stop = self.closed.child_token();
+        self.watching.insert(session.id.clone(), stop.clone());
+        tokio::spawn(forward(
+            session.id.clone(),
+            watch,
+            self.outbox.clone(),
+            stop,
+        ));
+        Ok(())
+    }
+}
+
+/// Forwards one session's events as Oxios frames until stopped.
+async fn forward(
+    session_id: String,
+    mut watch: Watch,
+    outbox: mpsc::Sender<Message>,
+    stop: CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            item = watch.next() => item,
+            () = stop.cancelled() => return,
+        };
+        let frame = match item {
+            WatchItem::Event(event) => match oxios_frame(&event) {
+                Some(frame) => frame,
+                None => continue,
+            },
+            WatchItem::Resync { last_seq } => resync_frame(&session_id, last_seq),
+            WatchItem::Closed => return,
+        };
+        // A full outbox means a slow socket: waiting here slows only this watcher, whose
+        // bus subscription then lags and catches up from the session log.
+        if outbox.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The Oxios frame of a runtime event, if that protocol has one.
+fn oxios_frame(event: &Arc<Event>) -> Option<Message> {
+    let common = |mut value: Value| {
+        value["session_id"] = json!(event.session_id);
+        value["turn_id"] = json!(event.turn_id);
+        value["seq"] = json!(event.seq);
+        text(value)
+    };
+    match &event.kind {
+        EventKind::Chunk { content } => Some(common(json!({"type": "token", "content": content}))),
+        EventKind::Done {
+            full_response,
+            usage,
+            tool_calls,
+            duration_ms,
+            ..
+        } => Some(common(json!({
+            "type": "done",
+            "reply": full_response,
+            "tool_calls": tool_calls,
+            "duration_ms": duration_ms,
+            "usage": usage,
+        }))),
+        EventKind::Cancelled { partial } => Some(common(json!({
+            "type": "done",
+            "reply": partial,
+            "cancelled": true,
+            "tool_calls": [],
+        }))),
+        EventKind::Error { message, code } => Some(common(
+            json!({"type": "error", "message": message, "code": code}),
+        )),
+        _ => None,
+    }
+}
