@@ -166,11 +166,7 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        Self {
-            ping_interval_secs: 30.0,
-            sse_keepalive_secs: 15.0,
-            max_frame_bytes: 128 * 1024,
-        }
+        Self { ping_interval_secs: 30.0, sse_keepalive_secs: 15.0, max_frame_bytes: 128 * 1024 }
     }
 }
 
@@ -210,6 +206,26 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Largest chat message content, in bytes.
     pub max_content_bytes: usize,
+    /// Requests per minute per token (0 = unlimited).
+    pub requests_per_minute_per_token: u32,
+    /// Requests per minute per client IP, authenticated or not (0 = unlimited).
+    pub requests_per_minute_per_ip: u32,
+    /// Turns a user may start per minute (0 = unlimited).
+    pub turns_per_minute: u32,
+    /// Turns of one user running or waiting at once (0 = unlimited).
+    pub max_concurrent_turns: usize,
+    /// WebSocket and SSE connections per node.
+    pub max_connections: usize,
+    /// WebSocket and SSE connections per user.
+    pub max_connections_per_user: usize,
+    /// Failed authentications per IP per minute before it is locked out.
+    pub auth_failures_per_minute: u32,
+    /// Wrong pairing codes per client before it is locked out.
+    pub pairing_attempts: u32,
+    /// Seconds a lockout lasts.
+    pub lockout_secs: u64,
+    /// Seconds a client gets to send a request's headers.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -217,6 +233,16 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             max_content_bytes: 64 * 1024,
+            requests_per_minute_per_token: 600,
+            requests_per_minute_per_ip: 1200,
+            turns_per_minute: 60,
+            max_concurrent_turns: 256,
+            max_connections: 10_000,
+            max_connections_per_user: 100,
+            auth_failures_per_minute: 10,
+            pairing_attempts: 5,
+            lockout_secs: 300,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -225,15 +251,40 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuthConfig {
-    /// `token` or `none`.
+    /// `token` or `none` (`none` only on a loopback address).
     pub mode: String,
+    /// Origins allowed to open WebSockets besides the server's own (`*` allows any).
+    pub allowed_origins: Vec<String>,
+    /// Set when a proxy in front terminates TLS; silences the plain-HTTP warning.
+    pub tls_terminated: bool,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            mode: "token".into(),
+        Self { mode: "token".into(), allowed_origins: Vec::new(), tls_terminated: false }
+    }
+}
+
+impl Config {
+    /// Refuses settings that would be unsafe or cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.auth.mode.as_str() {
+            "token" => {}
+            "none" if self.listen.ip().is_loopback() => {}
+            "none" => {
+                return Err(format!(
+                    "auth.mode = \"none\" is only allowed on a loopback address, not {}",
+                    self.listen
+                ));
+            }
+            other => return Err(format!("auth.mode must be \"token\" or \"none\", not {other:?}")),
         }
+        Ok(())
+    }
+
+    /// Whether requests are authenticated.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.mode != "none"
     }
 }
 
@@ -315,11 +366,7 @@ fn render_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
     }
     for (key, value) in map {
         if value.is_object() {
-            let name = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
+            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
             out.push_str(&format!("\n[{name}]\n"));
             render_toml(out, &name, value);
         }
@@ -347,10 +394,7 @@ mod tests {
     #[test]
     fn redacts_url_passwords() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(
-            redact_url("sqlite://./data/parley.db"),
-            "sqlite://./data/parley.db"
-        );
+        assert_eq!(redact_url("sqlite://./data/parley.db"), "sqlite://./data/parley.db");
     }
 
     #[test]

@@ -59,12 +59,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with text only.
     pub fn text(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod conversation;
 pub mod http;
+pub mod limits;
 pub mod providers;
 pub mod runtime;
 pub mod server;

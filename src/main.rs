@@ -5,22 +5,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use parley::auth::tokens;
+use parley::clock::rfc3339;
 use parley::config::Config;
+use parley::store::{AuditEntry, Store};
 
 #[derive(Parser)]
-#[command(
-    name = "parley",
-    version,
-    about = "A self-hosted gateway for AI agents"
-)]
+#[command(name = "parley", version, about = "A self-hosted gateway for AI agents")]
 struct Cli {
     /// Configuration file (missing is fine).
-    #[arg(
-        long,
-        global = true,
-        default_value = "parley.toml",
-        env = "PARLEY_CONFIG"
-    )]
+    #[arg(long, global = true, default_value = "parley.toml", env = "PARLEY_CONFIG")]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -32,6 +26,35 @@ enum Command {
     Serve(Overrides),
     /// Print the effective configuration with secrets redacted.
     Config(Overrides),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print a fresh one-time pairing code (valid for an hour).
+    Pair(Overrides),
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+        /// Let the token list every session, prune and manage tokens.
+        #[arg(long)]
+        admin: bool,
+        /// A note to recognise the token by.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id; open connections using it are closed.
+    Revoke { id: String },
 }
 
 /// Flags that override the file and the environment.
@@ -55,8 +78,8 @@ struct Overrides {
 }
 
 impl Overrides {
-    fn into_map(self) -> BTreeMap<String, String> {
-        [
+    fn load(self, file: &std::path::Path) -> anyhow::Result<Config> {
+        let map: BTreeMap<String, String> = [
             ("listen", self.listen),
             ("data_dir", self.data_dir),
             ("database_url", self.database_url),
@@ -65,7 +88,10 @@ impl Overrides {
         ]
         .into_iter()
         .filter_map(|(key, value)| Some((key.to_owned(), value?)))
-        .collect()
+        .collect();
+        let config = Config::load(file, &map).context("reading the configuration")?;
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 }
 
@@ -78,36 +104,84 @@ fn main() -> anyhow::Result<()> {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     match cli.command {
         Command::Config(overrides) => {
-            let config = Config::load(&cli.config, &overrides.into_map())
-                .context("reading the configuration")?;
-            print!("{}", config.redacted_toml());
+            print!("{}", overrides.load(&cli.config)?.redacted_toml());
             Ok(())
         }
-        Command::Serve(overrides) => {
-            let config = Config::load(&cli.config, &overrides.into_map())
-                .context("reading the configuration")?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(serve(config))
+        Command::Serve(overrides) => runtime.block_on(serve(overrides.load(&cli.config)?)),
+        Command::Token { action, overrides } => {
+            runtime.block_on(token(action, overrides.load(&cli.config)?))
         }
+        Command::Pair(overrides) => runtime.block_on(async {
+            let store = open_store(&overrides.load(&cli.config)?).await?;
+            let code = parley::auth::new_pairing_code(store.as_ref()).await?;
+            println!("{code}");
+            Ok(())
+        }),
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if !config.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {}: authentication is not implemented yet, so Parley only \
-             binds loopback addresses (e.g. 127.0.0.1:8787)",
-            config.listen
-        );
-    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let state = parley::server::build(config).await?;
     parley::server::run(listener, state, parley::server::shutdown_signal()).await
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let url = config.database_url();
+    parley::store::open(&url).await.with_context(|| format!("opening the store {url}"))
+}
+
+async fn token(action: TokenAction, config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let audit = |kind: &str, user: &str, id: &str| AuditEntry {
+        at: parley::clock::now_ms(),
+        kind: kind.to_owned(),
+        user: Some(user.to_owned()),
+        ip: None,
+        detail: Some(format!("{id} (command line)")),
+    };
+    match action {
+        TokenAction::Create { user, admin, label } => {
+            if !tokens::valid_user(&user) {
+                anyhow::bail!("user names are 1-64 characters of A-Z a-z 0-9 . _ -");
+            }
+            let (record, secret) = tokens::issue(store.as_ref(), &user, admin, label.as_deref())
+                .await
+                .context("creating the token")?;
+            store.audit(&audit("token_created", &user, &record.id)).await?;
+            println!("{secret}");
+        }
+        TokenAction::List => {
+            for token in store.list_tokens().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\tcreated {}\t{}",
+                    token.id,
+                    token.user,
+                    if token.admin { "admin" } else { "user" },
+                    token.label.as_deref().unwrap_or("-"),
+                    rfc3339(token.created_at),
+                    token
+                        .revoked_at
+                        .map_or("active".to_owned(), |at| format!("revoked {}", rfc3339(at))),
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let record = store.revoke_token(&id).await.map_err(|err| match err {
+                parley::store::StoreError::NotFound => anyhow::anyhow!("no active token {id}"),
+                other => other.into(),
+            })?;
+            store.audit(&audit("token_revoked", &record.user, &record.id)).await?;
+            println!("revoked {} ({})", record.id, record.user);
+        }
+    }
+    Ok(())
 }

@@ -5,18 +5,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::AtomicUsize;
-
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Tickets;
-
 use crate::agent::Agent;
+use crate::auth::Auth;
 use crate::bus::{Bus, LocalBus};
 use crate::config::Config;
-use crate::http::{AppState, router};
+use crate::http::{AppState, Connections, router, serve};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::tools::Registry;
 use crate::{providers, store};
@@ -29,13 +26,8 @@ const BUS_CAPACITY: usize = 256;
 /// bus and runtime.
 pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let url = config.database_url();
-    let store = store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {url}"))?;
-    let recovery = store
-        .recover()
-        .await
-        .context("recovering interrupted turns")?;
+    let store = store::open(&url).await.with_context(|| format!("opening the store {url}"))?;
+    let recovery = store.recover().await.context("recovering interrupted turns")?;
     if recovery != Default::default() {
         tracing::warn!(
             turns = recovery.turns,
@@ -68,25 +60,28 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
             queue_depth: config.sessions.queue_depth.max(1),
             event_log_capacity: config.sessions.event_log_capacity,
             max_content_bytes: config.limits.max_content_bytes,
+            turns_per_minute: config.limits.turns_per_minute,
+            max_concurrent_turns: config.limits.max_concurrent_turns,
             system_prompt: config.agent.system_prompt.clone(),
             page_hints: config.agent.page_hints.clone(),
             approval_timeout: Duration::try_from_secs_f64(config.tools.approval_timeout_secs)
                 .unwrap_or(Duration::from_secs(120)),
         },
     );
+    let auth = Arc::new(Auth::new(&config, runtime.store().clone()));
+    let connections = Arc::new(Connections::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_user,
+    ));
     Ok(AppState {
         runtime,
         provider: provider.describe().into(),
-        provider_configured: config
-            .provider
-            .url
-            .as_deref()
-            .is_some_and(|u| !u.trim().is_empty()),
+        provider_configured: config.provider.url.as_deref().is_some_and(|u| !u.trim().is_empty()),
         config: Arc::new(config),
         started: Instant::now(),
         shutdown: CancellationToken::new(),
-        tickets: Arc::new(Tickets::default()),
-        connections: Arc::new(AtomicUsize::new(0)),
+        auth,
+        connections,
     })
 }
 
@@ -104,22 +99,59 @@ pub async fn run(
         provider = %state.provider,
         "listening on http://{addr}"
     );
+    warn_if_exposed(&state.config);
+    if let Err(err) = offer_pairing(&state).await {
+        tracing::error!(%err, "creating a pairing code failed");
+    }
     let runtime = state.runtime.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    let prune = tokio::spawn(auto_prune(state.clone()));
-    let connections = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // WebSockets and SSE streams end on this; their turns run on.
-            connections.cancel();
-        })
-        .await
-        .context("serving HTTP")?;
-    prune.abort();
-    tracing::info!("shutting down: waiting for running turns");
-    runtime.shutdown(grace).await;
+    let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_secs.max(1));
+    let stop = state.shutdown.clone();
+    let background = [
+        tokio::spawn(auto_prune(state.clone())),
+        tokio::spawn(state.auth.clone().watch_revocations(stop.clone())),
+    ];
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // WebSockets and SSE streams end on this; their turns run on.
+        signal.cancel();
+    });
+    let turns = async {
+        stop.cancelled().await;
+        tracing::info!("shutting down: waiting for running turns");
+        runtime.shutdown(grace).await;
+    };
+    // Turns wind down while connections drain: a client waiting on `POST /api/chat` gets
+    // its answer (or the interrupted partial) before its connection closes.
+    tokio::join!(serve(listener, router(state), header_timeout, stop.clone()), turns);
+    background.iter().for_each(|task| task.abort());
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Warns when the server is reachable from other machines over plain HTTP.
+fn warn_if_exposed(config: &Config) {
+    if !config.listen.ip().is_loopback() && !config.auth.tls_terminated {
+        tracing::warn!(
+            "listening on a public address without TLS: put a TLS-terminating proxy in front \
+             and set auth.tls_terminated = true"
+        );
+    }
+}
+
+/// On a server with no tokens yet, prints a one-time pairing code to the console (never
+/// to the log).
+async fn offer_pairing(state: &AppState) -> anyhow::Result<()> {
+    if !state.config.auth_enabled() || state.runtime.store().active_tokens().await? > 0 {
+        return Ok(());
+    }
+    let code = crate::auth::new_pairing_code(state.runtime.store().as_ref()).await?;
+    eprintln!(
+        "\nNo API tokens yet. Pair a client within the hour with this one-time code:\n\n    {code}\n\n\
+         (POST /api/pair {{\"code\": \"{code}\"}}, or sign in to the web chat with it), or create a token \
+         with `parley token create --user NAME`.\n"
+    );
     Ok(())
 }
 
@@ -141,11 +173,7 @@ async fn auto_prune(state: AppState) {
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     loop {
         hourly.tick().await;
-        match state
-            .runtime
-            .prune(None, config.max_sessions, config.ttl_hours)
-            .await
-        {
+        match state.runtime.prune(None, config.max_sessions, config.ttl_hours).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned old sessions"),
             Err(err) => tracing::error!(%err, "pruning sessions failed"),

@@ -95,10 +95,7 @@ impl Agent {
                 return Err(AgentError::Cancelled);
             }
             observer.step_started().await?;
-            let request = ChatRequest {
-                messages: messages.clone(),
-                tools: tools.clone(),
-            };
+            let request = ChatRequest { messages: messages.clone(), tools: tools.clone() };
             let completion = match self.stream_step(&request, cancel, observer).await {
                 Ok(completion) => completion,
                 Err(err) => {
@@ -112,11 +109,7 @@ impl Agent {
             }
             observer.step_finished(&completion).await?;
             if completion.tool_calls.is_empty() {
-                return Ok(Answer {
-                    text: completion.text,
-                    usage,
-                    model,
-                });
+                return Ok(Answer { text: completion.text, usage, model });
             }
             messages.push(ChatMessage {
                 role: Role::Assistant,

@@ -1,16 +1,30 @@
-//! Who is calling. Until token authentication lands every request acts as the user
-//! `default`; handlers already take a [`Caller`], so adding tokens changes only this module.
+//! Who is calling, and whether they may: tokens (each belongs to a user), one-time tickets,
+//! pairing codes, per-token and per-IP rate limits, failed-auth lockouts, the WebSocket
+//! origin check, and the audit log of security events.
 
+mod pairing;
 mod tickets;
+pub mod tokens;
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::request::Parts;
+use tokio::sync::broadcast;
 
-use crate::http::ApiError;
+use crate::config::Config;
+use crate::http::{ApiError, AppState};
+use crate::limits::{Lockouts, RateLimiter};
+use crate::store::{AuditEntry, Store};
 
+pub use pairing::{new_code as new_pairing_code, normalize as normalize_pairing_code};
 pub use tickets::{TICKET_TTL, Tickets};
 
-/// The user every request acts as while authentication is off.
+/// The user every request acts as when `auth.mode = "none"`.
 pub const DEFAULT_USER: &str = "default";
 
 /// The authenticated user of a request.
@@ -18,36 +32,225 @@ pub const DEFAULT_USER: &str = "default";
 pub struct Caller {
     pub user: String,
     pub admin: bool,
+    /// The token the request authenticated with (directly or through a ticket).
+    pub token_id: Option<String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
+/// Authentication state shared by every entry point.
+pub struct Auth {
+    enabled: bool,
+    store: Arc<dyn Store>,
+    allowed_origins: Vec<String>,
+    pub tickets: Tickets,
+    per_token: RateLimiter,
+    per_ip: RateLimiter,
+    failures: Lockouts,
+    pub pairing_failures: Lockouts,
+    revocations: broadcast::Sender<String>,
+}
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Caller {
-            user: DEFAULT_USER.to_owned(),
-            admin: true,
+impl Auth {
+    /// Authentication as configured, over `store`.
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+        let limits = &config.limits;
+        let lock_for = Duration::from_secs(limits.lockout_secs);
+        Self {
+            enabled: config.auth_enabled(),
+            store,
+            allowed_origins: config.auth.allowed_origins.clone(),
+            tickets: Tickets::default(),
+            per_token: RateLimiter::per_minute(limits.requests_per_minute_per_token),
+            per_ip: RateLimiter::per_minute(limits.requests_per_minute_per_ip),
+            failures: Lockouts::new(
+                limits.auth_failures_per_minute,
+                Duration::from_secs(60),
+                lock_for,
+            ),
+            // Pairing failures count for a whole lockout period, not per minute.
+            pairing_failures: Lockouts::new(limits.pairing_attempts, lock_for, lock_for),
+            revocations: broadcast::channel(64).0,
+        }
+    }
+
+    /// Counts a request against its IP's limit.
+    pub fn limit_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.per_ip.check(&ip.to_string()).map_err(|retry| ApiError::RateLimited {
+            message: "too many requests from this address",
+            retry_after: retry,
         })
+    }
+
+    /// Authenticates a request: `Authorization: Bearer`, then a `bearer.<token>`
+    /// WebSocket sub-protocol, then `?token=`, then a one-time `?ticket=`.
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Caller, ApiError> {
+        if !self.enabled {
+            return Ok(Caller { user: DEFAULT_USER.into(), admin: true, token_id: None });
+        }
+        let ip = client_ip(parts);
+        let key = ip.to_string();
+        if let Err(retry) = self.failures.check(&key) {
+            return Err(ApiError::RateLimited {
+                message: "too many failed authentications from this address",
+                retry_after: retry,
+            });
+        }
+        let query = query_pairs(parts);
+        let caller = match credential(&parts.headers, &query) {
+            None => {
+                return Err(ApiError::Unauthorized("authentication required: send a bearer token"));
+            }
+            Some(Credential::Token(secret)) => self.check_token(&secret).await?,
+            Some(Credential::Ticket(ticket)) => self.tickets.redeem(&ticket),
+        };
+        let Some(caller) = caller else {
+            self.audit("auth_failure", None, Some(ip), None).await;
+            if let Some(lock) = self.failures.fail(&key) {
+                self.audit("lockout", None, Some(ip), Some(&format!("{} s", lock.as_secs()))).await;
+            }
+            return Err(ApiError::Unauthorized("invalid, revoked or expired credentials"));
+        };
+        let token_key = caller.token_id.clone().unwrap_or_else(|| caller.user.clone());
+        self.per_token.check(&token_key).map_err(|retry| ApiError::RateLimited {
+            message: "too many requests with this token",
+            retry_after: retry,
+        })?;
+        Ok(caller)
+    }
+
+    async fn check_token(&self, secret: &str) -> Result<Option<Caller>, ApiError> {
+        let Some(record) = self.store.token_by_hash(&tokens::hash(secret)).await? else {
+            return Ok(None);
+        };
+        let valid = record.revoked_at.is_none() && tokens::matches(secret, &record.hash);
+        Ok(valid.then_some(Caller {
+            user: record.user,
+            admin: record.admin,
+            token_id: Some(record.id),
+        }))
+    }
+
+    /// Refuses a cross-site WebSocket upgrade: the `Origin` must be the server's own or in
+    /// `auth.allowed_origins`. Clients that send no `Origin` (not browsers) pass.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(origin) = headers.get(ORIGIN) else { return Ok(()) };
+        let origin = origin.to_str().unwrap_or_default();
+        if self.allowed_origins.iter().any(|allowed| allowed == "*" || allowed == origin) {
+            return Ok(());
+        }
+        let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+        if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden("cross-origin WebSocket connections are not allowed"))
+    }
+
+    /// Tells open connections that a token was revoked.
+    pub fn announce_revocation(&self, token_id: &str) {
+        let _ = self.revocations.send(token_id.to_owned());
+    }
+
+    /// Resolves when `token_id` is revoked (never, without a token).
+    pub fn revoked(
+        &self,
+        token_id: Option<String>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut revocations = self.revocations.subscribe();
+        async move {
+            let Some(token_id) = token_id else { return std::future::pending().await };
+            loop {
+                match revocations.recv().await {
+                    Ok(id) if id == token_id => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a security event; a failure to record it is logged, never fatal.
+    pub async fn audit(
+        &self,
+        kind: &str,
+        user: Option<&str>,
+        ip: Option<IpAddr>,
+        detail: Option<&str>,
+    ) {
+        let entry = AuditEntry {
+            at: crate::clock::now_ms(),
+            kind: kind.to_owned(),
+            user: user.map(str::to_owned),
+            ip: ip.map(|ip| ip.to_string()),
+            detail: detail.map(str::to_owned),
+        };
+        if let Err(err) = self.store.audit(&entry).await {
+            tracing::error!(%err, kind, "writing the audit log failed");
+        }
+    }
+
+    /// Forwards revocations made by other processes (`parley token revoke`) to open
+    /// connections, polling the store every second until `stop`.
+    pub async fn watch_revocations(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut since = crate::clock::now_ms();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let now = crate::clock::now_ms();
+            match self.store.revoked_since(since - 1000).await {
+                Ok(ids) => ids.iter().for_each(|id| self.announce_revocation(id)),
+                Err(err) => tracing::warn!(%err, "checking for revoked tokens failed"),
+            }
+            since = now;
+        }
     }
 }
 
-/// The user a `?ticket=` names: the ticket is spent; an unknown, replayed or expired one is
-/// refused with 401.
-pub fn redeem_ticket(
-    tickets: &Tickets,
-    ticket: Option<&str>,
-    caller: Caller,
-) -> Result<Caller, ApiError> {
-    match ticket {
-        None => Ok(caller),
-        Some(ticket) => match tickets.redeem(ticket) {
-            Some(user) => Ok(Caller {
-                admin: caller.admin && user == caller.user,
-                user,
-            }),
-            None => Err(ApiError::Unauthorized(
-                "the ticket is invalid, expired or already used",
-            )),
-        },
+enum Credential {
+    Token(String),
+    Ticket(String),
+}
+
+fn credential(headers: &HeaderMap, query: &[(String, String)]) -> Option<Credential> {
+    if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "));
+        return Some(Credential::Token(token.unwrap_or_default().trim().to_owned()));
+    }
+    let protocols = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
+    for protocol in protocols.flat_map(|v| v.split(',')) {
+        if let Some(token) = protocol.trim().strip_prefix("bearer.") {
+            return Some(Credential::Token(token.to_owned()));
+        }
+    }
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    param("token").map(Credential::Token).or_else(|| param("ticket").map(Credential::Ticket))
+}
+
+fn query_pairs(parts: &Parts) -> Vec<(String, String)> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or_default()
+}
+
+/// The client's address, as the connection reported it.
+pub fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.auth.authenticate(parts).await
     }
 }

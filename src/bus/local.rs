@@ -18,10 +18,7 @@ pub struct LocalBus {
 impl LocalBus {
     /// A bus whose per-topic buffers hold `capacity` events for slow subscribers.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            topics: Mutex::new(HashMap::new()),
-            capacity: capacity.max(16),
-        }
+        Self { topics: Mutex::new(HashMap::new()), capacity: capacity.max(16) }
     }
 }
 

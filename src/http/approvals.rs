@@ -20,7 +20,7 @@ pub(super) async fn decide(
 ) -> Result<JsonResponse<Value>, ApiError> {
     let decision = Decision::parse(&decision).ok_or(ApiError::NotFound("route"))?;
     state.runtime.decide(&caller.user, &id, decision)?;
-    Ok(JsonResponse(
-        json!({"request_id": id, "decision": decision.as_str()}),
-    ))
+    let detail = format!("{id} {}", decision.as_str());
+    state.auth.audit("approval_decided", Some(&caller.user), None, Some(&detail)).await;
+    Ok(JsonResponse(json!({"request_id": id, "decision": decision.as_str()})))
 }

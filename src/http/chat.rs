@@ -30,13 +30,7 @@ pub(super) async fn chat(
     let content = request.content.unwrap_or_default();
     let submission = state
         .runtime
-        .submit(
-            &caller.user,
-            request.session_id.as_deref(),
-            &content,
-            None,
-            true,
-        )
+        .submit(&caller.user, request.session_id.as_deref(), &content, None, true)
         .await?;
     let outcome = submission
         .outcome
@@ -69,6 +63,6 @@ pub(super) async fn chat(
 
 /// Issues a one-time ticket for `/api/chat/stream`, `/ws/chat` or SSE (`?ticket=`).
 pub(super) async fn ticket(State(state): State<AppState>, caller: Caller) -> JsonResponse<Value> {
-    let ticket = state.tickets.issue(&caller.user);
+    let ticket = state.auth.tickets.issue(&caller);
     JsonResponse(json!({"ticket": ticket, "expires_in": crate::auth::TICKET_TTL.as_secs()}))
 }

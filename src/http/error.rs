@@ -1,6 +1,8 @@
 //! The one error type at the HTTP edge: every refusal becomes `{"error", "code", ...}` with
 //! the right status. 5xx details go to the log, never to the client.
 
+use std::time::Duration;
+
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -31,17 +33,18 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{message}")]
+    RateLimited { message: &'static str, retry_after: Duration },
+    #[error("the server has too many open connections")]
+    TooManyConnections,
     /// A plain HTTP request on a WebSocket route.
     #[error("this endpoint needs a WebSocket upgrade: {message}")]
     Upgrade { status: StatusCode, message: String },
     /// A turn that ended in an error, answered to a caller that waited for it.
     #[error("{message}")]
-    Turn {
-        code: &'static str,
-        message: String,
-        turn_id: String,
-        session_id: String,
-    },
+    Turn { code: &'static str, message: String, turn_id: String, session_id: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -55,7 +58,9 @@ impl ApiError {
                 RuntimeError::NotFound | RuntimeError::ApprovalNotFound => StatusCode::NOT_FOUND,
                 RuntimeError::EmptyContent => StatusCode::UNPROCESSABLE_ENTITY,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                RuntimeError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                RuntimeError::QueueFull { .. } | RuntimeError::RateLimited { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 RuntimeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -69,6 +74,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upgrade { status, .. } => *status,
             ApiError::Turn { code, .. } => match *code {
                 "PROVIDER_NOT_CONFIGURED" => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +95,7 @@ impl ApiError {
                 RuntimeError::EmptyContent => "EMPTY_CONTENT",
                 RuntimeError::ContentTooLarge { .. } => "MESSAGE_TOO_LARGE",
                 RuntimeError::QueueFull { .. } => "SESSION_QUEUE_FULL",
+                RuntimeError::RateLimited { .. } => "RATE_LIMITED",
                 RuntimeError::ShuttingDown => "SHUTTING_DOWN",
                 RuntimeError::Store(_) => "INTERNAL_ERROR",
             },
@@ -100,6 +109,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Unauthorized(_) => "AUTH_ERROR",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::TooManyConnections => "TOO_MANY_CONNECTIONS",
             ApiError::Upgrade { .. } => "UPGRADE_REQUIRED",
         }
     }
@@ -114,31 +126,46 @@ impl ApiError {
             }
             ApiError::Runtime(RuntimeError::QueueFull { limit }) => {
                 extra.insert("limit".into(), json!(limit));
-                extra.insert("retry_after".into(), json!(1));
             }
-            ApiError::Turn {
-                turn_id,
-                session_id,
-                ..
-            } => {
+            ApiError::Turn { turn_id, session_id, .. } => {
                 extra.insert("turn_id".into(), json!(turn_id));
                 extra.insert("session_id".into(), json!(session_id));
             }
             _ => {}
         }
+        if let Some(secs) = self.retry_after() {
+            extra.insert("retry_after".into(), json!(secs));
+        }
         extra
+    }
+
+    /// Seconds after which a refused request may be retried.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Runtime(RuntimeError::QueueFull { .. }) => Some(1),
+            ApiError::RateLimited { retry_after, .. }
+            | ApiError::Runtime(RuntimeError::RateLimited { retry_after, .. }) => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the message may reveal internals, so only the log gets it.
+    fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Internal(_) | ApiError::Store(_) | ApiError::Runtime(RuntimeError::Store(_))
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() && !matches!(self, ApiError::Turn { .. }) {
+        let message = if self.is_internal() && status.is_server_error() {
             tracing::error!(error = %self, "request failed");
-            match self {
-                ApiError::Runtime(RuntimeError::ShuttingDown) => self.to_string(),
-                _ => "internal error; see the server log".to_owned(),
-            }
+            "internal error; see the server log".to_owned()
         } else {
             self.to_string()
         };
@@ -146,10 +173,8 @@ impl IntoResponse for ApiError {
         body.insert("error".into(), json!(message));
         body.insert("code".into(), json!(self.code()));
         let mut response = (status, axum::Json(Value::Object(body))).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(secs) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -162,41 +187,28 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
                 "expected a JSON body with Content-Type: application/json".into(),
             ),
-            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable {
-                code: "INVALID_REQUEST",
-                message: rejection.body_text(),
-            },
-            _ => ApiError::BadRequest {
-                code: "INVALID_JSON",
-                message: rejection.body_text(),
-            },
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ApiError::Unprocessable { code: "INVALID_REQUEST", message: rejection.body_text() }
+            }
+            _ => ApiError::BadRequest { code: "INVALID_JSON", message: rejection.body_text() },
         }
     }
 }
 
 impl From<WebSocketUpgradeRejection> for ApiError {
     fn from(rejection: WebSocketUpgradeRejection) -> Self {
-        ApiError::Upgrade {
-            status: rejection.status(),
-            message: rejection.body_text(),
-        }
+        ApiError::Upgrade { status: rejection.status(), message: rejection.body_text() }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::BadRequest {
-            code: "INVALID_QUERY",
-            message: rejection.body_text(),
-        }
+        ApiError::BadRequest { code: "INVALID_QUERY", message: rejection.body_text() }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        ApiError::BadRequest {
-            code: "INVALID_PATH",
-            message: rejection.body_text(),
-        }
+        ApiError::BadRequest { code: "INVALID_PATH", message: rejection.body_text() }
     }
 }

@@ -39,7 +39,7 @@ pub(super) async fn status(State(state): State<AppState>, _caller: Caller) -> Js
         "components": components(&state, store_ok),
         "provider": &*state.provider,
         "active_turns": state.runtime.active_turns().await,
-        "connections": state.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "connections": state.connections.count(),
     }))
 }
 

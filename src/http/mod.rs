@@ -3,28 +3,34 @@
 
 mod approvals;
 mod chat;
+mod connections;
 mod error;
 pub(crate) mod extract;
 mod health;
+mod identity;
+mod listener;
 mod sessions;
 mod turns;
+mod workspace;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::routing::{get, post};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Tickets;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::runtime::Runtime;
 use crate::{sse, ws};
 
+pub use connections::{ConnectionCount, Connections};
 pub use error::ApiError;
+pub use listener::serve;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,27 +44,10 @@ pub struct AppState {
     pub provider_configured: bool,
     /// Cancelled when the server stops: long-lived connections close.
     pub shutdown: CancellationToken,
-    /// One-time tickets for WebSocket and SSE clients.
-    pub tickets: Arc<Tickets>,
+    /// Authentication, tickets, limits and the audit log.
+    pub auth: Arc<Auth>,
     /// Open WebSocket and SSE connections.
-    pub connections: Arc<AtomicUsize>,
-}
-
-/// Counts a connection while it lives.
-pub struct ConnectionCount(Arc<AtomicUsize>);
-
-impl Drop for ConnectionCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AppState {
-    /// Counts a long-lived connection until the returned guard drops.
-    pub fn count_connection(&self) -> ConnectionCount {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionCount(self.connections.clone())
-    }
+    pub connections: Arc<Connections>,
 }
 
 /// All routes of the server.
@@ -68,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))
         .route("/api/status", get(health::status))
+        .route("/api/pair", post(identity::pair))
+        .route("/api/tokens", get(identity::list_tokens).post(identity::create_token))
+        .route("/api/tokens/{id}", axum::routing::delete(identity::revoke_token))
+        .route("/api/audit", get(identity::audit_log))
         .route("/api/chat", post(chat::chat))
         .route("/api/chat/ticket", post(chat::ticket))
         .route("/api/chat/stream", get(ws::chat_stream))
@@ -80,18 +73,34 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/prune", post(sessions::prune))
         .route(
             "/api/sessions/{id}",
-            get(sessions::detail)
-                .patch(sessions::rename)
-                .delete(sessions::delete),
+            get(sessions::detail).patch(sessions::rename).delete(sessions::delete),
         )
         .route("/api/sessions/{id}/messages", post(sessions::post_message))
         .route("/api/sessions/{id}/abort", post(sessions::abort))
         .route("/api/sessions/{id}/tool-calls", get(sessions::tool_calls))
         .route("/api/sessions/{id}/notify", post(sessions::notify))
+        .route("/api/workspace/tree", get(workspace::tree))
+        .route("/api/workspace/file/{*path}", get(workspace::file))
         .route("/api/agents", get(turns::list))
         .route("/api/agents/{turn_id}/kill", post(turns::kill))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_ip))
         .with_state(state)
+}
+
+/// Counts every request, public ones included, against its client address's limit.
+async fn limit_ip(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ip = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    if let Some(info) = ip
+        && let Err(err) = state.auth.limit_ip(info.0.ip())
+    {
+        return axum::response::IntoResponse::into_response(err);
+    }
+    next.run(request).await
 }

@@ -24,6 +24,9 @@ pub(super) struct ListQuery {
     page: u64,
     #[serde(default = "default_limit")]
     limit: u64,
+    /// Admins only: every user's sessions.
+    #[serde(default)]
+    all: bool,
 }
 
 fn first_page() -> u64 {
@@ -51,7 +54,7 @@ fn session_json(session: &Session, live: Option<&LiveSession>) -> Value {
     json!({
         "id": session.id,
         "name": session.name,
-        "state": if running.is_some() { "running" } else { "idle" },
+        "state": if running.is_some() { "running" } else { session.state.as_str() },
         "message_count": session.message_count,
         "created_at": rfc3339(session.created_at),
         "updated_at": rfc3339(session.updated_at),
@@ -74,15 +77,27 @@ pub(super) async fn list(
 ) -> Result<JsonResponse<Value>, ApiError> {
     let limit = check_limit(query.limit)?;
     let page = query.page.max(1);
-    let (sessions, total) = state
-        .runtime
-        .store()
-        .list_sessions(&caller.user, (page - 1).saturating_mul(limit), limit)
-        .await?;
-    let items: Vec<Value> = sessions.iter().map(|s| session_json(s, None)).collect();
-    Ok(JsonResponse(
-        json!({"items": items, "total": total, "page": page, "limit": limit}),
-    ))
+    let offset = (page - 1).saturating_mul(limit);
+    let store = state.runtime.store();
+    let (sessions, total) = if query.all {
+        if !caller.admin {
+            return Err(ApiError::Forbidden("listing every user's sessions needs an admin token"));
+        }
+        store.list_all_sessions(offset, limit).await?
+    } else {
+        store.list_sessions(&caller.user, offset, limit).await?
+    };
+    let items: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            let mut item = session_json(s, None);
+            if query.all {
+                item["user"] = json!(s.user_id);
+            }
+            item
+        })
+        .collect();
+    Ok(JsonResponse(json!({"items": items, "total": total, "page": page, "limit": limit})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,21 +119,13 @@ pub(super) async fn detail(
 ) -> Result<JsonResponse<Value>, ApiError> {
     let limit = check_limit(query.limit)?;
     let (session, live) = state.runtime.find_session(&caller.user, &id).await?;
-    let messages = state
-        .runtime
-        .store()
-        .messages(session.pk, query.before_seq, limit + 1)
-        .await?;
+    let messages = state.runtime.store().messages(session.pk, query.before_seq, limit + 1).await?;
     let has_more = messages.len() as u64 > limit;
     let page = &messages[messages.len().saturating_sub(limit as usize)..];
     let mut body = session_json(&session, live.as_deref());
     body["messages"] = page.iter().map(message_json).collect();
     body["has_more"] = json!(has_more);
-    body["next_before_seq"] = json!(if has_more {
-        page.first().map(|m| m.seq)
-    } else {
-        None
-    });
+    body["next_before_seq"] = json!(if has_more { page.first().map(|m| m.seq) } else { None });
     Ok(JsonResponse(body))
 }
 
@@ -141,11 +148,7 @@ pub(super) async fn rename(
         });
     }
     let (_, live) = state.runtime.find_session(&caller.user, &id).await?;
-    let session = state
-        .runtime
-        .store()
-        .rename_session(&caller.user, &id, name)
-        .await?;
+    let session = state.runtime.store().rename_session(&caller.user, &id, name).await?;
     Ok(JsonResponse(session_json(&session, live.as_deref())))
 }
 
@@ -172,10 +175,7 @@ pub(super) async fn post_message(
     Json(request): Json<MessageRequest>,
 ) -> Result<Response, ApiError> {
     let content = request.content.unwrap_or_default();
-    let submission = state
-        .runtime
-        .submit(&caller.user, Some(&id), &content, None, false)
-        .await?;
+    let submission = state.runtime.submit(&caller.user, Some(&id), &content, None, false).await?;
     let body = json!({"turn_id": submission.turn_id, "session_id": submission.session.id});
     Ok((StatusCode::ACCEPTED, JsonResponse(body)).into_response())
 }
@@ -186,9 +186,7 @@ pub(super) async fn abort(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Value>, ApiError> {
     let turn_id = state.runtime.abort_session(&caller.user, &id).await?;
-    Ok(JsonResponse(
-        json!({"aborted": turn_id.is_some(), "turn_id": turn_id}),
-    ))
+    Ok(JsonResponse(json!({"aborted": turn_id.is_some(), "turn_id": turn_id})))
 }
 
 pub(super) async fn tool_calls(
@@ -221,21 +219,9 @@ pub(super) async fn notify(
     Path(id): Path<String>,
     Json(request): Json<NotifyRequest>,
 ) -> Result<Response, ApiError> {
-    let (session, _) = state
-        .runtime
-        .open_session(&caller.user, Some(&id), None, false)
-        .await?;
-    let event = session.emit(
-        None,
-        EventKind::AgentEvent {
-            event: request.event,
-        },
-    );
-    Ok((
-        StatusCode::ACCEPTED,
-        JsonResponse(json!({"seq": event.seq})),
-    )
-        .into_response())
+    let (session, _) = state.runtime.open_session(&caller.user, Some(&id), None, false).await?;
+    let event = session.emit(None, EventKind::AgentEvent { event: request.event });
+    Ok((StatusCode::ACCEPTED, JsonResponse(json!({"seq": event.seq}))).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -133,8 +133,6 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
     };
     match config.kind.as_str() {
         "openai" => Ok(Arc::new(OpenAiProvider::new(url, config)?)),
-        other => Err(format!(
-            "unknown provider kind {other:?} (expected \"openai\")"
-        )),
+        other => Err(format!("unknown provider kind {other:?} (expected \"openai\")")),
     }
 }

@@ -36,9 +36,7 @@ impl OpenAiProvider {
     pub fn new(base_url: &str, config: &ProviderConfig) -> Result<Self, String> {
         let base_url = base_url.trim_end_matches('/').to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(format!(
-                "provider url must start with http:// or https://: {base_url}"
-            ));
+            return Err(format!("provider url must start with http:// or https://: {base_url}"));
         }
         // The process-wide TLS crypto provider; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -85,17 +83,13 @@ impl OpenAiProvider {
                 Ok(Err(err)) if err.is_timeout() => ProviderError::Timeout("connecting"),
                 Ok(Err(err)) => ProviderError::Unavailable(format!("request failed: {err}")),
             };
-            let retryable = matches!(
-                error,
-                ProviderError::RateLimited { .. } | ProviderError::Unavailable(_)
-            );
+            let retryable =
+                matches!(error, ProviderError::RateLimited { .. } | ProviderError::Unavailable(_));
             if !retryable || attempt >= self.max_retries {
                 return Err(error);
             }
             let backoff = match &error {
-                ProviderError::RateLimited {
-                    retry_after: Some(after),
-                } => *after,
+                ProviderError::RateLimited { retry_after: Some(after) } => *after,
                 _ => self.retry_base * 2u32.saturating_pow(attempt) + jitter(self.retry_base),
             };
             if backoff > MAX_RETRY_AFTER || Instant::now() + backoff >= deadline {
@@ -144,11 +138,7 @@ impl Provider for OpenAiProvider {
         let mut received_any = false;
         let mut done = false;
         while !done {
-            let wait = if received_any {
-                self.idle
-            } else {
-                self.first_byte
-            };
+            let wait = if received_any { self.idle } else { self.first_byte };
             let chunk_deadline = deadline.min(Instant::now() + wait);
             let next = match timeout_at(chunk_deadline, stream.next()).await {
                 Ok(next) => next,
@@ -164,9 +154,7 @@ impl Provider for OpenAiProvider {
                 None => break,
                 Some(Ok(bytes)) => bytes,
                 Some(Err(err)) => {
-                    return Err(ProviderError::Unavailable(format!(
-                        "the stream was cut: {err}"
-                    )));
+                    return Err(ProviderError::Unavailable(format!("the stream was cut: {err}")));
                 }
             };
             received_any = true;
@@ -218,27 +206,20 @@ async fn status_error(response: Response) -> ProviderError {
         .ok()
         .and_then(|v| {
             let error = v.get("error")?;
-            error
-                .get("message")
-                .or(Some(error))?
-                .as_str()
-                .map(str::to_owned)
+            error.get("message").or(Some(error))?.as_str().map(str::to_owned)
         })
         .unwrap_or(body);
     let message: String = message.chars().take(300).collect();
     match status {
         StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited { retry_after },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Auth {
-            status: status.as_u16(),
-        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            ProviderError::Auth { status: status.as_u16() }
+        }
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
             ProviderError::Timeout("the provider's own time-out")
         }
         s if s.is_server_error() => ProviderError::Unavailable(format!("HTTP {s}: {message}")),
-        s => ProviderError::Rejected {
-            status: s.as_u16(),
-            message,
-        },
+        s => ProviderError::Rejected { status: s.as_u16(), message },
     }
 }
 

@@ -149,9 +149,7 @@ impl Assembler {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| error.to_string());
-            return Err(ProviderError::Unavailable(format!(
-                "error in stream: {message}"
-            )));
+            return Err(ProviderError::Unavailable(format!("error in stream: {message}")));
         }
         if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
             self.completion.model = Some(model);
@@ -160,9 +158,7 @@ impl Assembler {
             self.completion.usage = Usage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
-                total_tokens: usage
-                    .total_tokens
-                    .max(usage.prompt_tokens + usage.completion_tokens),
+                total_tokens: usage.total_tokens.max(usage.prompt_tokens + usage.completion_tokens),
             };
         }
         for choice in chunk.choices {
@@ -194,9 +190,7 @@ impl Assembler {
         let slot = match (fragment.index, &id) {
             (Some(index), id) => self.calls.iter().rposition(|call| {
                 call.index == Some(index)
-                    && id
-                        .as_ref()
-                        .is_none_or(|id| call.id.is_empty() || call.id == *id)
+                    && id.as_ref().is_none_or(|id| call.id.is_empty() || call.id == *id)
             }),
             (None, Some(id)) => self.calls.iter().position(|call| call.id == *id),
             // A fragment with neither continues the call in progress.
@@ -205,10 +199,7 @@ impl Assembler {
         let call = match slot {
             Some(slot) => &mut self.calls[slot],
             None => {
-                self.calls.push(PartialCall {
-                    index: fragment.index,
-                    ..PartialCall::default()
-                });
+                self.calls.push(PartialCall { index: fragment.index, ..PartialCall::default() });
                 let last = self.calls.len() - 1;
                 &mut self.calls[last]
             }

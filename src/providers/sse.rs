@@ -84,11 +84,7 @@ mod tests {
             let mut parser = SseParser::default();
             let mut events = parser.feed(&stream[..split]);
             events.extend(parser.feed(&stream[split..]));
-            assert_eq!(
-                events,
-                vec!["{\"a\":1}", "one\ntwo", "[DONE]"],
-                "split at {split}"
-            );
+            assert_eq!(events, vec!["{\"a\":1}", "one\ntwo", "[DONE]"], "split at {split}");
         }
     }
 

@@ -80,8 +80,7 @@ impl Approvals {
     /// Registers an approval; the receiver resolves with the decision.
     pub fn register(&self, info: ApprovalInfo) -> oneshot::Receiver<Decision> {
         let (decide, decided) = oneshot::channel();
-        self.lock()
-            .insert(info.request_id.clone(), Pending { info, decide });
+        self.lock().insert(info.request_id.clone(), Pending { info, decide });
         decided
     }
 

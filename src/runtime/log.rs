@@ -37,11 +37,7 @@ impl EventLog {
     /// A log whose next event gets `last_seq + 1`, publishing on `topic`.
     pub fn new(topic: String, last_seq: u64, capacity: usize, bus: Arc<dyn Bus>) -> Self {
         Self {
-            ring: Mutex::new(Ring {
-                last_seq,
-                reserved: last_seq,
-                events: VecDeque::new(),
-            }),
+            ring: Mutex::new(Ring { last_seq, reserved: last_seq, events: VecDeque::new() }),
             capacity: capacity.max(16),
             topic,
             bus,
@@ -97,13 +93,7 @@ impl EventLog {
         if after + 1 < oldest {
             return Replay::Resync;
         }
-        Replay::Events(
-            ring.events
-                .iter()
-                .filter(|e| e.seq > after)
-                .cloned()
-                .collect(),
-        )
+        Replay::Events(ring.events.iter().filter(|e| e.seq > after).cloned().collect())
     }
 
     /// Watches the log from after `after` (`None`: from now on).
@@ -112,13 +102,8 @@ impl EventLog {
         // is dropped from the live side by its seq.
         let live = self.bus.subscribe(&self.topic);
         let after = after.unwrap_or_else(|| self.last_seq());
-        let mut watch = Watch {
-            log: self.clone(),
-            live,
-            backlog: VecDeque::new(),
-            last: after,
-            resync: false,
-        };
+        let mut watch =
+            Watch { log: self.clone(), live, backlog: VecDeque::new(), last: after, resync: false };
         watch.refill();
         watch
     }
@@ -166,9 +151,7 @@ impl Watch {
     pub async fn next(&mut self) -> WatchItem {
         loop {
             if std::mem::take(&mut self.resync) {
-                return WatchItem::Resync {
-                    last_seq: self.last,
-                };
+                return WatchItem::Resync { last_seq: self.last };
             }
             if let Some(event) = self.backlog.pop_front() {
                 if event.seq > self.last {

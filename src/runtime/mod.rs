@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::Agent;
 use crate::bus::Bus;
 use crate::conversation::{Role, Usage};
+use crate::limits::RateLimiter;
 use crate::store::{NewMessage, Session, Store, StoreError, TurnEnd, TurnStatus};
 
 use approvals::Approvals;
@@ -47,6 +48,8 @@ pub enum RuntimeError {
     ShuttingDown,
     #[error("no pending approval with that id")]
     ApprovalNotFound,
+    #[error("{message}")]
+    RateLimited { message: &'static str, retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -90,6 +93,10 @@ pub struct RuntimeConfig {
     pub queue_depth: usize,
     pub event_log_capacity: usize,
     pub max_content_bytes: usize,
+    /// Turns a user may start per minute (0 = unlimited).
+    pub turns_per_minute: u32,
+    /// Turns of one user running or waiting at once (0 = unlimited).
+    pub max_concurrent_turns: usize,
     pub system_prompt: String,
     /// Hints for the model by the client's page (`page_context`).
     pub page_hints: BTreeMap<String, String>,
@@ -110,6 +117,8 @@ pub(crate) struct Inner {
     queue_depth: usize,
     event_log_capacity: usize,
     max_content_bytes: usize,
+    turn_limiter: RateLimiter,
+    max_concurrent_turns: usize,
     sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<LiveSession>>>,
     approvals: Approvals,
     /// Each user's lifecycle feed, created on first use.
@@ -130,9 +139,7 @@ pub struct Runtime {
 /// Whether `id` is a valid client-chosen session id.
 pub fn valid_session_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && id != "."
         && id != ".."
 }
@@ -158,6 +165,8 @@ impl Runtime {
                 queue_depth: config.queue_depth,
                 event_log_capacity: config.event_log_capacity,
                 max_content_bytes: config.max_content_bytes,
+                turn_limiter: RateLimiter::per_minute(config.turns_per_minute),
+                max_concurrent_turns: config.max_concurrent_turns,
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 stopping: CancellationToken::new(),
@@ -202,12 +211,7 @@ impl Runtime {
         let (stored, created) = if create {
             self.inner.store.open_session(user, id, name).await?
         } else {
-            let stored = self
-                .inner
-                .store
-                .session(user, id)
-                .await?
-                .ok_or(RuntimeError::NotFound)?;
+            let stored = self.inner.store.session(user, id).await?.ok_or(RuntimeError::NotFound)?;
             (stored, false)
         };
         let session = Arc::new(LiveSession::new(
@@ -222,8 +226,7 @@ impl Runtime {
         sessions.insert(key, session.clone());
         drop(sessions);
         if created {
-            self.inner
-                .lifecycle(&session, None, EventKind::SessionCreated);
+            self.inner.lifecycle(&session, None, EventKind::SessionCreated);
         }
         Ok((session, created))
     }
@@ -250,13 +253,26 @@ impl Runtime {
         if content.trim().is_empty() {
             return Err(RuntimeError::EmptyContent);
         }
+        if self.inner.max_concurrent_turns > 0 {
+            let busy: usize = self.user_sessions(user).await.iter().map(|s| s.turns()).sum();
+            if busy >= self.inner.max_concurrent_turns {
+                return Err(RuntimeError::RateLimited {
+                    message: "too many of your turns are running or waiting",
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        }
+        if let Err(retry_after) = self.inner.turn_limiter.check(user) {
+            return Err(RuntimeError::RateLimited {
+                message: "too many turns started this minute",
+                retry_after,
+            });
+        }
         let (session, _) = self.open_session(user, session_id, None, true).await?;
         {
             let mut queue = session.queue();
             if queue.pending.len() + queue.admitting >= self.inner.queue_depth {
-                return Err(RuntimeError::QueueFull {
-                    limit: self.inner.queue_depth,
-                });
+                return Err(RuntimeError::QueueFull { limit: self.inner.queue_depth });
             }
             queue.admitting += 1;
         }
@@ -276,9 +292,7 @@ impl Runtime {
             user_seq,
             cancel: self.inner.hard_stop.child_token(),
             reply,
-            hint: page
-                .and_then(|page| self.inner.page_hints.get(page))
-                .cloned(),
+            hint: page.and_then(|page| self.inner.page_hints.get(page)).cloned(),
         });
         if !queue.worker {
             queue.worker = true;
@@ -295,11 +309,7 @@ impl Runtime {
                 },
             );
         }
-        Ok(Submission {
-            session,
-            turn_id,
-            outcome,
-        })
+        Ok(Submission { session, turn_id, outcome })
     }
 
     async fn store_user_message(
@@ -310,12 +320,8 @@ impl Runtime {
         let turn_id = uuid::Uuid::new_v4().to_string();
         let store = &self.inner.store;
         store.create_turn(session.pk, &turn_id).await?;
-        let event = session.emit(
-            Some(&turn_id),
-            EventKind::UserMessage {
-                content: content.into(),
-            },
-        );
+        let event =
+            session.emit(Some(&turn_id), EventKind::UserMessage { content: content.into() });
         let seq = event.seq as i64;
         let message = NewMessage::text(seq, seq, &turn_id, Role::User, content);
         if let Err(err) = store.append_message(session.pk, &message).await {
@@ -398,14 +404,10 @@ impl Runtime {
             queue.running.iter().for_each(|r| r.cancel.cancel());
             queue.pending.iter().for_each(|p| p.cancel.cancel());
         }
-        self.inner
-            .store
-            .delete_session(user, id)
-            .await
-            .map_err(|err| match err {
-                StoreError::NotFound => RuntimeError::NotFound,
-                other => other.into(),
-            })
+        self.inner.store.delete_session(user, id).await.map_err(|err| match err {
+            StoreError::NotFound => RuntimeError::NotFound,
+            other => other.into(),
+        })
     }
 
     /// The stored session and, if it is loaded, its live state.
@@ -415,12 +417,7 @@ impl Runtime {
         id: &str,
     ) -> Result<(Session, Option<Arc<LiveSession>>), RuntimeError> {
         let live = self.loaded(user, id).await?;
-        let stored = self
-            .inner
-            .store
-            .session(user, id)
-            .await?
-            .ok_or(RuntimeError::NotFound)?;
+        let stored = self.inner.store.session(user, id).await?.ok_or(RuntimeError::NotFound)?;
         Ok((stored, live))
     }
 
@@ -457,11 +454,7 @@ impl Runtime {
 
     async fn user_sessions(&self, user: &str) -> Vec<Arc<LiveSession>> {
         let sessions = self.inner.sessions.lock().await;
-        sessions
-            .values()
-            .filter(|s| s.user == user)
-            .cloned()
-            .collect()
+        sessions.values().filter(|s| s.user == user).cloned().collect()
     }
 
     /// Watches the user's session after `after` (`None`: from now on), creating it if
@@ -514,10 +507,7 @@ impl Runtime {
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.cancel();
         self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
             tracing::warn!("turns still running after the grace period; interrupting them");
             self.inner.hard_stop.cancel();
             self.inner.tracker.wait().await;
@@ -546,8 +536,7 @@ impl Inner {
 
     /// Records a lifecycle event (no content) on the session owner's feed.
     fn lifecycle(&self, session: &LiveSession, turn_id: Option<&str>, kind: EventKind) {
-        self.feed(&session.user)
-            .append(&session.id, turn_id, kind, None);
+        self.feed(&session.user).append(&session.id, turn_id, kind, None);
     }
 }
 
@@ -605,12 +594,7 @@ async fn never_started(inner: &Inner, session: &LiveSession, turn: &PendingTurn)
     if let Err(err) = inner.store.finish_turn(&turn.turn_id, &end).await {
         tracing::error!(%err, "recording an interrupted turn failed");
     }
-    session.emit(
-        Some(&turn.turn_id),
-        EventKind::Cancelled {
-            partial: String::new(),
-        },
-    );
+    session.emit(Some(&turn.turn_id), EventKind::Cancelled { partial: String::new() });
     TurnOutcome {
         turn_id: turn.turn_id.clone(),
         session_id: session.id.clone(),

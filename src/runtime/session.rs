@@ -73,12 +73,7 @@ impl LiveSession {
             user: user.to_owned(),
             id: id.to_owned(),
             pk,
-            log: Arc::new(EventLog::new(
-                format!("session:{pk}"),
-                reserved,
-                capacity,
-                bus,
-            )),
+            log: Arc::new(EventLog::new(format!("session:{pk}"), reserved, capacity, bus)),
             queue: Mutex::new(Queue::default()),
             always: Mutex::new(HashSet::new()),
             store,
@@ -126,6 +121,12 @@ impl LiveSession {
     /// The turn running now, if any.
     pub fn running(&self) -> Option<RunningTurn> {
         self.queue().running.clone()
+    }
+
+    /// Turns running, waiting or being admitted.
+    pub fn turns(&self) -> usize {
+        let queue = self.queue();
+        queue.pending.len() + queue.admitting + usize::from(queue.running.is_some())
     }
 
     /// Turns waiting behind the running one.

@@ -65,9 +65,7 @@ impl Recorder<'_> {
         };
         match message_id {
             Some(id) => {
-                self.store
-                    .update_message(id, &text, thinking.as_deref(), tool_calls, status)
-                    .await
+                self.store.update_message(id, &text, thinking.as_deref(), tool_calls, status).await
             }
             None => {
                 let message = NewMessage {
@@ -97,14 +95,8 @@ impl Recorder<'_> {
 #[async_trait]
 impl TurnObserver for Recorder<'_> {
     async fn step_started(&self) -> Result<(), StoreError> {
-        let seq = self.emit(EventKind::OperatorStatus {
-            phase: "model",
-            detail: None,
-        });
-        *self.step() = Step {
-            seq,
-            ..Step::default()
-        };
+        let seq = self.emit(EventKind::OperatorStatus { phase: "model", detail: None });
+        *self.step() = Step { seq, ..Step::default() };
         Ok(())
     }
 
@@ -134,8 +126,7 @@ impl TurnObserver for Recorder<'_> {
     }
 
     async fn step_finished(&self, completion: &Completion) -> Result<(), StoreError> {
-        self.write_step(MessageStatus::Complete, &completion.tool_calls)
-            .await?;
+        self.write_step(MessageStatus::Complete, &completion.tool_calls).await?;
         if !completion.tool_calls.is_empty() && !completion.text.is_empty() {
             self.emit(EventKind::ChunkReset);
         }
@@ -157,27 +148,16 @@ impl TurnObserver for Recorder<'_> {
         self.inner.lifecycle(
             self.session,
             Some(self.turn_id),
-            EventKind::ToolCalled {
-                name: call.name.clone(),
-            },
+            EventKind::ToolCalled { name: call.name.clone() },
         );
-        self.emit(EventKind::OperatorStatus {
-            phase: "tool",
-            detail: Some(call.name.clone()),
-        });
+        self.emit(EventKind::OperatorStatus { phase: "tool", detail: Some(call.name.clone()) });
         self.emit(EventKind::ToolCall {
             id: call.id.clone(),
             name: call.name.clone(),
             args: args_value(&call.arguments),
         });
-        let pk = self
-            .store
-            .start_tool_call(self.session.pk, self.turn_id, call)
-            .await?;
-        self.running_tools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(call.id.clone(), pk);
+        let pk = self.store.start_tool_call(self.session.pk, self.turn_id, call).await?;
+        self.running_tools.lock().unwrap_or_else(|e| e.into_inner()).insert(call.id.clone(), pk);
         Ok(())
     }
 
@@ -192,10 +172,7 @@ impl TurnObserver for Recorder<'_> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let timeout = self.inner.approval_timeout;
         let args = args_value(&call.arguments);
-        self.emit(EventKind::OperatorStatus {
-            phase: "approval",
-            detail: Some(call.name.clone()),
-        });
+        self.emit(EventKind::OperatorStatus { phase: "approval", detail: Some(call.name.clone()) });
         let seq = self.emit(EventKind::ApprovalRequest {
             request_id: request_id.clone(),
             tool: call.name.clone(),
@@ -238,9 +215,7 @@ impl TurnObserver for Recorder<'_> {
             }
             Some(Decision::Deny) => ("deny", Some("the user denied this tool call")),
             None => {
-                self.emit(EventKind::ApprovalExpired {
-                    request_id: request_id.clone(),
-                });
+                self.emit(EventKind::ApprovalExpired { request_id: request_id.clone() });
                 ("expired", Some("nobody approved this tool call in time"))
             }
         };
@@ -253,10 +228,7 @@ impl TurnObserver for Recorder<'_> {
         self.inner.lifecycle(
             self.session,
             Some(self.turn_id),
-            EventKind::ApprovalResolved {
-                request_id,
-                decision: label,
-            },
+            EventKind::ApprovalResolved { request_id, decision: label },
         );
         Ok(refusal.map(str::to_owned))
     }
@@ -275,50 +247,27 @@ impl TurnObserver for Recorder<'_> {
             duration_ms,
             code: outcome.is_error.then_some("TOOL_ERROR"),
         });
-        let pk = self
-            .running_tools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&call.id);
+        let pk = self.running_tools.lock().unwrap_or_else(|e| e.into_inner()).remove(&call.id);
         if let Some(pk) = pk {
-            let status = if outcome.interrupted {
-                "interrupted"
-            } else {
-                "done"
-            };
+            let status = if outcome.interrupted { "interrupted" } else { "done" };
             self.store
-                .finish_tool_call(
-                    pk,
-                    &outcome.output,
-                    outcome.is_error,
-                    status,
-                    duration_ms as i64,
-                )
+                .finish_tool_call(pk, &outcome.output, outcome.is_error, status, duration_ms as i64)
                 .await?;
         }
         let message = NewMessage {
             tool_call_id: Some(call.id.clone()),
             tool_name: Some(call.name.clone()),
-            ..NewMessage::text(
-                seq as i64,
-                self.turn_seq,
-                self.turn_id,
-                Role::Tool,
-                &outcome.output,
-            )
+            ..NewMessage::text(seq as i64, self.turn_seq, self.turn_id, Role::Tool, &outcome.output)
         };
         self.store.append_message(self.session.pk, &message).await?;
-        self.summaries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(ToolCallSummary {
-                id: call.id.clone(),
-                name: call.name.clone(),
-                args: args_value(&call.arguments),
-                output: outcome.output.clone(),
-                is_error: outcome.is_error,
-                duration_ms,
-            });
+        self.summaries.lock().unwrap_or_else(|e| e.into_inner()).push(ToolCallSummary {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            args: args_value(&call.arguments),
+            output: outcome.output.clone(),
+            is_error: outcome.is_error,
+            duration_ms,
+        });
         Ok(())
     }
 }
@@ -381,9 +330,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
                 TurnStatus::Cancelled
             };
             outcome.reply = recorder.partial();
-            EventKind::Cancelled {
-                partial: outcome.reply.clone(),
-            }
+            EventKind::Cancelled { partial: outcome.reply.clone() }
         }
         Err(err) => {
             let (code, message) = error_code(&err);
@@ -408,9 +355,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
     inner.lifecycle(
         session,
         Some(&turn.turn_id),
-        EventKind::TurnFinished {
-            status: outcome.status.as_str(),
-        },
+        EventKind::TurnFinished { status: outcome.status.as_str() },
     );
     tracing::info!(
         turn_id = %turn.turn_id,
@@ -429,10 +374,7 @@ async fn execute(
     recorder: &Recorder<'_>,
 ) -> Result<crate::agent::Answer, AgentError> {
     inner.store.start_turn(&turn.turn_id).await?;
-    let history = inner
-        .store
-        .history(session.pk, turn.user_seq as i64)
-        .await?;
+    let history = inner.store.history(session.pk, turn.user_seq as i64).await?;
     let mut messages = Vec::with_capacity(history.len() + 1);
     if !inner.system_prompt.is_empty() {
         messages.push(ChatMessage::text(Role::System, inner.system_prompt.clone()));
@@ -441,20 +383,14 @@ async fn execute(
     if let Some(hint) = &turn.hint {
         // Just before the user's message, so the model reads it as context for it.
         let at = messages.len().saturating_sub(1);
-        messages.insert(
-            at,
-            ChatMessage::text(Role::System, format!("Page context: {hint}")),
-        );
+        messages.insert(at, ChatMessage::text(Role::System, format!("Page context: {hint}")));
     }
     let ctx = inner
         .agent
         .tools
         .context(&session.user, turn.cancel.clone())
         .map_err(|e| AgentError::Store(StoreError::Other(format!("workspace: {e}"))))?;
-    inner
-        .agent
-        .run(messages, &ctx, &turn.cancel, recorder)
-        .await
+    inner.agent.run(messages, &ctx, &turn.cancel, recorder).await
 }
 
 /// Stored messages as the provider needs them: every tool call answered (a call whose
@@ -519,10 +455,7 @@ fn error_code(err: &AgentError) -> (&'static str, String) {
         AgentError::IterationLimit(_) => ("AGENT_ERROR", err.to_string()),
         AgentError::Store(store) => {
             tracing::error!(%store, "storage failed during a turn");
-            (
-                "AGENT_ERROR",
-                "the turn failed because storage failed".into(),
-            )
+            ("AGENT_ERROR", "the turn failed because storage failed".into())
         }
         AgentError::Cancelled => ("AGENT_ERROR", "cancelled".into()),
     }

@@ -14,7 +14,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{Caller, redeem_ticket};
+use crate::auth::Caller;
 use crate::http::extract::{Path, Query};
 use crate::http::{ApiError, AppState};
 use crate::runtime::{ApprovalInfo, EventKind, Watch, WatchItem};
@@ -23,21 +23,17 @@ use crate::runtime::{ApprovalInfo, EventKind, Watch, WatchItem};
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct EventsQuery {
     after: Option<u64>,
-    ticket: Option<String>,
 }
 
 /// Where to resume: `Last-Event-ID` wins over `?after=`.
 fn resume_point(headers: &HeaderMap, query: &EventsQuery) -> Result<Option<u64>, ApiError> {
     match headers.get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .map(Some)
-            .ok_or(ApiError::BadRequest {
+        Some(value) => value.to_str().ok().and_then(|v| v.trim().parse().ok()).map(Some).ok_or(
+            ApiError::BadRequest {
                 code: "INVALID_QUERY",
                 message: "Last-Event-ID must be a number".into(),
-            }),
+            },
+        ),
         None => Ok(query.after),
     }
 }
@@ -50,13 +46,10 @@ pub(crate) async fn session_events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
     let after = resume_point(&headers, &query)?;
-    let (session, watch, missed) = state
-        .runtime
-        .watch(&caller.user, Some(&id), after, false)
-        .await?;
-    Ok(respond(&state, session.id.clone(), watch, missed))
+    let (session, watch, missed) =
+        state.runtime.watch(&caller.user, Some(&id), after, false).await?;
+    respond(&state, &caller, session.id.clone(), watch, missed)
 }
 
 /// The caller's lifecycle feed.
@@ -66,19 +59,19 @@ pub(crate) async fn global_events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
     let after = resume_point(&headers, &query)?;
     let watch = state.runtime.watch_feed(&caller.user, after);
-    Ok(respond(&state, String::new(), watch, Vec::new()))
+    respond(&state, &caller, String::new(), watch, Vec::new())
 }
 
 fn respond(
     state: &AppState,
+    caller: &Caller,
     session_id: String,
     watch: Watch,
     missed: Vec<ApprovalInfo>,
-) -> Response {
-    let counted = state.count_connection();
+) -> Result<Response, ApiError> {
+    let counted = state.connections.open(&caller.user)?;
     let approvals = stream::iter(missed.into_iter().map(|approval| {
         let data = json!({
             "type": "approval_request",
@@ -102,10 +95,7 @@ fn respond(
                 WatchItem::Event(event) => {
                     let ended = matches!(event.kind, EventKind::SessionDeleted);
                     let data = String::from_utf8_lossy(&event.json).into_owned();
-                    (
-                        SseEvent::default().id(event.seq.to_string()).data(data),
-                        ended,
-                    )
+                    (SseEvent::default().id(event.seq.to_string()).data(data), ended)
                 }
                 WatchItem::Resync { last_seq } => {
                     let data = json!({
@@ -114,31 +104,25 @@ fn respond(
                         "last_seq": last_seq,
                         "message": "some events are no longer available; reload the session history",
                     });
-                    (
-                        SseEvent::default()
-                            .id(last_seq.to_string())
-                            .data(data.to_string()),
-                        false,
-                    )
+                    (SseEvent::default().id(last_seq.to_string()).data(data.to_string()), false)
                 }
                 WatchItem::Closed => return None,
             };
             Some((Ok(event), (watch, session_id, ended, counted)))
         },
     );
-    let stream = approvals
-        .chain(live)
-        .take_until(state.shutdown.clone().cancelled_owned());
+    let end = futures_util::future::select(
+        Box::pin(state.shutdown.clone().cancelled_owned()),
+        Box::pin(state.auth.revoked(caller.token_id.clone())),
+    );
+    let stream = approvals.chain(live).take_until(end);
     let keep_alive = Duration::try_from_secs_f64(state.config.stream.sse_keepalive_secs)
         .unwrap_or(Duration::from_secs(15));
     let mut response = sse_response(stream, keep_alive);
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-    response
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    Ok(response)
 }
 
 fn sse_response<S>(stream: S, keep_alive: Duration) -> Response

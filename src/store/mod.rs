@@ -5,6 +5,7 @@
 //! message 1, and reading a session never touches another session's rows.
 
 mod sqlite;
+mod sqlite_auth;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -201,6 +202,30 @@ pub struct Recovery {
     pub tool_calls: u64,
 }
 
+/// An API token as stored (its secret is never stored, only its SHA-256).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user: String,
+    pub label: Option<String>,
+    pub admin: bool,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    /// Hex SHA-256 of the secret.
+    #[serde(skip)]
+    pub hash: String,
+}
+
+/// One security event of the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub kind: String,
+    pub user: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}
+
 /// Durable storage of users, sessions, messages, turns and tool calls.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -221,6 +246,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's session `id`.
     async fn session(&self, user: &str, id: &str) -> Result<Option<Session>, StoreError>;
+
+    /// Every user's sessions, newest activity first, and their total count (admins).
+    async fn list_all_sessions(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<Session>, u64), StoreError>;
 
     /// The user's sessions, newest activity first, and their total count.
     async fn list_sessions(
@@ -302,6 +334,36 @@ pub trait Store: Send + Sync + 'static {
     /// Marks everything a crash left running or streaming as interrupted.
     async fn recover(&self) -> Result<Recovery, StoreError>;
 
+    /// Stores a new token (creating its user); `hash` is the hex SHA-256 of the secret.
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+
+    /// The token whose secret hashes to `hash`, revoked or not.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every token, newest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes a token; `NotFound` if there is no such active token.
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord, StoreError>;
+
+    /// Ids of tokens revoked at or after `since` (epoch ms).
+    async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError>;
+
+    /// How many tokens are active.
+    async fn active_tokens(&self) -> Result<u64, StoreError>;
+
+    /// Stores a pairing code's hash, valid until `expires_at`.
+    async fn create_pairing_code(&self, hash: &str, expires_at: i64) -> Result<(), StoreError>;
+
+    /// Spends a pairing code: true if it existed, was unused and unexpired.
+    async fn redeem_pairing_code(&self, hash: &str) -> Result<bool, StoreError>;
+
+    /// Appends to the audit log.
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The newest audit entries.
+    async fn audit_log(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError>;
+
     /// Deletes sessions past the per-user count or idle longer than `ttl_ms` (0 = no
     /// limit); `user` limits it to one user. Running sessions are kept. Returns the
     /// `(user, id)` of each deleted session.
@@ -319,7 +381,5 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         let store = SqliteStore::open(Path::new(path)).await?;
         return Ok(Arc::new(store));
     }
-    Err(StoreError::UnsupportedUrl(
-        url.split("://").next().unwrap_or(url).to_owned(),
-    ))
+    Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or(url).to_owned()))
 }

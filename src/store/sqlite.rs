@@ -13,14 +13,17 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::{
-    Message, MessageStatus, NewMessage, Recovery, Session, Store, StoreError, ToolCallRecord,
-    TurnEnd, TurnStatus,
+    AuditEntry, Message, MessageStatus, NewMessage, Recovery, Session, Store, StoreError,
+    TokenRecord, ToolCallRecord, TurnEnd, TurnStatus,
 };
 use crate::clock::now_ms;
 use crate::conversation::{Role, ToolCall};
 
 /// Migrations in order; each runs once, inside a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_auth.sql")),
+];
 
 const SESSION_COLUMNS: &str =
     "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at";
@@ -57,19 +60,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
     }
 
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so a
     /// transaction that reads before it writes waits for other writers (busy timeout)
     /// instead of failing when one commits in between.
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pub(super) async fn write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
@@ -88,9 +92,7 @@ impl SqliteStore {
                     .fetch_optional(&mut *tx)
                     .await?;
             if done.is_none() {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                     .bind(version)
                     .bind(now_ms())
@@ -208,9 +210,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let session = Self::session_in(&mut tx, user, id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let session = Self::session_in(&mut tx, user, id).await?.ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok((session, true))
     }
@@ -219,6 +219,27 @@ impl Store for SqliteStore {
     async fn session(&self, user: &str, id: &str) -> Result<Option<Session>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         Self::session_in(&mut conn, user, id).await
+    }
+
+    #[instrument(skip_all)]
+    async fn list_all_sessions(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<Session>, u64), StoreError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions \
+             ORDER BY updated_at DESC, pk DESC LIMIT $1 OFFSET $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit as i64)
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&self.pool).await?;
+        let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
+        Ok((sessions, total as u64))
     }
 
     #[instrument(skip_all)]
@@ -242,10 +263,7 @@ impl Store for SqliteStore {
             .bind(user)
             .fetch_one(&self.pool)
             .await?;
-        let sessions = rows
-            .iter()
-            .map(session_from_row)
-            .collect::<Result<_, _>>()?;
+        let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
         Ok((sessions, total as u64))
     }
 
@@ -269,9 +287,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let session = Self::session_in(&mut tx, user, id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let session = Self::session_in(&mut tx, user, id).await?.ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(session)
     }
@@ -385,10 +401,7 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        let mut messages = rows
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
         Ok(messages)
     }
@@ -547,11 +560,47 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Recovery {
-            turns,
-            messages,
-            tool_calls,
-        })
+        Ok(Recovery { turns, messages, tool_calls })
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.insert_token(token).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.find_token(hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.all_tokens().await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord, StoreError> {
+        self.revoke(id).await
+    }
+
+    async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        self.revoked_after(since).await
+    }
+
+    async fn active_tokens(&self) -> Result<u64, StoreError> {
+        self.count_active_tokens().await
+    }
+
+    async fn create_pairing_code(&self, hash: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.insert_pairing_code(hash, expires_at).await
+    }
+
+    async fn redeem_pairing_code(&self, hash: &str) -> Result<bool, StoreError> {
+        self.spend_pairing_code(hash).await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.append_audit(entry).await
+    }
+
+    async fn audit_log(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.recent_audit(limit).await
     }
 
     #[instrument(skip_all)]

@@ -28,12 +28,10 @@ impl Tool for ListDir {
     async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<String, ToolError> {
         let path = args.get("path").and_then(|v| v.as_str()).unwrap_or(".");
         let resolved = ctx.workspace.resolve(path)?;
-        let mut reader = tokio::fs::read_dir(&resolved)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ToolError::NotFound(path.into()),
-                _ => ToolError::Failed(format!("listing {path:?}: {e}")),
-            })?;
+        let mut reader = tokio::fs::read_dir(&resolved).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ToolError::NotFound(path.into()),
+            _ => ToolError::Failed(format!("listing {path:?}: {e}")),
+        })?;
         let mut entries = Vec::new();
         while let Some(entry) = reader
             .next_entry()

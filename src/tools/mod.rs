@@ -120,21 +120,12 @@ impl Registry {
             .map(|(tool, text)| Ok((tool.clone(), parse(tool, text)?)))
             .collect::<Result<_, String>>()?;
         let default_policy = parse("default_policy", &config.default_policy)?;
-        Ok(Self {
-            tools,
-            config: config.clone(),
-            root,
-            policies,
-            default_policy,
-        })
+        Ok(Self { tools, config: config.clone(), root, policies, default_policy })
     }
 
     /// The approval policy of `tool`.
     pub fn policy(&self, tool: &str) -> Policy {
-        self.policies
-            .get(tool)
-            .copied()
-            .unwrap_or(self.default_policy)
+        self.policies.get(tool).copied().unwrap_or(self.default_policy)
     }
 
     /// The specs offered to the model.
@@ -166,10 +157,7 @@ impl Registry {
         name: &str,
         arguments: &str,
     ) -> Result<String, ToolError> {
-        let tool = self
-            .tools
-            .get(name)
-            .ok_or_else(|| ToolError::Unknown(name.into()))?;
+        let tool = self.tools.get(name).ok_or_else(|| ToolError::Unknown(name.into()))?;
         let args: serde_json::Value = serde_json::from_str(arguments)
             .map_err(|e| ToolError::InvalidArguments(format!("not valid JSON: {e}")))?;
         if !args.is_object() {
@@ -197,8 +185,6 @@ fn cap_output(mut text: String, max: usize) -> String {
         end -= 1;
     }
     text.truncate(end);
-    text.push_str(&format!(
-        "\n[output truncated: {total} bytes, showing the first {end}]"
-    ));
+    text.push_str(&format!("\n[output truncated: {total} bytes, showing the first {end}]"));
     text
 }

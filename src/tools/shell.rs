@@ -57,19 +57,13 @@ impl Tool for Shell {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| ToolError::Failed(format!("starting sh: {e}")))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| ToolError::Failed("sh exited at once".into()))?;
+        let pid = child.id().ok_or_else(|| ToolError::Failed("sh exited at once".into()))?;
         let _guard = GroupGuard(pid as i32);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let max = ctx.max_output_bytes;
         let run = async {
-            tokio::join!(
-                read_capped(stdout, max),
-                read_capped(stderr, max),
-                child.wait()
-            )
+            tokio::join!(read_capped(stdout, max), read_capped(stderr, max), child.wait())
         };
         let (stdout, stderr, status) = tokio::select! {
             result = run => result,

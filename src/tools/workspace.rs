@@ -36,9 +36,7 @@ impl Workspace {
     /// inside the workspace, following symlinks of the parts that exist.
     pub fn resolve(&self, path: &str) -> Result<PathBuf, ToolError> {
         if path.contains('\0') {
-            return Err(ToolError::InvalidArguments(
-                "path contains a NUL byte".into(),
-            ));
+            return Err(ToolError::InvalidArguments("path contains a NUL byte".into()));
         }
         let requested = Path::new(path);
         let joined = if requested.is_absolute() {
@@ -112,19 +110,10 @@ mod tests {
         assert!(ws.resolve("sub/new.txt").unwrap().starts_with(ws.root()));
         assert!(ws.resolve("sub/../a.txt").is_ok());
         assert!(matches!(ws.resolve("../bob/x"), Err(ToolError::Denied(_))));
-        assert!(matches!(
-            ws.resolve("/etc/passwd"),
-            Err(ToolError::Denied(_))
-        ));
+        assert!(matches!(ws.resolve("/etc/passwd"), Err(ToolError::Denied(_))));
         std::os::unix::fs::symlink("/etc", ws.root().join("link")).unwrap();
-        assert!(matches!(
-            ws.resolve("link/passwd"),
-            Err(ToolError::Denied(_))
-        ));
-        assert!(matches!(
-            ws.resolve("link/new/deeper"),
-            Err(ToolError::Denied(_))
-        ));
+        assert!(matches!(ws.resolve("link/passwd"), Err(ToolError::Denied(_))));
+        assert!(matches!(ws.resolve("link/new/deeper"), Err(ToolError::Denied(_))));
         assert!(Workspace::for_user(dir.path(), "..").is_err());
     }
 }

@@ -34,9 +34,7 @@ impl Tool for WriteFile {
         let content = required_str(&args, "content")?;
         let resolved = ctx.workspace.resolve(path)?;
         if resolved == ctx.workspace.root() {
-            return Err(ToolError::InvalidArguments(
-                "path names the workspace itself".into(),
-            ));
+            return Err(ToolError::InvalidArguments("path names the workspace itself".into()));
         }
         if let Some(parent) = resolved.parent() {
             tokio::fs::create_dir_all(parent)
@@ -48,10 +46,6 @@ impl Tool for WriteFile {
         tokio::fs::write(&resolved, content)
             .await
             .map_err(|e| ToolError::Failed(format!("writing {path:?}: {e}")))?;
-        Ok(format!(
-            "wrote {} bytes to {}",
-            content.len(),
-            ctx.workspace.display(&resolved)
-        ))
+        Ok(format!("wrote {} bytes to {}", content.len(), ctx.workspace.display(&resolved)))
     }
 }

@@ -9,16 +9,17 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::{
-    CLOSE_GOING_AWAY, CLOSE_POLICY, approval_frame, check_session_id, close, close_after_error,
-    configure, error_frame, event_frame, parse_frame, resync_frame, runtime_error_frame, text,
+    CLOSE_GOING_AWAY, CLOSE_POLICY, admit, approval_frame, close, close_after_error, error_frame,
+    event_frame, parse_frame, resync_frame, runtime_error_frame, text,
 };
-use crate::auth::{Caller, redeem_ticket};
+use crate::auth::Caller;
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
 use crate::runtime::{Decision, LiveSession, Watch, WatchItem};
@@ -28,7 +29,6 @@ use crate::runtime::{Decision, LiveSession, Watch, WatchItem};
 pub(crate) struct ChatQuery {
     session_id: Option<String>,
     name: Option<String>,
-    ticket: Option<String>,
 }
 
 /// Frames a client sends.
@@ -58,25 +58,21 @@ enum ClientFrame {
     Ping,
 }
 
-const FRAME_TYPES: [&str; 6] = [
-    "connect",
-    "message",
-    "cancel",
-    "resume",
-    "approval_response",
-    "ping",
-];
+const FRAME_TYPES: [&str; 6] =
+    ["connect", "message", "cancel", "resume", "approval_response", "ping"];
 
 pub(crate) async fn ws_chat(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<ChatQuery>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    check_session_id(query.session_id.as_deref())?;
-    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
-    let ws = configure(ws?, &state.config.stream);
-    Ok(ws.on_upgrade(move |socket| serve(socket, state, caller, query)))
+    let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws)?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        serve(socket, state, caller, query).await;
+        drop(counted);
+    }))
 }
 
 /// One connection's state.
@@ -88,7 +84,6 @@ struct Connection {
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: ChatQuery) {
-    let _counted = state.count_connection();
     let opened = open(
         &mut socket,
         &state,
@@ -101,18 +96,15 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
     let Some((session, watch)) = opened else {
         return;
     };
-    let mut conn = Connection {
-        state,
-        caller,
-        session,
-        watch,
-    };
+    let mut conn = Connection { state, caller, session, watch };
     let ping_every = Duration::try_from_secs_f64(conn.state.config.stream.ping_interval_secs)
         .unwrap_or(Duration::from_secs(30))
         .max(Duration::from_millis(10));
     let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
     let shutdown = conn.state.shutdown.clone();
+    let revoked = conn.state.auth.revoked(conn.caller.token_id.clone());
+    tokio::pin!(revoked);
     loop {
         tokio::select! {
             received = socket.recv() => {
@@ -160,6 +152,10 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
                 close(&mut socket, CLOSE_GOING_AWAY, "server shutting down").await;
                 break;
             }
+            () = &mut revoked => {
+                close(&mut socket, CLOSE_POLICY, "token revoked").await;
+                break;
+            }
         }
     }
 }
@@ -175,18 +171,10 @@ async fn open(
     after: Option<u64>,
 ) -> Option<(Arc<LiveSession>, Watch)> {
     let opened = async {
-        let (session, created) = state
-            .runtime
-            .open_session(&caller.user, id, name, true)
-            .await?;
-        let (stored, _) = state
-            .runtime
-            .find_session(&caller.user, &session.id)
-            .await?;
-        let (session, watch, missed) = state
-            .runtime
-            .watch(&caller.user, Some(&session.id), after, false)
-            .await?;
+        let (session, created) = state.runtime.open_session(&caller.user, id, name, true).await?;
+        let (stored, _) = state.runtime.find_session(&caller.user, &session.id).await?;
+        let (session, watch, missed) =
+            state.runtime.watch(&caller.user, Some(&session.id), after, false).await?;
         Ok::<_, crate::runtime::RuntimeError>((session, watch, missed, stored, created))
     }
     .await;
@@ -223,14 +211,8 @@ impl Connection {
         let user = &self.caller.user;
         let reply = match frame {
             ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
-            ClientFrame::Connect {
-                session_id,
-                device_name,
-            } => {
-                if session_id
-                    .as_deref()
-                    .is_some_and(|id| id != self.session.id)
-                {
+            ClientFrame::Connect { session_id, device_name } => {
+                if session_id.as_deref().is_some_and(|id| id != self.session.id) {
                     let id = session_id.as_deref();
                     if let Err(err) = super::check_session_id(id) {
                         return socket.send(error_frame(err.code(), &err.to_string())).await;
@@ -249,37 +231,24 @@ impl Connection {
                     "device_name": device_name,
                 })))
             }
-            ClientFrame::Message {
-                content,
-                page_context,
-            } => {
+            ClientFrame::Message { content, page_context } => {
                 let content = content.unwrap_or_default();
                 let submitted = runtime
-                    .submit(
-                        user,
-                        Some(&self.session.id),
-                        &content,
-                        page_context.as_deref(),
-                        false,
-                    )
+                    .submit(user, Some(&self.session.id), &content, page_context.as_deref(), false)
                     .await;
                 submitted.err().map(|err| runtime_error_frame(&err))
             }
             ClientFrame::Cancel { turn_id } => {
                 let found = match turn_id {
                     Some(turn_id) => runtime.cancel_turn(user, &turn_id).await,
-                    None => matches!(
-                        runtime.abort_session(user, &self.session.id).await,
-                        Ok(Some(_))
-                    ),
+                    None => {
+                        matches!(runtime.abort_session(user, &self.session.id).await, Ok(Some(_)))
+                    }
                 };
                 (!found).then(|| error_frame("NOT_FOUND", "no such running turn"))
             }
             ClientFrame::Resume { last_seq } => {
-                match runtime
-                    .watch(user, Some(&self.session.id), Some(last_seq), false)
-                    .await
-                {
+                match runtime.watch(user, Some(&self.session.id), Some(last_seq), false).await {
                     Ok((_, watch, missed)) => {
                         self.watch = watch;
                         for approval in &missed {
@@ -290,19 +259,23 @@ impl Connection {
                     Err(err) => Some(runtime_error_frame(&err)),
                 }
             }
-            ClientFrame::ApprovalResponse {
-                request_id,
-                decision,
-            } => match Decision::parse(&decision) {
-                None => Some(error_frame(
-                    "INVALID_JSON",
-                    "decision must be approve, deny or always",
-                )),
-                Some(decision) => runtime
-                    .decide(user, &request_id, decision)
-                    .err()
-                    .map(|err| runtime_error_frame(&err)),
-            },
+            ClientFrame::ApprovalResponse { request_id, decision } => {
+                match Decision::parse(&decision) {
+                    None => Some(error_frame(
+                        "INVALID_JSON",
+                        "decision must be approve, deny or always",
+                    )),
+                    Some(decision) => match runtime.decide(user, &request_id, decision) {
+                        Ok(()) => {
+                            let detail = format!("{request_id} {}", decision.as_str());
+                            let auth = &self.state.auth;
+                            auth.audit("approval_decided", Some(user), None, Some(&detail)).await;
+                            None
+                        }
+                        Err(err) => Some(runtime_error_frame(&err)),
+                    },
+                }
+            }
         };
         match reply {
             Some(frame) => socket.send(frame).await,

@@ -10,8 +10,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
+
+use crate::auth::Caller;
 use crate::config::StreamConfig;
-use crate::http::ApiError;
+use crate::http::{ApiError, AppState, ConnectionCount};
 use crate::runtime::{ApprovalInfo, Event, RuntimeError};
 
 pub(crate) use chat::ws_chat;
@@ -26,7 +30,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_PROTOCOL: u16 = 1002;
 /// Close code: the server is going away.
 const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code: the peer stopped answering pings.
+/// Close code: the peer stopped answering pings, or its token was revoked.
 const CLOSE_POLICY: u16 = 1008;
 
 /// The upgrade with Parley's limits: sub-protocols, message size, buffers sized for chat
@@ -45,16 +49,10 @@ fn configure(ws: WebSocketUpgrade, config: &StreamConfig) -> WebSocketUpgrade {
 fn parse_frame<T: DeserializeOwned>(frame: &str, types: &[&str]) -> Result<T, Message> {
     let value: Value = serde_json::from_str(frame)
         .map_err(|err| error_frame("INVALID_JSON", &format!("invalid JSON: {err}")))?;
-    let kind = value
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
     if !types.contains(&kind.as_str()) {
-        let message = format!(
-            "unknown message type {kind:?}; expected one of {}",
-            types.join(", ")
-        );
+        let message =
+            format!("unknown message type {kind:?}; expected one of {}", types.join(", "));
         return Err(error_frame("UNKNOWN_MESSAGE_TYPE", &message));
     }
     serde_json::from_value(value)
@@ -72,6 +70,7 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         RuntimeError::EmptyContent => "EMPTY_CONTENT",
         RuntimeError::ContentTooLarge { .. } => "MESSAGE_TOO_LARGE",
         RuntimeError::QueueFull { .. } => "SESSION_QUEUE_FULL",
+        RuntimeError::RateLimited { .. } => "RATE_LIMITED",
         RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
         RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
         RuntimeError::ShuttingDown | RuntimeError::Store(_) => "AGENT_ERROR",
@@ -130,10 +129,7 @@ fn resync_frame(session_id: &str, last_seq: u64) -> Message {
 
 /// Closes the socket with `code`, ignoring a peer that is already gone.
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
@@ -150,6 +146,22 @@ async fn close_after_error(socket: &mut WebSocket, err: axum::Error) {
         }
         _ => {}
     }
+}
+
+/// Everything checked before an upgrade: the session id, the `Origin`, the connection
+/// limits. Returns the configured upgrade and the connection's place in the count.
+fn admit(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    session_id: Option<&str>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(WebSocketUpgrade, ConnectionCount), ApiError> {
+    check_session_id(session_id)?;
+    state.auth.check_origin(headers)?;
+    let ws = configure(ws?, &state.config.stream);
+    let counted = state.connections.open(&caller.user)?;
+    Ok((ws, counted))
 }
 
 /// Rejects a bad session id before upgrading.

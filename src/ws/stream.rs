@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,10 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CLOSE_GOING_AWAY, check_session_id, close, close_after_error, configure, error_frame,
-    parse_frame, resync_frame, runtime_error_frame, text,
+    CLOSE_GOING_AWAY, CLOSE_POLICY, admit, close, close_after_error, error_frame, parse_frame,
+    resync_frame, runtime_error_frame, text,
 };
-use crate::auth::{Caller, redeem_ticket};
+use crate::auth::Caller;
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
 use crate::runtime::{Event, EventKind, Watch, WatchItem};
@@ -27,7 +28,6 @@ use crate::runtime::{Event, EventKind, Watch, WatchItem};
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct StreamQuery {
     session_id: Option<String>,
-    ticket: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,12 +60,14 @@ pub(crate) async fn chat_stream(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    check_session_id(query.session_id.as_deref())?;
-    let caller = redeem_ticket(&state.tickets, query.ticket.as_deref(), caller)?;
-    let ws = configure(ws?, &state.config.stream);
-    Ok(ws.on_upgrade(move |socket| serve(socket, state, caller, query.session_id)))
+    let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws)?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        serve(socket, state, caller, query.session_id).await;
+        drop(counted);
+    }))
 }
 
 struct Connection {
@@ -80,7 +82,6 @@ struct Connection {
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_id: Option<String>) {
-    let _counted = state.count_connection();
     let (outbox, mut outgoing) = mpsc::channel(OUTBOX);
     let closed = state.shutdown.child_token();
     let mut conn = Connection {
@@ -91,6 +92,8 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
         outbox,
         closed: closed.clone(),
     };
+    let revoked = state.auth.revoked(conn.caller.token_id.clone());
+    tokio::pin!(revoked);
     if let Some(id) = conn.current.clone()
         && let Err(frame) = conn.follow(&id, None).await
     {
@@ -122,6 +125,10 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
                 close(&mut socket, CLOSE_GOING_AWAY, "server shutting down").await;
                 break;
             }
+            () = &mut revoked => {
+                close(&mut socket, CLOSE_POLICY, "token revoked").await;
+                break;
+            }
         }
     }
     // Stops the forwarding tasks; the turns themselves run on.
@@ -139,12 +146,7 @@ impl Connection {
         let user = self.caller.user.clone();
         match frame {
             ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
-            ClientFrame::Message {
-                content,
-                session_id,
-                project_id,
-                id,
-            } => {
+            ClientFrame::Message { content, session_id, project_id, id } => {
                 let target = session_id
                     .or_else(|| self.current.clone())
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -156,10 +158,7 @@ impl Connection {
                 if let Err(frame) = self.follow(&target, None).await {
                     return Some(frame);
                 }
-                match runtime
-                    .submit(&user, Some(&target), &content, None, false)
-                    .await
-                {
+                match runtime.submit(&user, Some(&target), &content, None, false).await {
                     Ok(submission) => {
                         let session_id = submission.session.id.clone();
                         self.current = Some(session_id.clone());
@@ -174,15 +173,9 @@ impl Connection {
                     Err(err) => Some(runtime_error_frame(&err)),
                 }
             }
-            ClientFrame::Resume {
-                last_seq,
-                session_id,
-            } => {
+            ClientFrame::Resume { last_seq, session_id } => {
                 let Some(target) = session_id.or_else(|| self.current.clone()) else {
-                    return Some(error_frame(
-                        "NOT_FOUND",
-                        "no session to resume; send session_id",
-                    ));
+                    return Some(error_frame("NOT_FOUND", "no session to resume; send session_id"));
                 };
                 if let Some(task) = self.watching.remove(&target) {
                     task.cancel();
@@ -215,12 +208,7 @@ impl Connection {
             .map_err(|err| runtime_error_frame(&err))?;
         let stop = self.closed.child_token();
         self.watching.insert(session.id.clone(), stop.clone());
-        tokio::spawn(forward(
-            session.id.clone(),
-            watch,
-            self.outbox.clone(),
-            stop,
-        ));
+        tokio::spawn(forward(session.id.clone(), watch, self.outbox.clone(), stop));
         Ok(())
     }
 }
@@ -263,28 +251,24 @@ fn oxios_frame(event: &Arc<Event>) -> Option<Message> {
     };
     match &event.kind {
         EventKind::Chunk { content } => Some(common(json!({"type": "token", "content": content}))),
-        EventKind::Done {
-            full_response,
-            usage,
-            tool_calls,
-            duration_ms,
-            ..
-        } => Some(common(json!({
-            "type": "done",
-            "reply": full_response,
-            "tool_calls": tool_calls,
-            "duration_ms": duration_ms,
-            "usage": usage,
-        }))),
+        EventKind::Done { full_response, usage, tool_calls, duration_ms, .. } => {
+            Some(common(json!({
+                "type": "done",
+                "reply": full_response,
+                "tool_calls": tool_calls,
+                "duration_ms": duration_ms,
+                "usage": usage,
+            })))
+        }
         EventKind::Cancelled { partial } => Some(common(json!({
             "type": "done",
             "reply": partial,
             "cancelled": true,
             "tool_calls": [],
         }))),
-        EventKind::Error { message, code } => Some(common(
-            json!({"type": "error", "message": message, "code": code}),
-        )),
+        EventKind::Error { message, code } => {
+            Some(common(json!({"type": "error", "message": message, "code": code})))
+        }
         _ => None,
     }
 }

@@ -12,10 +12,7 @@ async fn plain_answer_is_returned_and_stored() {
     let server = TestServer::with_provider(dir.path(), &provider).await;
 
     let (status, body) = server
-        .post(
-            "/api/chat",
-            json!({"message": "hi there", "session_id": "s1", "user_id": "mallory"}),
-        )
+        .post("/api/chat", json!({"message": "hi there", "session_id": "s1", "user_id": "mallory"}))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["reply"], "Hello world");
@@ -28,29 +25,16 @@ async fn plain_answer_is_returned_and_stored() {
 
     let request = &provider.requests()[0];
     assert_eq!(request["stream"], true);
-    let roles: Vec<_> = request["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].clone())
-        .collect();
+    let roles: Vec<_> =
+        request["messages"].as_array().unwrap().iter().map(|m| m["role"].clone()).collect();
     assert_eq!(roles, vec![json!("system"), json!("user")]);
-    assert!(
-        request["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["function"]["name"] == "shell")
-    );
+    assert!(request["tools"].as_array().unwrap().iter().any(|t| t["function"]["name"] == "shell"));
 
     let (status, detail) = server.get("/api/sessions/s1").await;
     assert_eq!(status, 200);
     assert_eq!(
         transcript(&detail),
-        vec![
-            ("user".into(), "hi there".into()),
-            ("assistant".into(), "Hello world".into())
-        ]
+        vec![("user".into(), "hi there".into()), ("assistant".into(), "Hello world".into())]
     );
     assert_eq!(detail["message_count"], 2);
     assert!(detail["messages"][1]["seq"].as_u64() > detail["messages"][0]["seq"].as_u64());
@@ -83,12 +67,7 @@ async fn sessions_can_be_listed_renamed_paginated_and_deleted() {
     }
     let (_, page) = server.get("/api/sessions?page=1&limit=2").await;
     assert_eq!(page["total"], 3);
-    let ids: Vec<_> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].clone())
-        .collect();
+    let ids: Vec<_> = page["items"].as_array().unwrap().iter().map(|s| s["id"].clone()).collect();
     assert_eq!(ids, vec![json!("s2"), json!("s1")], "newest first");
     let (_, page2) = server.get("/api/sessions?page=2&limit=2").await;
     assert_eq!(page2["items"][0]["id"], "s0");
@@ -104,12 +83,7 @@ async fn sessions_can_be_listed_renamed_paginated_and_deleted() {
     let (_, detail) = server.get("/api/sessions/s1").await;
     assert_eq!(detail["name"], "Renamed");
 
-    let response = server
-        .client
-        .delete(server.url("/api/sessions/s1"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.client.delete(server.url("/api/sessions/s1")).send().await.unwrap();
     assert_eq!(response.status(), 204);
     let (status, body) = server.get("/api/sessions/s1").await;
     assert_eq!(status, 404);
@@ -131,9 +105,7 @@ async fn messages_page_backwards_with_before_seq() {
     let contents: Vec<_> = transcript(&last).into_iter().map(|(_, c)| c).collect();
     assert_eq!(contents, vec!["m3", "echo: m3", "m4", "echo: m4"]);
     let before = last["next_before_seq"].as_u64().unwrap();
-    let (_, older) = server
-        .get(&format!("/api/sessions/p?limit=4&before_seq={before}"))
-        .await;
+    let (_, older) = server.get(&format!("/api/sessions/p?limit=4&before_seq={before}")).await;
     let contents: Vec<_> = transcript(&older).into_iter().map(|(_, c)| c).collect();
     assert_eq!(contents, vec!["m1", "echo: m1", "m2", "echo: m2"]);
 }

@@ -13,10 +13,8 @@ use crate::common::{FakeProvider, Script, TestServer, json_of, transcript};
 async fn a_session_survives_a_restart_with_its_messages_and_tool_calls() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
-    provider.push([
-        Script::tool_call("c1", "list_dir", json!({}), 1),
-        Script::text(&["empty folder"]),
-    ]);
+    provider
+        .push([Script::tool_call("c1", "list_dir", json!({}), 1), Script::text(&["empty folder"])]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
     let (status, _) = server.chat("keep", "what is here?").await;
     assert_eq!(status, 200);
@@ -36,9 +34,7 @@ async fn a_session_survives_a_restart_with_its_messages_and_tool_calls() {
     let (status, _) = server.chat("keep", "again").await;
     assert_eq!(status, 200);
     let (_, again) = server.get("/api/sessions/keep").await;
-    let newest = again["messages"].as_array().unwrap().last().unwrap()["seq"]
-        .as_u64()
-        .unwrap();
+    let newest = again["messages"].as_array().unwrap().last().unwrap()["seq"].as_u64().unwrap();
     assert!(newest > last_before, "{newest} <= {last_before}");
     // And the model got the whole history, tool call included.
     let last = provider.requests().last().unwrap().clone();
@@ -52,20 +48,12 @@ async fn abort_mid_stream_stores_the_partial_answer_marked_interrupted() {
     let parts: Vec<&str> = std::iter::repeat_n("word ", 200).collect();
     provider.push([Script::slow_text(&parts, Duration::from_millis(20))]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
-    let (status, _) = server
-        .post(
-            "/api/sessions/ab/messages",
-            json!({"content": "talk a lot"}),
-        )
-        .await;
+    let (status, _) =
+        server.post("/api/sessions/ab/messages", json!({"content": "talk a lot"})).await;
     assert_eq!(status, 202);
     server
         .wait_for("ab", |d| {
-            d["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["status"] == "streaming")
+            d["messages"].as_array().unwrap().iter().any(|m| m["status"] == "streaming")
         })
         .await;
     let (status, body) = server.post("/api/sessions/ab/abort", json!({})).await;
@@ -75,10 +63,7 @@ async fn abort_mid_stream_stores_the_partial_answer_marked_interrupted() {
     let answer = &detail["messages"][1];
     assert_eq!(answer["status"], "interrupted");
     let text = answer["content"].as_str().unwrap();
-    assert!(
-        text.starts_with("word ") && text.len() < 200 * 5,
-        "{text:?}"
-    );
+    assert!(text.starts_with("word ") && text.len() < 200 * 5, "{text:?}");
     // The session takes new turns.
     let (status, body) = server.chat("ab", "next").await;
     assert_eq!(status, 200, "{body}");
@@ -106,6 +91,7 @@ fn spawn_parley(dir: &Path, provider: &FakeProvider, grace_secs: u64) -> Process
         .env("PARLEY_DATA_DIR", dir.join("data"))
         .env("PARLEY_PROVIDER_URL", provider.url())
         .env("PARLEY_SESSIONS__PARTIAL_FLUSH_MS", "20")
+        .env("PARLEY_AUTH_MODE", "none")
         .env("PARLEY_SHUTDOWN_GRACE_SECS", grace_secs.to_string())
         .env_remove("PARLEY_DATABASE_URL")
         .stdout(Stdio::piped())
@@ -167,12 +153,7 @@ async fn after_a_crash_the_interrupted_turn_is_marked_and_the_session_goes_on() 
     let detail = get(&client, format!("{}/api/sessions/crash", process.base)).await;
     assert_eq!(detail["messages"][0]["content"], "acknowledged message");
     assert_eq!(detail["messages"][1]["status"], "interrupted");
-    assert!(
-        detail["messages"][1]["content"]
-            .as_str()
-            .unwrap()
-            .starts_with("chunk ")
-    );
+    assert!(detail["messages"][1]["content"].as_str().unwrap().starts_with("chunk "));
     assert_eq!(detail["state"], "idle");
     let (status, body) = json_of(
         client
@@ -240,18 +221,9 @@ async fn config_command_prints_the_effective_configuration_without_secrets() {
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(!text.contains("sk-very-secret"), "{text}");
     assert!(text.contains("api_key = \"***\""), "{text}");
-    assert!(
-        text.contains("listen = \"127.0.0.1:7777\""),
-        "env beats the file: {text}"
-    );
-    assert!(
-        text.contains("max_iterations = 7"),
-        "the file is read: {text}"
-    );
-    assert!(
-        text.contains("model = \"from-flag\""),
-        "flags apply: {text}"
-    );
+    assert!(text.contains("listen = \"127.0.0.1:7777\""), "env beats the file: {text}");
+    assert!(text.contains("max_iterations = 7"), "the file is read: {text}");
+    assert!(text.contains("model = \"from-flag\""), "flags apply: {text}");
 
     let output = Command::new(env!("CARGO_BIN_EXE_parley"))
         .args(["config", "--listen", "127.0.0.1:5555"])
@@ -260,18 +232,16 @@ async fn config_command_prints_the_effective_configuration_without_secrets() {
         .output()
         .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        text.contains("listen = \"127.0.0.1:5555\""),
-        "flags beat env: {text}"
-    );
+    assert!(text.contains("listen = \"127.0.0.1:5555\""), "flags beat env: {text}");
 }
 
 #[tokio::test]
-async fn refuses_a_public_address_while_authentication_is_missing() {
+async fn refuses_to_run_without_authentication_on_a_public_address() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_parley"))
         .args(["serve", "--listen", "0.0.0.0:0"])
         .current_dir(dir.path())
+        .env("PARLEY_AUTH_MODE", "none")
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -92,14 +92,7 @@ async fn every_error_response_has_a_json_body_with_the_right_status() {
             400,
             "INVALID_SESSION_ID",
         ),
-        (
-            Method::GET,
-            "/api/sessions/nope",
-            None,
-            String::new(),
-            404,
-            "NOT_FOUND",
-        ),
+        (Method::GET, "/api/sessions/nope", None, String::new(), 404, "NOT_FOUND"),
         (
             Method::GET,
             "/api/sessions/..%2F..%2Fetc",
@@ -108,22 +101,8 @@ async fn every_error_response_has_a_json_body_with_the_right_status() {
             400,
             "INVALID_SESSION_ID",
         ),
-        (
-            Method::GET,
-            "/api/sessions/%252e%252e",
-            None,
-            String::new(),
-            400,
-            "INVALID_SESSION_ID",
-        ),
-        (
-            Method::DELETE,
-            "/api/sessions/nope",
-            None,
-            String::new(),
-            404,
-            "NOT_FOUND",
-        ),
+        (Method::GET, "/api/sessions/%252e%252e", None, String::new(), 400, "INVALID_SESSION_ID"),
+        (Method::DELETE, "/api/sessions/nope", None, String::new(), 404, "NOT_FOUND"),
         (
             Method::PATCH,
             "/api/sessions/keep",
@@ -140,54 +119,12 @@ async fn every_error_response_has_a_json_body_with_the_right_status() {
             422,
             "INVALID_REQUEST",
         ),
-        (
-            Method::GET,
-            "/api/sessions?limit=0",
-            None,
-            String::new(),
-            400,
-            "INVALID_QUERY",
-        ),
-        (
-            Method::GET,
-            "/api/sessions?limit=501",
-            None,
-            String::new(),
-            400,
-            "INVALID_QUERY",
-        ),
-        (
-            Method::GET,
-            "/api/sessions?page=abc",
-            None,
-            String::new(),
-            400,
-            "INVALID_QUERY",
-        ),
-        (
-            Method::GET,
-            "/api/sessions/keep?before_seq=x",
-            None,
-            String::new(),
-            400,
-            "INVALID_QUERY",
-        ),
-        (
-            Method::POST,
-            "/api/sessions/nope/abort",
-            None,
-            String::new(),
-            404,
-            "NOT_FOUND",
-        ),
-        (
-            Method::GET,
-            "/api/sessions/nope/tool-calls",
-            None,
-            String::new(),
-            404,
-            "NOT_FOUND",
-        ),
+        (Method::GET, "/api/sessions?limit=0", None, String::new(), 400, "INVALID_QUERY"),
+        (Method::GET, "/api/sessions?limit=501", None, String::new(), 400, "INVALID_QUERY"),
+        (Method::GET, "/api/sessions?page=abc", None, String::new(), 400, "INVALID_QUERY"),
+        (Method::GET, "/api/sessions/keep?before_seq=x", None, String::new(), 400, "INVALID_QUERY"),
+        (Method::POST, "/api/sessions/nope/abort", None, String::new(), 404, "NOT_FOUND"),
+        (Method::GET, "/api/sessions/nope/tool-calls", None, String::new(), 404, "NOT_FOUND"),
         (
             Method::POST,
             "/api/sessions/nope/notify",
@@ -212,46 +149,19 @@ async fn every_error_response_has_a_json_body_with_the_right_status() {
             400,
             "INVALID_JSON",
         ),
-        (
-            Method::POST,
-            "/api/agents/nope/kill",
-            None,
-            String::new(),
-            404,
-            "NOT_FOUND",
-        ),
-        (
-            Method::GET,
-            "/api/nothing-here",
-            None,
-            String::new(),
-            404,
-            "NOT_FOUND",
-        ),
-        (
-            Method::DELETE,
-            "/api/chat",
-            None,
-            String::new(),
-            405,
-            "METHOD_NOT_ALLOWED",
-        ),
+        (Method::POST, "/api/agents/nope/kill", None, String::new(), 404, "NOT_FOUND"),
+        (Method::GET, "/api/nothing-here", None, String::new(), 404, "NOT_FOUND"),
+        (Method::DELETE, "/api/chat", None, String::new(), 405, "METHOD_NOT_ALLOWED"),
     ];
     for (method, path, content_type, body, status, code) in cases {
-        let mut request = server
-            .client
-            .request(method.clone(), server.url(path))
-            .body(body);
+        let mut request = server.client.request(method.clone(), server.url(path)).body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
         let (got, json) = json_of(request.send().await.unwrap()).await;
         assert_eq!(got.as_u16(), status, "{method} {path}: {json}");
         assert_eq!(json["code"], code, "{method} {path}: {json}");
-        assert!(
-            json["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{method} {path}: {json}"
-        );
+        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {path}: {json}");
     }
 
     // Nothing changed: one session, its two messages.

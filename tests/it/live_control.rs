@@ -24,15 +24,9 @@ async fn cancel_frame_stops_a_streaming_answer_and_keeps_the_partial() {
     ws.send(json!({"type": "cancel"})).await;
     let cancelled = ws.next_of("cancelled").await;
     let partial = cancelled["partial"].as_str().unwrap().to_owned();
-    assert!(
-        partial.starts_with("more more ") && partial.len() < 5000,
-        "{partial}"
-    );
+    assert!(partial.starts_with("more more ") && partial.len() < 5000, "{partial}");
     // Every watcher is told.
-    assert_eq!(
-        watcher.next_of("cancelled").await["partial"],
-        partial.as_str()
-    );
+    assert_eq!(watcher.next_of("cancelled").await["partial"], partial.as_str());
     let detail = server.wait_idle("stop").await;
     assert_eq!(detail["messages"][1]["status"], "interrupted");
     assert_eq!(detail["messages"][1]["content"], partial.as_str());
@@ -42,14 +36,10 @@ async fn cancel_frame_stops_a_streaming_answer_and_keeps_the_partial() {
 async fn cancel_before_the_first_byte_drops_the_provider_request() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
-    provider.push([Script::Slow(
-        Duration::from_secs(60),
-        Box::new(Script::text(&["too late"])),
-    )]);
+    provider.push([Script::Slow(Duration::from_secs(60), Box::new(Script::text(&["too late"])))]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
-    let (status, body) = server
-        .post("/api/sessions/wait/messages", json!({"content": "hello?"}))
-        .await;
+    let (status, body) =
+        server.post("/api/sessions/wait/messages", json!({"content": "hello?"})).await;
     assert_eq!(status, 202);
     let turn_id = body["turn_id"].as_str().unwrap().to_owned();
     // Wait until the request reached the provider, then kill the turn by id.
@@ -62,9 +52,7 @@ async fn cancel_before_the_first_byte_drops_the_provider_request() {
     let (_, agents) = server.get("/api/agents").await;
     assert_eq!(agents["items"][0]["turn_id"], turn_id.as_str());
     assert_eq!(agents["items"][0]["session_id"], "wait");
-    let (status, body) = server
-        .post(&format!("/api/agents/{turn_id}/kill"), json!({}))
-        .await;
+    let (status, body) = server.post(&format!("/api/agents/{turn_id}/kill"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     let detail = server.wait_idle("wait").await;
     assert_eq!(detail["message_count"], 1, "no answer was stored: {detail}");
@@ -75,12 +63,7 @@ async fn cancel_before_the_first_byte_drops_the_provider_request() {
 fn alive(pid: i32) -> bool {
     // A zombie has exited; only a running or sleeping process counts.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -90,17 +73,11 @@ async fn cancel_kills_a_running_shell_and_everything_it_started() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
     let command = "sleep 31 & echo $! > bg.pid; echo $$ > sh.pid; sleep 30";
-    provider.push([Script::tool_call(
-        "s",
-        "shell",
-        json!({"command": command}),
-        2,
-    )]);
+    provider.push([Script::tool_call("s", "shell", json!({"command": command}), 2)]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
     let mut ws = WsClient::connect(&server, "/ws/chat?session_id=sh").await;
     ws.next().await;
-    ws.send(json!({"type": "message", "content": "sleep"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "sleep"})).await;
     ws.next_of("tool_call").await;
     let workspace = dir.path().join("workspace/default");
     let mut pids = Vec::new();
@@ -122,10 +99,7 @@ async fn cancel_kills_a_running_shell_and_everything_it_started() {
     assert_eq!(status, 200);
     assert_eq!(body["aborted"], true);
     let frames = ws.until("cancelled").await;
-    let result = frames
-        .iter()
-        .find(|f| f["type"] == "tool_result")
-        .expect("the tool call ended");
+    let result = frames.iter().find(|f| f["type"] == "tool_result").expect("the tool call ended");
     assert_eq!(result["is_error"], true);
     assert!(result["output"].as_str().unwrap().contains("cancelled"));
     for _ in 0..500 {
@@ -134,10 +108,7 @@ async fn cancel_kills_a_running_shell_and_everything_it_started() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        pids.iter().all(|&pid| !alive(pid)),
-        "processes {pids:?} survived the cancel"
-    );
+    assert!(pids.iter().all(|&pid| !alive(pid)), "processes {pids:?} survived the cancel");
     let (_, timeline) = server.get("/api/sessions/sh/tool-calls").await;
     assert_eq!(timeline["items"][0]["status"], "interrupted");
 }
@@ -149,10 +120,7 @@ fn approval_config(
 ) -> parley::config::Config {
     let mut config = test_config(dir, Some(provider));
     config.tools.approval.insert("shell".into(), "ask".into());
-    config
-        .tools
-        .approval
-        .insert("write_file".into(), "deny".into());
+    config.tools.approval.insert("write_file".into(), "deny".into());
     config.tools.approval_timeout_secs = timeout_secs;
     config
 }
@@ -164,12 +132,7 @@ async fn approvals_approved_denied_always_and_refused_by_policy() {
     provider.push([
         Script::tool_call("a1", "shell", json!({"command": "echo approved"}), 1),
         Script::tool_call("a2", "shell", json!({"command": "echo never"}), 1),
-        Script::tool_call(
-            "a3",
-            "write_file",
-            json!({"path": "x.txt", "content": "x"}),
-            1,
-        ),
+        Script::tool_call("a3", "write_file", json!({"path": "x.txt", "content": "x"}), 1),
         Script::tool_call("a4", "shell", json!({"command": "echo always"}), 1),
         Script::tool_call("a5", "shell", json!({"command": "echo remembered"}), 1),
         Script::text(&["finished"]),
@@ -177,8 +140,7 @@ async fn approvals_approved_denied_always_and_refused_by_policy() {
     let server = TestServer::start(approval_config(dir.path(), &provider, 30.0)).await;
     let mut ws = WsClient::connect(&server, "/ws/chat?session_id=ap").await;
     ws.next().await;
-    ws.send(json!({"type": "message", "content": "run things"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "run things"})).await;
 
     // Approved over the socket.
     let request = ws.next_of("approval_request").await;
@@ -194,29 +156,20 @@ async fn approvals_approved_denied_always_and_refused_by_policy() {
     // Denied over REST.
     let request = ws.next_of("approval_request").await;
     let id = request["request_id"].as_str().unwrap();
-    let (status, _) = server
-        .post(&format!("/api/approvals/{id}/deny"), json!({}))
-        .await;
+    let (status, _) = server.post(&format!("/api/approvals/{id}/deny"), json!({})).await;
     assert_eq!(status, 200);
     let result = ws.next_of("tool_result").await;
     assert_eq!(result["is_error"], true);
     assert_eq!(result["code"], "TOOL_ERROR");
     assert!(result["output"].as_str().unwrap().contains("denied"));
     // Deciding it again is a clear 404.
-    let (status, body) = server
-        .post(&format!("/api/approvals/{id}/approve"), json!({}))
-        .await;
+    let (status, body) = server.post(&format!("/api/approvals/{id}/approve"), json!({})).await;
     assert_eq!(status, 404, "{body}");
 
     // Refused by policy without asking.
     let frames = ws.until("tool_result").await;
     assert!(frames.iter().all(|f| f["type"] != "approval_request"));
-    assert!(
-        frames.last().unwrap()["output"]
-            .as_str()
-            .unwrap()
-            .contains("policy")
-    );
+    assert!(frames.last().unwrap()["output"].as_str().unwrap().contains("policy"));
     assert!(!dir.path().join("workspace/default/x.txt").exists());
 
     // "Always" approves this call and the next shell call of the session.
@@ -224,10 +177,7 @@ async fn approvals_approved_denied_always_and_refused_by_policy() {
     ws.send(json!({"type": "approval_response", "request_id": request["request_id"], "decision": "always"})).await;
     assert_eq!(ws.next_of("tool_result").await["output"], "always\n");
     let frames = ws.until("tool_result").await;
-    assert!(
-        frames.iter().all(|f| f["type"] != "approval_request"),
-        "{frames:?}"
-    );
+    assert!(frames.iter().all(|f| f["type"] != "approval_request"), "{frames:?}");
     assert_eq!(frames.last().unwrap()["output"], "remembered\n");
     assert_eq!(ws.next_of("done").await["full_response"], "finished");
 }
@@ -261,15 +211,10 @@ async fn a_pending_approval_reaches_a_client_that_connects_later() {
         Script::text(&["done"]),
     ]);
     let server = TestServer::start(approval_config(dir.path(), &provider, 30.0)).await;
-    let (status, _) = server
-        .post("/api/sessions/late/messages", json!({"content": "go"}))
-        .await;
+    let (status, _) = server.post("/api/sessions/late/messages", json!({"content": "go"})).await;
     assert_eq!(status, 202);
     for _ in 0..500 {
-        if server.get("/api/approvals").await.1["items"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-        {
+        if server.get("/api/approvals").await.1["items"].as_array().is_some_and(|a| !a.is_empty()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

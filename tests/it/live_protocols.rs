@@ -16,18 +16,11 @@ async fn several_messages_in_flight_on_the_stream_are_each_answered_once() {
     let (status, ticket) = server.post("/api/chat/ticket", json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(ticket["expires_in"], 30);
-    let path = format!(
-        "/api/chat/stream?ticket={}",
-        ticket["ticket"].as_str().unwrap()
-    );
-    let mut ws = WsClient::connect_with(&server, &path, &[]).await;
+    let path = format!("/api/chat/stream?ticket={}", ticket["ticket"].as_str().unwrap());
+    // The ticket alone authenticates the socket.
+    let mut ws = WsClient::connect_as(&server, &path, &[], None).await;
 
-    let messages = [
-        ("one", "alpha"),
-        ("two", "beta"),
-        ("one", "gamma"),
-        ("three", "delta"),
-    ];
+    let messages = [("one", "alpha"), ("two", "beta"), ("one", "gamma"), ("three", "delta")];
     for (i, (session, content)) in messages.iter().enumerate() {
         ws.send(json!({"type": "message", "content": content, "session_id": session, "id": i}))
             .await;
@@ -42,10 +35,7 @@ async fn several_messages_in_flight_on_the_stream_are_each_answered_once() {
             "accepted" => {
                 accepted.insert(turn, frame["id"].as_u64().unwrap() as usize);
             }
-            "token" => tokens
-                .entry(turn)
-                .or_default()
-                .push_str(frame["content"].as_str().unwrap()),
+            "token" => tokens.entry(turn).or_default().push_str(frame["content"].as_str().unwrap()),
             "done" => {
                 assert!(done.insert(turn, frame).is_none(), "one done per turn");
             }
@@ -62,14 +52,12 @@ async fn several_messages_in_flight_on_the_stream_are_each_answered_once() {
     // Persisted exactly once, in order per session.
     let (_, one) = server.get("/api/sessions/one").await;
     assert_eq!(
-        transcript(&one)
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect::<Vec<_>>(),
+        transcript(&one).into_iter().map(|(_, c)| c).collect::<Vec<_>>(),
         vec!["alpha", "echo: alpha", "gamma", "echo: gamma"]
     );
     // The ticket was single use.
-    let response = server.client.get(server.url(&path)).send().await.unwrap();
+    let anonymous = crate::common::client();
+    let response = anonymous.get(server.url(&path)).send().await.unwrap();
     assert_eq!(response.status(), 401);
 }
 
@@ -81,8 +69,7 @@ async fn the_stream_resumes_after_last_seq() {
     provider.push([Script::slow_text(&parts, Duration::from_millis(10))]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
     let mut ws = WsClient::connect_with(&server, "/api/chat/stream?session_id=ox", &[]).await;
-    ws.send(json!({"type": "message", "content": "stream"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "stream"})).await;
     let mut text = String::new();
     let mut last = 0;
     while text.len() < 5 {
@@ -94,9 +81,7 @@ async fn the_stream_resumes_after_last_seq() {
     }
     drop(ws);
     let mut again = WsClient::connect_with(&server, "/api/chat/stream", &[]).await;
-    again
-        .send(json!({"type": "resume", "last_seq": last, "session_id": "ox"}))
-        .await;
+    again.send(json!({"type": "resume", "last_seq": last, "session_id": "ox"})).await;
     loop {
         let frame = again.next().await;
         match frame["type"].as_str().unwrap() {
@@ -112,34 +97,17 @@ async fn the_stream_resumes_after_last_seq() {
 async fn the_global_feed_carries_lifecycle_events_without_content() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
-    provider.push([
-        Script::tool_call("g", "list_dir", json!({}), 1),
-        Script::text(&["secret answer"]),
-    ]);
+    provider
+        .push([Script::tool_call("g", "list_dir", json!({}), 1), Script::text(&["secret answer"])]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
     let mut feed = SseClient::connect(&server, "/api/events", None).await;
     let (status, _) = server.chat("feed", "secret question").await;
     assert_eq!(status, 200);
     let events = feed.until("turn_finished").await;
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|(_, e)| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        vec![
-            "session_created",
-            "turn_started",
-            "tool_called",
-            "turn_finished"
-        ]
-    );
+    let kinds: Vec<&str> = events.iter().map(|(_, e)| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["session_created", "turn_started", "tool_called", "turn_finished"]);
     assert_eq!(events[3].1["status"], "done");
-    assert!(
-        events
-            .iter()
-            .all(|(id, e)| id.is_some() && e["session_id"] == "feed")
-    );
+    assert!(events.iter().all(|(id, e)| id.is_some() && e["session_id"] == "feed"));
     let raw = serde_json::to_string(&events.iter().map(|(_, e)| e).collect::<Vec<_>>()).unwrap();
     assert!(!raw.contains("secret"), "{raw}");
     // Resumable: after the first event, the rest again.
@@ -168,18 +136,8 @@ async fn every_frame_error_code_is_produced_and_the_socket_stays_usable() {
     expect(&mut ws, "{not json", "INVALID_JSON").await;
     expect(&mut ws, r#"{"type": "dance"}"#, "UNKNOWN_MESSAGE_TYPE").await;
     expect(&mut ws, r#"{"content": "no type"}"#, "UNKNOWN_MESSAGE_TYPE").await;
-    expect(
-        &mut ws,
-        r#"{"type": "resume", "last_seq": "x"}"#,
-        "INVALID_JSON",
-    )
-    .await;
-    expect(
-        &mut ws,
-        r#"{"type": "message", "content": "  "}"#,
-        "EMPTY_CONTENT",
-    )
-    .await;
+    expect(&mut ws, r#"{"type": "resume", "last_seq": "x"}"#, "INVALID_JSON").await;
+    expect(&mut ws, r#"{"type": "message", "content": "  "}"#, "EMPTY_CONTENT").await;
     let big = json!({"type": "message", "content": "x".repeat(70 * 1024)}).to_string();
     expect(&mut ws, &big, "MESSAGE_TOO_LARGE").await;
     expect(&mut ws, r#"{"type": "cancel"}"#, "NOT_FOUND").await;
@@ -189,40 +147,18 @@ async fn every_frame_error_code_is_produced_and_the_socket_stays_usable() {
         "NOT_FOUND",
     )
     .await;
-    expect(
-        &mut ws,
-        r#"{"type": "connect", "session_id": "../x"}"#,
-        "INVALID_SESSION_ID",
-    )
-    .await;
+    expect(&mut ws, r#"{"type": "connect", "session_id": "../x"}"#, "INVALID_SESSION_ID").await;
 
     provider.push([Script::status(400, "bad model")]);
-    expect(
-        &mut ws,
-        r#"{"type": "message", "content": "fail"}"#,
-        "PROVIDER_ERROR",
-    )
-    .await;
+    expect(&mut ws, r#"{"type": "message", "content": "fail"}"#, "PROVIDER_ERROR").await;
     provider.push([Script::tool_call("i", "list_dir", json!({}), 1)]);
-    expect(
-        &mut ws,
-        r#"{"type": "message", "content": "loop"}"#,
-        "AGENT_ERROR",
-    )
-    .await;
+    expect(&mut ws, r#"{"type": "message", "content": "loop"}"#, "AGENT_ERROR").await;
 
     provider.push([Script::slow_text(&["slow"], Duration::from_millis(300))]);
-    ws.send(json!({"type": "message", "content": "first"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "first"})).await;
     ws.next_of("operator_status").await;
-    ws.send(json!({"type": "message", "content": "second"}))
-        .await;
-    expect(
-        &mut ws,
-        r#"{"type": "message", "content": "third"}"#,
-        "SESSION_QUEUE_FULL",
-    )
-    .await;
+    ws.send(json!({"type": "message", "content": "second"})).await;
+    expect(&mut ws, r#"{"type": "message", "content": "third"}"#, "SESSION_QUEUE_FULL").await;
 
     // Still usable after all of that.
     ws.send(json!({"type": "ping"})).await;
@@ -239,8 +175,7 @@ async fn every_frame_error_code_is_produced_and_the_socket_stays_usable() {
     let bare = TestServer::start(test_config(&dir.path().join("bare"), None)).await;
     let mut ws = WsClient::connect(&bare, "/ws/chat").await;
     ws.next().await;
-    ws.send(json!({"type": "message", "content": "anyone?"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "anyone?"})).await;
     assert_eq!(ws.next_of("error").await["code"], "PROVIDER_NOT_CONFIGURED");
 }
 
@@ -253,8 +188,7 @@ async fn a_connect_frame_switches_session() {
     let mut ws = WsClient::connect(&server, "/ws/chat?session_id=right").await;
     let first = ws.next().await;
     assert_eq!(first["session_id"], "right", "{first}");
-    ws.send(json!({"type": "connect", "session_id": "left", "device_name": "phone"}))
-        .await;
+    ws.send(json!({"type": "connect", "session_id": "left", "device_name": "phone"})).await;
     let start = ws.next().await;
     assert_eq!(start["type"], "session_start");
     assert_eq!(start["session_id"], "left");
@@ -263,8 +197,7 @@ async fn a_connect_frame_switches_session() {
     let connected = ws.next().await;
     assert_eq!(connected["type"], "connected");
     assert_eq!(connected["device_name"], "phone");
-    ws.send(json!({"type": "message", "content": "again"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "again"})).await;
     let done = ws.next_of("done").await;
     assert_eq!(done["session_id"], "left");
 }
@@ -280,7 +213,10 @@ async fn bad_upgrades_get_json_errors() {
     let (status, body) = server.get("/api/sessions/missing/events").await;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "NOT_FOUND");
-    let (status, body) = server.get("/api/chat/stream?ticket=forged").await;
+    let anonymous = crate::common::client();
+    let response =
+        anonymous.get(server.url("/api/chat/stream?ticket=forged")).send().await.unwrap();
+    let (status, body) = crate::common::json_of(response).await;
     assert_eq!(status, 401);
     assert_eq!(body["code"], "AUTH_ERROR");
 }
@@ -307,20 +243,13 @@ async fn sse_sends_keep_alive_comments() {
     config.stream.sse_keepalive_secs = 0.05;
     let server = TestServer::start(config).await;
     server.chat("ka", "hi").await;
-    let mut response = server
-        .client
-        .get(server.url("/api/sessions/ka/events"))
-        .send()
-        .await
-        .unwrap();
+    let mut response =
+        server.client.get(server.url("/api/sessions/ka/events")).send().await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&chunk).starts_with(": keep-alive"),
-        "{chunk:?}"
-    );
+    assert!(String::from_utf8_lossy(&chunk).starts_with(": keep-alive"), "{chunk:?}");
 }

@@ -9,5 +9,6 @@ mod live_control;
 mod live_protocols;
 mod provider_failures;
 mod queue;
+mod security;
 mod tools;
 mod ws_chat;

@@ -41,21 +41,11 @@ async fn each_failure_is_a_provider_error_and_the_session_stays_usable() {
             vec![Script::status(500, "boom"), Script::status(500, "boom")],
             "unavailable",
         ),
-        (
-            "bad key",
-            vec![Script::status(401, "invalid api key")],
-            "credentials",
-        ),
-        (
-            "bad request",
-            vec![Script::status(400, "model not found")],
-            "model not found",
-        ),
+        ("bad key", vec![Script::status(401, "invalid api key")], "credentials"),
+        ("bad request", vec![Script::status(400, "model not found")], "model not found"),
         (
             "malformed chunk",
-            vec![Script::Stream(vec![Step::Raw(
-                "data: {\"choices\": [oops\n\n",
-            )])],
+            vec![Script::Stream(vec![Step::Raw("data: {\"choices\": [oops\n\n")])],
             "malformed",
         ),
         (
@@ -77,10 +67,7 @@ async fn each_failure_is_a_provider_error_and_the_session_stays_usable() {
         ),
         (
             "slow first byte",
-            vec![Script::Slow(
-                Duration::from_secs(2),
-                Box::new(Script::text(&["late"])),
-            )],
+            vec![Script::Slow(Duration::from_secs(2), Box::new(Script::text(&["late"])))],
             "timed out",
         ),
     ];

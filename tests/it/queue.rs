@@ -10,26 +10,16 @@ async fn a_hundred_queued_messages_run_in_order_with_none_lost() {
     let provider = FakeProvider::start().await;
     let server = TestServer::with_provider(dir.path(), &provider).await;
     for i in 0..100 {
-        let (status, body) = server
-            .post(
-                "/api/sessions/q/messages",
-                json!({"content": format!("m{i}")}),
-            )
-            .await;
+        let (status, body) =
+            server.post("/api/sessions/q/messages", json!({"content": format!("m{i}")})).await;
         assert_eq!(status, 202, "{body}");
         assert!(body["turn_id"].is_string());
     }
-    let detail = server
-        .wait_for("q", |d| {
-            d["message_count"] == 200 && d["running_turn"].is_null()
-        })
-        .await;
+    let detail =
+        server.wait_for("q", |d| d["message_count"] == 200 && d["running_turn"].is_null()).await;
     let expected: Vec<(String, String)> = (0..100)
         .flat_map(|i| {
-            [
-                ("user".to_owned(), format!("m{i}")),
-                ("assistant".to_owned(), format!("echo: m{i}")),
-            ]
+            [("user".to_owned(), format!("m{i}")), ("assistant".to_owned(), format!("echo: m{i}"))]
         })
         .collect();
     assert_eq!(transcript(&detail), expected);
@@ -40,10 +30,7 @@ async fn a_hundred_queued_messages_run_in_order_with_none_lost() {
         .iter()
         .map(|r| r["messages"].as_array().unwrap().last().unwrap()["content"].clone())
         .collect();
-    assert_eq!(
-        last_users,
-        (0..100).map(|i| json!(format!("m{i}"))).collect::<Vec<_>>()
-    );
+    assert_eq!(last_users, (0..100).map(|i| json!(format!("m{i}"))).collect::<Vec<_>>());
     assert_eq!(requests[99]["messages"].as_array().unwrap().len(), 1 + 199);
 }
 
@@ -51,20 +38,13 @@ async fn a_hundred_queued_messages_run_in_order_with_none_lost() {
 async fn a_full_queue_is_refused_with_429_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
-    provider.push([Script::slow_text(
-        &["slow"],
-        std::time::Duration::from_millis(500),
-    )]);
+    provider.push([Script::slow_text(&["slow"], std::time::Duration::from_millis(500))]);
     let mut config = test_config(dir.path(), Some(&provider));
     config.sessions.queue_depth = 2;
     let server = TestServer::start(config).await;
-    let (status, _) = server
-        .post("/api/sessions/full/messages", json!({"content": "m0"}))
-        .await;
+    let (status, _) = server.post("/api/sessions/full/messages", json!({"content": "m0"})).await;
     assert_eq!(status, 202);
-    server
-        .wait_for("full", |d| !d["running_turn"].is_null())
-        .await;
+    server.wait_for("full", |d| !d["running_turn"].is_null()).await;
     let mut accepted = 1;
     let mut refused = None;
     for i in 1..5 {
@@ -88,15 +68,9 @@ async fn a_full_queue_is_refused_with_429_and_nothing_is_lost() {
     let refused = refused.unwrap();
     assert_eq!(refused["code"], "SESSION_QUEUE_FULL");
     assert_eq!(refused["limit"], 2);
-    let detail = server
-        .wait_for("full", |d| {
-            d["message_count"] == 6 && d["running_turn"].is_null()
-        })
-        .await;
-    let users: Vec<_> = transcript(&detail)
-        .into_iter()
-        .filter(|(r, _)| r == "user")
-        .map(|(_, c)| c)
-        .collect();
+    let detail =
+        server.wait_for("full", |d| d["message_count"] == 6 && d["running_turn"].is_null()).await;
+    let users: Vec<_> =
+        transcript(&detail).into_iter().filter(|(r, _)| r == "user").map(|(_, c)| c).collect();
     assert_eq!(users, vec!["m0", "m1", "m2"]);
 }

@@ -30,10 +30,7 @@ async fn shell_and_read_file_round_trip_and_history_goes_back_to_the_model() {
     let calls = body["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0]["name"], "shell");
-    assert_eq!(
-        calls[0]["args"]["command"],
-        "echo hello > note.txt && echo written"
-    );
+    assert_eq!(calls[0]["args"]["command"], "echo hello > note.txt && echo written");
     assert_eq!(calls[0]["output"], "written\n");
     assert_eq!(calls[1]["output"], "hello\n");
     assert_eq!(calls[1]["is_error"], false);
@@ -121,17 +118,8 @@ async fn workspace_escapes_are_refused_with_an_error_the_model_sees() {
     assert!(!std::path::Path::new("/tmp/parley-escape.txt").exists());
     // The refusal went back to the model as the tool result.
     let last = provider.requests().last().unwrap().clone();
-    let tool_msg = messages_of(&last)
-        .into_iter()
-        .rev()
-        .find(|m| m["role"] == "tool")
-        .unwrap();
-    assert!(
-        tool_msg["content"]
-            .as_str()
-            .unwrap()
-            .contains("outside the workspace")
-    );
+    let tool_msg = messages_of(&last).into_iter().rev().find(|m| m["role"] == "tool").unwrap();
+    assert!(tool_msg["content"].as_str().unwrap().contains("outside the workspace"));
 }
 
 #[tokio::test]
@@ -154,17 +142,7 @@ async fn a_failing_tool_does_not_end_the_turn() {
     let calls = body["tool_calls"].as_array().unwrap();
     assert!(calls[0]["output"].as_str().unwrap().contains("exit code 3"));
     assert!(calls[0]["output"].as_str().unwrap().contains("oops"));
-    assert!(
-        calls[1]["output"]
-            .as_str()
-            .unwrap()
-            .contains("unknown tool")
-    );
-    assert!(
-        calls[2]["output"]
-            .as_str()
-            .unwrap()
-            .contains("invalid arguments")
-    );
+    assert!(calls[1]["output"].as_str().unwrap().contains("unknown tool"));
+    assert!(calls[2]["output"].as_str().unwrap().contains("invalid arguments"));
     assert!(calls.iter().all(|c| c["is_error"] == true));
 }

@@ -8,18 +8,11 @@ use crate::common::live::{SseClient, WsClient};
 use crate::common::{FakeProvider, Script, TestServer, test_config};
 
 fn types(frames: &[Value]) -> Vec<String> {
-    frames
-        .iter()
-        .map(|f| f["type"].as_str().unwrap().to_owned())
-        .collect()
+    frames.iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect()
 }
 
 fn chunks(frames: &[Value]) -> String {
-    frames
-        .iter()
-        .filter(|f| f["type"] == "chunk")
-        .map(|f| f["content"].as_str().unwrap())
-        .collect()
+    frames.iter().filter(|f| f["type"] == "chunk").map(|f| f["content"].as_str().unwrap()).collect()
 }
 
 fn seqs(frames: &[Value]) -> Vec<u64> {
@@ -51,8 +44,7 @@ async fn a_turn_with_a_tool_call_streams_every_frame_in_order() {
     assert_eq!(start["resumed"], false);
     assert_eq!(start["message_count"], 0);
 
-    ws.send(json!({"type": "message", "content": "look around"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "look around"})).await;
     let frames = ws.until("done").await;
     assert_eq!(
         types(&frames),
@@ -71,11 +63,7 @@ async fn a_turn_with_a_tool_call_streams_every_frame_in_order() {
         ]
     );
     let turn_id = frames[0]["turn_id"].as_str().unwrap();
-    assert!(
-        frames
-            .iter()
-            .all(|f| f["turn_id"] == turn_id && f["session_id"] == "frames")
-    );
+    assert!(frames.iter().all(|f| f["turn_id"] == turn_id && f["session_id"] == "frames"));
     assert_contiguous(&seqs(&frames));
     assert_eq!(frames[0]["content"], "look around");
     assert_eq!(frames[1]["phase"], "model");
@@ -117,16 +105,9 @@ async fn reload_mid_answer_resumes_with_no_gap_and_no_duplicate() {
 
     let mut first = WsClient::connect(&server, "/ws/chat?session_id=reload").await;
     first.next().await;
-    first
-        .send(json!({"type": "message", "content": "count"}))
-        .await;
+    first.send(json!({"type": "message", "content": "count"})).await;
     let mut seen = Vec::new();
-    while seen
-        .iter()
-        .filter(|f: &&Value| f["type"] == "chunk")
-        .count()
-        < 5
-    {
+    while seen.iter().filter(|f: &&Value| f["type"] == "chunk").count() < 5 {
         seen.push(first.next().await);
     }
     let last_seen = seen.last().unwrap()["seq"].as_u64().unwrap();
@@ -134,9 +115,7 @@ async fn reload_mid_answer_resumes_with_no_gap_and_no_duplicate() {
 
     let mut second = WsClient::connect(&server, "/ws/chat?session_id=reload").await;
     assert_eq!(second.next().await["type"], "session_start");
-    second
-        .send(json!({"type": "resume", "last_seq": last_seen}))
-        .await;
+    second.send(json!({"type": "resume", "last_seq": last_seen})).await;
     let rest = second.until("done").await;
     let mut all = seen.clone();
     all.extend(rest.iter().cloned());
@@ -152,9 +131,7 @@ async fn sse_resumes_after_last_event_id() {
     let parts: Vec<&str> = std::iter::repeat_n("tick ", 30).collect();
     provider.push([Script::slow_text(&parts, Duration::from_millis(10))]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
-    let (status, _) = server
-        .post("/api/sessions/sse/messages", json!({"content": "go"}))
-        .await;
+    let (status, _) = server.post("/api/sessions/sse/messages", json!({"content": "go"})).await;
     assert_eq!(status, 202);
     let mut sse = SseClient::connect(&server, "/api/sessions/sse/events?after=0", None).await;
     assert_eq!(sse.headers["cache-control"], "no-cache");
@@ -197,16 +174,10 @@ async fn two_websockets_and_an_sse_client_see_the_same_events() {
     let mut sse = SseClient::connect(&server, "/api/sessions/fan/events", None).await;
 
     // The second client sends; everyone sees it, including the listen-only ones.
-    two.send(json!({"type": "message", "content": "hello all"}))
-        .await;
+    two.send(json!({"type": "message", "content": "hello all"})).await;
     let a = one.until("done").await;
     let b = two.until("done").await;
-    let c: Vec<Value> = sse
-        .until("done")
-        .await
-        .into_iter()
-        .map(|(_, data)| data)
-        .collect();
+    let c: Vec<Value> = sse.until("done").await.into_iter().map(|(_, data)| data).collect();
     assert_eq!(a, b);
     assert_eq!(a, c);
     assert_eq!(a[0]["content"], "hello all");
@@ -216,15 +187,11 @@ async fn two_websockets_and_an_sse_client_see_the_same_events() {
 async fn a_turn_survives_its_socket_closing() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
-    provider.push([Script::slow_text(
-        &["still ", "here"],
-        Duration::from_millis(50),
-    )]);
+    provider.push([Script::slow_text(&["still ", "here"], Duration::from_millis(50))]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
     let mut ws = WsClient::connect(&server, "/ws/chat?session_id=gone").await;
     ws.next().await;
-    ws.send(json!({"type": "message", "content": "answer after I leave"}))
-        .await;
+    ws.send(json!({"type": "message", "content": "answer after I leave"})).await;
     assert_eq!(ws.next().await["type"], "user_message");
     ws.stream.close(None).await.unwrap();
     drop(ws);
@@ -245,15 +212,10 @@ async fn a_watcher_that_reads_nothing_does_not_block_the_turn() {
     let server = TestServer::start(config).await;
     // Connected, but never reads a frame.
     let mut stuck = WsClient::connect(&server, "/ws/chat?session_id=slow").await;
-    let (status, _) = server
-        .post("/api/sessions/slow/messages", json!({"content": "flood"}))
-        .await;
+    let (status, _) = server.post("/api/sessions/slow/messages", json!({"content": "flood"})).await;
     assert_eq!(status, 202);
     let detail = server.wait_idle("slow").await;
-    assert_eq!(
-        detail["messages"][1]["content"].as_str().unwrap().len(),
-        2000 * 3000
-    );
+    assert_eq!(detail["messages"][1]["content"].as_str().unwrap().len(), 2000 * 3000);
     // When it finally reads, it is told it missed events rather than given a silent gap.
     let mut resynced = false;
     for _ in 0..4000 {
@@ -266,8 +228,5 @@ async fn a_watcher_that_reads_nothing_does_not_block_the_turn() {
             break;
         }
     }
-    assert!(
-        resynced,
-        "a watcher that fell behind the log must get a resync frame"
-    );
+    assert!(resynced, "a watcher that fell behind the log must get a resync frame");
 }

@@ -35,11 +35,7 @@ pub enum Script {
     /// An SSE stream of these steps.
     Stream(Vec<Step>),
     /// A plain HTTP response.
-    Status {
-        status: u16,
-        retry_after: Option<&'static str>,
-        body: Value,
-    },
+    Status { status: u16, retry_after: Option<&'static str>, body: Value },
     /// Wait this long before sending the headers of the next script.
     Slow(Duration, Box<Script>),
 }
@@ -103,11 +99,7 @@ impl Script {
 
     /// A plain error response.
     pub fn status(status: u16, message: &str) -> Self {
-        Script::Status {
-            status,
-            retry_after: None,
-            body: json!({"error": {"message": message}}),
-        }
+        Script::Status { status, retry_after: None, body: json!({"error": {"message": message}}) }
     }
 }
 
@@ -128,9 +120,8 @@ impl FakeProvider {
     /// Starts the fake on a free port.
     pub async fn start() -> Self {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let app = Router::new()
-            .route("/v1/chat/completions", post(complete))
-            .with_state(shared.clone());
+        let app =
+            Router::new().route("/v1/chat/completions", post(complete)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -177,16 +168,10 @@ async fn respond(script: Script) -> Response {
             tokio::time::sleep(pause).await;
             Box::pin(respond(*next)).await
         }
-        Script::Status {
-            status,
-            retry_after,
-            body,
-        } => {
+        Script::Status { status, retry_after, body } => {
             let mut response = (StatusCode::from_u16(status).unwrap(), Json(body)).into_response();
             if let Some(after) = retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, after.parse().unwrap());
+                response.headers_mut().insert(header::RETRY_AFTER, after.parse().unwrap());
             }
             response
         }

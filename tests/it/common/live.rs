@@ -25,22 +25,57 @@ pub struct WsClient {
 impl WsClient {
     /// Connects to `path` (with its query) on the server, offering `protocols`.
     pub async fn connect_with(server: &TestServer, path: &str, protocols: &[&str]) -> Self {
+        Self::connect_as(server, path, protocols, Some(&server.token)).await
+    }
+
+    /// Connects with `token` as a bearer header (or no credentials at all).
+    pub async fn connect_as(
+        server: &TestServer,
+        path: &str,
+        protocols: &[&str],
+        token: Option<&str>,
+    ) -> Self {
+        Self::try_connect(server, path, protocols, token, &[]).await.expect("websocket connects")
+    }
+
+    /// Tries to connect, returning the refusal's status and body.
+    pub async fn try_connect(
+        server: &TestServer,
+        path: &str,
+        protocols: &[&str],
+        token: Option<&str>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<Self, (u16, String)> {
         let url = format!("{}{path}", server.base.replacen("http", "ws", 1));
         let mut request = url.into_client_request().unwrap();
-        if !protocols.is_empty() {
-            request.headers_mut().insert(
-                "sec-websocket-protocol",
-                protocols.join(", ").parse().unwrap(),
-            );
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
         }
-        let (stream, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("websocket connects");
+        for (name, value) in extra_headers {
+            let name: reqwest::header::HeaderName = name.parse().unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
+        }
+        if !protocols.is_empty() {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", protocols.join(", ").parse().unwrap());
+        }
+        let (stream, response) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body =
+                    response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+                return Err((response.status().as_u16(), body.unwrap_or_default()));
+            }
+            Err(err) => panic!("websocket failed: {err}"),
+        };
         let protocol = response
             .headers()
             .get("sec-websocket-protocol")
             .map(|v| v.to_str().unwrap().to_owned());
-        Self { stream, protocol }
+        Ok(Self { stream, protocol })
     }
 
     /// Connects to `path` with the `parley.v1` sub-protocol.
@@ -49,17 +84,11 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, value: Value) {
-        self.stream
-            .send(Message::Text(value.to_string().into()))
-            .await
-            .unwrap();
+        self.stream.send(Message::Text(value.to_string().into())).await.unwrap();
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.stream
-            .send(Message::Text(text.to_owned().into()))
-            .await
-            .unwrap();
+        self.stream.send(Message::Text(text.to_owned().into())).await.unwrap();
     }
 
     /// The next JSON text frame (pings and pongs skipped).
@@ -119,20 +148,29 @@ pub struct SseClient {
 }
 
 impl SseClient {
+    /// Opens `path` with `client`'s credentials.
+    pub async fn connect_with_client(
+        server: &TestServer,
+        client: &reqwest::Client,
+        path: &str,
+    ) -> Self {
+        Self::open(client.get(server.url(path))).await
+    }
+
     /// Opens `path`, with `Last-Event-ID` if given.
     pub async fn connect(server: &TestServer, path: &str, last_event_id: Option<u64>) -> Self {
         let mut request = server.client.get(server.url(path));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
+        Self::open(request).await
+    }
+
+    async fn open(request: reqwest::RequestBuilder) -> Self {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();
-        Self {
-            response,
-            buffer: String::new(),
-            headers,
-        }
+        Self { response, buffer: String::new(), headers }
     }
 
     /// The next event with data (comments skipped).

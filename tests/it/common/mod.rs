@@ -7,7 +7,11 @@ pub mod live;
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use parley::auth::tokens;
 use parley::config::Config;
+use parley::store::Store;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -21,10 +25,22 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A client that sends `token` as its bearer token on every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub base: String,
+    /// A client authenticated as the admin user `default`.
     pub client: reqwest::Client,
+    /// The bearer token of `client`.
+    pub token: String,
+    pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -44,6 +60,11 @@ pub fn test_config(data_dir: &Path, provider: Option<&FakeProvider>) -> Config {
     config.shutdown_grace_secs = 5;
     // Tools run without asking unless a test turns approvals on.
     config.tools.approval.clear();
+    // Rate limits only where a test is about them.
+    config.limits.turns_per_minute = 0;
+    config.limits.requests_per_minute_per_token = 0;
+    config.limits.requests_per_minute_per_ip = 0;
+    config.limits.auth_failures_per_minute = 0;
     config
 }
 
@@ -53,16 +74,19 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = parley::server::build(config).await.expect("server builds");
+        let store = state.runtime.store().clone();
+        let (_, token) =
+            tokens::issue(store.as_ref(), "default", true, Some("tests")).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(parley::server::run(listener, state, async {
             let _ = stopped.await;
         }));
-        Self {
-            base,
-            client: client(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { base, client: client_with(&token), token, store, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A new token for `user`.
+    pub async fn token_for(&self, user: &str, admin: bool) -> String {
+        tokens::issue(self.store.as_ref(), user, admin, None).await.unwrap().1
     }
 
     /// Starts a server with the test defaults in `data_dir`.
@@ -88,32 +112,20 @@ impl TestServer {
 
     /// POST with a JSON body, returning status and JSON body.
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = self.client.post(self.url(path)).json(&body).send().await.unwrap();
         json_of(response).await
     }
 
     /// Sends `content` to `session` and waits for the answer.
     pub async fn chat(&self, session: &str, content: &str) -> (StatusCode, Value) {
-        self.post(
-            "/api/chat",
-            serde_json::json!({"content": content, "session_id": session}),
-        )
-        .await
+        self.post("/api/chat", serde_json::json!({"content": content, "session_id": session})).await
     }
 
     /// Polls the session until `done` holds for its detail (no fixed sleeps: a short poll
     /// with an overall limit).
     pub async fn wait_for(&self, session: &str, done: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..1000 {
-            let (status, body) = self
-                .get(&format!("/api/sessions/{session}?limit=500"))
-                .await;
+            let (status, body) = self.get(&format!("/api/sessions/{session}?limit=500")).await;
             if status == StatusCode::OK && done(&body) {
                 return body;
             }
@@ -124,8 +136,7 @@ impl TestServer {
 
     /// Waits until the session has no running or queued turn.
     pub async fn wait_idle(&self, session: &str) -> Value {
-        self.wait_for(session, |s| s["running_turn"].is_null() && s["queued"] == 0)
-            .await
+        self.wait_for(session, |s| s["running_turn"].is_null() && s["queued"] == 0).await
     }
 }
 
@@ -153,10 +164,7 @@ pub fn transcript(detail: &Value) -> Vec<(String, String)> {
         .unwrap()
         .iter()
         .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_owned(),
-                m["content"].as_str().unwrap().to_owned(),
-            )
+            (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned())
         })
         .collect()
 }

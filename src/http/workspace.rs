@@ -1,0 +1,126 @@
+//! `GET /api/workspace/tree` and `GET /api/workspace/file/{*path}`: the files the caller's
+//! tools read and wrote, confined to their workspace exactly as the tools are.
+
+use std::path::Path as FsPath;
+
+use axum::Json as JsonResponse;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::extract::Path;
+use super::{ApiError, AppState};
+use crate::auth::Caller;
+use crate::tools::{ToolError, Workspace};
+
+/// Most entries listed in one tree.
+const MAX_ENTRIES: usize = 10_000;
+
+fn workspace(state: &AppState, caller: &Caller) -> Result<Workspace, ApiError> {
+    Workspace::for_user(&state.config.workspace_root(), &caller.user).map_err(tool_error)
+}
+
+fn tool_error(err: ToolError) -> ApiError {
+    match err {
+        ToolError::Denied(_) | ToolError::InvalidArguments(_) => {
+            ApiError::Forbidden("that path is outside your workspace")
+        }
+        ToolError::NotFound(_) => ApiError::NotFound("file"),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+pub(super) async fn tree(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let workspace = workspace(&state, &caller)?;
+    let root = workspace.root().to_path_buf();
+    let items = tokio::task::spawn_blocking(move || list(&root))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let truncated = items.len() >= MAX_ENTRIES;
+    Ok(JsonResponse(json!({"items": items, "truncated": truncated})))
+}
+
+/// Walks the folder without following symlinks (a link is listed, never entered).
+fn list(root: &FsPath) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            if items.len() >= MAX_ENTRIES {
+                return items;
+            }
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            let (label, size) = if kind.is_symlink() {
+                ("symlink", None)
+            } else if kind.is_dir() {
+                pending.push(path.clone());
+                ("dir", None)
+            } else {
+                ("file", entry.metadata().ok().map(|m| m.len()))
+            };
+            items.push(json!({"path": rel, "kind": label, "size": size}));
+        }
+    }
+    items
+}
+
+pub(super) async fn file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    let workspace = workspace(&state, &caller)?;
+    let resolved = workspace.resolve(&path).map_err(tool_error)?;
+    let bytes = match tokio::fs::read(&resolved).await {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::NotFound("file"));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::IsADirectory => {
+            return Err(ApiError::BadRequest {
+                code: "IS_A_DIRECTORY",
+                message: "that path is a folder".into(),
+            });
+        }
+        Err(err) => return Err(ApiError::Internal(err.to_string())),
+    };
+    let (mime, inline) = mime_of(&resolved);
+    let mut response = Body::from(bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(mime));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !inline {
+        // Active content (HTML, SVG, unknown) is downloaded, never rendered on our origin.
+        headers.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
+    Ok(response)
+}
+
+/// The MIME type by extension, and whether it is safe to show inline.
+fn mime_of(path: &FsPath) -> (&'static str, bool) {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "txt" | "md" | "log" | "rs" | "py" | "js" | "ts" | "toml" | "yaml" | "yml" | "sh"
+        | "csv" => ("text/plain; charset=utf-8", true),
+        "json" => ("application/json", true),
+        "png" => ("image/png", true),
+        "jpg" | "jpeg" => ("image/jpeg", true),
+        "gif" => ("image/gif", true),
+        "webp" => ("image/webp", true),
+        "pdf" => ("application/pdf", true),
+        "html" | "htm" => ("text/html; charset=utf-8", false),
+        "svg" => ("image/svg+xml", false),
+        _ => ("application/octet-stream", false),
+    }
+}

@@ -1,0 +1,153 @@
+//! The SQLite store's identity tables: tokens, pairing codes, the audit log.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::sqlite::SqliteStore;
+use super::{AuditEntry, StoreError, TokenRecord};
+use crate::clock::now_ms;
+
+const TOKEN_COLUMNS: &str = "id, user_id, hash, label, is_admin, created_at, revoked_at";
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        user: row.try_get("user_id")?,
+        hash: row.try_get("hash")?,
+        label: row.try_get("label")?,
+        admin: row.try_get("is_admin")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl SqliteStore {
+    pub(super) async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&token.user)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, user_id, hash, label, is_admin, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&token.id)
+        .bind(&token.user)
+        .bind(&token.hash)
+        .bind(&token.label)
+        .bind(token.admin)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(self.pool()).await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub(super) async fn all_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at DESC, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool()).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    pub(super) async fn revoke(&self, id: &str) -> Result<TokenRecord, StoreError> {
+        let mut tx = self.write().await?;
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        token_from_row(&row)
+    }
+
+    pub(super) async fn revoked_after(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM tokens WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub(super) async fn count_active_tokens(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(count as u64)
+    }
+
+    pub(super) async fn insert_pairing_code(
+        &self,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO pairing_codes (hash, created_at, expires_at) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(now_ms())
+            .bind(expires_at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn spend_pairing_code(&self, hash: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE pairing_codes SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(hash)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit (at, kind, user_id, ip, detail) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(entry.at)
+        .bind(&entry.kind)
+        .bind(&entry.user)
+        .bind(&entry.ip)
+        .bind(&entry.detail)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn recent_audit(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, kind, user_id, ip, detail FROM audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    user: row.try_get("user_id")?,
+                    ip: row.try_get("ip")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}
