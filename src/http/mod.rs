@@ -11,6 +11,7 @@ mod identity;
 mod listener;
 mod sessions;
 mod turns;
+mod web;
 mod workspace;
 
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     Router::new()
+        .route("/", get(web::index))
+        .route("/s/{id}", get(web::index))
+        .route("/assets/{*path}", get(web::asset))
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))
         .route("/api/status", get(health::status))

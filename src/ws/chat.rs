@@ -29,6 +29,9 @@ use crate::runtime::{Decision, LiveSession, Watch, WatchItem};
 pub(crate) struct ChatQuery {
     session_id: Option<String>,
     name: Option<String>,
+    /// Resume right away after this `seq` (the same as a first `resume` frame, without the
+    /// race between that frame and the first live events).
+    last_seq: Option<u64>,
 }
 
 /// Frames a client sends.
@@ -81,6 +84,11 @@ struct Connection {
     caller: Caller,
     session: Arc<LiveSession>,
     watch: Watch,
+    /// The seqs this socket has already been sent by the current watch, so a `resume`
+    /// replays what the client missed without repeating what it has.
+    sent: Option<(u64, u64)>,
+    /// After a `resume`: the range not to send again.
+    skip: Option<(u64, u64)>,
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: ChatQuery) {
@@ -90,13 +98,13 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
         &caller,
         query.session_id.as_deref(),
         query.name.as_deref(),
-        None,
+        query.last_seq,
     )
     .await;
     let Some((session, watch)) = opened else {
         return;
     };
-    let mut conn = Connection { state, caller, session, watch };
+    let mut conn = Connection { state, caller, session, watch, sent: None, skip: None };
     let ping_every = Duration::try_from_secs_f64(conn.state.config.stream.ping_interval_secs)
         .unwrap_or(Duration::from_secs(30))
         .max(Duration::from_millis(10));
@@ -131,7 +139,13 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
             }
             item = conn.watch.next() => {
                 let frame = match item {
-                    WatchItem::Event(event) => event_frame(&event),
+                    WatchItem::Event(event) => {
+                        if conn.skip.is_some_and(|(first, last)| (first..=last).contains(&event.seq)) {
+                            continue;
+                        }
+                        conn.sent = Some(conn.sent.map_or((event.seq, event.seq), |(first, _)| (first, event.seq)));
+                        event_frame(&event)
+                    }
                     WatchItem::Resync { last_seq } => resync_frame(&conn.session.id, last_seq),
                     WatchItem::Closed => break,
                 };
@@ -224,6 +238,8 @@ impl Connection {
                     };
                     self.session = session;
                     self.watch = watch;
+                    self.sent = None;
+                    self.skip = None;
                 }
                 Some(text(json!({
                     "type": "connected",
@@ -251,6 +267,7 @@ impl Connection {
                 match runtime.watch(user, Some(&self.session.id), Some(last_seq), false).await {
                     Ok((_, watch, missed)) => {
                         self.watch = watch;
+                        self.skip = self.sent.take().filter(|(_, last)| *last > last_seq);
                         for approval in &missed {
                             socket.send(approval_frame(approval)).await?;
                         }

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod browser;
 mod chat;
 mod durability;
 mod errors;

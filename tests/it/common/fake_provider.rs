@@ -97,6 +97,27 @@ impl Script {
         Script::Stream(steps)
     }
 
+    /// A script from JSON, for tests driven from outside Rust (the browser tests):
+    /// `{"text": [...], "delay_ms": N}`, `{"tool_call": {"id", "name", "args"}}` or
+    /// `{"status": N, "message": "..."}`.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        if let Some(parts) = value.get("text").and_then(Value::as_array) {
+            let parts: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
+            let delay = Duration::from_millis(value["delay_ms"].as_u64().unwrap_or(0));
+            return Some(Script::slow_text(&parts, delay));
+        }
+        if let Some(call) = value.get("tool_call") {
+            return Some(Script::tool_call(
+                call["id"].as_str()?,
+                call["name"].as_str()?,
+                call["args"].clone(),
+                2,
+            ));
+        }
+        let status = value.get("status")?.as_u64()? as u16;
+        Some(Script::status(status, value["message"].as_str().unwrap_or("error")))
+    }
+
     /// A plain error response.
     pub fn status(status: u16, message: &str) -> Self {
         Script::Status { status, retry_after: None, body: json!({"error": {"message": message}}) }
@@ -120,8 +141,10 @@ impl FakeProvider {
     /// Starts the fake on a free port.
     pub async fn start() -> Self {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let app =
-            Router::new().route("/v1/chat/completions", post(complete)).with_state(shared.clone());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .route("/control/scripts", post(control))
+            .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -160,6 +183,21 @@ async fn complete(State(shared): State<Arc<Mutex<Shared>>>, Json(body): Json<Val
         Script::text(&["echo: ", &last_user])
     });
     respond(script).await
+}
+
+/// Queues scripts given as JSON.
+async fn control(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    Json(body): Json<Vec<Value>>,
+) -> StatusCode {
+    let scripts: Option<Vec<Script>> = body.iter().map(Script::from_json).collect();
+    match scripts {
+        Some(scripts) => {
+            shared.lock().unwrap().scripts.extend(scripts);
+            StatusCode::OK
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
 }
 
 async fn respond(script: Script) -> Response {

@@ -1,0 +1,260 @@
+// Browser tests of the web chat in headless Chromium, driven by tests/it/browser.rs, which
+// starts the server and the fake provider and passes them in the environment:
+// PARLEY_BASE, PARLEY_TOKEN, PARLEY_PAIR_CODE, FAKE_CONTROL, ARTIFACTS, CHROMIUM.
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.PARLEY_BASE;
+const TOKEN = process.env.PARLEY_TOKEN;
+const ARTIFACTS = process.env.ARTIFACTS;
+const WAIT = 15000;
+
+/** Queues replies on the fake provider. */
+async function script(...scripts) {
+  const response = await fetch(`${process.env.FAKE_CONTROL}/control/scripts`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(scripts),
+  });
+  assert.equal(response.status, 200);
+}
+
+async function api(method, path, body) {
+  const response = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, body: response.status === 204 ? null : await response.json() };
+}
+
+const words = (n, word) => Array.from({ length: n }, (_, i) => `${word}${i} `);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+const problems = [];
+
+async function newPage() {
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  page.on("response", (response) => {
+    if (response.status() >= 400) problems.push(`HTTP ${response.status()} ${response.request().method()} ${response.url()}`);
+  });
+  return page;
+}
+
+async function send(page, text) {
+  await page.fill("#input", text);
+  await page.press("#input", "Enter");
+}
+
+const results = [];
+async function scenario(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    results.push({ name, ok: true });
+    console.log(`ok      ${name} (${Date.now() - started} ms)`);
+  } catch (err) {
+    results.push({ name, ok: false });
+    console.log(`FAILED  ${name}: ${err.stack || err}`);
+  }
+}
+
+let page = await newPage();
+
+await scenario("signs in with a pairing code, stays signed in across a reload, signs out", async () => {
+  await page.goto(BASE);
+  await page.waitForSelector("#signin:not([hidden])");
+  await page.fill("#signin-secret", "not-a-code");
+  await page.click("#signin-form button");
+  await page.waitForSelector("#signin-error:has-text('AUTH_ERROR')");
+  // That refusal was the point; the browser logs it like any failed request.
+  problems.length = 0;
+  await page.fill("#signin-secret", process.env.PARLEY_PAIR_CODE);
+  await page.click("#signin-form button");
+  await page.waitForSelector("#app:not([hidden])");
+  await page.reload();
+  await page.waitForSelector("#app:not([hidden])");
+  await page.click("#signout");
+  await page.waitForSelector("#signin:not([hidden])");
+  await page.fill("#signin-secret", TOKEN);
+  await page.click("#signin-form button");
+  await page.waitForSelector("#app:not([hidden])");
+});
+
+await scenario("a message streams in token by token and renders Markdown", async () => {
+  await page.click("#new-session");
+  await script({ text: ["# Title\n\n", "Some **bold** text\n\n", "| a | b |\n|---|---|\n| 1 | 2 |\n\n", ...words(20, "w")], delay_ms: 40 });
+  await send(page, "Hello there");
+  await page.waitForSelector(".msg.user:has-text('Hello there')");
+  // Part of the answer is on screen before the rest arrives.
+  await page.waitForSelector(".msg.assistant:has-text('w3')");
+  const partial = await page.textContent(".msg.assistant");
+  assert.ok(!partial.includes("w19"), "streamed, not all at once");
+  await page.waitForSelector(".msg.assistant:has-text('w19')");
+  await page.waitForSelector(".msg.assistant h3:has-text('Title')");
+  await page.waitForSelector(".msg.assistant strong:has-text('bold')");
+  await page.waitForSelector(".msg.assistant table td:has-text('2')");
+  await page.waitForSelector(".meta:has-text('tokens')");
+  // The URL names the session, so a reload opens the same one.
+  assert.match(new URL(page.url()).pathname, /^\/s\//);
+  await page.reload();
+  await page.waitForSelector(".msg.user:has-text('Hello there')");
+  await page.waitForSelector(".msg.assistant:has-text('w19')");
+});
+
+await scenario("tool calls show as cards with their output", async () => {
+  await page.click("#new-session");
+  await script({ tool_call: { id: "c1", name: "list_dir", args: { path: "." } } }, { text: ["Listed."] });
+  await send(page, "what is in the workspace?");
+  await page.waitForSelector("details.tool summary:has-text('list_dir')");
+  await page.waitForSelector("details.tool summary:has-text('ms')");
+  await page.waitForSelector("details.tool pre.args:has-text('\"path\"')");
+  await page.waitForSelector(".msg.assistant:has-text('Listed.')");
+});
+
+await scenario("stop cancels a long answer and keeps the partial text", async () => {
+  await page.click("#new-session");
+  await script({ text: words(400, "long"), delay_ms: 25 });
+  await send(page, "talk for a long time");
+  await page.waitForSelector(".msg.assistant:has-text('long5')");
+  await page.waitForSelector("#stop:not([hidden])");
+  await page.click("#stop");
+  await page.waitForSelector(".msg.assistant.interrupted");
+  await page.waitForSelector("#stop", { state: "hidden" });
+  const text = await page.textContent(".msg.assistant");
+  assert.ok(!text.includes("long399"), "stopped before the end");
+});
+
+await scenario("reloading mid-answer shows the answer continuing, once", async () => {
+  await page.click("#new-session");
+  await script({ text: words(60, "r"), delay_ms: 40 });
+  await send(page, "count slowly");
+  await page.waitForSelector(".msg.assistant:has-text('r5')");
+  await page.reload();
+  await page.waitForSelector(".msg.assistant:has-text('r59')");
+  const texts = await page.$$eval(".msg.assistant", (nodes) => nodes.map((n) => n.textContent));
+  assert.equal(texts.length, 1, `one answer, got ${JSON.stringify(texts)}`);
+  assert.equal(texts[0].trim(), words(60, "r").join("").trim());
+});
+
+await scenario("an approval raised before the page opened can be approved", async () => {
+  const id = `approve-${Date.now()}`;
+  await script({ tool_call: { id: "sh1", name: "shell", args: { command: "echo approved-output" } } }, { text: ["Ran it."] });
+  const posted = await api("POST", `/api/sessions/${id}/messages`, { content: "run echo" });
+  assert.equal(posted.status, 202);
+  for (let i = 0; i < 200; i++) {
+    const pending = await api("GET", "/api/approvals");
+    if (pending.body.items.length) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  await page.goto(`${BASE}/s/${id}`);
+  await page.waitForSelector(".approval:has-text('shell')");
+  await page.click(".approval button:has-text('Approve')");
+  await page.waitForSelector("details.tool pre.output:has-text('approved-output')");
+  await page.waitForSelector(".msg.assistant:has-text('Ran it.')");
+});
+
+await scenario("sessions can be renamed, filtered and deleted", async () => {
+  await page.click("#new-session");
+  await send(page, "name me");
+  await page.waitForSelector(".msg.assistant:has-text('echo: name me')");
+  const id = new URL(page.url()).pathname.slice(3);
+  // A new chat is named after its first message.
+  await page.waitForSelector(`#sessions li[data-session='${id}']:has-text('name me')`);
+  page.once("dialog", (dialog) => dialog.accept("Renamed chat"));
+  await page.click("#rename");
+  await page.waitForSelector("#title:has-text('Renamed chat')");
+  await page.waitForSelector(`#sessions li[data-session='${id}']:has-text('Renamed chat')`);
+  await page.reload();
+  await page.waitForSelector("#title:has-text('Renamed chat')");
+  await page.fill("#filter", "renamed");
+  assert.equal(await page.locator("#sessions li").count(), 1);
+  await page.fill("#filter", "");
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.click("#delete");
+  await page.waitForSelector(`#sessions li[data-session='${id}']`, { state: "detached" });
+  assert.equal((await api("GET", `/api/sessions/${id}`)).status, 404);
+});
+
+await scenario("hostile Markdown stays text", async () => {
+  await page.click("#new-session");
+  await script({ text: ["<script>window.__pwned = 1</script> <img src=x onerror=\"window.__pwned = 2\"> [click](javascript:window.__pwned=3) **safe**"] });
+  await send(page, "<img src=x onerror=\"window.__pwned = 4\">");
+  await page.waitForSelector(".msg.assistant strong:has-text('safe')");
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  assert.equal(await page.locator(".conversation img").count(), 0);
+  assert.equal(await page.locator(".conversation script").count(), 0);
+  assert.equal(await page.locator(".conversation a").count(), 0);
+  await page.waitForSelector(".msg.assistant:has-text('<script>')");
+});
+
+await scenario("a second page sees the first page's turn live", async () => {
+  await page.click("#new-session");
+  await send(page, "first words");
+  await page.waitForSelector(".msg.assistant:has-text('echo: first words')");
+  const url = page.url();
+  const second = await newPage();
+  await second.goto(url);
+  await second.waitForSelector(".msg.assistant:has-text('echo: first words')");
+  await script({ text: words(30, "live"), delay_ms: 30 });
+  await send(page, "both of you watch");
+  await second.waitForSelector(".msg.user:has-text('both of you watch')");
+  await second.waitForSelector(".msg.assistant:has-text('live29')");
+  await page.waitForSelector(".msg.assistant:has-text('live29')");
+  await second.close();
+});
+
+await scenario("keyboard, queueing and the phone layout", async () => {
+  await page.click("#new-session");
+  await script({ text: words(40, "q"), delay_ms: 30 });
+  await page.fill("#input", "line one");
+  await page.press("#input", "Shift+Enter");
+  await page.type("#input", "line two");
+  assert.equal(await page.inputValue("#input"), "line one\nline two");
+  await page.press("#input", "Enter");
+  await page.waitForSelector(".msg.assistant:has-text('q2')");
+  await send(page, "queued behind");
+  await page.waitForSelector(".msg.user.queued:has-text('queued behind')");
+  await page.keyboard.press("Escape");
+  await page.waitForSelector(".msg.assistant.interrupted");
+  await page.waitForSelector(".msg.assistant:has-text('echo: queued behind')");
+  await page.setViewportSize({ width: 390, height: 780 });
+  await page.waitForSelector("#open-sidebar");
+  await page.click("#open-sidebar");
+  await page.waitForSelector(".sidebar.open");
+  await page.click("#close-sidebar");
+  await page.setViewportSize({ width: 1200, height: 800 });
+});
+
+await scenario("main screen screenshot", async () => {
+  await page.click("#new-session");
+  await script({ tool_call: { id: "s1", name: "list_dir", args: {} } },
+    { text: ["Here is a summary:\n\n- one\n- two\n\n```sh\nls -la\n```\n"] });
+  await send(page, "Show me the workspace and summarise it");
+  await page.waitForSelector(".msg.assistant:has-text('summary')");
+  await page.waitForSelector(".meta:has-text('tokens')");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: `${ARTIFACTS}/main.png` });
+  await page.setViewportSize({ width: 390, height: 780 });
+  // Let the sidebar finish sliding out of view.
+  await page.waitForFunction(() => document.getElementById("sidebar").getBoundingClientRect().right <= 0);
+  await page.screenshot({ path: `${ARTIFACTS}/phone.png` });
+});
+
+await browser.close();
+const failed = results.filter((r) => !r.ok).length;
+for (const problem of problems) console.log(`PROBLEM ${problem}`);
+console.log(`${results.length - failed} passed, ${failed} failed`);
+process.exit(failed > 0 || problems.length > 0 ? 1 : 0);

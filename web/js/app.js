@@ -1,0 +1,336 @@
+// The web chat: sign-in, the sessions sidebar, the open conversation and the composer.
+
+import { api, explain, signIn, signOut, token } from "./api.js";
+import { Conversation } from "./conversation.js";
+import { Live } from "./live.js";
+
+const $ = (id) => document.getElementById(id);
+const PAGE = 50;
+
+const state = {
+  sessions: [],
+  page: 0,
+  more: true,
+  loading: false,
+  running: new Set(),
+  current: null,
+  conversation: null,
+  live: null,
+  feed: null,
+};
+
+// ---- sign-in -------------------------------------------------------------
+
+async function boot() {
+  if (!token()) return showSignIn();
+  try {
+    await api("GET", "/api/sessions?limit=1");
+  } catch (err) {
+    if (err.status === 401) return showSignIn();
+  }
+  showApp();
+}
+
+function showSignIn(message) {
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").textContent = message || "";
+  $("signin-secret").focus();
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await signIn($("signin-secret").value);
+    $("signin-secret").value = "";
+    showApp();
+  } catch (err) {
+    $("signin-error").textContent = explain(err.code, err.message);
+  }
+});
+
+$("signout").addEventListener("click", () => {
+  signOut();
+  closeLive();
+  if (state.feed) state.feed.close();
+  showSignIn();
+});
+
+async function showApp() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  state.sessions = [];
+  state.page = 0;
+  state.more = true;
+  await loadSessions();
+  watchFeed();
+  const match = /^\/s\/([A-Za-z0-9._-]{1,128})$/.exec(location.pathname);
+  const first = match ? match[1] : state.sessions[0]?.id;
+  openSession(first || crypto.randomUUID(), { replace: true, fresh: !first });
+}
+
+// ---- sessions sidebar ----------------------------------------------------
+
+async function loadSessions(reset) {
+  if (reset && state.loading) {
+    // A load is in flight with the old list: start over when it lands.
+    state.reloadAfter = true;
+    return;
+  }
+  if (reset) {
+    state.sessions = [];
+    state.page = 0;
+    state.more = true;
+  }
+  if (state.loading || !state.more) return;
+  state.loading = true;
+  try {
+    const page = await api("GET", `/api/sessions?page=${state.page + 1}&limit=${PAGE}`);
+    state.page += 1;
+    state.sessions.push(...page.items.filter((s) => !state.sessions.some((o) => o.id === s.id)));
+    state.more = state.page * PAGE < page.total;
+    for (const s of page.items) if (s.state === "running") state.running.add(s.id);
+  } catch (err) {
+    if (err.status === 401) showSignIn("Your token is no longer valid.");
+  } finally {
+    state.loading = false;
+  }
+  if (state.reloadAfter) {
+    state.reloadAfter = false;
+    return loadSessions(true);
+  }
+  renderSessions();
+}
+
+function renderSessions() {
+  const filter = $("filter").value.trim().toLowerCase();
+  const list = $("sessions");
+  list.replaceChildren();
+  for (const session of state.sessions) {
+    const label = session.name || session.id;
+    if (filter && !label.toLowerCase().includes(filter)) continue;
+    const item = document.createElement("li");
+    item.dataset.session = session.id;
+    if (session.id === state.current) item.classList.add("active");
+    if (state.running.has(session.id)) {
+      const dot = document.createElement("span");
+      dot.className = "live";
+      dot.title = "A turn is running";
+      item.append(dot);
+    }
+    item.append(document.createTextNode(label));
+    item.addEventListener("click", () => {
+      openSession(session.id);
+      $("sidebar").classList.remove("open");
+    });
+    list.append(item);
+  }
+}
+
+$("filter").addEventListener("input", renderSessions);
+$("sessions").addEventListener("scroll", () => {
+  const list = $("sessions");
+  if (list.scrollHeight - list.scrollTop - list.clientHeight < 80) loadSessions();
+});
+$("new-session").addEventListener("click", () => openSession(crypto.randomUUID(), { fresh: true }));
+$("open-sidebar").addEventListener("click", () => $("sidebar").classList.add("open"));
+$("close-sidebar").addEventListener("click", () => $("sidebar").classList.remove("open"));
+
+/** The lifecycle feed keeps the sidebar's list and live indicators current. */
+async function watchFeed() {
+  if (state.feed) state.feed.close();
+  let ticket;
+  try {
+    ticket = (await api("POST", "/api/chat/ticket")).ticket;
+  } catch {
+    setTimeout(watchFeed, 5000);
+    return;
+  }
+  const feed = new EventSource(`/api/events?ticket=${ticket}`);
+  state.feed = feed;
+  feed.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    if (event.type === "turn_started") state.running.add(event.session_id);
+    if (event.type === "turn_finished") state.running.delete(event.session_id);
+    if (event.type === "session_created" || event.type === "session_deleted") {
+      loadSessions(true);
+      return;
+    }
+    renderSessions();
+  };
+  // Tickets are single use: reconnect with a fresh one.
+  feed.onerror = () => {
+    feed.close();
+    if (state.feed === feed) setTimeout(watchFeed, 2000);
+  };
+}
+
+// ---- the open session ----------------------------------------------------
+
+function closeLive() {
+  if (state.live) state.live.close();
+  state.live = null;
+}
+
+function setConnection(text, reconnecting) {
+  const node = $("connection");
+  node.textContent = text;
+  node.classList.toggle("reconnecting", Boolean(reconnecting));
+}
+
+function setRunning(turnId) {
+  $("stop").hidden = !turnId;
+}
+
+async function openSession(id, { replace, fresh } = {}) {
+  closeLive();
+  state.current = id;
+  // A new chat gets its URL with its first message, so a reload never opens an empty one.
+  const url = fresh ? "/" : `/s/${id}`;
+  if (location.pathname !== url) history[replace ? "replaceState" : "pushState"]({}, "", url);
+  renderSessions();
+  const conversation = new Conversation($("conversation"), id, setRunning);
+  state.conversation = conversation;
+  setRunning(null);
+  let detail = null;
+  let calls = [];
+  try {
+    if (fresh) throw Object.assign(new Error("new"), { status: 404 });
+    [detail, calls] = await Promise.all([
+      api("GET", `/api/sessions/${id}?limit=500`),
+      api("GET", `/api/sessions/${id}/tool-calls`).then((r) => r.items),
+    ]);
+  } catch (err) {
+    if (err.status !== 404) setConnection(explain(err.code, err.message), true);
+  }
+  if (state.conversation !== conversation) return;
+  $("title").textContent = detail?.name || (detail ? id : "New chat");
+  if (!detail) {
+    conversation.renderHistory([], []);
+    setConnection("");
+    return;
+  }
+  // A running turn is replayed from its first event, so a reload mid-answer continues it.
+  let after = detail.last_seq;
+  let messages = detail.messages;
+  const running = detail.running_turn?.turn_id;
+  if (running) {
+    const first = messages.find((m) => m.turn_id === running);
+    if (first) {
+      after = first.seq - 1;
+      messages = messages.filter((m) => m.seq <= after);
+    }
+    conversation.setRunning(running);
+  }
+  conversation.renderHistory(messages, calls);
+  connect(id, after);
+}
+
+function connect(id, after) {
+  const conversation = state.conversation;
+  state.live = new Live(id, after, {
+    onEvent: (frame) => {
+      if (frame.type === "session_deleted") {
+        openSession(crypto.randomUUID(), { fresh: true });
+        return;
+      }
+      conversation.apply(frame);
+    },
+    onState: (status) => {
+      if (status === "live") setConnection("live");
+      if (status === "reconnecting") setConnection("reconnecting…", true);
+      if (status === "closed") showSignIn("Your token was revoked.");
+    },
+    onResync: () => openSession(id, { replace: true }),
+  });
+}
+
+window.addEventListener("popstate", () => {
+  const match = /^\/s\/([A-Za-z0-9._-]{1,128})$/.exec(location.pathname);
+  if (match) openSession(match[1], { replace: true });
+});
+
+$("rename").addEventListener("click", async () => {
+  const name = prompt("Rename this chat", $("title").textContent);
+  if (!name || !name.trim()) return;
+  try {
+    const session = await api("PATCH", `/api/sessions/${state.current}`, { name: name.trim() });
+    $("title").textContent = session.name;
+    const item = state.sessions.find((s) => s.id === state.current);
+    if (item) item.name = session.name;
+    renderSessions();
+  } catch (err) {
+    setConnection(explain(err.code, err.message), true);
+  }
+});
+
+$("delete").addEventListener("click", async () => {
+  if (!confirm("Delete this chat and everything in it?")) return;
+  const id = state.current;
+  try {
+    await api("DELETE", `/api/sessions/${id}`);
+  } catch (err) {
+    if (err.status !== 404) return setConnection(explain(err.code, err.message), true);
+  }
+  state.sessions = state.sessions.filter((s) => s.id !== id);
+  renderSessions();
+  const next = state.sessions[0]?.id;
+  openSession(next || crypto.randomUUID(), { replace: true, fresh: !next });
+});
+
+// ---- composer ------------------------------------------------------------
+
+async function send() {
+  const input = $("input");
+  const content = input.value;
+  if (!content.trim()) return;
+  const id = state.current;
+  try {
+    await api("POST", `/api/sessions/${id}/messages`, { content });
+  } catch (err) {
+    // The text stays in the box: nothing typed is lost.
+    setConnection(explain(err.code, err.message), true);
+    return;
+  }
+  input.value = "";
+  input.style.height = "";
+  if (!state.live && state.current === id) {
+    // The first message created the session: name it after the message, and start
+    // watching it from its beginning.
+    const name = content.trim().split("\n")[0].slice(0, 60);
+    $("title").textContent = name;
+    history.replaceState({}, "", `/s/${id}`);
+    connect(id, 0);
+    await api("PATCH", `/api/sessions/${id}`, { name }).catch(() => {});
+    loadSessions(true);
+  }
+}
+
+async function stop() {
+  try {
+    await api("POST", `/api/sessions/${state.current}/abort`);
+  } catch (err) {
+    setConnection(explain(err.code, err.message), true);
+  }
+}
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  send();
+});
+$("stop").addEventListener("click", stop);
+$("input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send();
+  }
+});
+$("input").addEventListener("input", (event) => {
+  event.target.style.height = "";
+  event.target.style.height = `${event.target.scrollHeight}px`;
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !$("stop").hidden) stop();
+});
+
+boot();
