@@ -8,6 +8,7 @@ mod event;
 mod log;
 mod session;
 mod turn;
+mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,14 +23,14 @@ use crate::agent::Agent;
 use crate::bus::Bus;
 use crate::conversation::{Role, Usage};
 use crate::limits::RateLimiter;
-use crate::store::{NewMessage, Session, Store, StoreError, TurnEnd, TurnStatus};
+use crate::store::{NewMessage, Session, Store, StoreError, TurnStatus};
 
 use approvals::Approvals;
 pub use approvals::{ApprovalInfo, Decision};
 pub use event::{Event, EventKind, ToolCallSummary};
 pub use log::{EventLog, Replay, Watch, WatchItem};
 pub use session::LiveSession;
-use session::{PendingTurn, RunningTurn};
+use session::PendingTurn;
 
 /// Why the runtime refused something.
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +298,7 @@ impl Runtime {
         if !queue.worker {
             queue.worker = true;
             let (inner, worker_session) = (self.inner.clone(), session.clone());
-            self.inner.tracker.spawn(drain(inner, worker_session));
+            self.inner.tracker.spawn(worker::drain(inner, worker_session));
         }
         drop(queue);
         if waiting > 0 {
@@ -537,73 +538,5 @@ impl Inner {
     /// Records a lifecycle event (no content) on the session owner's feed.
     fn lifecycle(&self, session: &LiveSession, turn_id: Option<&str>, kind: EventKind) {
         self.feed(&session.user).append(&session.id, turn_id, kind, None);
-    }
-}
-
-/// A session's worker: runs its queued turns one at a time until the queue is empty.
-async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
-    if let Err(err) = inner.store.set_session_state(session.pk, "running").await {
-        tracing::error!(%err, "marking a session running failed");
-    }
-    loop {
-        let next = {
-            let mut queue = session.queue();
-            match queue.pending.pop_front() {
-                Some(turn) => {
-                    queue.running = Some(RunningTurn {
-                        turn_id: turn.turn_id.clone(),
-                        cancel: turn.cancel.clone(),
-                        started_at: crate::clock::now_ms(),
-                    });
-                    Some(turn)
-                }
-                None => {
-                    queue.running = None;
-                    queue.worker = false;
-                    None
-                }
-            }
-        };
-        let Some(mut turn) = next else { break };
-        let outcome = if inner.stopping.is_cancelled() {
-            never_started(&inner, &session, &turn).await
-        } else {
-            turn::run(&inner, &session, &turn).await
-        };
-        session.queue().running = None;
-        if let Some(reply) = turn.reply.take() {
-            // The caller may have gone away; the turn's result is stored either way.
-            let _ = reply.send(outcome);
-        }
-    }
-    if let Err(err) = inner.store.set_session_state(session.pk, "idle").await {
-        tracing::error!(%err, "marking a session idle failed");
-    }
-}
-
-/// Ends a queued turn that shutdown kept from starting.
-async fn never_started(inner: &Inner, session: &LiveSession, turn: &PendingTurn) -> TurnOutcome {
-    let end = TurnEnd {
-        status: TurnStatus::Interrupted,
-        error_code: None,
-        error_message: Some("the server shut down before this turn started".into()),
-        model: None,
-        usage: Usage::default(),
-        duration_ms: 0,
-    };
-    if let Err(err) = inner.store.finish_turn(&turn.turn_id, &end).await {
-        tracing::error!(%err, "recording an interrupted turn failed");
-    }
-    session.emit(Some(&turn.turn_id), EventKind::Cancelled { partial: String::new() });
-    TurnOutcome {
-        turn_id: turn.turn_id.clone(),
-        session_id: session.id.clone(),
-        status: TurnStatus::Interrupted,
-        reply: String::new(),
-        tool_calls: Vec::new(),
-        usage: Usage::default(),
-        model: None,
-        duration_ms: 0,
-        error: None,
     }
 }

@@ -6,6 +6,7 @@
 
 mod sqlite;
 mod sqlite_auth;
+mod sqlite_maintenance;
 
 use std::path::Path;
 use std::sync::Arc;
