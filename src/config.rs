@@ -184,6 +184,8 @@ pub struct SessionsConfig {
     pub max_sessions: u64,
     /// Auto-prune drops sessions idle for longer (0 = never).
     pub ttl_hours: u64,
+    /// Seconds a session with no turn and no watcher stays in memory after its last event.
+    pub idle_evict_secs: f64,
 }
 
 impl Default for SessionsConfig {
@@ -194,6 +196,7 @@ impl Default for SessionsConfig {
             partial_flush_ms: 1000,
             max_sessions: 0,
             ttl_hours: 0,
+            idle_evict_secs: 600.0,
         }
     }
 }

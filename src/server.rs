@@ -109,6 +109,7 @@ pub async fn run(
     let stop = state.shutdown.clone();
     let background = [
         tokio::spawn(auto_prune(state.clone())),
+        tokio::spawn(evict_idle(state.clone())),
         tokio::spawn(state.auth.clone().watch_revocations(stop.clone())),
     ];
     let signal = stop.clone();
@@ -177,6 +178,21 @@ async fn auto_prune(state: AppState) {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned old sessions"),
             Err(err) => tracing::error!(%err, "pruning sessions failed"),
+        }
+    }
+}
+
+/// Drops idle, unwatched sessions from memory, so it stays bounded by what is in use.
+async fn evict_idle(state: AppState) {
+    let idle = Duration::try_from_secs_f64(state.config.sessions.idle_evict_secs)
+        .unwrap_or(Duration::from_secs(600));
+    let mut sweep =
+        tokio::time::interval((idle / 2).clamp(Duration::from_millis(20), Duration::from_secs(60)));
+    loop {
+        sweep.tick().await;
+        let evicted = state.runtime.evict_idle(idle).await;
+        if evicted > 0 {
+            tracing::debug!(evicted, "dropped idle sessions from memory");
         }
     }
 }

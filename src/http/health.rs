@@ -39,6 +39,7 @@ pub(super) async fn status(State(state): State<AppState>, _caller: Caller) -> Js
         "components": components(&state, store_ok),
         "provider": &*state.provider,
         "active_turns": state.runtime.active_turns().await,
+        "loaded_sessions": state.runtime.loaded_sessions().await,
         "connections": state.connections.count(),
     }))
 }

@@ -3,6 +3,7 @@
 //! duplicate. Sessions and the per-user lifecycle feeds each have one.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -28,6 +29,8 @@ pub enum Replay {
 /// A numbered, bounded, published log of events.
 pub struct EventLog {
     ring: Mutex<Ring>,
+    /// When the last event was appended (epoch ms), for evicting idle sessions.
+    last_active: AtomicI64,
     capacity: usize,
     topic: String,
     bus: Arc<dyn Bus>,
@@ -38,6 +41,7 @@ impl EventLog {
     pub fn new(topic: String, last_seq: u64, capacity: usize, bus: Arc<dyn Bus>) -> Self {
         Self {
             ring: Mutex::new(Ring { last_seq, reserved: last_seq, events: VecDeque::new() }),
+            last_active: AtomicI64::new(crate::clock::now_ms()),
             capacity: capacity.max(16),
             topic,
             bus,
@@ -59,6 +63,7 @@ impl EventLog {
         kind: EventKind,
         reserve: Option<u64>,
     ) -> (Arc<Event>, Option<u64>) {
+        self.last_active.store(crate::clock::now_ms(), Ordering::Relaxed);
         let mut ring = self.ring();
         ring.last_seq += 1;
         let seq = ring.last_seq;
@@ -76,6 +81,11 @@ impl EventLog {
         ring.events.push_back(event.clone());
         self.bus.publish(&self.topic, event.clone());
         (event, extend)
+    }
+
+    /// When the last event was appended (epoch ms).
+    pub fn last_active(&self) -> i64 {
+        self.last_active.load(Ordering::Relaxed)
     }
 
     /// The last `seq` handed out.

@@ -269,14 +269,20 @@ impl Runtime {
                 retry_after,
             });
         }
-        let (session, _) = self.open_session(user, session_id, None, true).await?;
-        {
+        let session = loop {
+            let (session, _) = self.open_session(user, session_id, None, true).await?;
             let mut queue = session.queue();
+            if queue.evicted {
+                // Evicted between the lookup and now: load it again.
+                continue;
+            }
             if queue.pending.len() + queue.admitting >= self.inner.queue_depth {
                 return Err(RuntimeError::QueueFull { limit: self.inner.queue_depth });
             }
             queue.admitting += 1;
-        }
+            drop(queue);
+            break session;
+        };
         let stored = self.store_user_message(&session, content).await;
         let mut queue = session.queue();
         queue.admitting -= 1;
@@ -467,8 +473,14 @@ impl Runtime {
         after: Option<u64>,
         create: bool,
     ) -> Result<(Arc<LiveSession>, Watch, Vec<ApprovalInfo>), RuntimeError> {
-        let (session, _) = self.open_session(user, id, None, create).await?;
-        let watch = session.watch(after);
+        let (session, watch) = loop {
+            let (session, _) = self.open_session(user, id, None, create).await?;
+            let watch = session.watch(after);
+            // A watcher made while the session was being evicted would watch a dead log.
+            if !session.evicted() {
+                break (session, watch);
+            }
+        };
         let start = watch.last_seq();
         let missed = self
             .inner
@@ -501,6 +513,22 @@ impl Runtime {
     /// The user's pending approvals.
     pub fn approvals(&self, user: &str) -> Vec<ApprovalInfo> {
         self.inner.approvals.list(user, None)
+    }
+
+    /// Sessions held in memory now.
+    pub async fn loaded_sessions(&self) -> usize {
+        self.inner.sessions.lock().await.len()
+    }
+
+    /// Drops from memory the sessions nothing needs (no turn, no watcher, idle for
+    /// `idle`); they reload from the store on next use, their `seq` still going up.
+    pub async fn evict_idle(&self, idle: Duration) -> usize {
+        let now = crate::clock::now_ms();
+        let idle_ms = idle.as_millis() as i64;
+        let mut sessions = self.inner.sessions.lock().await;
+        let before = sessions.len();
+        sessions.retain(|_, session| !session.try_evict(now, idle_ms));
+        before - sessions.len()
     }
 
     /// Stops accepting turns, lets running ones finish for `grace`, then cancels the rest

@@ -43,6 +43,8 @@ pub(crate) struct Queue {
     pub worker: bool,
     /// Submissions past the depth check still being stored.
     pub admitting: usize,
+    /// Dropped from the runtime's map: whoever still holds it must load the session anew.
+    pub evicted: bool,
 }
 
 /// A session in memory.
@@ -97,6 +99,26 @@ impl LiveSession {
     /// The last `seq` handed out.
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()
+    }
+
+    /// Marks the session evicted if nothing needs it in memory: no turn, no watcher, and no
+    /// event for `idle_ms`. (Its "always" approvals are forgotten with it, the safe
+    /// direction.) Checked and marked under the queue lock, so a submission either sees
+    /// the mark or keeps the session.
+    pub(crate) fn try_evict(&self, now: i64, idle_ms: i64) -> bool {
+        let mut queue = self.queue();
+        // Every watcher holds a reference to the log.
+        let watchers = Arc::strong_count(&self.log) - 1;
+        let busy = queue.pending.len() + queue.admitting + usize::from(queue.running.is_some());
+        if busy == 0 && watchers == 0 && now - self.log.last_active() >= idle_ms {
+            queue.evicted = true;
+        }
+        queue.evicted
+    }
+
+    /// Whether the runtime dropped this session from memory.
+    pub(crate) fn evicted(&self) -> bool {
+        self.queue().evicted
     }
 
     /// Watches the session's events after `after` (`None`: from now on).

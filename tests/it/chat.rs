@@ -126,3 +126,47 @@ async fn status_and_health_report_components() {
     assert_eq!(body["active_turns"], 0);
     assert!(body["uptime_secs"].is_u64());
 }
+
+#[tokio::test]
+async fn idle_unwatched_sessions_leave_memory_and_come_back_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let mut config = crate::common::test_config(dir.path(), Some(&provider));
+    config.sessions.idle_evict_secs = 0.05;
+    let server = TestServer::start(config).await;
+    let (status, _) = server.chat("ev", "before").await;
+    assert_eq!(status, 200);
+    let (_, before) = server.get("/api/sessions/ev").await;
+    let loaded =
+        || async { server.get("/api/status").await.1["loaded_sessions"].as_u64().unwrap() };
+
+    // A watcher keeps it loaded.
+    let mut watcher =
+        crate::common::live::WsClient::connect(&server, "/ws/chat?session_id=ev").await;
+    watcher.next().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(loaded().await, 1);
+    drop(watcher);
+    for _ in 0..500 {
+        if loaded().await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(loaded().await, 0, "evicted once idle and unwatched");
+
+    let (status, body) = server.chat("ev", "after").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, after) = server.get("/api/sessions/ev").await;
+    assert_eq!(
+        transcript(&after),
+        vec![
+            ("user".into(), "before".into()),
+            ("assistant".into(), "echo: before".into()),
+            ("user".into(), "after".into()),
+            ("assistant".into(), "echo: after".into()),
+        ]
+    );
+    let last_before = before["messages"][1]["seq"].as_u64().unwrap();
+    assert!(after["messages"][2]["seq"].as_u64().unwrap() > last_before, "seq keeps going up");
+}
