@@ -1,0 +1,232 @@
+//! `parley-bench`: measures Parley over loopback against a built-in fake provider and, side
+//! by side, a minimal WebSocket relay (the physical limit), and writes the results as a
+//! Markdown table.
+//!
+//! `cargo run --release --bin parley-bench -- --out docs/BENCHMARKS.md`
+
+mod history;
+mod measure;
+mod process;
+mod upstream;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use measure::{Target, median, percentile};
+
+#[derive(Parser)]
+#[command(name = "parley-bench", about = "Measure Parley against the physical limit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Where to write the Markdown report (stdout too).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Repetitions of each measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Chunks per streamed answer.
+    #[arg(long, default_value_t = 500)]
+    chunks: usize,
+    /// Concurrent sessions to stream (comma-separated).
+    #[arg(long, default_value = "1,100,1000", value_delimiter = ',')]
+    sessions: Vec<usize>,
+    /// Idle connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Append-latency marks.
+    #[arg(long, default_value = "1,1000,10000,100000", value_delimiter = ',')]
+    marks: Vec<u64>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the baseline relay (used by the benchmark itself).
+    Relay {
+        #[arg(long)]
+        provider: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(Command::Relay { provider }) = cli.command {
+        runtime.block_on(upstream::relay(provider));
+        return;
+    }
+    let report = runtime.block_on(run(&cli));
+    print!("{report}");
+    if let Some(out) = &cli.out {
+        // The hand-written analysis below the tables survives a re-run.
+        let previous = std::fs::read_to_string(out).unwrap_or_default();
+        let analysis = previous.find("\n## Analysis").map_or("", |at| &previous[at..]);
+        std::fs::write(out, format!("{report}{analysis}")).expect("write the report");
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn run(cli: &Cli) -> String {
+    let dir = tempfile_dir();
+    let provider = format!("http://{}/v1", upstream::fake_provider(cli.chunks).await);
+    let token = process::prepare(&dir.join("data"));
+    let parley = process::parley(&dir.join("data"), &provider);
+    let relay = process::relay(&provider);
+    let idle_rss = parley.rss();
+    let mut out = header(cli);
+
+    writeln!(out, "## Streaming relay ({} chunks per answer)\n", cli.chunks).ok();
+    writeln!(out, "| sessions | server | chunks/s | ratio to relay | p50 latency | p99 latency | CPU per chunk | CPU ratio |").ok();
+    writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|").ok();
+    for (n, &sessions) in cli.sessions.iter().enumerate() {
+        let mut figures = Vec::new();
+        for target in [Target::Relay, Target::Parley] {
+            let (mut rate, mut p50, mut p99, mut cpu) = (vec![], vec![], vec![], vec![]);
+            for run in 0..cli.runs {
+                let server = if target == Target::Relay { &relay } else { &parley };
+                let mut result =
+                    measure::stream(server, target, sessions, n * 100 + run, &token).await;
+                result.latencies.sort_unstable();
+                rate.push(result.chunks as f64 / result.elapsed.as_secs_f64());
+                p50.push(percentile(&result.latencies, 0.5) as f64 / 1e3);
+                p99.push(percentile(&result.latencies, 0.99) as f64 / 1e3);
+                cpu.push(us(result.cpu) / result.chunks.max(1) as f64);
+            }
+            figures.push((median(rate), median(p50), median(p99), median(cpu)));
+        }
+        let (relay_fig, parley_fig) = (figures[0], figures[1]);
+        writeln!(
+            out,
+            "| {sessions} | relay | {:.0} | 1.00 | {:.0} µs | {:.0} µs | {:.2} µs | 1.00 |",
+            relay_fig.0, relay_fig.1, relay_fig.2, relay_fig.3
+        )
+        .ok();
+        writeln!(
+            out,
+            "| {sessions} | parley | {:.0} | {:.2} | {:.0} µs (+{:.0}) | {:.0} µs (+{:.0}) | {:.2} µs | {:.2} |",
+            parley_fig.0,
+            parley_fig.0 / relay_fig.0,
+            parley_fig.1,
+            parley_fig.1 - relay_fig.1,
+            parley_fig.2,
+            parley_fig.2 - relay_fig.2,
+            parley_fig.3,
+            parley_fig.3 / relay_fig.3.max(0.001),
+        )
+        .ok();
+    }
+
+    writeln!(out, "\n## Fan-out (one session, every watcher gets every chunk)\n").ok();
+    writeln!(out, "| watchers | delivered chunks/s |\n|---:|---:|").ok();
+    for watchers in [1, 10, 100] {
+        let mut rates = Vec::new();
+        for run in 0..cli.runs {
+            let (delivered, elapsed) = measure::fan_out(&parley, watchers, run, &token).await;
+            rates.push(delivered as f64 / elapsed.as_secs_f64());
+        }
+        writeln!(out, "| {watchers} | {:.0} |", median(rates)).ok();
+    }
+
+    let (per_connection, accept) =
+        measure::idle_connections(&parley, cli.connections, &token).await;
+    writeln!(out, "\n## Connections\n").ok();
+    writeln!(out, "| figure | value | target |\n|---|---:|---|").ok();
+    writeln!(
+        out,
+        "| memory per idle authenticated WebSocket ({} open) | {:.1} KiB | < 20 KiB |",
+        cli.connections,
+        per_connection as f64 / 1024.0
+    )
+    .ok();
+    writeln!(
+        out,
+        "| time to accept one (100 connecting at a time) | {:.2} ms | milliseconds |",
+        accept.as_secs_f64() * 1e3
+    )
+    .ok();
+
+    let history = history::measure(&dir, &cli.marks).await;
+    writeln!(out, "\n## History (SQLite, in process)\n").ok();
+    writeln!(out, "| figure | value |\n|---|---:|").ok();
+    for (mark, latency) in &history.appends {
+        writeln!(out, "| append at message {mark} | {:.0} µs |", us(*latency)).ok();
+    }
+    if let (Some(first), Some(last)) = (history.appends.first(), history.appends.last()) {
+        writeln!(
+            out,
+            "| last / first (target ≤ 2) | {:.2} |",
+            last.1.as_secs_f64() / first.1.as_secs_f64()
+        )
+        .ok();
+    }
+    writeln!(
+        out,
+        "| newest page of 100 at 10 000 messages | {:.2} ms |",
+        history.open_page.as_secs_f64() * 1e3
+    )
+    .ok();
+    writeln!(
+        out,
+        "| page 1 of 10 000 sessions | {:.2} ms |",
+        history.list_page.as_secs_f64() * 1e3
+    )
+    .ok();
+
+    let size = std::fs::metadata(process::parley_exe()).map(|m| m.len()).unwrap_or(0);
+    writeln!(out, "\n## Process\n").ok();
+    writeln!(out, "| figure | value | target |\n|---|---:|---|").ok();
+    writeln!(out, "| binary size | {:.1} MiB | |", size as f64 / 1048576.0).ok();
+    writeln!(out, "| start-up to listening | {:.0} ms | |", parley.startup.as_secs_f64() * 1e3)
+        .ok();
+    writeln!(out, "| idle resident memory | {:.1} MiB | < 20 MB |", idle_rss as f64 / 1048576.0)
+        .ok();
+    drop(parley);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("parley-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn header(cli: &Cli) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let date = parley::clock::rfc3339(parley::clock::now_ms());
+    format!(
+        "# Benchmarks\n\nMachine: {cpu}, {cores} cores, {:.0} GiB. Date: {}. Command: \
+         `cargo run --release --bin parley-bench -- --out docs/BENCHMARKS.md` \
+         (medians of {} runs; every ratio is measured in the same run). The relay is the \
+         physical limit: accept a WebSocket, stream one upstream completion, forward each \
+         delta, nothing else. Latency is provider chunk sent → client received, on one \
+         machine, with the provider streaming as fast as the path takes it.\n\n",
+        mem as f64 / 1048576.0,
+        &date[..10],
+        cli.runs
+    )
+}

@@ -1,0 +1,180 @@
+//! The measurements: streaming relay, fan-out, idle connections, history.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Barrier, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::process::Server;
+use super::upstream::now_ns;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Which server a client talks to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Relay,
+    Parley,
+}
+
+/// Connects a WebSocket; for Parley, authenticated and past `session_start`.
+async fn connect(addr: &str, target: Target, session: &str, token: &str) -> Socket {
+    let url = match target {
+        Target::Relay => format!("ws://{addr}/ws"),
+        Target::Parley => format!("ws://{addr}/ws/chat?session_id={session}"),
+    };
+    let mut request = url.into_client_request().expect("request");
+    if target == Target::Parley {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    }
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, None, true).await.expect("connect");
+    if target == Target::Parley {
+        // session_start
+        socket.next().await.expect("frame").expect("frame");
+    }
+    socket
+}
+
+/// Reads frames until `done`, returning the latency of each chunk (ns).
+async fn read_answer(socket: &mut Socket) -> Vec<u64> {
+    let mut latencies = Vec::new();
+    while let Some(Ok(message)) = socket.next().await {
+        let Message::Text(text) = message else { continue };
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        match frame["type"].as_str() {
+            Some("chunk") => {
+                let stamp: u128 =
+                    frame["content"].as_str().unwrap_or("").trim().parse().unwrap_or(0);
+                latencies.push(now_ns().saturating_sub(stamp) as u64);
+            }
+            Some("done") | Some("error") => break,
+            _ => {}
+        }
+    }
+    latencies
+}
+
+/// One streaming run's figures.
+pub struct StreamRun {
+    pub chunks: usize,
+    pub elapsed: Duration,
+    pub latencies: Vec<u64>,
+    pub cpu: Duration,
+}
+
+/// `sessions` clients each stream one answer at the same time.
+pub async fn stream(
+    server: &Server,
+    target: Target,
+    sessions: usize,
+    run: usize,
+    token: &str,
+) -> StreamRun {
+    let barrier = Arc::new(Barrier::new(sessions + 1));
+    let gate = Arc::new(Semaphore::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let (addr, token, barrier, gate) =
+            (server.addr.clone(), token.to_owned(), barrier.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.expect("gate");
+            let mut socket = connect(&addr, target, &format!("s{run}-{i}"), &token).await;
+            drop(permit);
+            barrier.wait().await;
+            let start = match target {
+                Target::Relay => "go".to_owned(),
+                Target::Parley => {
+                    serde_json::json!({"type": "message", "content": "go"}).to_string()
+                }
+            };
+            socket.send(Message::Text(start.into())).await.expect("send");
+            read_answer(&mut socket).await
+        }));
+    }
+    barrier.wait().await;
+    let cpu = server.cpu();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client"));
+    }
+    StreamRun {
+        chunks: latencies.len(),
+        elapsed: started.elapsed(),
+        cpu: server.cpu() - cpu,
+        latencies,
+    }
+}
+
+/// One session, `watchers` listen-only clients plus the sender: chunks delivered per second.
+pub async fn fan_out(
+    server: &Server,
+    watchers: usize,
+    run: usize,
+    token: &str,
+) -> (usize, Duration) {
+    let session = format!("fan{run}-{watchers}");
+    let mut sockets = Vec::new();
+    for _ in 0..watchers {
+        sockets.push(connect(&server.addr, Target::Parley, &session, token).await);
+    }
+    let mut sender = connect(&server.addr, Target::Parley, &session, token).await;
+    let started = Instant::now();
+    let message = serde_json::json!({"type": "message", "content": "go"}).to_string();
+    sender.send(Message::Text(message.into())).await.expect("send");
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut s| tokio::spawn(async move { read_answer(&mut s).await.len() }))
+        .collect();
+    let mut delivered = 0;
+    for reader in readers {
+        delivered += reader.await.expect("reader");
+    }
+    (delivered, started.elapsed())
+}
+
+/// Opens `count` idle authenticated connections; returns (bytes per connection, time per
+/// accepted connection).
+pub async fn idle_connections(server: &Server, count: usize, token: &str) -> (u64, Duration) {
+    let before = server.rss();
+    let gate = Arc::new(Semaphore::new(100));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let (addr, token, gate) = (server.addr.clone(), token.to_owned(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("gate");
+            connect(&addr, Target::Parley, &format!("idle{}", i % 100), &token).await
+        }));
+    }
+    let mut sockets = Vec::with_capacity(count);
+    for task in tasks {
+        sockets.push(task.await.expect("connect"));
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.rss();
+    drop(sockets);
+    (after.saturating_sub(before) / count as u64, elapsed / count as u32)
+}
+
+/// Percentile of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Median of values.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}

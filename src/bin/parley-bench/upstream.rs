@@ -1,0 +1,104 @@
+//! The benchmark's fake provider (streams `chunks` deltas as fast as the client reads,
+//! each stamped with its send time) and the baseline relay (the physical limit: accept a
+//! WebSocket, stream one upstream completion, forward each delta, nothing else).
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::{any, post};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parley::providers::SseParser;
+
+/// Nanoseconds since the epoch: the stamp carried by every chunk.
+pub fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// Serves the fake provider on a free port.
+pub async fn fake_provider(chunks: usize) -> SocketAddr {
+    let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(chunks);
+    serve(app).await
+}
+
+async fn complete(State(chunks): State<usize>) -> Response {
+    let stream = futures_util::stream::iter(0..=chunks + 1).map(move |i| {
+        let line = if i < chunks {
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{} \"}}}}]}}\n\n", now_ns())
+        } else if i == chunks {
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".to_owned()
+        } else {
+            "data: [DONE]\n\n".to_owned()
+        };
+        Ok::<_, std::io::Error>(Bytes::from(line))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default()
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Nagle off, as Parley's own listener has it: otherwise the baseline pays ~40 ms per
+    // small write to delayed acknowledgements.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Runs the baseline relay against `provider` until killed; prints its address.
+pub async fn relay(provider: String) {
+    let client = reqwest::Client::new();
+    let app = Router::new().route("/ws", any(upgrade)).with_state((client, provider));
+    let addr = serve(app).await;
+    println!("relay listening on {addr}");
+    std::future::pending::<()>().await;
+}
+
+async fn upgrade(State(state): State<(reqwest::Client, String)>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| relay_socket(socket, state.0, state.1))
+}
+
+async fn relay_socket(mut socket: WebSocket, client: reqwest::Client, provider: String) {
+    while let Some(Ok(message)) = socket.recv().await {
+        if !matches!(message, Message::Text(_)) {
+            continue;
+        }
+        let body =
+            serde_json::json!({"messages": [{"role": "user", "content": "go"}], "stream": true});
+        let Ok(response) =
+            client.post(format!("{provider}/chat/completions")).json(&body).send().await
+        else {
+            return;
+        };
+        let mut stream = response.bytes_stream();
+        let mut parser = SseParser::default();
+        while let Some(Ok(bytes)) = stream.next().await {
+            for data in parser.feed(&bytes) {
+                if data == "[DONE]" {
+                    continue;
+                }
+                let value: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                if let Some(content) = value["choices"][0]["delta"]["content"].as_str() {
+                    let frame =
+                        serde_json::json!({"type": "chunk", "content": content}).to_string();
+                    if socket.send(Message::Text(frame.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if socket.send(Message::Text("{\"type\":\"done\"}".into())).await.is_err() {
+            return;
+        }
+    }
+}
