@@ -71,9 +71,9 @@ async fn abort_mid_stream_stores_the_partial_answer_marked_interrupted() {
 }
 
 /// A `parley serve` process, killed if the test ends early.
-struct Process {
-    child: Child,
-    base: String,
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Process {
@@ -83,7 +83,7 @@ impl Drop for Process {
     }
 }
 
-fn spawn_parley(dir: &Path, provider: &FakeProvider, grace_secs: u64) -> Process {
+pub(crate) fn spawn_parley(dir: &Path, provider: &FakeProvider, grace_secs: u64) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
         .arg("serve")
         .current_dir(dir)

@@ -10,6 +10,7 @@ mod live_control;
 mod live_protocols;
 mod provider_failures;
 mod queue;
+mod reliability;
 mod security;
 mod tools;
 mod ws_chat;

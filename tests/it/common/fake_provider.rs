@@ -128,6 +128,8 @@ impl Script {
 struct Shared {
     scripts: VecDeque<Script>,
     requests: Vec<Value>,
+    /// Pause before each part of the default echo answer.
+    echo_pause: Duration,
 }
 
 /// A running fake provider.
@@ -161,6 +163,11 @@ impl FakeProvider {
         self.shared.lock().unwrap().scripts.extend(scripts);
     }
 
+    /// Makes the default echo answer stream slowly, in `parts` pieces `pause` apart.
+    pub fn slow_echo(&self, pause: Duration) {
+        self.shared.lock().unwrap().echo_pause = pause;
+    }
+
     /// The request bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.lock().unwrap().requests.clone()
@@ -168,10 +175,10 @@ impl FakeProvider {
 }
 
 async fn complete(State(shared): State<Arc<Mutex<Shared>>>, Json(body): Json<Value>) -> Response {
-    let script = {
+    let (script, pause) = {
         let mut shared = shared.lock().unwrap();
         shared.requests.push(body.clone());
-        shared.scripts.pop_front()
+        (shared.scripts.pop_front(), shared.echo_pause)
     };
     let script = script.unwrap_or_else(|| {
         let last_user = body["messages"]
@@ -180,7 +187,11 @@ async fn complete(State(shared): State<Arc<Mutex<Shared>>>, Json(body): Json<Val
             .and_then(|m| m["content"].as_str())
             .unwrap_or("")
             .to_owned();
-        Script::text(&["echo: ", &last_user])
+        if pause.is_zero() {
+            Script::text(&["echo: ", &last_user])
+        } else {
+            Script::slow_text(&["echo", ": ", "..", ".", " ", &last_user], pause)
+        }
     });
     respond(script).await
 }
