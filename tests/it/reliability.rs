@@ -3,6 +3,7 @@
 //! with an answer or a typed error. `PARLEY_RELIABILITY_ROUNDS` makes it longer.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -183,5 +184,138 @@ async fn provider_faults_under_load_end_every_turn_with_an_answer_or_a_typed_err
     for s in 0..8 {
         let (status, _) = server.chat(&format!("load{s}"), "after the storm").await;
         assert_eq!(status, 200);
+    }
+}
+
+/// One `/ws/chat` client sending `messages` in turn, dropping its socket at random points
+/// and resuming with the last seq it saw; returns the seqs it received, in order.
+async fn churning_client(
+    server: Arc<TestServer>,
+    session: String,
+    messages: usize,
+    seed: u64,
+) -> Vec<u64> {
+    use crate::common::live::WsClient;
+    let server = server.as_ref();
+    let mut random = Random(seed);
+    let mut seen: Vec<u64> = Vec::new();
+    let mut ws = WsClient::connect(server, &format!("/ws/chat?session_id={session}")).await;
+    ws.next().await; // session_start
+    for m in 0..messages {
+        ws.send(json!({"type": "message", "content": format!("{session} m{m}")})).await;
+        let mut drop_after = if random.next(2) == 0 { Some(random.next(8)) } else { None };
+        let mut read = 0;
+        loop {
+            if drop_after == Some(read) {
+                drop_after = None;
+                let last = seen.last().copied().unwrap_or(0);
+                ws = WsClient::connect(
+                    server,
+                    &format!("/ws/chat?session_id={session}&last_seq={last}"),
+                )
+                .await;
+                ws.next().await; // session_start
+            }
+            let frame = ws.next().await;
+            read += 1;
+            let Some(seq) = frame["seq"].as_u64() else { continue };
+            seen.push(seq);
+            if frame["type"] == "done" {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_random_disconnects_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    provider.slow_echo(Duration::from_millis(3));
+    let server = Arc::new(TestServer::with_provider(dir.path(), &provider).await);
+    let clients = 4;
+    let messages = rounds(5) as usize;
+    let seed = parley::clock::now_ms() as u64 | 1;
+    println!("seed {seed}");
+    // An SSE watcher on the first session must see each of its events once.
+    let (_, created) =
+        server.post("/api/chat", json!({"content": "open", "session_id": "churn0"})).await;
+    assert!(created["reply"].is_string());
+    let (_, detail) = server.get("/api/sessions/churn0").await;
+    let start = detail["last_seq"].as_u64().unwrap();
+    let mut sse = crate::common::live::SseClient::connect(
+        &server,
+        &format!("/api/sessions/churn0/events?after={start}"),
+        None,
+    )
+    .await;
+
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        tasks.push(tokio::spawn(churning_client(
+            server.clone(),
+            format!("churn{c}"),
+            messages,
+            seed + c as u64,
+        )));
+    }
+    // REST clients at the same time.
+    let mut rest = Vec::new();
+    for c in 0..2 {
+        let (client, url) = (server.client.clone(), server.url("/api/chat"));
+        rest.push(tokio::spawn(async move {
+            for m in 0..messages {
+                let body =
+                    json!({"content": format!("rest{c} m{m}"), "session_id": format!("rest{c}")});
+                let response = client.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }));
+    }
+    let mut streams = Vec::new();
+    for task in tasks {
+        streams.push(task.await.unwrap());
+    }
+    for task in rest {
+        task.await.unwrap();
+    }
+    for (c, seqs) in streams.iter().enumerate() {
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "client {c}: a gap or a repeat in {seqs:?}");
+        }
+    }
+    // The SSE watcher saw session churn0's events, each once, in order.
+    let mut sse_seqs = Vec::new();
+    let mut dones = 0;
+    while dones < messages {
+        let (id, event) = sse.next().await;
+        sse_seqs.push(id.unwrap());
+        if event["type"] == "done" {
+            dones += 1;
+        }
+    }
+    assert_eq!(
+        &sse_seqs[..],
+        &streams[0][..],
+        "the SSE watcher and the churning client saw the same events"
+    );
+    // Stored: exactly one user message and one answer per message sent.
+    for c in 0..clients {
+        let (_, detail) = server.get(&format!("/api/sessions/churn{c}?limit=500")).await;
+        let offset = if c == 0 { 2 } else { 0 };
+        let messages_stored = detail["messages"].as_array().unwrap();
+        assert_eq!(messages_stored.len(), offset + 2 * messages, "churn{c}");
+        for m in 0..messages {
+            assert_eq!(messages_stored[offset + 2 * m]["content"], format!("churn{c} m{m}"));
+            assert_eq!(
+                messages_stored[offset + 2 * m + 1]["content"],
+                format!("echo: ... churn{c} m{m}")
+            );
+        }
+    }
+    for c in 0..2 {
+        let (_, detail) = server.get(&format!("/api/sessions/rest{c}?limit=500")).await;
+        assert_eq!(detail["message_count"], 2 * messages);
     }
 }
