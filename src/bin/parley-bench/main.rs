@@ -152,6 +152,18 @@ async fn run(cli: &Cli) -> String {
     )
     .ok();
 
+    let (round_trip, in_server) = measure::agent_round_trip(&parley, &token, 50).await;
+    writeln!(out, "\n## Agent round trip (two tool calls, zero-latency provider)\n").ok();
+    writeln!(out, "| figure | value |\n|---|---:|").ok();
+    writeln!(
+        out,
+        "| turn, as the client sees it (median of 50) | {:.2} ms |",
+        round_trip.as_secs_f64() * 1e3
+    )
+    .ok();
+    writeln!(out, "| turn, as the server reports it | {:.2} ms |", in_server.as_secs_f64() * 1e3)
+        .ok();
+
     let history = history::measure(&dir, &cli.marks).await;
     writeln!(out, "\n## History (SQLite, in process)\n").ok();
     writeln!(out, "| figure | value |\n|---|---:|").ok();

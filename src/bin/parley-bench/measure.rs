@@ -178,3 +178,29 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
+
+/// Median client-side duration of a turn with two tool calls against the zero-latency
+/// provider: what the gateway itself costs per turn (two extra model calls, two tools,
+/// every message and result stored).
+pub async fn agent_round_trip(server: &Server, token: &str, turns: usize) -> (Duration, Duration) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/chat", server.addr);
+    let mut client_side = Vec::new();
+    let mut server_side = Vec::new();
+    for i in 0..turns {
+        let started = Instant::now();
+        let response = client
+            .post(&url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({"content": "tools", "session_id": format!("rt{}", i % 10)}))
+            .send()
+            .await
+            .expect("chat");
+        let body: serde_json::Value = response.json().await.expect("json");
+        client_side.push(started.elapsed().as_secs_f64());
+        assert_eq!(body["tool_calls"].as_array().map(Vec::len), Some(2), "{body}");
+        server_side.push(body["duration_ms"].as_f64().unwrap_or(0.0) / 1e3);
+    }
+    let secs = |v: Vec<f64>| Duration::from_secs_f64(median(v));
+    (secs(client_side), secs(server_side))
+}

@@ -26,7 +26,41 @@ pub async fn fake_provider(chunks: usize) -> SocketAddr {
     serve(app).await
 }
 
-async fn complete(State(chunks): State<usize>) -> Response {
+/// For the agent round trip: a request whose user message is `tools` gets a `list_dir`
+/// call until two tool results are in the history, then a one-word answer.
+fn tool_step(body: &serde_json::Value) -> Option<String> {
+    let messages = body["messages"].as_array()?;
+    let asks = messages.iter().rev().find(|m| m["role"] == "user")?["content"] == "tools";
+    if !asks {
+        return None;
+    }
+    // Tool results of this turn: after the last user message.
+    let results = messages
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] != "user")
+        .filter(|m| m["role"] == "tool")
+        .count();
+    let delta = if results < 2 {
+        format!(
+            "{{\"tool_calls\":[{{\"index\":0,\"id\":\"call{results}\",\"function\":{{\"name\":\"list_dir\",\"arguments\":\"{{}}\"}}}}]}}"
+        )
+    } else {
+        "{\"content\":\"done\"}".to_owned()
+    };
+    let reason = if results < 2 { "tool_calls" } else { "stop" };
+    Some(format!(
+        "data: {{\"choices\":[{{\"delta\":{delta}}}]}}\n\ndata: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"{reason}\"}}]}}\n\ndata: [DONE]\n\n"
+    ))
+}
+
+async fn complete(State(chunks): State<usize>, body: axum::Json<serde_json::Value>) -> Response {
+    if let Some(reply) = tool_step(&body) {
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(reply))
+            .unwrap_or_default();
+    }
     let stream = futures_util::stream::iter(0..=chunks + 1).map(move |i| {
         let line = if i < chunks {
             format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{} \"}}}}]}}\n\n", now_ns())
