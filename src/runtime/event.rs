@@ -117,19 +117,24 @@ pub struct Event {
     pub json: Bytes,
 }
 
+/// The wire shape of an event: its kind's fields plus where it belongs.
+#[derive(Serialize)]
+struct Frame<'a> {
+    #[serde(flatten)]
+    kind: &'a EventKind,
+    seq: u64,
+    session_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    turn_id: Option<&'a str>,
+}
+
 impl Event {
     /// Builds the event and its JSON frame.
     pub fn new(seq: u64, session_id: &str, turn_id: Option<&str>, kind: EventKind) -> Self {
-        // Serializing these plain types to a JSON value cannot fail.
-        let mut value = serde_json::to_value(&kind).unwrap_or_default();
-        if let Some(map) = value.as_object_mut() {
-            map.insert("seq".into(), seq.into());
-            map.insert("session_id".into(), session_id.into());
-            if let Some(turn_id) = turn_id {
-                map.insert("turn_id".into(), turn_id.into());
-            }
-        }
-        let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        let frame = Frame { kind: &kind, seq, session_id, turn_id };
+        // Serializing these plain types cannot fail. Written straight to bytes: this runs
+        // once per streamed chunk.
+        let json = Bytes::from(serde_json::to_vec(&frame).unwrap_or_default());
         Self {
             seq,
             session_id: session_id.to_owned(),
@@ -137,5 +142,23 @@ impl Event {
             kind,
             json,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_the_kind_and_where_it_belongs() {
+        let event = Event::new(7, "s1", Some("t1"), EventKind::Chunk { content: "hi".into() });
+        let value: serde_json::Value = serde_json::from_slice(&event.json).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "chunk", "content": "hi", "seq": 7, "session_id": "s1", "turn_id": "t1"})
+        );
+        let reset = Event::new(8, "s1", None, EventKind::ChunkReset);
+        let value: serde_json::Value = serde_json::from_slice(&reset.json).unwrap();
+        assert_eq!(value, serde_json::json!({"type": "chunk_reset", "seq": 8, "session_id": "s1"}));
     }
 }

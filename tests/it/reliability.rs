@@ -200,7 +200,8 @@ async fn churning_client(
     let mut random = Random(seed);
     let mut seen: Vec<u64> = Vec::new();
     let mut ws = WsClient::connect(server, &format!("/ws/chat?session_id={session}")).await;
-    ws.next().await; // session_start
+    // Events before the connection are not this client's: it resumes from here at worst.
+    let start = ws.next().await["last_seq"].as_u64().unwrap();
     for m in 0..messages {
         ws.send(json!({"type": "message", "content": format!("{session} m{m}")})).await;
         let mut drop_after = if random.next(2) == 0 { Some(random.next(8)) } else { None };
@@ -208,7 +209,7 @@ async fn churning_client(
         loop {
             if drop_after == Some(read) {
                 drop_after = None;
-                let last = seen.last().copied().unwrap_or(0);
+                let last = seen.last().copied().unwrap_or(start);
                 ws = WsClient::connect(
                     server,
                     &format!("/ws/chat?session_id={session}&last_seq={last}"),
