@@ -54,6 +54,24 @@ pub struct ApprovalInfo {
     pub seq: u64,
 }
 
+impl ApprovalInfo {
+    /// The `approval_request` frame re-sent to a watcher that missed the event, with the
+    /// time left rather than the original time-out.
+    pub fn frame(&self) -> serde_json::Value {
+        let remaining = (self.expires_at - crate::clock::now_ms()).max(0) as f64 / 1000.0;
+        serde_json::json!({
+            "type": "approval_request",
+            "request_id": self.request_id,
+            "tool": self.tool,
+            "args": self.args,
+            "timeout_secs": remaining,
+            "session_id": self.session_id,
+            "turn_id": self.turn_id,
+            "seq": self.seq,
+        })
+    }
+}
+
 struct Pending {
     info: ApprovalInfo,
     decide: oneshot::Sender<Decision>,

@@ -131,6 +131,16 @@ pub enum WatchItem {
     Closed,
 }
 
+/// The `resync` frame every protocol sends for [`WatchItem::Resync`].
+pub fn resync_frame(session_id: &str, last_seq: u64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "resync",
+        "session_id": session_id,
+        "last_seq": last_seq,
+        "message": "some events are no longer available; reload the session history",
+    })
+}
+
 /// A watcher's view of a log: the replay, then live events, in `seq` order, each once.
 pub struct Watch {
     log: Arc<EventLog>,

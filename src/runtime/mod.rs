@@ -28,7 +28,7 @@ use crate::store::{NewMessage, Session, Store, StoreError, TurnStatus};
 use approvals::Approvals;
 pub use approvals::{ApprovalInfo, Decision};
 pub use event::{Event, EventKind, ToolCallSummary};
-pub use log::{EventLog, Replay, Watch, WatchItem};
+pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
 pub use session::LiveSession;
 use session::PendingTurn;
 

@@ -12,12 +12,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::Caller;
 use crate::http::extract::{Path, Query};
 use crate::http::{ApiError, AppState};
-use crate::runtime::{ApprovalInfo, EventKind, Watch, WatchItem};
+use crate::runtime::{ApprovalInfo, EventKind, Watch, WatchItem, resync_frame};
 
 /// Query of an SSE request.
 #[derive(Debug, Default, Deserialize)]
@@ -73,17 +72,7 @@ fn respond(
 ) -> Result<Response, ApiError> {
     let counted = state.connections.open(&caller.user)?;
     let approvals = stream::iter(missed.into_iter().map(|approval| {
-        let data = json!({
-            "type": "approval_request",
-            "request_id": approval.request_id,
-            "tool": approval.tool,
-            "args": approval.args,
-            "timeout_secs": (approval.expires_at - crate::clock::now_ms()).max(0) as f64 / 1000.0,
-            "session_id": approval.session_id,
-            "turn_id": approval.turn_id,
-            "seq": approval.seq,
-        });
-        Ok::<_, Infallible>(SseEvent::default().data(data.to_string()))
+        Ok::<_, Infallible>(SseEvent::default().data(approval.frame().to_string()))
     }));
     let live = stream::unfold(
         (watch, session_id, false, counted),
@@ -98,13 +87,8 @@ fn respond(
                     (SseEvent::default().id(event.seq.to_string()).data(data), ended)
                 }
                 WatchItem::Resync { last_seq } => {
-                    let data = json!({
-                        "type": "resync",
-                        "session_id": session_id,
-                        "last_seq": last_seq,
-                        "message": "some events are no longer available; reload the session history",
-                    });
-                    (SseEvent::default().id(last_seq.to_string()).data(data.to_string()), false)
+                    let data = resync_frame(&session_id, last_seq).to_string();
+                    (SseEvent::default().id(last_seq.to_string()).data(data), false)
                 }
                 WatchItem::Closed => return None,
             };

@@ -104,27 +104,12 @@ fn event_frame(event: &Event) -> Message {
 
 /// A pending approval re-sent to a watcher that missed its event.
 fn approval_frame(approval: &ApprovalInfo) -> Message {
-    let remaining = (approval.expires_at - crate::clock::now_ms()).max(0) as f64 / 1000.0;
-    text(json!({
-        "type": "approval_request",
-        "request_id": approval.request_id,
-        "tool": approval.tool,
-        "args": approval.args,
-        "timeout_secs": remaining,
-        "session_id": approval.session_id,
-        "turn_id": approval.turn_id,
-        "seq": approval.seq,
-    }))
+    text(approval.frame())
 }
 
 /// A `resync` frame: events were lost to this watcher; reload the history.
 fn resync_frame(session_id: &str, last_seq: u64) -> Message {
-    text(json!({
-        "type": "resync",
-        "session_id": session_id,
-        "last_seq": last_seq,
-        "message": "some events are no longer available; reload the session history",
-    }))
+    text(crate::runtime::resync_frame(session_id, last_seq))
 }
 
 /// Closes the socket with `code`, ignoring a peer that is already gone.
