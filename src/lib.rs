@@ -20,6 +20,8 @@ pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod conversation;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod limits;
 pub mod providers;

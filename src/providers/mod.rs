@@ -15,6 +15,7 @@ use crate::config::ProviderConfig;
 use crate::conversation::{ChatMessage, ToolCall, Usage};
 
 pub use openai::OpenAiProvider;
+pub(crate) use openai_chunk::Assembler;
 pub use sse::SseParser;
 
 /// Why a model call failed. Callers branch on the variant, never on the text.

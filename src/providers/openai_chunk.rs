@@ -129,14 +129,14 @@ struct PartialCall {
 
 /// Builds a [`Completion`] from streamed chunks.
 #[derive(Debug, Default)]
-pub(super) struct Assembler {
+pub(crate) struct Assembler {
     completion: Completion,
     calls: Vec<PartialCall>,
 }
 
 impl Assembler {
     /// Applies one chunk's JSON, passing text and thinking to `on_delta`.
-    pub(super) fn apply(
+    pub(crate) fn apply(
         &mut self,
         data: &str,
         on_delta: &mut (dyn FnMut(Delta) + Send),
@@ -223,7 +223,7 @@ impl Assembler {
     }
 
     /// The assembled completion.
-    pub(super) fn finish(mut self) -> Result<Completion, ProviderError> {
+    pub(crate) fn finish(mut self) -> Result<Completion, ProviderError> {
         for call in self.calls {
             if call.name.is_empty() {
                 return Err(ProviderError::BadResponse(

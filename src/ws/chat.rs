@@ -37,7 +37,7 @@ pub(crate) struct ChatQuery {
 /// Frames a client sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
+pub(super) enum ClientFrame {
     Connect {
         session_id: Option<String>,
         device_name: Option<String>,
@@ -61,7 +61,7 @@ enum ClientFrame {
     Ping,
 }
 
-const FRAME_TYPES: [&str; 6] =
+pub(super) const FRAME_TYPES: [&str; 6] =
     ["connect", "message", "cancel", "resume", "approval_response", "ping"];
 
 pub(crate) async fn ws_chat(

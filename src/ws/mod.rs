@@ -59,6 +59,15 @@ fn parse_frame<T: DeserializeOwned>(frame: &str, types: &[&str]) -> Result<T, Me
         .map_err(|err| error_frame("INVALID_JSON", &format!("invalid {kind} frame: {err}")))
 }
 
+/// What a client's text frame parses to in each protocol (`/ws/chat`, then
+/// `/api/chat/stream`): the frame, or the `error` frame sent back. For the fuzz targets.
+pub(crate) fn parse_client_frames(frame: &str) -> [Result<String, Message>; 2] {
+    [
+        parse_frame::<chat::ClientFrame>(frame, &chat::FRAME_TYPES).map(|f| format!("{f:?}")),
+        parse_frame::<stream::ClientFrame>(frame, &stream::FRAME_TYPES).map(|f| format!("{f:?}")),
+    ]
+}
+
 /// An `error` frame with a stable code.
 fn error_frame(code: &str, message: &str) -> Message {
     text(json!({"type": "error", "code": code, "message": message}))

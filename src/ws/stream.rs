@@ -32,7 +32,7 @@ pub(crate) struct StreamQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
+pub(super) enum ClientFrame {
     Message {
         #[serde(default, alias = "message")]
         content: Option<String>,
@@ -51,7 +51,7 @@ enum ClientFrame {
     Ping,
 }
 
-const FRAME_TYPES: [&str; 4] = ["message", "resume", "cancel", "ping"];
+pub(super) const FRAME_TYPES: [&str; 4] = ["message", "resume", "cancel", "ping"];
 
 /// Frames waiting for the socket, from every forwarding task.
 const OUTBOX: usize = 256;

@@ -1,0 +1,6 @@
+//! WebSocket frames from a client, as `/ws/chat` and `/api/chat/stream` read them.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    parley::fuzzing::client_frames(data);
+});
