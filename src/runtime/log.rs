@@ -6,7 +6,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 
 use super::event::{Event, EventKind};
 use crate::bus::Bus;
@@ -170,32 +173,61 @@ impl Watch {
     /// from the ring, and is told to resync only if the ring has moved past it.
     pub async fn next(&mut self) -> WatchItem {
         loop {
-            if std::mem::take(&mut self.resync) {
-                return WatchItem::Resync { last_seq: self.last };
-            }
-            if let Some(event) = self.backlog.pop_front() {
-                if event.seq > self.last {
-                    self.last = event.seq;
-                    return WatchItem::Event(event);
-                }
-                continue;
+            if let Some(item) = self.try_next() {
+                return item;
             }
             match self.live.recv().await {
-                Ok(event) if event.seq > self.last => {
-                    if event.seq > self.last + 1 {
-                        // A gap: fetch what is missing from the ring first.
-                        self.refill();
-                        self.backlog.retain(|e| e.seq < event.seq);
-                        self.backlog.push_back(event);
-                        continue;
+                Ok(event) => {
+                    if let Some(item) = self.take(event) {
+                        return item;
                     }
-                    self.last = event.seq;
-                    return WatchItem::Event(event);
                 }
-                Ok(_) => {}
                 Err(RecvError::Lagged(_)) => self.refill(),
                 Err(RecvError::Closed) => return WatchItem::Closed,
             }
         }
+    }
+
+    /// The next event if one is ready now, without waiting: lets a watcher send what has
+    /// piled up in one write.
+    pub fn try_next(&mut self) -> Option<WatchItem> {
+        loop {
+            if std::mem::take(&mut self.resync) {
+                return Some(WatchItem::Resync { last_seq: self.last });
+            }
+            if let Some(event) = self.backlog.pop_front() {
+                if event.seq > self.last {
+                    self.last = event.seq;
+                    return Some(WatchItem::Event(event));
+                }
+                continue;
+            }
+            match self.live.try_recv() {
+                Ok(event) => {
+                    if let Some(item) = self.take(event) {
+                        return Some(item);
+                    }
+                }
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Lagged(_)) => self.refill(),
+                Err(TryRecvError::Closed) => return Some(WatchItem::Closed),
+            }
+        }
+    }
+
+    /// A live event: delivered if it is the next one, dropped if already delivered, and
+    /// after a gap queued behind the missing events fetched from the ring.
+    fn take(&mut self, event: Arc<Event>) -> Option<WatchItem> {
+        if event.seq <= self.last {
+            return None;
+        }
+        if event.seq > self.last + 1 {
+            self.refill();
+            self.backlog.retain(|e| e.seq < event.seq);
+            self.backlog.push_back(event);
+            return None;
+        }
+        self.last = event.seq;
+        Some(WatchItem::Event(event))
     }
 }

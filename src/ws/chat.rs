@@ -11,6 +11,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
@@ -138,18 +139,7 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
                 }
             }
             item = conn.watch.next() => {
-                let frame = match item {
-                    WatchItem::Event(event) => {
-                        if conn.skip.is_some_and(|(first, last)| (first..=last).contains(&event.seq)) {
-                            continue;
-                        }
-                        conn.sent = Some(conn.sent.map_or((event.seq, event.seq), |(first, _)| (first, event.seq)));
-                        event_frame(&event)
-                    }
-                    WatchItem::Resync { last_seq } => resync_frame(&conn.session.id, last_seq),
-                    WatchItem::Closed => break,
-                };
-                if socket.send(frame).await.is_err() {
+                if conn.forward(&mut socket, item).await.is_err() {
                     break;
                 }
             }
@@ -214,7 +204,44 @@ async fn open(
     Some((session, watch))
 }
 
+/// Most frames written before one flush: under load a session's chunks pile up between
+/// wake-ups and then share one system call.
+const BATCH: usize = 64;
+
 impl Connection {
+    /// Sends `item` and whatever else of the session is ready now, with one flush. `Err`
+    /// when the socket is gone or the session was closed.
+    async fn forward(&mut self, socket: &mut WebSocket, item: WatchItem) -> Result<(), ()> {
+        let mut next = Some(item);
+        let mut written = 0;
+        while let Some(item) = next.take() {
+            let frame = match item {
+                WatchItem::Event(event) => {
+                    if self.skip.is_some_and(|(first, last)| (first..=last).contains(&event.seq)) {
+                        None
+                    } else {
+                        let first = self.sent.map_or(event.seq, |(first, _)| first);
+                        self.sent = Some((first, event.seq));
+                        Some(event_frame(&event))
+                    }
+                }
+                WatchItem::Resync { last_seq } => Some(resync_frame(&self.session.id, last_seq)),
+                WatchItem::Closed => {
+                    let _ = socket.flush().await;
+                    return Err(());
+                }
+            };
+            if let Some(frame) = frame {
+                socket.feed(frame).await.map_err(drop)?;
+                written += 1;
+            }
+            if written < BATCH {
+                next = self.watch.try_next();
+            }
+        }
+        socket.flush().await.map_err(drop)
+    }
+
     /// Handles one client frame; `Err` when the socket is gone.
     async fn handle(&mut self, socket: &mut WebSocket, frame: &str) -> Result<(), axum::Error> {
         let frame: ClientFrame = match parse_frame(frame, &FRAME_TYPES) {

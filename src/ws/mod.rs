@@ -34,13 +34,14 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 
 /// The upgrade with Parley's limits: sub-protocols, message size, buffers sized for chat
-/// frames rather than the library's 128 KiB defaults.
+/// frames rather than the library's 128 KiB defaults. Frames fed without a flush collect
+/// up to 16 KiB before they are written (every `send` flushes).
 fn configure(ws: WebSocketUpgrade, config: &StreamConfig) -> WebSocketUpgrade {
     ws.protocols(PROTOCOLS)
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(1024 * 1024)
 }
 

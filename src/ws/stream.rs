@@ -11,6 +11,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -55,6 +56,8 @@ pub(super) const FRAME_TYPES: [&str; 4] = ["message", "resume", "cancel", "ping"
 
 /// Frames waiting for the socket, from every forwarding task.
 const OUTBOX: usize = 256;
+/// Most frames written before one flush.
+const BATCH: usize = 64;
 
 pub(crate) async fn chat_stream(
     State(state): State<AppState>,
@@ -117,7 +120,7 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
                 Some(Ok(_)) => {}
             },
             Some(frame) = outgoing.recv() => {
-                if socket.send(frame).await.is_err() {
+                if write_ready(&mut socket, frame, &mut outgoing).await.is_err() {
                     break;
                 }
             }
@@ -133,6 +136,20 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
     }
     // Stops the forwarding tasks; the turns themselves run on.
     closed.cancel();
+}
+
+/// Writes `frame` and whatever else waits in the outbox (up to a batch), with one flush.
+async fn write_ready(
+    socket: &mut WebSocket,
+    frame: Message,
+    outgoing: &mut mpsc::Receiver<Message>,
+) -> Result<(), axum::Error> {
+    socket.feed(frame).await?;
+    for _ in 1..BATCH {
+        let Ok(frame) = outgoing.try_recv() else { break };
+        socket.feed(frame).await?;
+    }
+    socket.flush().await
 }
 
 impl Connection {
