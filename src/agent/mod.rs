@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::future::OptionFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
@@ -147,13 +148,29 @@ impl Agent {
         let mut ticker = tokio::time::interval(self.flush_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
-        loop {
+        // A flush runs beside the stream, never holding up the chunks; it is always
+        // finished before the step ends, so the step's row is written once.
+        let mut flushing = std::pin::pin!(OptionFuture::from(None));
+        let mut flush_running = false;
+        let ended = loop {
             tokio::select! {
-                result = &mut call => return Ok(result?),
-                () = cancel.cancelled() => return Err(AgentError::Cancelled),
-                _ = ticker.tick() => observer.flush().await?,
+                result = &mut call => break result.map_err(AgentError::from),
+                () = cancel.cancelled() => break Err(AgentError::Cancelled),
+                Some(flushed) = &mut flushing, if flush_running => {
+                    flushed?;
+                    flushing.set(None.into());
+                    flush_running = false;
+                }
+                _ = ticker.tick(), if !flush_running => {
+                    flushing.set(Some(observer.flush()).into());
+                    flush_running = true;
+                }
             }
+        };
+        if let Some(flushed) = flushing.await {
+            flushed?;
         }
+        ended
     }
 
     /// Runs one tool call; its failure becomes the output the model sees.

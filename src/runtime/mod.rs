@@ -6,6 +6,7 @@
 mod approvals;
 mod event;
 mod log;
+mod partials;
 mod session;
 mod turn;
 mod worker;
@@ -110,6 +111,7 @@ const FEED_CAPACITY: usize = 1024;
 
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
+    partials: partials::Partials,
     bus: Arc<dyn Bus>,
     agent: Agent,
     system_prompt: String,
@@ -146,7 +148,8 @@ pub fn valid_session_id(id: &str) -> bool {
 }
 
 impl Runtime {
-    /// A runtime over the given store, bus and agent.
+    /// A runtime over the given store, bus and agent. Starts its store writer, so it is
+    /// made inside a Tokio runtime.
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
@@ -155,6 +158,7 @@ impl Runtime {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                partials: partials::Partials::start(store.clone()),
                 store,
                 bus,
                 agent,

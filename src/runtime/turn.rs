@@ -15,7 +15,9 @@ use super::{Inner, TurnOutcome};
 use crate::agent::{AgentError, ToolOutcome, TurnObserver};
 use crate::conversation::{ChatMessage, Role, ToolCall};
 use crate::providers::{Completion, Delta, ProviderError};
-use crate::store::{Message, MessageStatus, NewMessage, Store, StoreError, TurnEnd, TurnStatus};
+use crate::store::{
+    Message, MessageStatus, NewMessage, PartialText, Store, StoreError, TurnEnd, TurnStatus,
+};
 
 /// The step being streamed.
 #[derive(Default)]
@@ -115,12 +117,24 @@ impl TurnObserver for Recorder<'_> {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let pending = {
-            let step = self.step();
-            step.text.len() > step.flushed_len
+        let partial = {
+            let mut step = self.step();
+            if step.text.len() == step.flushed_len {
+                return Ok(());
+            }
+            // Once the row exists, its updates go to the shared writer.
+            step.message_id.map(|message_id| {
+                step.flushed_len = step.text.len();
+                PartialText {
+                    message_id,
+                    content: step.text.clone(),
+                    reasoning: (!step.thinking.is_empty()).then(|| step.thinking.clone()),
+                }
+            })
         };
-        if pending {
-            self.write_step(MessageStatus::Streaming, &[]).await?;
+        match partial {
+            Some(partial) => self.inner.partials.write(partial).await,
+            None => self.write_step(MessageStatus::Streaming, &[]).await?,
         }
         Ok(())
     }

@@ -80,6 +80,14 @@ impl MessageStatus {
     }
 }
 
+/// The text so far of a message being streamed.
+#[derive(Debug, Clone)]
+pub struct PartialText {
+    pub message_id: i64,
+    pub content: String,
+    pub reasoning: Option<String>,
+}
+
 /// A message to append.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -288,6 +296,10 @@ pub trait Store: Send + Sync + 'static {
         tool_calls: &[ToolCall],
         status: MessageStatus,
     ) -> Result<(), StoreError>;
+
+    /// Writes the partial text of messages still being produced, in one transaction;
+    /// a message no longer `streaming` keeps what it has.
+    async fn update_partials(&self, partials: &[PartialText]) -> Result<(), StoreError>;
 
     /// Up to `limit` messages in conversation order before the message numbered
     /// `before_seq` (all of them if `None`), oldest first.

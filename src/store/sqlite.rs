@@ -13,8 +13,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::{
-    AuditEntry, Message, MessageStatus, NewMessage, Recovery, Session, Store, StoreError,
-    TokenRecord, ToolCallRecord, TurnEnd, TurnStatus,
+    AuditEntry, Message, MessageStatus, NewMessage, PartialText, Recovery, Session, Store,
+    StoreError, TokenRecord, ToolCallRecord, TurnEnd, TurnStatus,
 };
 use crate::clock::now_ms;
 use crate::conversation::{Role, ToolCall};
@@ -378,6 +378,24 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn update_partials(&self, partials: &[PartialText]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        for partial in partials {
+            sqlx::query(
+                "UPDATE messages SET content = $1, reasoning = $2 \
+                 WHERE id = $3 AND status = 'streaming'",
+            )
+            .bind(&partial.content)
+            .bind(&partial.reasoning)
+            .bind(partial.message_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -42,6 +42,37 @@ async fn a_session_survives_a_restart_with_its_messages_and_tool_calls() {
 }
 
 #[tokio::test]
+async fn the_stored_partial_answer_grows_while_streaming_and_the_final_text_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let parts: Vec<String> = (0..60).map(|i| format!("w{i} ")).collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    provider.push([Script::slow_text(&parts, Duration::from_millis(10))]);
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let (status, _) = server.post("/api/sessions/grow/messages", json!({"content": "go"})).await;
+    assert_eq!(status, 202);
+    // Seen streaming with some text, then with more: the flushes after the first one
+    // (the shared writer's) reach the store too.
+    let streaming_text = |d: &serde_json::Value| {
+        let messages = d["messages"].as_array().unwrap();
+        let answer = messages.iter().find(|m| m["role"] == "assistant")?;
+        (answer["status"] == "streaming").then(|| answer["content"].as_str().unwrap().len())
+    };
+    let first = server.wait_for("grow", |d| streaming_text(d).is_some_and(|n| n > 0)).await;
+    let first = streaming_text(&first).unwrap();
+    server.wait_for("grow", |d| streaming_text(d).is_some_and(|n| n > first)).await;
+    let detail = server.wait_idle("grow").await;
+    let answer = &detail["messages"][1];
+    assert_eq!(answer["status"], "complete");
+    assert_eq!(answer["content"], parts.concat());
+    // Nothing written late brings back an older partial.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, again) = server.get("/api/sessions/grow").await;
+    assert_eq!(again["messages"][1]["content"], parts.concat());
+    assert_eq!(again["messages"][1]["status"], "complete");
+}
+
+#[tokio::test]
 async fn abort_mid_stream_stores_the_partial_answer_marked_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
