@@ -33,6 +33,15 @@ struct Cli {
     /// Concurrent sessions to stream (comma-separated).
     #[arg(long, default_value = "1,100,1000", value_delimiter = ',')]
     sessions: Vec<usize>,
+    /// Milliseconds between chunks of the paced provider (the latency table).
+    #[arg(long, default_value_t = 50)]
+    pace_ms: u64,
+    /// Chunks per paced answer.
+    #[arg(long, default_value_t = 100)]
+    paced_chunks: usize,
+    /// Concurrent sessions of the latency table (comma-separated).
+    #[arg(long, default_value = "1,100,1000", value_delimiter = ',')]
+    paced_sessions: Vec<usize>,
     /// Idle connections to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
@@ -91,8 +100,8 @@ async fn run(cli: &Cli) -> String {
             let (mut rate, mut p50, mut p99, mut cpu) = (vec![], vec![], vec![], vec![]);
             for run in 0..cli.runs {
                 let server = if target == Target::Relay { &relay } else { &parley };
-                let mut result =
-                    measure::stream(server, target, sessions, n * 100 + run, &token).await;
+                let id = format!("s{}", n * 100 + run);
+                let mut result = measure::stream(server, target, sessions, &id, &token, "go").await;
                 result.latencies.sort_unstable();
                 rate.push(result.chunks as f64 / result.elapsed.as_secs_f64());
                 p50.push(percentile(&result.latencies, 0.5) as f64 / 1e3);
@@ -122,6 +131,8 @@ async fn run(cli: &Cli) -> String {
         )
         .ok();
     }
+
+    out.push_str(&paced(cli, &parley, &relay, &token).await);
 
     writeln!(out, "\n## Fan-out (one session, every watcher gets every chunk)\n").ok();
     writeln!(out, "| watchers | delivered chunks/s |\n|---:|---:|").ok();
@@ -202,6 +213,62 @@ async fn run(cli: &Cli) -> String {
     drop(parley);
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// Latency at a model's pace: every session's provider sends a chunk every `pace_ms`
+/// (phases spread), so the figures are the path's cost rather than a backlog's.
+async fn paced(
+    cli: &Cli,
+    parley: &process::Server,
+    relay: &process::Server,
+    token: &str,
+) -> String {
+    let mut out = String::new();
+    let content = format!("pace {} {}", cli.pace_ms, cli.paced_chunks);
+    writeln!(
+        out,
+        "\n## Latency at a model's pace ({} chunks per answer, one every {} ms)\n",
+        cli.paced_chunks, cli.pace_ms
+    )
+    .ok();
+    writeln!(out, "Provider chunk sent → client received. Added = Parley − relay, same run.\n")
+        .ok();
+    writeln!(out, "| sessions | chunks/s | relay p50 | relay p99 | parley p50 | parley p99 | added p50 | added p99 | CPU ratio |").ok();
+    writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|").ok();
+    for (n, &sessions) in cli.paced_sessions.iter().enumerate() {
+        // Per target: p50, p99 (µs), CPU per chunk (µs), chunks per second.
+        let mut figures = Vec::new();
+        for target in [Target::Relay, Target::Parley] {
+            let (mut p50, mut p99, mut cpu, mut rate) = (vec![], vec![], vec![], vec![]);
+            for run in 0..cli.runs {
+                let server = if target == Target::Relay { relay } else { parley };
+                let id = format!("p{}", n * 100 + run);
+                let mut result =
+                    measure::stream(server, target, sessions, &id, token, &content).await;
+                result.latencies.sort_unstable();
+                p50.push(percentile(&result.latencies, 0.5) as f64 / 1e3);
+                p99.push(percentile(&result.latencies, 0.99) as f64 / 1e3);
+                cpu.push(us(result.cpu) / result.chunks.max(1) as f64);
+                rate.push(result.chunks as f64 / result.elapsed.as_secs_f64());
+            }
+            figures.push((median(p50), median(p99), median(cpu), median(rate)));
+        }
+        let (r, p) = (figures[0], figures[1]);
+        writeln!(
+            out,
+            "| {sessions} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} |",
+            p.3,
+            r.0,
+            r.1,
+            p.0,
+            p.1,
+            p.0 - r.0,
+            p.1 - r.1,
+            p.2 / r.2.max(0.001)
+        )
+        .ok();
+    }
     out
 }
 

@@ -69,13 +69,14 @@ pub struct StreamRun {
     pub cpu: Duration,
 }
 
-/// `sessions` clients each stream one answer at the same time.
+/// `sessions` clients each stream one answer at the same time, asking with `content`.
 pub async fn stream(
     server: &Server,
     target: Target,
     sessions: usize,
-    run: usize,
+    run: &str,
     token: &str,
+    content: &str,
 ) -> StreamRun {
     let barrier = Arc::new(Barrier::new(sessions + 1));
     let gate = Arc::new(Semaphore::new(200));
@@ -83,15 +84,16 @@ pub async fn stream(
     for i in 0..sessions {
         let (addr, token, barrier, gate) =
             (server.addr.clone(), token.to_owned(), barrier.clone(), gate.clone());
+        let (content, id) = (content.to_owned(), format!("{run}-{i}"));
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("gate");
-            let mut socket = connect(&addr, target, &format!("s{run}-{i}"), &token).await;
+            let mut socket = connect(&addr, target, &id, &token).await;
             drop(permit);
             barrier.wait().await;
             let start = match target {
-                Target::Relay => "go".to_owned(),
+                Target::Relay => content,
                 Target::Parley => {
-                    serde_json::json!({"type": "message", "content": "go"}).to_string()
+                    serde_json::json!({"type": "message", "content": content}).to_string()
                 }
             };
             socket.send(Message::Text(start.into())).await.expect("send");

@@ -3,6 +3,8 @@
 //! WebSocket, stream one upstream completion, forward each delta, nothing else).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -54,27 +56,60 @@ fn tool_step(body: &serde_json::Value) -> Option<String> {
     ))
 }
 
+/// Line `i` of an answer of `chunks` deltas; a delta carries the time it was made.
+fn line(i: usize, chunks: usize) -> Bytes {
+    Bytes::from(if i < chunks {
+        format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{} \"}}}}]}}\n\n", now_ns())
+    } else if i == chunks {
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".to_owned()
+    } else {
+        "data: [DONE]\n\n".to_owned()
+    })
+}
+
+/// `pace MS CHUNKS` asks for CHUNKS deltas, one every MS milliseconds, like a model.
+fn pace(body: &serde_json::Value) -> Option<(Duration, usize)> {
+    let messages = body["messages"].as_array()?;
+    let content = messages.iter().rev().find(|m| m["role"] == "user")?["content"].as_str()?;
+    let mut words = content.strip_prefix("pace ")?.split_whitespace();
+    let ms = words.next()?.parse().ok()?;
+    let chunks = words.next()?.parse().ok()?;
+    Some((Duration::from_millis(ms), chunks))
+}
+
+/// Where in the first interval a paced answer starts, spread evenly over the answers so
+/// that concurrent sessions do not all send their chunks in the same millisecond.
+fn phase(pace: Duration) -> Duration {
+    static ANSWERS: AtomicU64 = AtomicU64::new(0);
+    let n = ANSWERS.fetch_add(1, Ordering::Relaxed);
+    // The golden ratio's fractional part spreads consecutive answers evenly.
+    pace.mul_f64((n as f64 * 0.618_033_988_75).fract())
+}
+
 async fn complete(State(chunks): State<usize>, body: axum::Json<serde_json::Value>) -> Response {
+    let response = Response::builder().header("content-type", "text/event-stream");
     if let Some(reply) = tool_step(&body) {
-        return Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from(reply))
-            .unwrap_or_default();
+        return response.body(Body::from(reply)).unwrap_or_default();
     }
-    let stream = futures_util::stream::iter(0..=chunks + 1).map(move |i| {
-        let line = if i < chunks {
-            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{} \"}}}}]}}\n\n", now_ns())
-        } else if i == chunks {
-            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".to_owned()
-        } else {
-            "data: [DONE]\n\n".to_owned()
-        };
-        Ok::<_, std::io::Error>(Bytes::from(line))
-    });
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(stream))
-        .unwrap_or_default()
+    let body = match pace(&body) {
+        Some((every, chunks)) => {
+            let first = phase(every);
+            Body::from_stream(futures_util::stream::unfold(0, move |i| async move {
+                if i > chunks + 1 {
+                    return None;
+                }
+                if i <= chunks {
+                    tokio::time::sleep(if i == 0 { first } else { every }).await;
+                }
+                Some((Ok::<_, std::io::Error>(line(i, chunks)), i + 1))
+            }))
+        }
+        None => Body::from_stream(
+            futures_util::stream::iter(0..=chunks + 1)
+                .map(move |i| Ok::<_, std::io::Error>(line(i, chunks))),
+        ),
+    };
+    response.body(body).unwrap_or_default()
 }
 
 async fn serve(app: Router) -> SocketAddr {
@@ -104,11 +139,11 @@ async fn upgrade(State(state): State<(reqwest::Client, String)>, ws: WebSocketUp
 
 async fn relay_socket(mut socket: WebSocket, client: reqwest::Client, provider: String) {
     while let Some(Ok(message)) = socket.recv().await {
-        if !matches!(message, Message::Text(_)) {
-            continue;
-        }
-        let body =
-            serde_json::json!({"messages": [{"role": "user", "content": "go"}], "stream": true});
+        let Message::Text(content) = message else { continue };
+        let body = serde_json::json!({
+            "messages": [{"role": "user", "content": content.as_str()}],
+            "stream": true,
+        });
         let Ok(response) =
             client.post(format!("{provider}/chat/completions")).json(&body).send().await
         else {
