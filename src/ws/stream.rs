@@ -197,7 +197,12 @@ impl Connection {
                 if let Some(task) = self.watching.remove(&target) {
                     task.cancel();
                 }
-                self.follow(&target, Some(last_seq)).await.err()
+                let resumed = self.follow(&target, Some(last_seq)).await;
+                if resumed.is_ok() {
+                    // Messages that name no session go to the one resumed.
+                    self.current = Some(target);
+                }
+                resumed.err()
             }
             ClientFrame::Cancel { turn_id } => {
                 let found = match (turn_id, &self.current) {

@@ -1,6 +1,7 @@
 //! The reliability suite, short version (CI): kill -9 at random points of running turns and
 //! check nothing acknowledged is lost; provider faults under concurrent load end every turn
-//! with an answer or a typed error. `PARLEY_RELIABILITY_ROUNDS` makes it longer.
+//! with an answer or a typed error; clients of every protocol that drop and resume at
+//! random see every event once. `PARLEY_RELIABILITY_ROUNDS` makes it longer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -229,6 +230,49 @@ async fn churning_client(
     seen
 }
 
+/// One Oxios `/api/chat/stream` client sending `messages` in turn, dropping its socket at
+/// random points and resuming on a new one with `resume {last_seq}`; returns each answer
+/// as assembled from its tokens. Its frames' seqs only ever grow (the protocol skips the
+/// event kinds it has no frame for).
+async fn churning_stream_client(
+    server: Arc<TestServer>,
+    session: String,
+    messages: usize,
+    seed: u64,
+) -> Vec<String> {
+    use crate::common::live::WsClient;
+    let server = server.as_ref();
+    let mut random = Random(seed);
+    let mut last = 0;
+    let mut answers = Vec::new();
+    let path = format!("/api/chat/stream?session_id={session}");
+    let mut ws = WsClient::connect_with(server, &path, &[]).await;
+    for m in 0..messages {
+        ws.send(json!({"type": "message", "content": format!("{session} m{m}")})).await;
+        let mut drop_after = if random.next(2) == 0 { Some(random.next(8)) } else { None };
+        let (mut read, mut answer) = (0, String::new());
+        loop {
+            if drop_after == Some(read) {
+                drop_after = None;
+                ws = WsClient::connect_with(server, "/api/chat/stream", &[]).await;
+                ws.send(json!({"type": "resume", "last_seq": last, "session_id": session})).await;
+            }
+            let frame = ws.next().await;
+            read += 1;
+            let Some(seq) = frame["seq"].as_u64() else { continue };
+            assert!(seq > last, "{session}: seq {seq} after {last}: a repeat: {frame} (message {m}, read {read})");
+            last = seq;
+            match frame["type"].as_str() {
+                Some("token") => answer.push_str(frame["content"].as_str().unwrap()),
+                Some("done") => break,
+                _ => panic!("{session}: unexpected {frame}"),
+            }
+        }
+        answers.push(answer);
+    }
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_with_random_disconnects_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,6 +305,11 @@ async fn load_with_random_disconnects_loses_and_repeats_nothing() {
             seed + c as u64,
         )));
     }
+    let mut oxios = Vec::new();
+    for c in 0..2 {
+        let (server, session) = (server.clone(), format!("ox{c}"));
+        oxios.push(tokio::spawn(churning_stream_client(server, session, messages, seed + 10 + c)));
+    }
     // REST clients at the same time.
     let mut rest = Vec::new();
     for c in 0..2 {
@@ -280,6 +329,14 @@ async fn load_with_random_disconnects_loses_and_repeats_nothing() {
     }
     for task in rest {
         task.await.unwrap();
+    }
+    for (c, task) in oxios.into_iter().enumerate() {
+        let answers = task.await.unwrap();
+        let expected: Vec<String> =
+            (0..messages).map(|m| format!("echo: ... ox{c} m{m}")).collect();
+        assert_eq!(answers, expected, "every token of every answer, once");
+        let (_, detail) = server.get(&format!("/api/sessions/ox{c}?limit=500")).await;
+        assert_eq!(detail["message_count"], 2 * messages);
     }
     for (c, seqs) in streams.iter().enumerate() {
         for pair in seqs.windows(2) {
