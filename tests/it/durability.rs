@@ -115,6 +115,16 @@ impl Drop for Process {
 }
 
 pub(crate) fn spawn_parley(dir: &Path, provider: &FakeProvider, grace_secs: u64) -> Process {
+    spawn_parley_with(dir, provider, grace_secs, &[])
+}
+
+/// [`spawn_parley`] with more environment.
+pub(crate) fn spawn_parley_with(
+    dir: &Path,
+    provider: &FakeProvider,
+    grace_secs: u64,
+    env: &[(&str, &str)],
+) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
         .arg("serve")
         .current_dir(dir)
@@ -124,6 +134,7 @@ pub(crate) fn spawn_parley(dir: &Path, provider: &FakeProvider, grace_secs: u64)
         .env("PARLEY_SESSIONS__PARTIAL_FLUSH_MS", "20")
         .env("PARLEY_AUTH_MODE", "none")
         .env("PARLEY_SHUTDOWN_GRACE_SECS", grace_secs.to_string())
+        .envs(env.iter().copied())
         .env_remove("PARLEY_DATABASE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -260,7 +260,10 @@ async fn churning_stream_client(
             let frame = ws.next().await;
             read += 1;
             let Some(seq) = frame["seq"].as_u64() else { continue };
-            assert!(seq > last, "{session}: seq {seq} after {last}: a repeat: {frame} (message {m}, read {read})");
+            assert!(
+                seq > last,
+                "{session}: seq {seq} after {last}: a repeat: {frame} (message {m}, read {read})"
+            );
             last = seq;
             match frame["type"].as_str() {
                 Some("token") => answer.push_str(frame["content"].as_str().unwrap()),
@@ -376,4 +379,183 @@ async fn load_with_random_disconnects_loses_and_repeats_nothing() {
         let (_, detail) = server.get(&format!("/api/sessions/rest{c}?limit=500")).await;
         assert_eq!(detail["message_count"], 2 * messages);
     }
+}
+
+/// Resident memory (bytes) and open file descriptors of a process.
+fn usage(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (rss_kib * 1024, fds)
+}
+
+/// One operation of the soak's mix on `session`, against a server without authentication.
+async fn soak_step(
+    base: &str,
+    provider: &FakeProvider,
+    client: &reqwest::Client,
+    session: &str,
+    pick: u64,
+) {
+    use tokio_tungstenite::tungstenite::Message;
+    match pick % 6 {
+        // A turn over REST (any turn may meet one of the faults queued below).
+        0 => {
+            let body = json!({"content": format!("rest {pick}"), "session_id": session});
+            let response = client.post(format!("{base}/api/chat")).json(&body).send().await;
+            assert!(matches!(response.unwrap().status().as_u16(), 200 | 502));
+        }
+        // A provider fault: an answer or a typed error, never a hang.
+        1 => {
+            provider.push([match pick % 3 {
+                0 => Script::status(500, "boom"),
+                1 => Script::Stream(vec![Step::Raw("data: {broken\n\n")]),
+                _ => Script::Stream(vec![
+                    Step::Chunk(json!({"choices": [{"delta": {"content": "cut "}}]})),
+                    Step::Cut,
+                ]),
+            }]);
+            let body = json!({"content": "fault", "session_id": session});
+            let status = client.post(format!("{base}/api/chat")).json(&body).send().await;
+            assert!(matches!(status.unwrap().status().as_u16(), 200 | 502));
+        }
+        // A turn over each WebSocket protocol, read to its end, then the socket closes.
+        2 | 3 => {
+            let path = if pick % 6 == 2 {
+                format!("/ws/chat?session_id={session}")
+            } else {
+                format!("/api/chat/stream?session_id={session}")
+            };
+            let url = format!("{}{path}", base.replace("http://", "ws://"));
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let message = json!({"type": "message", "content": format!("ws {pick}")});
+            futures_util::SinkExt::send(&mut ws, Message::Text(message.to_string().into()))
+                .await
+                .unwrap();
+            while let Some(Ok(message)) = futures_util::StreamExt::next(&mut ws).await {
+                let Message::Text(text) = message else { continue };
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                // The turn's end: its answer, or a fault's typed error.
+                if frame["type"] == "done" || frame["type"] == "error" {
+                    break;
+                }
+            }
+        }
+        // An SSE watcher that replays the ring and leaves.
+        4 => {
+            let url = format!("{base}/api/sessions/{session}/events?after=0");
+            if let Ok(mut response) = client.get(url).send().await {
+                let _ = response.chunk().await;
+            }
+        }
+        // Reads, and a throwaway session created and deleted.
+        _ => {
+            client.get(format!("{base}/api/sessions")).send().await.unwrap();
+            let body = json!({"content": "brief", "session_id": format!("tmp{pick}")});
+            client.post(format!("{base}/api/chat")).json(&body).send().await.unwrap();
+            client.delete(format!("{base}/api/sessions/tmp{pick}")).send().await.unwrap();
+        }
+    }
+}
+
+/// Soak: mixed load over every protocol, provider faults included, for
+/// `PARLEY_SOAK_SECS` (12 here; 600 for the long run). Memory stays flat once warm and is
+/// back at that baseline when the load stops and the sessions are evicted; open file
+/// descriptors do not pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_keeps_memory_and_file_descriptors_flat() {
+    let secs: u64 =
+        std::env::var("PARLEY_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    provider.slow_echo(Duration::from_millis(2));
+    let process = crate::durability::spawn_parley_with(
+        dir.path(),
+        &provider,
+        5,
+        &[
+            // Small rings fill at once, so a steady state is reached within the run.
+            ("PARLEY_SESSIONS__EVENT_LOG_CAPACITY", "64"),
+            ("PARLEY_SESSIONS__IDLE_EVICT_SECS", "1"),
+            ("PARLEY_PROVIDER__MAX_RETRIES", "0"),
+            ("PARLEY_LIMITS__TURNS_PER_MINUTE", "0"),
+            ("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_TOKEN", "0"),
+            ("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_IP", "0"),
+        ],
+    );
+    let pid = process.child.id();
+    let base = Arc::new(process.base.clone());
+    let provider = Arc::new(provider);
+    let client = crate::common::client();
+    let (rss_start, fds_start) = usage(pid);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let seed = parley::clock::now_ms() as u64 | 1;
+    println!("seed {seed}");
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let (base, provider, client) = (base.clone(), provider.clone(), client.clone());
+        workers.push(tokio::spawn(async move {
+            let mut random = Random(seed + w);
+            let mut steps = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                // Conversations of about 20 operations, as people have them: the history
+                // sent to the model stays that size, the stored sessions pile up.
+                let session = format!("soak{w}-{}", steps / 20);
+                soak_step(&base, &provider, &client, &session, random.next(1 << 20)).await;
+                steps += 1;
+            }
+            steps
+        }));
+    }
+    let mut samples = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        samples.push(usage(pid));
+    }
+    let mut steps = 0;
+    for worker in workers {
+        steps += worker.await.unwrap();
+    }
+    // Idle: sessions are evicted after a second without events.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss_end, fds_end) = usage(pid);
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "{steps} operations in {secs}s; RSS {:.1} MiB at start, {:.1} MiB after the load; fds {fds_start} -> {fds_end}",
+        mib(rss_start),
+        mib(rss_end)
+    );
+    println!(
+        "RSS every 0.5 s (MiB): {:?}",
+        samples.iter().map(|(rss, _)| (mib(*rss) * 10.0).round() / 10.0).collect::<Vec<_>>()
+    );
+    println!("open files every 0.5 s: {:?}", samples.iter().map(|s| s.1).collect::<Vec<_>>());
+    assert!(steps > 20, "the load ran");
+    // Warm = the highest RSS of the first third; the last third stays near it.
+    let third = samples.len() / 3;
+    let warm = samples[..third.max(1)].iter().map(|s| s.0).max().unwrap();
+    let late = samples[samples.len() - third.max(1)..].iter().map(|s| s.0).max().unwrap();
+    assert!(
+        late <= warm + warm / 4 + 4 * 1048576,
+        "memory grew under steady load: {:.1} -> {:.1} MiB",
+        mib(warm),
+        mib(late)
+    );
+    // Back at the warm baseline once idle (the allocator keeps what it was given, so not
+    // at the cold start's figure).
+    assert!(
+        rss_end <= warm + warm / 4 + 4 * 1048576,
+        "memory did not come back after the load: {:.1} -> {:.1} MiB",
+        mib(warm),
+        mib(rss_end)
+    );
+    // Pools (SQLite connections, provider keep-alives) fill while warming up; after the
+    // load no more files are open than then.
+    let warm_fds = samples[..third.max(1)].iter().map(|s| s.1).max().unwrap();
+    assert!(fds_end <= warm_fds + 2, "file descriptors leaked: {warm_fds} warm -> {fds_end}");
 }
