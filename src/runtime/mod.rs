@@ -329,13 +329,11 @@ impl Runtime {
         content: &str,
     ) -> Result<(String, u64), RuntimeError> {
         let turn_id = uuid::Uuid::new_v4().to_string();
-        let store = &self.inner.store;
-        store.create_turn(session.pk, &turn_id).await?;
         let event =
             session.emit(Some(&turn_id), EventKind::UserMessage { content: content.into() });
         let seq = event.seq as i64;
         let message = NewMessage::text(seq, seq, &turn_id, Role::User, content);
-        if let Err(err) = store.append_message(session.pk, &message).await {
+        if let Err(err) = self.inner.store.create_turn(session.pk, &turn_id, &message).await {
             session.emit(
                 Some(&turn_id),
                 EventKind::Error {

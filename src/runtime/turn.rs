@@ -387,7 +387,7 @@ async fn execute(
     turn: &PendingTurn,
     recorder: &Recorder<'_>,
 ) -> Result<crate::agent::Answer, AgentError> {
-    inner.store.start_turn(&turn.turn_id).await?;
+    inner.store.start_turn(session.pk, &turn.turn_id).await?;
     let history = inner.store.history(session.pk, turn.user_seq as i64).await?;
     let mut messages = Vec::with_capacity(history.len() + 1);
     if !inner.system_prompt.is_empty() {

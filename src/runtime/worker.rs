@@ -11,9 +11,7 @@ use crate::store::{TurnEnd, TurnStatus};
 
 /// A session's worker: runs its queued turns one at a time until the queue is empty.
 pub(super) async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
-    if let Err(err) = inner.store.set_session_state(session.pk, "running").await {
-        tracing::error!(%err, "marking a session running failed");
-    }
+    // Each turn's start marks the session running; the end of the queue, idle.
     loop {
         let next = {
             let mut queue = session.queue();

@@ -314,11 +314,16 @@ pub trait Store: Send + Sync + 'static {
     /// in conversation order, for the provider.
     async fn history(&self, session: i64, up_to_turn: i64) -> Result<Vec<Message>, StoreError>;
 
-    /// Records a queued turn.
-    async fn create_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError>;
+    /// Records a queued turn with the user message that asked for it, in one transaction.
+    async fn create_turn(
+        &self,
+        session: i64,
+        turn_id: &str,
+        message: &NewMessage,
+    ) -> Result<(), StoreError>;
 
-    /// Marks a turn running.
-    async fn start_turn(&self, turn_id: &str) -> Result<(), StoreError>;
+    /// Marks a turn, and its session, running.
+    async fn start_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError>;
 
     /// Records how a turn ended, with its usage.
     async fn finish_turn(&self, turn_id: &str, end: &TurnEnd) -> Result<(), StoreError>;

@@ -157,6 +157,44 @@ fn message_from_row(row: &SqliteRow) -> Result<Message, StoreError> {
     })
 }
 
+/// Inserts a message and counts it on its session; returns its id.
+async fn insert_message(
+    tx: &mut Transaction<'static, Sqlite>,
+    session: i64,
+    message: &NewMessage,
+) -> Result<i64, StoreError> {
+    let now = now_ms();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO messages (session_pk, seq, turn_seq, turn_id, role, content, reasoning, \
+         tool_calls, tool_call_id, tool_name, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+    )
+    .bind(session)
+    .bind(message.seq)
+    .bind(message.turn_seq)
+    .bind(&message.turn_id)
+    .bind(message.role.as_str())
+    .bind(&message.content)
+    .bind(&message.reasoning)
+    .bind(tool_calls_json(&message.tool_calls))
+    .bind(&message.tool_call_id)
+    .bind(&message.tool_name)
+    .bind(message.status.as_str())
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE sessions SET message_count = message_count + 1, updated_at = $1, \
+         last_seq = MAX(last_seq, $2) WHERE pk = $3",
+    )
+    .bind(now)
+    .bind(message.seq)
+    .bind(session)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
 fn tool_calls_json(calls: &[ToolCall]) -> Option<String> {
     // Serializing plain strings cannot fail.
     (!calls.is_empty()).then(|| serde_json::to_string(calls).unwrap_or_default())
@@ -325,36 +363,8 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all)]
     async fn append_message(&self, session: i64, message: &NewMessage) -> Result<i64, StoreError> {
-        let now = now_ms();
         let mut tx = self.write().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (session_pk, seq, turn_seq, turn_id, role, content, reasoning, \
-             tool_calls, tool_call_id, tool_name, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-        )
-        .bind(session)
-        .bind(message.seq)
-        .bind(message.turn_seq)
-        .bind(&message.turn_id)
-        .bind(message.role.as_str())
-        .bind(&message.content)
-        .bind(&message.reasoning)
-        .bind(tool_calls_json(&message.tool_calls))
-        .bind(&message.tool_call_id)
-        .bind(&message.tool_name)
-        .bind(message.status.as_str())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE sessions SET message_count = message_count + 1, updated_at = $1, \
-             last_seq = MAX(last_seq, $2) WHERE pk = $3",
-        )
-        .bind(now)
-        .bind(message.seq)
-        .bind(session)
-        .execute(&mut *tx)
-        .await?;
+        let id = insert_message(&mut tx, session, message).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -438,7 +448,14 @@ impl Store for SqliteStore {
         rows.iter().map(message_from_row).collect()
     }
 
-    async fn create_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError> {
+    #[instrument(skip_all)]
+    async fn create_turn(
+        &self,
+        session: i64,
+        turn_id: &str,
+        message: &NewMessage,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO turns (id, session_pk, status, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -446,18 +463,26 @@ impl Store for SqliteStore {
         .bind(session)
         .bind(TurnStatus::Queued.as_str())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        insert_message(&mut tx, session, message).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn start_turn(&self, turn_id: &str) -> Result<(), StoreError> {
+    async fn start_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE turns SET status = $1, started_at = $2 WHERE id = $3")
             .bind(TurnStatus::Running.as_str())
             .bind(now_ms())
             .bind(turn_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1")
+            .bind(session)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
