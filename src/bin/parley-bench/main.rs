@@ -94,40 +94,28 @@ async fn run(cli: &Cli) -> String {
     writeln!(out, "## Streaming relay ({} chunks per answer)\n", cli.chunks).ok();
     writeln!(out, "| sessions | server | chunks/s | ratio to relay | p50 latency | p99 latency | CPU per chunk | CPU ratio |").ok();
     writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|").ok();
+    let streams = Streams { parley: &parley, relay: &relay, token: &token, runs: cli.runs };
     for (n, &sessions) in cli.sessions.iter().enumerate() {
-        let mut figures = Vec::new();
-        for target in [Target::Relay, Target::Parley] {
-            let (mut rate, mut p50, mut p99, mut cpu) = (vec![], vec![], vec![], vec![]);
-            for run in 0..cli.runs {
-                let server = if target == Target::Relay { &relay } else { &parley };
-                let id = format!("s{}", n * 100 + run);
-                let mut result = measure::stream(server, target, sessions, &id, &token, "go").await;
-                result.latencies.sort_unstable();
-                rate.push(result.chunks as f64 / result.elapsed.as_secs_f64());
-                p50.push(percentile(&result.latencies, 0.5) as f64 / 1e3);
-                p99.push(percentile(&result.latencies, 0.99) as f64 / 1e3);
-                cpu.push(us(result.cpu) / result.chunks.max(1) as f64);
-            }
-            figures.push((median(rate), median(p50), median(p99), median(cpu)));
-        }
-        let (relay_fig, parley_fig) = (figures[0], figures[1]);
+        let id = format!("s{}", n * 100);
+        let relay_fig = streams.medians(Target::Relay, sessions, &id, "go").await;
+        let parley_fig = streams.medians(Target::Parley, sessions, &id, "go").await;
         writeln!(
             out,
             "| {sessions} | relay | {:.0} | 1.00 | {:.0} µs | {:.0} µs | {:.2} µs | 1.00 |",
-            relay_fig.0, relay_fig.1, relay_fig.2, relay_fig.3
+            relay_fig.rate, relay_fig.p50, relay_fig.p99, relay_fig.cpu
         )
         .ok();
         writeln!(
             out,
             "| {sessions} | parley | {:.0} | {:.2} | {:.0} µs (+{:.0}) | {:.0} µs (+{:.0}) | {:.2} µs | {:.2} |",
-            parley_fig.0,
-            parley_fig.0 / relay_fig.0,
-            parley_fig.1,
-            parley_fig.1 - relay_fig.1,
-            parley_fig.2,
-            parley_fig.2 - relay_fig.2,
-            parley_fig.3,
-            parley_fig.3 / relay_fig.3.max(0.001),
+            parley_fig.rate,
+            parley_fig.rate / relay_fig.rate,
+            parley_fig.p50,
+            parley_fig.p50 - relay_fig.p50,
+            parley_fig.p99,
+            parley_fig.p99 - relay_fig.p99,
+            parley_fig.cpu,
+            parley_fig.cpu / relay_fig.cpu.max(0.001),
         )
         .ok();
     }
@@ -216,6 +204,45 @@ async fn run(cli: &Cli) -> String {
     out
 }
 
+/// Medians over a table row's runs.
+#[derive(Clone, Copy)]
+struct Figures {
+    /// Chunks delivered per second.
+    rate: f64,
+    /// Latency percentiles, µs.
+    p50: f64,
+    p99: f64,
+    /// CPU time per chunk, µs.
+    cpu: f64,
+}
+
+/// The two servers a streaming table compares.
+struct Streams<'a> {
+    parley: &'a process::Server,
+    relay: &'a process::Server,
+    token: &'a str,
+    runs: usize,
+}
+
+impl Streams<'_> {
+    /// `sessions` clients stream one answer each, asking with `content`, `runs` times.
+    async fn medians(&self, target: Target, sessions: usize, id: &str, content: &str) -> Figures {
+        let server = if target == Target::Relay { self.relay } else { self.parley };
+        let (mut rate, mut p50, mut p99, mut cpu) = (vec![], vec![], vec![], vec![]);
+        for run in 0..self.runs {
+            let id = format!("{id}-{run}");
+            let mut result =
+                measure::stream(server, target, sessions, &id, self.token, content).await;
+            result.latencies.sort_unstable();
+            rate.push(result.chunks as f64 / result.elapsed.as_secs_f64());
+            p50.push(percentile(&result.latencies, 0.5) as f64 / 1e3);
+            p99.push(percentile(&result.latencies, 0.99) as f64 / 1e3);
+            cpu.push(us(result.cpu) / result.chunks.max(1) as f64);
+        }
+        Figures { rate: median(rate), p50: median(p50), p99: median(p99), cpu: median(cpu) }
+    }
+}
+
 /// Latency at a model's pace: every session's provider sends a chunk every `pace_ms`
 /// (phases spread), so the figures are the path's cost rather than a backlog's.
 async fn paced(
@@ -236,36 +263,22 @@ async fn paced(
         .ok();
     writeln!(out, "| sessions | chunks/s | relay p50 | relay p99 | parley p50 | parley p99 | added p50 | added p99 | CPU ratio |").ok();
     writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|").ok();
+    let streams = Streams { parley, relay, token, runs: cli.runs };
     for (n, &sessions) in cli.paced_sessions.iter().enumerate() {
-        // Per target: p50, p99 (µs), CPU per chunk (µs), chunks per second.
-        let mut figures = Vec::new();
-        for target in [Target::Relay, Target::Parley] {
-            let (mut p50, mut p99, mut cpu, mut rate) = (vec![], vec![], vec![], vec![]);
-            for run in 0..cli.runs {
-                let server = if target == Target::Relay { relay } else { parley };
-                let id = format!("p{}", n * 100 + run);
-                let mut result =
-                    measure::stream(server, target, sessions, &id, token, &content).await;
-                result.latencies.sort_unstable();
-                p50.push(percentile(&result.latencies, 0.5) as f64 / 1e3);
-                p99.push(percentile(&result.latencies, 0.99) as f64 / 1e3);
-                cpu.push(us(result.cpu) / result.chunks.max(1) as f64);
-                rate.push(result.chunks as f64 / result.elapsed.as_secs_f64());
-            }
-            figures.push((median(p50), median(p99), median(cpu), median(rate)));
-        }
-        let (r, p) = (figures[0], figures[1]);
+        let id = format!("p{}", n * 100);
+        let r = streams.medians(Target::Relay, sessions, &id, &content).await;
+        let p = streams.medians(Target::Parley, sessions, &id, &content).await;
         writeln!(
             out,
             "| {sessions} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} |",
-            p.3,
-            r.0,
-            r.1,
-            p.0,
-            p.1,
-            p.0 - r.0,
-            p.1 - r.1,
-            p.2 / r.2.max(0.001)
+            p.rate,
+            r.p50,
+            r.p99,
+            p.p50,
+            p.p99,
+            p.p50 - r.p50,
+            p.p99 - r.p99,
+            p.cpu / r.cpu.max(0.001)
         )
         .ok();
     }
