@@ -33,6 +33,27 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Seconds running turns get to finish on shutdown before they are cancelled.
     pub shutdown_grace_secs: u64,
+    /// Reverse proxies (addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-For`
+    /// headers name the client; empty: those headers are ignored. From the environment, a
+    /// comma-separated list (`PARLEY_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`).
+    #[serde(deserialize_with = "list_or_string")]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// A list given as a TOML array or as one comma-separated string (from the environment).
+fn list_or_string<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(de)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(text) => {
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        }
+    })
 }
 
 impl Default for Config {
@@ -50,6 +71,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             stream: StreamConfig::default(),
             shutdown_grace_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -282,6 +304,7 @@ impl Config {
             }
             other => return Err(format!("auth.mode must be \"token\" or \"none\", not {other:?}")),
         }
+        crate::auth::TrustedProxies::parse(&self.trusted_proxies)?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 //! - [`store`]: durable sessions, messages, turns and tool calls (SQLite).
 //! - [`bus`]: fan-out of session events to watchers (in-process).
 //! - [`config`] and [`server`]: configuration, start-up and graceful shutdown.
+//! - [`request_id`]: the id that ties a request's logs, errors and turns together.
 
 pub mod agent;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod limits;
 pub mod providers;
+pub mod request_id;
 pub mod runtime;
 pub mod server;
 pub mod sse;

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use parley::auth::tokens;
 use parley::clock::rfc3339;
 use parley::config::Config;
-use parley::store::{AuditEntry, Store};
+use parley::store::{AuditEntry, PairingGrant, Store};
 
 #[derive(Parser)]
 #[command(name = "parley", version, about = "A self-hosted gateway for AI agents")]
@@ -33,8 +33,18 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Print a fresh one-time pairing code (valid for an hour).
-    Pair(Overrides),
+    /// Print a fresh one-time pairing code (valid for an hour). Without `--user` it creates
+    /// a new user; with it, it pairs a new device of that user.
+    Pair {
+        /// Pair a new device of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Make the paired token an admin token (needs `--user`).
+        #[arg(long, requires = "user")]
+        admin: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,9 +127,24 @@ fn main() -> anyhow::Result<()> {
         Command::Token { action, overrides } => {
             runtime.block_on(token(action, overrides.load(&cli.config)?))
         }
-        Command::Pair(overrides) => runtime.block_on(async {
+        Command::Pair { user, admin, overrides } => runtime.block_on(async {
+            if user.as_deref().is_some_and(|user| !tokens::valid_user(user)) {
+                anyhow::bail!("user names are 1-64 characters of A-Z a-z 0-9 . _ -");
+            }
             let store = open_store(&overrides.load(&cli.config)?).await?;
-            let code = parley::auth::new_pairing_code(store.as_ref()).await?;
+            let grant = PairingGrant { user, admin };
+            let code = parley::auth::new_pairing_code(store.as_ref(), &grant).await?;
+            let detail =
+                format!("for {} (command line)", grant.user.as_deref().unwrap_or("a new user"));
+            store
+                .audit(&AuditEntry {
+                    at: parley::clock::now_ms(),
+                    kind: "pairing_code_created".into(),
+                    user: None,
+                    ip: None,
+                    detail: Some(detail),
+                })
+                .await?;
             println!("{code}");
             Ok(())
         }),

@@ -147,7 +147,8 @@ async fn offer_pairing(state: &AppState) -> anyhow::Result<()> {
     if !state.config.auth_enabled() || state.runtime.store().active_tokens().await? > 0 {
         return Ok(());
     }
-    let code = crate::auth::new_pairing_code(state.runtime.store().as_ref()).await?;
+    let grant = crate::store::PairingGrant::default();
+    let code = crate::auth::new_pairing_code(state.runtime.store().as_ref(), &grant).await?;
     eprintln!(
         "\nNo API tokens yet. Pair a client within the hour with this one-time code:\n\n    {code}\n\n\
          (POST /api/pair {{\"code\": \"{code}\"}}, or sign in to the web chat with it), or create a token \

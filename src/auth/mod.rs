@@ -2,6 +2,7 @@
 //! pairing codes, per-token and per-IP rate limits, failed-auth lockouts, the WebSocket
 //! origin check, and the audit log of security events.
 
+mod forwarded;
 mod pairing;
 mod tickets;
 pub mod tokens;
@@ -21,7 +22,10 @@ use crate::http::{ApiError, AppState};
 use crate::limits::{Lockouts, RateLimiter};
 use crate::store::{AuditEntry, Store};
 
-pub use pairing::{new_code as new_pairing_code, normalize as normalize_pairing_code};
+pub use forwarded::{Network, TrustedProxies};
+pub use pairing::{
+    PAIRING_TTL_MS, new_code as new_pairing_code, normalize as normalize_pairing_code,
+};
 pub use tickets::{TICKET_TTL, Tickets};
 
 /// The user every request acts as when `auth.mode = "none"`.
@@ -36,9 +40,15 @@ pub struct Caller {
     pub token_id: Option<String>,
 }
 
+/// The client's address as the request-context middleware established it: the peer, or
+/// the client a trusted proxy named.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
 /// Authentication state shared by every entry point.
 pub struct Auth {
     enabled: bool,
+    trusted_proxies: TrustedProxies,
     store: Arc<dyn Store>,
     allowed_origins: Vec<String>,
     pub tickets: Tickets,
@@ -56,6 +66,8 @@ impl Auth {
         let lock_for = Duration::from_secs(limits.lockout_secs);
         Self {
             enabled: config.auth_enabled(),
+            // `Config::validate` refused entries that do not parse.
+            trusted_proxies: TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
             store,
             allowed_origins: config.auth.allowed_origins.clone(),
             tickets: Tickets::default(),
@@ -80,20 +92,23 @@ impl Auth {
         })
     }
 
+    /// The client's address: the connection's peer, or, when the peer is a trusted proxy,
+    /// the client its forwarding headers name.
+    pub fn client_addr(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.trusted_proxies.client(peer, headers)
+    }
+
     /// Authenticates a request: `Authorization: Bearer`, then a `bearer.<token>`
     /// WebSocket sub-protocol, then `?token=`, then a one-time `?ticket=`.
+    ///
+    /// A valid credential is never refused by an address lockout: lockouts slow down
+    /// guessing, and behind a proxy (or NAT) one address is shared by many users.
     pub async fn authenticate(&self, parts: &Parts) -> Result<Caller, ApiError> {
         if !self.enabled {
             return Ok(Caller { user: DEFAULT_USER.into(), admin: true, token_id: None });
         }
         let ip = client_ip(parts);
         let key = ip.to_string();
-        if let Err(retry) = self.failures.check(&key) {
-            return Err(ApiError::RateLimited {
-                message: "too many failed authentications from this address",
-                retry_after: retry,
-            });
-        }
         let query = query_pairs(parts);
         let caller = match credential(&parts.headers, &query) {
             None => {
@@ -103,8 +118,15 @@ impl Auth {
             Some(Credential::Ticket(ticket)) => self.tickets.redeem(&ticket),
         };
         let Some(caller) = caller else {
+            if let Err(retry) = self.failures.check(&key) {
+                return Err(ApiError::RateLimited {
+                    message: "too many failed authentications from this address",
+                    retry_after: retry,
+                });
+            }
             self.audit("auth_failure", None, Some(ip), None).await;
             if let Some(lock) = self.failures.fail(&key) {
+                tracing::warn!(client = %ip, "locked out after repeated failed authentications");
                 self.audit("lockout", None, Some(ip), Some(&format!("{} s", lock.as_secs()))).await;
             }
             return Err(ApiError::Unauthorized("invalid, revoked or expired credentials"));
@@ -236,8 +258,12 @@ fn query_pairs(parts: &Parts) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// The client's address, as the connection reported it.
+/// The client's address: as the request-context middleware established it, else the
+/// connection's peer.
 pub fn client_ip(parts: &Parts) -> IpAddr {
+    if let Some(ClientAddr(ip)) = parts.extensions.get::<ClientAddr>() {
+        return *ip;
+    }
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()

@@ -42,6 +42,13 @@ pub async fn issue(
     admin: bool,
     label: Option<&str>,
 ) -> Result<(TokenRecord, String), StoreError> {
+    let (record, secret) = new_token(user, admin, label);
+    store.create_token(&record).await?;
+    Ok((record, secret))
+}
+
+/// A new token for `user`, not yet stored, with its secret.
+pub fn new_token(user: &str, admin: bool, label: Option<&str>) -> (TokenRecord, String) {
     let secret = format!("{PREFIX}{}", random_hex(32));
     let record = TokenRecord {
         id: format!("tok_{}", random_hex(6)),
@@ -52,8 +59,7 @@ pub async fn issue(
         revoked_at: None,
         hash: hash(&secret),
     };
-    store.create_token(&record).await?;
-    Ok((record, secret))
+    (record, secret)
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String },
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("the request body is too large")]
     BodyTooLarge,
     #[error("{0}")]
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::Store(_) | ApiError::Internal(_) => "INTERNAL_ERROR",
             ApiError::BadRequest { code, .. }
             | ApiError::Unprocessable { code, .. }
+            | ApiError::Conflict { code, .. }
             | ApiError::Turn { code, .. } => code,
             ApiError::BodyTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -172,6 +176,9 @@ impl IntoResponse for ApiError {
         let mut body = self.extra();
         body.insert("error".into(), json!(message));
         body.insert("code".into(), json!(self.code()));
+        if let Some(id) = crate::request_id::current() {
+            body.insert("request_id".into(), json!(&*id));
+        }
         let mut response = (status, axum::Json(Value::Object(body))).into_response();
         if let Some(secs) = self.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -10,18 +10,29 @@ use serde_json::{Value, json};
 
 use super::extract::{Json, Path};
 use super::{ApiError, AppState};
-use crate::auth::{Caller, normalize_pairing_code, tokens};
+use crate::auth::{Caller, PAIRING_TTL_MS, normalize_pairing_code, tokens};
 use crate::clock::rfc3339;
+use crate::store::{PairingGrant, StoreError};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct PairRequest {
     code: String,
-    /// The user the token is for; a new one is made up when absent.
+    /// The name of the new user; one is made up when absent. A code minted for a user
+    /// (`parley pair --user NAME`) pairs a device of that user instead.
     user: Option<String>,
     label: Option<String>,
 }
 
-/// Trades a one-time pairing code for a token. Five wrong codes lock the client out.
+fn invalid_user() -> ApiError {
+    ApiError::Unprocessable {
+        code: "INVALID_USER",
+        message: "user names are 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+    }
+}
+
+/// Trades a one-time pairing code for a token. A code never grants an existing identity:
+/// it creates a new user (a proposed name must be free: 409 `USER_EXISTS`), or a new device
+/// of the user an admin or the operator minted it for. Five wrong codes lock the client out.
 pub(super) async fn pair(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
@@ -30,36 +41,98 @@ pub(super) async fn pair(
     let ip = crate::auth::client_ip(&parts);
     let key = ip.to_string();
     let auth = &state.auth;
+    // Checked before the code: a pairing code is short enough that guessing must be slowed.
     if let Err(retry_after) = auth.pairing_failures.check(&key) {
         return Err(ApiError::RateLimited { message: "too many wrong pairing codes", retry_after });
     }
-    let user = match request.user.as_deref() {
-        Some(user) if !tokens::valid_user(user) => {
-            return Err(ApiError::Unprocessable {
-                code: "INVALID_USER",
-                message: "user names are 1-64 characters of A-Z a-z 0-9 . _ -".into(),
-            });
-        }
-        Some(user) => user.to_owned(),
-        None => format!("user-{}", tokens::random_hex(4)),
-    };
+    if request.user.as_deref().is_some_and(|user| !tokens::valid_user(user)) {
+        return Err(invalid_user());
+    }
     let store = state.runtime.store();
     let hash = tokens::hash(&normalize_pairing_code(&request.code));
-    if !store.redeem_pairing_code(&hash).await? {
+    let wrong_code = || async {
         auth.audit("pairing_failure", None, Some(ip), None).await;
         if let Some(lock) = auth.pairing_failures.fail(&key) {
             auth.audit("lockout", None, Some(ip), Some(&format!("pairing, {} s", lock.as_secs())))
                 .await;
         }
-        return Err(ApiError::Unauthorized("the pairing code is wrong, used or expired"));
-    }
+        ApiError::Unauthorized("the pairing code is wrong, used or expired")
+    };
+    let Some(grant) = store.pairing_code(&hash).await? else {
+        return Err(wrong_code().await);
+    };
     auth.pairing_failures.clear(&key);
-    // The first client paired with a fresh server is its owner.
-    let admin = store.active_tokens().await? == 0;
+    let (user, new_user, admin) = match (grant.user, request.user) {
+        (Some(granted), Some(asked)) if granted != asked => {
+            return Err(ApiError::Unprocessable {
+                code: "INVALID_USER",
+                message: "this pairing code was made for another user; leave out `user`".into(),
+            });
+        }
+        (Some(granted), _) => (granted, false, grant.admin),
+        // The first client paired with a fresh server is its owner.
+        (None, asked) => (
+            asked.unwrap_or_else(|| format!("user-{}", tokens::random_hex(4))),
+            true,
+            store.active_tokens().await? == 0,
+        ),
+    };
     let label = request.label.as_deref().or(Some("paired"));
-    let (record, secret) = tokens::issue(store.as_ref(), &user, admin, label).await?;
-    auth.audit("paired", Some(&user), Some(ip), Some(&record.id)).await;
+    let (record, secret) = tokens::new_token(&user, admin, label);
+    match store.pair(&hash, &record, new_user).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::Conflict {
+                code: "USER_EXISTS",
+                message: format!("the user {user:?} already exists; choose another name"),
+            });
+        }
+        // Spent or expired since it was looked up.
+        Err(StoreError::NotFound) => return Err(wrong_code().await),
+        Err(other) => return Err(other.into()),
+    }
+    let detail = if new_user { "new user" } else { "new device" };
+    auth.audit("paired", Some(&user), Some(ip), Some(&format!("{detail}, {}", record.id))).await;
     let body = json!({"token": secret, "token_id": record.id, "user": user, "admin": admin});
+    Ok((StatusCode::CREATED, JsonResponse(body)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct PairingCodeRequest {
+    /// Pair a new device of this user; absent: the code creates a new user.
+    user: Option<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// Admins mint pairing codes: for a new device of a user, or for a new user.
+pub(super) async fn create_pairing_code(
+    State(state): State<AppState>,
+    caller: Caller,
+    parts: axum::http::request::Parts,
+    Json(request): Json<PairingCodeRequest>,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    if request.user.as_deref().is_some_and(|user| !tokens::valid_user(user)) {
+        return Err(invalid_user());
+    }
+    if request.admin && request.user.is_none() {
+        return Err(ApiError::Unprocessable {
+            code: "INVALID_REQUEST",
+            message: "an admin pairing code must name its user".into(),
+        });
+    }
+    let grant = PairingGrant { user: request.user, admin: request.admin };
+    let code = crate::auth::new_pairing_code(state.runtime.store().as_ref(), &grant).await?;
+    let detail = format!("for {}", grant.user.as_deref().unwrap_or("a new user"));
+    let ip = crate::auth::client_ip(&parts);
+    state.auth.audit("pairing_code_created", Some(&caller.user), Some(ip), Some(&detail)).await;
+    let body = json!({
+        "code": code,
+        "user": grant.user,
+        "admin": grant.admin,
+        "expires_in": PAIRING_TTL_MS / 1000,
+    });
     Ok((StatusCode::CREATED, JsonResponse(body)).into_response())
 }
 

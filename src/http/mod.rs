@@ -14,20 +14,24 @@ mod turns;
 mod web;
 mod workspace;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tracing::Instrument;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, ClientAddr};
 use crate::config::Config;
 use crate::runtime::Runtime;
-use crate::{sse, ws};
+use crate::{request_id, sse, ws};
 
 pub use connections::{ConnectionCount, Connections};
 pub use error::ApiError;
@@ -62,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/api/status", get(health::status))
         .route("/api/pair", post(identity::pair))
+        .route("/api/pairing-codes", post(identity::create_pairing_code))
         .route("/api/tokens", get(identity::list_tokens).post(identity::create_token))
         .route("/api/tokens/{id}", axum::routing::delete(identity::revoke_token))
         .route("/api/audit", get(identity::audit_log))
@@ -91,20 +96,53 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_ip))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state)
 }
 
-/// Counts every request, public ones included, against its client address's limit.
-async fn limit_ip(
+/// The header a request id travels in, both ways.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Establishes who is asking and under which id, around everything else: the client's
+/// address (through trusted proxies), the request id (answered in `X-Request-Id`), and a
+/// span carrying both for every log line of the request.
+async fn request_context(
     State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let ip = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-    if let Some(info) = ip
-        && let Err(err) = state.auth.limit_ip(info.0.ip())
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let sent = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+    let id = request_id::accept_or_generate(sent);
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    if let Some(peer) = peer {
+        let client = state.auth.client_addr(peer, request.headers());
+        request.extensions_mut().insert(ClientAddr(client));
+    }
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+    let span = tracing::info_span!("request", id = %id, client = ?client);
+    let mut response = request_id::scope(id.clone(), next.run(request)).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// Counts every request, public ones included, against its client address's limit.
+async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(ClientAddr(ip)) = request.extensions().get::<ClientAddr>()
+        && let Err(err) = state.auth.limit_ip(*ip)
     {
-        return axum::response::IntoResponse::into_response(err);
+        return err.into_response();
     }
     next.run(request).await
+}
+
+/// Runs a connection's task (a WebSocket after its upgrade) under the id and log span of
+/// the request that opened it: the upgrade callback runs in a task of its own.
+pub(crate) fn in_request_context<F: std::future::Future>(
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    let span = tracing::Span::current();
+    let id = request_id::current().unwrap_or_else(|| request_id::accept_or_generate(None));
+    request_id::scope(id, future).instrument(span)
 }

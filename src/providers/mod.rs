@@ -38,6 +38,26 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// What a client is told: the kind of failure in plain words, never the upstream's
+    /// address or error body (those go to the log).
+    pub fn public_message(&self) -> String {
+        match self {
+            ProviderError::NotConfigured => self.to_string(),
+            ProviderError::RateLimited { .. } => {
+                "the model provider is rate limiting requests; try again shortly".into()
+            }
+            ProviderError::Auth { .. } => "the model provider refused Parley's credentials".into(),
+            ProviderError::Timeout(_) => "the model provider did not answer in time".into(),
+            ProviderError::BadResponse(_) => {
+                "the model provider sent an answer Parley cannot use".into()
+            }
+            ProviderError::Unavailable(_) => "the model provider is unavailable".into(),
+            ProviderError::Rejected { status, .. } => {
+                format!("the model provider rejected the request (HTTP {status})")
+            }
+        }
+    }
+
     /// A short stable name of the failure kind, for clients and logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -304,6 +304,7 @@ impl Runtime {
             cancel: self.inner.hard_stop.child_token(),
             reply,
             hint: page.and_then(|page| self.inner.page_hints.get(page)).cloned(),
+            request_id: crate::request_id::current(),
         });
         if !queue.worker {
             queue.worker = true;

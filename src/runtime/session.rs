@@ -25,6 +25,8 @@ pub(crate) struct PendingTurn {
     pub reply: Option<oneshot::Sender<TurnOutcome>>,
     /// Context for the model about the page the user is on (`page_context`).
     pub hint: Option<String>,
+    /// The request that submitted the turn, for its log lines.
+    pub request_id: Option<Arc<str>>,
 }
 
 /// The turn a session's worker is running.

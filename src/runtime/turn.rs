@@ -465,7 +465,10 @@ fn error_code(err: &AgentError) -> (&'static str, String) {
         AgentError::Provider(ProviderError::NotConfigured) => {
             ("PROVIDER_NOT_CONFIGURED", err.to_string())
         }
-        AgentError::Provider(provider) => ("PROVIDER_ERROR", provider.to_string()),
+        AgentError::Provider(provider) => {
+            tracing::warn!(error = %provider, kind = provider.kind(), "the model call failed");
+            ("PROVIDER_ERROR", provider.public_message())
+        }
         AgentError::IterationLimit(_) => ("AGENT_ERROR", err.to_string()),
         AgentError::Store(store) => {
             tracing::error!(%store, "storage failed during a turn");

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::event::EventKind;
 use super::session::{LiveSession, PendingTurn, RunningTurn};
 use super::{Inner, TurnOutcome, turn};
@@ -35,7 +37,9 @@ pub(super) async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
         let outcome = if inner.stopping.is_cancelled() {
             never_started(&inner, &session, &turn).await
         } else {
-            turn::run(&inner, &session, &turn).await
+            let request = turn.request_id.as_deref().unwrap_or("-");
+            let span = tracing::info_span!("turn", id = %turn.turn_id, request = %request);
+            turn::run(&inner, &session, &turn).instrument(span).await
         };
         session.queue().running = None;
         if let Some(reply) = turn.reply.take() {

@@ -225,6 +225,15 @@ pub struct TokenRecord {
     pub hash: String,
 }
 
+/// What a pairing code grants: a new device of `user` (minted by an admin or the
+/// operator), or, without one, a new user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairingGrant {
+    pub user: Option<String>,
+    /// Whether the paired token is an admin token (only for codes minted for a user).
+    pub admin: bool,
+}
+
 /// One security event of the audit log.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
@@ -370,11 +379,22 @@ pub trait Store: Send + Sync + 'static {
     /// How many tokens are active.
     async fn active_tokens(&self) -> Result<u64, StoreError>;
 
-    /// Stores a pairing code's hash, valid until `expires_at`.
-    async fn create_pairing_code(&self, hash: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Stores a pairing code's hash, valid until `expires_at`, granting `grant`.
+    async fn create_pairing_code(
+        &self,
+        hash: &str,
+        expires_at: i64,
+        grant: &PairingGrant,
+    ) -> Result<(), StoreError>;
 
-    /// Spends a pairing code: true if it existed, was unused and unexpired.
-    async fn redeem_pairing_code(&self, hash: &str) -> Result<bool, StoreError>;
+    /// What an unused, unexpired pairing code grants; `None` for any other code.
+    async fn pairing_code(&self, hash: &str) -> Result<Option<PairingGrant>, StoreError>;
+
+    /// Spends the pairing code and stores `token` in one transaction. With `new_user`, the
+    /// token's user is created and must not exist yet (`Conflict` otherwise, and the code
+    /// stays unspent); `NotFound` if the code is no longer valid.
+    async fn pair(&self, hash: &str, token: &TokenRecord, new_user: bool)
+    -> Result<(), StoreError>;
 
     /// Appends to the audit log.
     async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;

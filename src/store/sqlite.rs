@@ -13,8 +13,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::{
-    AuditEntry, Message, MessageStatus, NewMessage, PartialText, Recovery, Session, Store,
-    StoreError, TokenRecord, ToolCallRecord, TurnEnd, TurnStatus,
+    AuditEntry, Message, MessageStatus, NewMessage, PairingGrant, PartialText, Recovery, Session,
+    Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd, TurnStatus,
 };
 use crate::clock::now_ms;
 use crate::conversation::{Role, ToolCall};
@@ -23,6 +23,7 @@ use crate::conversation::{Role, ToolCall};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_auth.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_pairing_grants.sql")),
 ];
 
 const SESSION_COLUMNS: &str =
@@ -603,12 +604,26 @@ impl Store for SqliteStore {
         self.count_active_tokens().await
     }
 
-    async fn create_pairing_code(&self, hash: &str, expires_at: i64) -> Result<(), StoreError> {
-        self.insert_pairing_code(hash, expires_at).await
+    async fn create_pairing_code(
+        &self,
+        hash: &str,
+        expires_at: i64,
+        grant: &PairingGrant,
+    ) -> Result<(), StoreError> {
+        self.insert_pairing_code(hash, expires_at, grant).await
     }
 
-    async fn redeem_pairing_code(&self, hash: &str) -> Result<bool, StoreError> {
-        self.spend_pairing_code(hash).await
+    async fn pairing_code(&self, hash: &str) -> Result<Option<PairingGrant>, StoreError> {
+        self.find_pairing_code(hash).await
+    }
+
+    async fn pair(
+        &self,
+        hash: &str,
+        token: &TokenRecord,
+        new_user: bool,
+    ) -> Result<(), StoreError> {
+        self.spend_pairing_code(hash, token, new_user).await
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::SqliteStore;
-use super::{AuditEntry, StoreError, TokenRecord};
+use super::{AuditEntry, PairingGrant, StoreError, TokenRecord};
 use crate::clock::now_ms;
 
 const TOKEN_COLUMNS: &str = "id, user_id, hash, label, is_admin, created_at, revoked_at";
@@ -31,6 +31,15 @@ impl SqliteStore {
         .bind(token.created_at)
         .execute(&mut *tx)
         .await?;
+        Self::insert_token_in(&mut tx, token).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_token_in(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        token: &TokenRecord,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO tokens (id, user_id, hash, label, is_admin, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -41,9 +50,8 @@ impl SqliteStore {
         .bind(&token.label)
         .bind(token.admin)
         .bind(token.created_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -95,26 +103,67 @@ impl SqliteStore {
         &self,
         hash: &str,
         expires_at: i64,
+        grant: &PairingGrant,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO pairing_codes (hash, created_at, expires_at) VALUES ($1, $2, $3)")
-            .bind(hash)
-            .bind(now_ms())
-            .bind(expires_at)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO pairing_codes (hash, created_at, expires_at, user_id, is_admin) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(now_ms())
+        .bind(expires_at)
+        .bind(&grant.user)
+        .bind(grant.admin)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
-    pub(super) async fn spend_pairing_code(&self, hash: &str) -> Result<bool, StoreError> {
+    pub(super) async fn find_pairing_code(
+        &self,
+        hash: &str,
+    ) -> Result<Option<PairingGrant>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, is_admin FROM pairing_codes \
+             WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(hash)
+        .bind(now_ms())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(PairingGrant { user: row.try_get("user_id")?, admin: row.try_get("is_admin")? })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn spend_pairing_code(
+        &self,
+        hash: &str,
+        token: &TokenRecord,
+        new_user: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
         let now = now_ms();
-        let done = sqlx::query(
+        let spent = sqlx::query(
             "UPDATE pairing_codes SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
         )
         .bind(now)
         .bind(hash)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if spent.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        let user = if new_user {
+            "INSERT INTO users (id, created_at) VALUES ($1, $2)"
+        } else {
+            "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
+        };
+        sqlx::query(user).bind(&token.user).bind(now).execute(&mut *tx).await?;
+        Self::insert_token_in(&mut tx, token).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

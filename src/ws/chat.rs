@@ -73,9 +73,11 @@ pub(crate) async fn ws_chat(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws)?;
-    Ok(ws.on_upgrade(move |socket| async move {
-        serve(socket, state, caller, query).await;
-        drop(counted);
+    Ok(ws.on_upgrade(move |socket| {
+        crate::http::in_request_context(async move {
+            serve(socket, state, caller, query).await;
+            drop(counted);
+        })
     }))
 }
 

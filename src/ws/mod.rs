@@ -69,9 +69,13 @@ pub(crate) fn parse_client_frames(frame: &str) -> [Result<String, Message>; 2] {
     ]
 }
 
-/// An `error` frame with a stable code.
+/// An `error` frame with a stable code and the id of the connection's request.
 fn error_frame(code: &str, message: &str) -> Message {
-    text(json!({"type": "error", "code": code, "message": message}))
+    let mut frame = json!({"type": "error", "code": code, "message": message});
+    if let Some(id) = crate::request_id::current() {
+        frame["request_id"] = json!(&*id);
+    }
+    text(frame)
 }
 
 /// The wire code of a runtime refusal.

@@ -67,9 +67,11 @@ pub(crate) async fn chat_stream(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws)?;
-    Ok(ws.on_upgrade(move |socket| async move {
-        serve(socket, state, caller, query.session_id).await;
-        drop(counted);
+    Ok(ws.on_upgrade(move |socket| {
+        crate::http::in_request_context(async move {
+            serve(socket, state, caller, query.session_id).await;
+            drop(counted);
+        })
     }))
 }
 

@@ -32,7 +32,8 @@ async fn the_web_chat_works_in_a_real_browser() {
     let mut config = test_config(dir.path(), Some(&provider));
     config.tools.approval.insert("shell".into(), "ask".into());
     let server = TestServer::start(config).await;
-    let code = parley::auth::new_pairing_code(server.store.as_ref()).await.unwrap();
+    let code =
+        parley::auth::new_pairing_code(server.store.as_ref(), &Default::default()).await.unwrap();
     let artifacts = root.join("tests/artifacts");
     let output = tokio::task::spawn_blocking({
         let (base, token) = (server.base.clone(), server.token.clone());

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -105,6 +106,8 @@ async fn abort_mid_stream_stores_the_partial_answer_marked_interrupted() {
 pub(crate) struct Process {
     pub(crate) child: Child,
     pub(crate) base: String,
+    /// Its log (standard output) so far.
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Drop for Process {
@@ -149,8 +152,16 @@ pub(crate) fn spawn_parley_with(
         }
     };
     // Keep draining the log so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Process { child, base }
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    Process { child, base, log }
 }
 
 async fn get(client: &reqwest::Client, url: String) -> serde_json::Value {

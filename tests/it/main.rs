@@ -6,6 +6,7 @@ mod browser;
 mod chat;
 mod durability;
 mod errors;
+mod hardening;
 mod live_control;
 mod live_protocols;
 mod provider_failures;

@@ -321,7 +321,8 @@ async fn pairing_trades_a_code_for_a_token_and_locks_out_guessers() {
     let provider = FakeProvider::start().await;
     let server = TestServer::with_provider(dir.path(), &provider).await;
     let anonymous = client();
-    let code = parley::auth::new_pairing_code(server.store.as_ref()).await.unwrap();
+    let code =
+        parley::auth::new_pairing_code(server.store.as_ref(), &Default::default()).await.unwrap();
     let pair = |code: String| {
         anonymous.post(server.url("/api/pair")).json(&json!({"code": code, "user": "phone"})).send()
     };
@@ -336,7 +337,8 @@ async fn pairing_trades_a_code_for_a_token_and_locks_out_guessers() {
     assert_eq!(status, 401, "{body}");
 
     // Brute force: after five wrong codes (one is above), even the right one is refused.
-    let fresh = parley::auth::new_pairing_code(server.store.as_ref()).await.unwrap();
+    let fresh =
+        parley::auth::new_pairing_code(server.store.as_ref(), &Default::default()).await.unwrap();
     for _ in 0..4 {
         let (status, _) = json_of(pair("WRONG-CODE".into()).await.unwrap()).await;
         assert_eq!(status, 401);
@@ -525,11 +527,14 @@ async fn failed_authentication_locks_the_address_out() {
     for _ in 0..3 {
         assert_eq!(bad.get(server.url("/api/sessions")).send().await.unwrap().status(), 401);
     }
-    // Locked out now, even with a good token, from this address.
-    let (status, body) =
-        json_of(server.client.get(server.url("/api/sessions")).send().await.unwrap()).await;
+    // Guessing from this address is locked out now...
+    let (status, body) = json_of(bad.get(server.url("/api/sessions")).send().await.unwrap()).await;
     assert_eq!(status, 429, "{body}");
     assert!(body["retry_after"].as_u64().unwrap() > 200);
+    // ...but someone holding a valid token at the same address is never refused.
+    let (status, body) =
+        json_of(server.client.get(server.url("/api/sessions")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
     let audit = server.store.audit_log(100).await.unwrap();
     assert!(audit.iter().any(|e| e.kind == "lockout"));
     assert!(audit.iter().filter(|e| e.kind == "auth_failure").count() >= 3);
