@@ -15,10 +15,20 @@ use super::event::{Event, EventKind};
 use crate::bus::Bus;
 
 struct Ring {
-    last_seq: u64,
-    /// Upper bound of the numbers reserved in the store (sessions only).
+    /// The last `seq` handed out: published, held, or reserved for a slot.
+    taken: u64,
+    /// Every `seq` up to this one has been published.
+    published: u64,
+    /// Highest `seq` the store holds a durable reservation for: nothing past it is
+    /// published, so no `seq` a client saw can be handed out again after a crash.
+    durable: u64,
+    /// Target of the last reservation asked for (sessions only).
     reserved: u64,
+    /// Published events, the newest `capacity` of them.
     events: VecDeque<Arc<Event>>,
+    /// `published + 1 ..= taken` in order: an event waiting for the ones before it (or
+    /// for its reservation), or `None` for a slot whose event is not made yet.
+    held: VecDeque<Option<Arc<Event>>>,
 }
 
 /// What a watcher resuming after some `seq` gets from the log.
@@ -29,7 +39,9 @@ pub enum Replay {
     Resync,
 }
 
-/// A numbered, bounded, published log of events.
+/// A numbered, bounded, published log of events. Events are published strictly in `seq`
+/// order: a number can be taken before its event exists ([`EventLog::reserve_slot`]),
+/// and later events wait for it.
 pub struct EventLog {
     ring: Mutex<Ring>,
     /// When the last event was appended (epoch ms), for evicting idle sessions.
@@ -40,10 +52,31 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// A log whose next event gets `last_seq + 1`, publishing on `topic`.
+    /// A log whose next event gets `last_seq + 1`, publishing on `topic`, with no
+    /// durability bound (the lifecycle feeds).
     pub fn new(topic: String, last_seq: u64, capacity: usize, bus: Arc<dyn Bus>) -> Self {
+        Self::bounded(topic, last_seq, u64::MAX, capacity, bus)
+    }
+
+    /// A log whose next event gets `last_seq + 1` and which publishes nothing past
+    /// `durable` until [`EventLog::set_durable`] raises it.
+    pub fn bounded(
+        topic: String,
+        last_seq: u64,
+        durable: u64,
+        capacity: usize,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
+        let ring = Ring {
+            taken: last_seq,
+            published: last_seq,
+            durable,
+            reserved: durable,
+            events: VecDeque::new(),
+            held: VecDeque::new(),
+        };
         Self {
-            ring: Mutex::new(Ring { last_seq, reserved: last_seq, events: VecDeque::new() }),
+            ring: Mutex::new(ring),
             last_active: AtomicI64::new(crate::clock::now_ms()),
             capacity: capacity.max(16),
             topic,
@@ -56,9 +89,10 @@ impl EventLog {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Numbers the event, appends it to the ring and publishes it, under one lock so that
-    /// every watcher sees one order. With `reserve`, returns the new bound to persist when
-    /// fewer than half of the reserved numbers are left.
+    /// Numbers the event, appends it and publishes it once every earlier number is
+    /// published and its own is durable, under one lock so that every watcher sees one
+    /// order. With `reserve`, returns the new bound to make durable when fewer than half
+    /// of the reserved numbers are left.
     pub fn append(
         &self,
         session_id: &str,
@@ -68,22 +102,63 @@ impl EventLog {
     ) -> (Arc<Event>, Option<u64>) {
         self.last_active.store(crate::clock::now_ms(), Ordering::Relaxed);
         let mut ring = self.ring();
-        ring.last_seq += 1;
-        let seq = ring.last_seq;
-        let mut extend = None;
-        if let Some(block) = reserve
-            && seq + block / 2 > ring.reserved
-        {
-            ring.reserved = seq + block;
-            extend = Some(ring.reserved);
-        }
+        let (seq, extend) = ring.next(reserve);
         let event = Arc::new(Event::new(seq, session_id, turn_id, kind));
-        if ring.events.len() >= self.capacity {
-            ring.events.pop_front();
-        }
-        ring.events.push_back(event.clone());
-        self.bus.publish(&self.topic, event.clone());
+        ring.held.push_back(Some(event.clone()));
+        self.release(&mut ring);
         (event, extend)
+    }
+
+    /// Takes the next number for an event made later with [`EventLog::fill`]; events
+    /// appended meanwhile wait for it. Returns the number and, as `append`, a bound to
+    /// make durable.
+    pub fn reserve_slot(&self, reserve: Option<u64>) -> (u64, Option<u64>) {
+        self.last_active.store(crate::clock::now_ms(), Ordering::Relaxed);
+        let mut ring = self.ring();
+        let (seq, extend) = ring.next(reserve);
+        ring.held.push_back(None);
+        (seq, extend)
+    }
+
+    /// Puts the event of a reserved slot in place and publishes what it held back.
+    pub fn fill(
+        &self,
+        seq: u64,
+        session_id: &str,
+        turn_id: Option<&str>,
+        kind: EventKind,
+    ) -> Arc<Event> {
+        let event = Arc::new(Event::new(seq, session_id, turn_id, kind));
+        let mut ring = self.ring();
+        let index = seq.checked_sub(ring.published + 1).map(|i| i as usize);
+        match index.and_then(|i| ring.held.get_mut(i)) {
+            Some(slot @ None) => *slot = Some(event.clone()),
+            // Not a pending slot: a bug, but never a reason to publish out of order.
+            _ => tracing::error!(seq, "filling a sequence number that was not reserved"),
+        }
+        self.release(&mut ring);
+        event
+    }
+
+    /// Records that the store holds a reservation up to `bound`, and publishes what
+    /// waited for it.
+    pub fn set_durable(&self, bound: u64) {
+        let mut ring = self.ring();
+        ring.durable = ring.durable.max(bound);
+        self.release(&mut ring);
+    }
+
+    /// Publishes held events from the front while they are made and durable.
+    fn release(&self, ring: &mut Ring) {
+        while ring.published < ring.durable && matches!(ring.held.front(), Some(Some(_))) {
+            let Some(Some(event)) = ring.held.pop_front() else { break };
+            ring.published = event.seq;
+            if ring.events.len() >= self.capacity {
+                ring.events.pop_front();
+            }
+            ring.events.push_back(event.clone());
+            self.bus.publish(&self.topic, event);
+        }
     }
 
     /// When the last event was appended (epoch ms).
@@ -91,18 +166,23 @@ impl EventLog {
         self.last_active.load(Ordering::Relaxed)
     }
 
-    /// The last `seq` handed out.
+    /// The last `seq` published: what a watcher can have seen.
     pub fn last_seq(&self) -> u64 {
-        self.ring().last_seq
+        self.ring().published
+    }
+
+    /// Whether events wait to be published (for a slot, or for their reservation).
+    pub fn holding(&self) -> bool {
+        !self.ring().held.is_empty()
     }
 
     /// The events after `after`, or a resync if some of them left the ring.
     pub fn replay(&self, after: u64) -> Replay {
         let ring = self.ring();
-        if after >= ring.last_seq {
+        if after >= ring.published {
             return Replay::Events(Vec::new());
         }
-        let oldest = ring.events.front().map_or(ring.last_seq + 1, |e| e.seq);
+        let oldest = ring.events.front().map_or(ring.published + 1, |e| e.seq);
         if after + 1 < oldest {
             return Replay::Resync;
         }
@@ -119,6 +199,22 @@ impl EventLog {
             Watch { log: self.clone(), live, backlog: VecDeque::new(), last: after, resync: false };
         watch.refill();
         watch
+    }
+}
+
+impl Ring {
+    /// The next number, and the reservation bound to ask for if one is due.
+    fn next(&mut self, reserve: Option<u64>) -> (u64, Option<u64>) {
+        self.taken += 1;
+        let seq = self.taken;
+        let mut extend = None;
+        if let Some(block) = reserve
+            && seq + block / 2 > self.reserved
+        {
+            self.reserved = seq + block;
+            extend = Some(self.reserved);
+        }
+        (seq, extend)
     }
 }
 
@@ -229,5 +325,56 @@ impl Watch {
         }
         self.last = event.seq;
         Some(WatchItem::Event(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::LocalBus;
+
+    fn chunk(text: &str) -> EventKind {
+        EventKind::Chunk { content: text.into() }
+    }
+
+    fn log(durable: u64) -> Arc<EventLog> {
+        Arc::new(EventLog::bounded("t".into(), 0, durable, 64, Arc::new(LocalBus::new(16))))
+    }
+
+    fn seqs(watch: &mut Watch) -> Vec<u64> {
+        std::iter::from_fn(|| match watch.try_next() {
+            Some(WatchItem::Event(event)) => Some(event.seq),
+            _ => None,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn nothing_past_the_durable_reservation_is_published() {
+        let log = log(0);
+        let mut watch = log.watch(None);
+        let (_, reserve) = log.append("s", None, chunk("a"), Some(8));
+        assert_eq!(reserve, Some(9), "a reservation is asked for");
+        assert_eq!(log.last_seq(), 0);
+        assert!(seqs(&mut watch).is_empty() && log.holding());
+        log.set_durable(9);
+        assert_eq!(seqs(&mut watch), vec![1]);
+        assert!(!log.holding());
+    }
+
+    #[test]
+    fn events_wait_for_an_earlier_slot_and_follow_it_in_order() {
+        let log = log(100);
+        let mut watch = log.watch(None);
+        let (slot, _) = log.reserve_slot(None);
+        log.append("s", None, chunk("b"), None);
+        log.append("s", None, chunk("c"), None);
+        assert!(seqs(&mut watch).is_empty(), "nothing overtakes the slot");
+        assert!(matches!(log.replay(0), Replay::Events(events) if events.is_empty()));
+        log.fill(slot, "s", None, chunk("a"));
+        assert_eq!(seqs(&mut watch), vec![1, 2, 3]);
+        let late = log.watch(Some(0));
+        let mut late = late;
+        assert_eq!(seqs(&mut late), vec![1, 2, 3]);
     }
 }

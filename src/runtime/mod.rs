@@ -77,6 +77,8 @@ pub struct TurnOutcome {
 pub struct Submission {
     pub session: Arc<LiveSession>,
     pub turn_id: String,
+    /// The `seq` of the stored user message: every event of the turn comes after it.
+    pub user_seq: u64,
     /// Resolves when the turn ends (if asked for); dropping it does not cancel the turn.
     pub outcome: Option<oneshot::Receiver<TurnOutcome>>,
 }
@@ -258,6 +260,10 @@ impl Runtime {
         if content.trim().is_empty() {
             return Err(RuntimeError::EmptyContent);
         }
+        // Validation before limits: a malformed request does not use up the caller's turns.
+        if session_id.is_some_and(|id| !valid_session_id(id)) {
+            return Err(RuntimeError::InvalidSessionId);
+        }
         if self.inner.max_concurrent_turns > 0 {
             let busy: usize = self.user_sessions(user).await.iter().map(|s| s.turns()).sum();
             if busy >= self.inner.max_concurrent_turns {
@@ -277,7 +283,7 @@ impl Runtime {
             let (session, _) = self.open_session(user, session_id, None, true).await?;
             let mut queue = session.queue();
             if queue.evicted {
-                // Evicted between the lookup and now: load it again.
+                // Evicted (or deleted) between the lookup and now: load it again.
                 continue;
             }
             if queue.pending.len() + queue.admitting >= self.inner.queue_depth {
@@ -287,64 +293,20 @@ impl Runtime {
             drop(queue);
             break session;
         };
-        let stored = self.store_user_message(&session, content).await;
-        let mut queue = session.queue();
-        queue.admitting -= 1;
-        let (turn_id, user_seq) = stored?;
-        let (reply, outcome) = if want_outcome {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let waiting = queue.pending.len() + usize::from(queue.running.is_some());
-        queue.pending.push_back(PendingTurn {
-            turn_id: turn_id.clone(),
-            user_seq,
-            cancel: self.inner.hard_stop.child_token(),
-            reply,
+        let admission = Admission {
+            content: content.to_owned(),
             hint: page.and_then(|page| self.inner.page_hints.get(page)).cloned(),
             request_id: crate::request_id::current(),
-        });
-        if !queue.worker {
-            queue.worker = true;
-            let (inner, worker_session) = (self.inner.clone(), session.clone());
-            self.inner.tracker.spawn(worker::drain(inner, worker_session));
-        }
-        drop(queue);
-        if waiting > 0 {
-            session.emit(
-                Some(&turn_id),
-                EventKind::OperatorStatus {
-                    phase: "queued",
-                    detail: Some(format!("{waiting} ahead")),
-                },
-            );
-        }
-        Ok(Submission { session, turn_id, outcome })
-    }
-
-    async fn store_user_message(
-        &self,
-        session: &LiveSession,
-        content: &str,
-    ) -> Result<(String, u64), RuntimeError> {
-        let turn_id = uuid::Uuid::new_v4().to_string();
-        let event =
-            session.emit(Some(&turn_id), EventKind::UserMessage { content: content.into() });
-        let seq = event.seq as i64;
-        let message = NewMessage::text(seq, seq, &turn_id, Role::User, content);
-        if let Err(err) = self.inner.store.create_turn(session.pk, &turn_id, &message).await {
-            session.emit(
-                Some(&turn_id),
-                EventKind::Error {
-                    message: "the message could not be stored".into(),
-                    code: "AGENT_ERROR",
-                },
-            );
-            return Err(err.into());
-        }
-        Ok((turn_id, event.seq))
+            want_outcome,
+        };
+        // In a task of its own: a caller that goes away midway (an HTTP client hanging up)
+        // must not leave a stored message without its turn.
+        let admitted =
+            self.inner.tracker.spawn(admit(self.inner.clone(), session.clone(), admission));
+        let (turn_id, user_seq, outcome) = admitted.await.map_err(|err| {
+            RuntimeError::Store(StoreError::Other(format!("admitting a message failed: {err}")))
+        })??;
+        Ok(Submission { session, turn_id, user_seq, outcome })
     }
 
     /// Cancels the turn running in the user's session; returns its id.
@@ -400,24 +362,30 @@ impl Runtime {
         sessions.values().filter(|s| s.running().is_some()).count()
     }
 
-    /// Stops the session's turns and deletes it with everything in it.
+    /// Stops the session's turns and deletes it with everything in it. Its watchers get
+    /// `session_deleted` and are detached; its memory goes with the last of them.
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<(), RuntimeError> {
         if !valid_session_id(id) {
             return Err(RuntimeError::InvalidSessionId);
         }
-        let removed = {
-            let mut sessions = self.inner.sessions.lock().await;
-            sessions.remove(&(user.to_owned(), id.to_owned()))
-        };
-        if let Some(session) = removed {
-            let queue = session.queue();
+        // The map stays locked until the row is gone, so nobody loads it again meanwhile.
+        let mut sessions = self.inner.sessions.lock().await;
+        let removed = sessions.remove(&(user.to_owned(), id.to_owned()));
+        if let Some(session) = &removed {
+            let mut queue = session.queue();
+            // Whoever still holds it (a submission in flight) must load the session anew.
+            queue.evicted = true;
             queue.running.iter().for_each(|r| r.cancel.cancel());
             queue.pending.iter().for_each(|p| p.cancel.cancel());
         }
-        self.inner.store.delete_session(user, id).await.map_err(|err| match err {
+        let deleted = self.inner.store.delete_session(user, id).await;
+        drop(sessions);
+        deleted.map_err(|err| match err {
             StoreError::NotFound => RuntimeError::NotFound,
             other => other.into(),
-        })
+        })?;
+        self.inner.deleted(user, id, removed.as_deref());
+        Ok(())
     }
 
     /// The stored session and, if it is loaded, its live state.
@@ -441,8 +409,12 @@ impl Runtime {
         let ttl_ms = (ttl_hours as i64).saturating_mul(3_600_000);
         let pruned = self.inner.store.prune(user, max_sessions, ttl_ms).await?;
         let mut sessions = self.inner.sessions.lock().await;
-        for key in &pruned {
-            sessions.remove(key);
+        for (user, id) in &pruned {
+            let removed = sessions.remove(&(user.clone(), id.clone()));
+            if let Some(session) = &removed {
+                session.queue().evicted = true;
+            }
+            self.inner.deleted(user, id, removed.as_deref());
         }
         Ok(pruned.len())
     }
@@ -547,6 +519,66 @@ impl Runtime {
     }
 }
 
+/// A message past the limits, to be numbered, stored and queued.
+struct Admission {
+    content: String,
+    hint: Option<String>,
+    request_id: Option<Arc<str>>,
+    want_outcome: bool,
+}
+
+/// Numbers the message, makes it durable, queues its turn, and only then echoes it to the
+/// watchers. One admission per session at a time, so turns queue (and run) in `seq` order;
+/// the number is durably reserved before the message is stored under it.
+async fn admit(
+    inner: Arc<Inner>,
+    session: Arc<LiveSession>,
+    admission: Admission,
+) -> Result<(String, u64, Option<oneshot::Receiver<TurnOutcome>>), RuntimeError> {
+    let _one_at_a_time = session.admission.lock().await;
+    let turn_id = uuid::Uuid::new_v4().to_string();
+    let slot = session.reserve_slot();
+    let seq = slot.seq;
+    let message =
+        NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
+    slot.durable().await;
+    let stored = inner.store.create_turn(session.pk, &turn_id, &message).await;
+    let mut queue = session.queue();
+    queue.admitting -= 1;
+    if let Err(err) = stored {
+        drop(queue);
+        let message = "the message could not be stored".into();
+        slot.fill(Some(&turn_id), EventKind::Error { message, code: "AGENT_ERROR" });
+        return Err(err.into());
+    }
+    let (reply, outcome) = if admission.want_outcome {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let waiting = queue.pending.len() + usize::from(queue.running.is_some());
+    queue.pending.push_back(PendingTurn {
+        turn_id: turn_id.clone(),
+        user_seq: seq,
+        cancel: inner.hard_stop.child_token(),
+        reply,
+        hint: admission.hint,
+        request_id: admission.request_id,
+    });
+    if !queue.worker {
+        queue.worker = true;
+        inner.tracker.spawn(worker::drain(inner.clone(), session.clone()));
+    }
+    drop(queue);
+    slot.fill(Some(&turn_id), EventKind::UserMessage { content: admission.content });
+    if waiting > 0 {
+        let detail = Some(format!("{waiting} ahead"));
+        session.emit(Some(&turn_id), EventKind::OperatorStatus { phase: "queued", detail });
+    }
+    Ok((turn_id, seq, outcome))
+}
+
 impl Inner {
     /// The user's lifecycle feed.
     fn feed(&self, user: &str) -> Arc<EventLog> {
@@ -564,6 +596,14 @@ impl Inner {
                 ))
             })
             .clone()
+    }
+
+    /// Tells the watchers of a deleted session (if it was loaded) and its owner's feed.
+    fn deleted(&self, user: &str, id: &str, loaded: Option<&LiveSession>) {
+        if let Some(session) = loaded {
+            session.emit(None, EventKind::SessionDeleted);
+        }
+        self.feed(user).append(id, None, EventKind::SessionDeleted, None);
     }
 
     /// Records a lifecycle event (no content) on the session owner's feed.

@@ -2,8 +2,9 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::TurnOutcome;
@@ -13,8 +14,9 @@ use crate::bus::Bus;
 use crate::store::Store;
 
 /// How many sequence numbers are reserved in the store at a time; the reservation is
-/// renewed when half of it is used, so a crash never lets a `seq` be handed out twice.
-const SEQ_BLOCK: u64 = 1024;
+/// renewed when half of it is used. Events past the durable reservation wait for it, so a
+/// crash never lets a `seq` that a client saw (or that was stored) be handed out twice.
+const SEQ_BLOCK: u64 = 4096;
 
 /// A turn waiting for its session's worker.
 pub(crate) struct PendingTurn {
@@ -59,9 +61,16 @@ pub struct LiveSession {
     /// Tools the user approved with "always" in this session.
     always: Mutex<HashSet<String>>,
     store: Arc<dyn Store>,
+    /// The durable bound of the `seq` reservation, for admissions waiting on it.
+    durable: Arc<watch::Sender<u64>>,
+    /// Held while a user message is numbered, stored and queued: messages of one session
+    /// are admitted one at a time, so their turns queue in `seq` order.
+    pub(crate) admission: tokio::sync::Mutex<()>,
 }
 
 impl LiveSession {
+    /// The session as loaded from the store, numbering events after `reserved_seq` (the
+    /// numbers up to it may have been used before a crash).
     pub(crate) fn new(
         user: &str,
         id: &str,
@@ -71,34 +80,73 @@ impl LiveSession {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
     ) -> Self {
-        // Numbers up to the stored reservation may have been used before a crash.
         let reserved = reserved_seq.max(0) as u64;
+        let topic = format!("session:{pk}");
         Self {
             user: user.to_owned(),
             id: id.to_owned(),
             pk,
-            log: Arc::new(EventLog::new(format!("session:{pk}"), reserved, capacity, bus)),
+            log: Arc::new(EventLog::bounded(topic, reserved, reserved, capacity, bus)),
             queue: Mutex::new(Queue::default()),
             always: Mutex::new(HashSet::new()),
             store,
+            durable: Arc::new(watch::channel(reserved).0),
+            admission: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Gives the event the next `seq`, appends it to the log and publishes it.
+    /// Gives the event the next `seq`, appends it to the log and publishes it (once its
+    /// number is durably reserved and every earlier one is published).
     pub fn emit(&self, turn_id: Option<&str>, kind: EventKind) -> Arc<Event> {
         let (event, reserve) = self.log.append(&self.id, turn_id, kind, Some(SEQ_BLOCK));
         if let Some(up_to) = reserve {
-            let (store, pk) = (self.store.clone(), self.pk);
-            tokio::spawn(async move {
-                if let Err(err) = store.reserve_seq(pk, up_to as i64).await {
-                    tracing::error!(%err, "reserving sequence numbers failed");
-                }
-            });
+            self.reserve(up_to);
         }
         event
     }
 
-    /// The last `seq` handed out.
+    /// Takes the next `seq` for an event made later: events emitted meanwhile wait for it.
+    pub(crate) fn reserve_slot(&self) -> SeqSlot<'_> {
+        let (seq, reserve) = self.log.reserve_slot(Some(SEQ_BLOCK));
+        if let Some(up_to) = reserve {
+            self.reserve(up_to);
+        }
+        SeqSlot { session: self, seq, filled: false }
+    }
+
+    /// Reserves numbers up to `up_to` in the store, in the background, retrying while the
+    /// store is down and the session is still in use; the log then publishes what waited.
+    fn reserve(&self, up_to: u64) {
+        let (store, pk) = (self.store.clone(), self.pk);
+        let (log, durable) = (Arc::downgrade(&self.log), Arc::downgrade(&self.durable));
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                match store.reserve_seq(pk, up_to as i64).await {
+                    Ok(()) => break,
+                    Err(err) => tracing::error!(%err, "reserving sequence numbers failed"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                if log.strong_count() == 0 {
+                    return;
+                }
+            }
+            if let (Some(log), Some(durable)) = (log.upgrade(), durable.upgrade()) {
+                log.set_durable(up_to);
+                durable.send_modify(|bound| *bound = (*bound).max(up_to));
+            }
+        });
+    }
+
+    /// Waits until `seq` is durably reserved.
+    async fn durable(&self, seq: u64) {
+        let mut bound = self.durable.subscribe();
+        // The sender lives as long as the session.
+        let _ = bound.wait_for(|bound| *bound >= seq).await;
+    }
+
+    /// The last `seq` published.
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()
     }
@@ -112,7 +160,8 @@ impl LiveSession {
         // Every watcher holds a reference to the log.
         let watchers = Arc::strong_count(&self.log) - 1;
         let busy = queue.pending.len() + queue.admitting + usize::from(queue.running.is_some());
-        if busy == 0 && watchers == 0 && now - self.log.last_active() >= idle_ms {
+        let idle = now - self.log.last_active() >= idle_ms && !self.log.holding();
+        if busy == 0 && watchers == 0 && idle {
             queue.evicted = true;
         }
         queue.evicted
@@ -156,6 +205,39 @@ impl LiveSession {
     /// Turns waiting behind the running one.
     pub fn queued(&self) -> usize {
         self.queue().pending.len()
+    }
+}
+
+/// A `seq` taken before its event exists (a user message is numbered, then stored, then
+/// echoed). Dropped unfilled, it becomes an `error` event, so the log never waits forever.
+pub(crate) struct SeqSlot<'a> {
+    session: &'a LiveSession,
+    pub seq: u64,
+    filled: bool,
+}
+
+impl SeqSlot<'_> {
+    /// Waits until the slot's number is durably reserved: it may then be stored.
+    pub async fn durable(&self) {
+        self.session.durable(self.seq).await;
+    }
+
+    /// Puts the event in place; it is published once every earlier number is.
+    pub fn fill(mut self, turn_id: Option<&str>, kind: EventKind) -> Arc<Event> {
+        self.filled = true;
+        self.session.log.fill(self.seq, &self.session.id, turn_id, kind)
+    }
+}
+
+impl Drop for SeqSlot<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            let kind = EventKind::Error {
+                message: "the message could not be accepted".into(),
+                code: "AGENT_ERROR",
+            };
+            self.session.log.fill(self.seq, &self.session.id, None, kind);
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub(crate) async fn session_events(
     let after = resume_point(&headers, &query)?;
     let (session, watch, missed) =
         state.runtime.watch(&caller.user, Some(&id), after, false).await?;
-    respond(&state, &caller, session.id.clone(), watch, missed)
+    respond(&state, &caller, Some(session.id.clone()), watch, missed)
 }
 
 /// The caller's lifecycle feed.
@@ -60,13 +60,15 @@ pub(crate) async fn global_events(
 ) -> Result<Response, ApiError> {
     let after = resume_point(&headers, &query)?;
     let watch = state.runtime.watch_feed(&caller.user, after);
-    respond(&state, &caller, String::new(), watch, Vec::new())
+    respond(&state, &caller, None, watch, Vec::new())
 }
 
+/// Streams `watch` as SSE. For a session (`session_id`), the stream ends after a
+/// `session_deleted` event (sent with that event name); the lifecycle feed goes on.
 fn respond(
     state: &AppState,
     caller: &Caller,
-    session_id: String,
+    session_id: Option<String>,
     watch: Watch,
     missed: Vec<ApprovalInfo>,
 ) -> Result<Response, ApiError> {
@@ -82,12 +84,18 @@ fn respond(
             }
             let (event, ended) = match watch.next().await {
                 WatchItem::Event(event) => {
-                    let ended = matches!(event.kind, EventKind::SessionDeleted);
                     let data = String::from_utf8_lossy(&event.json).into_owned();
-                    (SseEvent::default().id(event.seq.to_string()).data(data), ended)
+                    let sse = SseEvent::default().id(event.seq.to_string()).data(data);
+                    match event.kind {
+                        EventKind::SessionDeleted if session_id.is_some() => {
+                            (sse.event("session_deleted"), true)
+                        }
+                        _ => (sse, false),
+                    }
                 }
                 WatchItem::Resync { last_seq } => {
-                    let data = resync_frame(&session_id, last_seq).to_string();
+                    let id = session_id.as_deref().unwrap_or_default();
+                    let data = resync_frame(id, last_seq).to_string();
                     (SseEvent::default().id(last_seq.to_string()).data(data), false)
                 }
                 WatchItem::Closed => return None,

@@ -23,7 +23,7 @@ use super::{
 use crate::auth::Caller;
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
-use crate::runtime::{Decision, LiveSession, Watch, WatchItem};
+use crate::runtime::{Decision, EventKind, LiveSession, Watch, WatchItem};
 
 /// Query of the upgrade request.
 #[derive(Debug, Default, Deserialize)]
@@ -85,8 +85,9 @@ pub(crate) async fn ws_chat(
 struct Connection {
     state: AppState,
     caller: Caller,
-    session: Arc<LiveSession>,
-    watch: Watch,
+    /// The session followed, and its events; `None` after it was deleted, until the next
+    /// message starts a new one.
+    followed: Option<(Arc<LiveSession>, Watch)>,
     /// The seqs this socket has already been sent by the current watch, so a `resume`
     /// replays what the client missed without repeating what it has.
     sent: Option<(u64, u64)>,
@@ -107,7 +108,8 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
     let Some((session, watch)) = opened else {
         return;
     };
-    let mut conn = Connection { state, caller, session, watch, sent: None, skip: None };
+    let mut conn =
+        Connection { state, caller, followed: Some((session, watch)), sent: None, skip: None };
     let ping_every = Duration::try_from_secs_f64(conn.state.config.stream.ping_interval_secs)
         .unwrap_or(Duration::from_secs(30))
         .max(Duration::from_millis(10));
@@ -140,7 +142,7 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
                     Some(Ok(_)) => {}
                 }
             }
-            item = conn.watch.next() => {
+            item = next_item(&mut conn.followed) => {
                 if conn.forward(&mut socket, item).await.is_err() {
                     break;
                 }
@@ -210,15 +212,25 @@ async fn open(
 /// wake-ups and then share one system call.
 const BATCH: usize = 64;
 
+/// The next event of the followed session; never, while none is followed.
+async fn next_item(followed: &mut Option<(Arc<LiveSession>, Watch)>) -> WatchItem {
+    match followed {
+        Some((_, watch)) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Connection {
     /// Sends `item` and whatever else of the session is ready now, with one flush. `Err`
-    /// when the socket is gone or the session was closed.
+    /// when the socket is gone. After `session_deleted` the socket follows no session.
     async fn forward(&mut self, socket: &mut WebSocket, item: WatchItem) -> Result<(), ()> {
         let mut next = Some(item);
         let mut written = 0;
+        let mut deleted = false;
         while let Some(item) = next.take() {
             let frame = match item {
                 WatchItem::Event(event) => {
+                    deleted = matches!(event.kind, EventKind::SessionDeleted);
                     if self.skip.is_some_and(|(first, last)| (first..=last).contains(&event.seq)) {
                         None
                     } else {
@@ -227,7 +239,10 @@ impl Connection {
                         Some(event_frame(&event))
                     }
                 }
-                WatchItem::Resync { last_seq } => Some(resync_frame(&self.session.id, last_seq)),
+                WatchItem::Resync { last_seq } => {
+                    let id = self.followed.as_ref().map_or("", |(session, _)| &session.id);
+                    Some(resync_frame(id, last_seq))
+                }
                 WatchItem::Closed => {
                     let _ = socket.flush().await;
                     return Err(());
@@ -237,11 +252,39 @@ impl Connection {
                 socket.feed(frame).await.map_err(drop)?;
                 written += 1;
             }
-            if written < BATCH {
-                next = self.watch.try_next();
+            if deleted {
+                self.detach();
+            } else if written < BATCH {
+                next = self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
             }
         }
         socket.flush().await.map_err(drop)
+    }
+
+    /// Stops following the session (it was deleted), releasing it.
+    fn detach(&mut self) {
+        self.followed = None;
+        self.sent = None;
+        self.skip = None;
+    }
+
+    /// Follows `session` from `watch` on.
+    fn follow(&mut self, session: Arc<LiveSession>, watch: Watch) {
+        self.followed = Some((session, watch));
+        self.sent = None;
+        self.skip = None;
+    }
+
+    /// The followed session; after a deletion, a new one (announced with `session_start`),
+    /// as if the socket had just connected. `None` if the socket is gone or the session
+    /// cannot be opened (the client was told).
+    async fn session(&mut self, socket: &mut WebSocket) -> Option<Arc<LiveSession>> {
+        if self.followed.is_none() {
+            let (session, watch) =
+                open(socket, &self.state, &self.caller, None, None, None).await?;
+            self.follow(session, watch);
+        }
+        self.followed.as_ref().map(|(session, _)| session.clone())
     }
 
     /// Handles one client frame; `Err` when the socket is gone.
@@ -250,12 +293,13 @@ impl Connection {
             Ok(frame) => frame,
             Err(error) => return socket.send(error).await,
         };
-        let runtime = &self.state.runtime;
-        let user = &self.caller.user;
+        let runtime = self.state.runtime.clone();
+        let user = &self.caller.user.clone();
         let reply = match frame {
             ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
             ClientFrame::Connect { session_id, device_name } => {
-                if session_id.as_deref().is_some_and(|id| id != self.session.id) {
+                let current = self.followed.as_ref().map(|(session, _)| session.id.clone());
+                if session_id.is_some() && session_id != current {
                     let id = session_id.as_deref();
                     if let Err(err) = super::check_session_id(id) {
                         return socket.send(error_frame(err.code(), &err.to_string())).await;
@@ -265,38 +309,43 @@ impl Connection {
                     else {
                         return Ok(());
                     };
-                    self.session = session;
-                    self.watch = watch;
-                    self.sent = None;
-                    self.skip = None;
+                    self.follow(session, watch);
                 }
+                let Some(session) = self.session(socket).await else { return Ok(()) };
                 Some(text(json!({
                     "type": "connected",
-                    "session_id": self.session.id,
+                    "session_id": session.id,
                     "device_name": device_name,
                 })))
             }
             ClientFrame::Message { content, page_context } => {
                 let content = content.unwrap_or_default();
+                let Some(session) = self.session(socket).await else { return Ok(()) };
                 let submitted = runtime
-                    .submit(user, Some(&self.session.id), &content, page_context.as_deref(), false)
+                    .submit(user, Some(&session.id), &content, page_context.as_deref(), false)
                     .await;
                 submitted.err().map(|err| runtime_error_frame(&err))
             }
             ClientFrame::Cancel { turn_id } => {
-                let found = match turn_id {
-                    Some(turn_id) => runtime.cancel_turn(user, &turn_id).await,
-                    None => {
-                        matches!(runtime.abort_session(user, &self.session.id).await, Ok(Some(_)))
+                let current = self.followed.as_ref().map(|(session, _)| session.id.as_str());
+                let found = match (turn_id, current) {
+                    (Some(turn_id), _) => runtime.cancel_turn(user, &turn_id).await,
+                    (None, Some(id)) => {
+                        matches!(runtime.abort_session(user, id).await, Ok(Some(_)))
                     }
+                    (None, None) => false,
                 };
                 (!found).then(|| error_frame("NOT_FOUND", "no such running turn"))
             }
             ClientFrame::Resume { last_seq } => {
-                match runtime.watch(user, Some(&self.session.id), Some(last_seq), false).await {
-                    Ok((_, watch, missed)) => {
-                        self.watch = watch;
-                        self.skip = self.sent.take().filter(|(_, last)| *last > last_seq);
+                let Some(id) = self.followed.as_ref().map(|(session, _)| session.id.clone()) else {
+                    return socket.send(error_frame("NOT_FOUND", "no session to resume")).await;
+                };
+                match runtime.watch(user, Some(&id), Some(last_seq), false).await {
+                    Ok((session, watch, missed)) => {
+                        let skip = self.sent.take().filter(|(_, last)| *last > last_seq);
+                        self.follow(session, watch);
+                        self.skip = skip;
                         for approval in &missed {
                             socket.send(approval_frame(approval)).await?;
                         }

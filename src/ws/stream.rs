@@ -24,7 +24,7 @@ use super::{
 use crate::auth::Caller;
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
-use crate::runtime::{Event, EventKind, Watch, WatchItem};
+use crate::runtime::{Event, EventKind, RuntimeError, Watch, WatchItem};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct StreamQuery {
@@ -80,10 +80,19 @@ struct Connection {
     caller: Caller,
     /// The session of messages that name none.
     current: Option<String>,
-    /// A forwarding task per watched session.
-    watching: HashMap<String, CancellationToken>,
-    outbox: mpsc::Sender<Message>,
+    /// A forwarding task per watched session id, with the key of the session it follows
+    /// (a deleted session's id may be taken again by a new one).
+    watching: HashMap<String, (i64, CancellationToken)>,
+    outbox: mpsc::Sender<Outgoing>,
     closed: CancellationToken,
+}
+
+/// What the forwarding tasks hand the socket's loop.
+enum Outgoing {
+    Frame(Message),
+    /// The session (id, key) was deleted (its `session_deleted` frame went before): stop
+    /// following it; a message that names no session then starts a new one.
+    Detached(String, i64),
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_id: Option<String>) {
@@ -99,10 +108,14 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
     };
     let revoked = state.auth.revoked(conn.caller.token_id.clone());
     tokio::pin!(revoked);
-    if let Some(id) = conn.current.clone()
-        && let Err(frame) = conn.follow(&id, None).await
-    {
-        let _ = socket.send(frame).await;
+    // Follow the named session if it exists; if not, the first message creates it.
+    if let Some(id) = conn.current.clone() {
+        match conn.follow(&id, None, None).await {
+            Ok(()) | Err(RuntimeError::NotFound) => {}
+            Err(err) => {
+                let _ = socket.send(runtime_error_frame(&err)).await;
+            }
+        }
     }
     loop {
         tokio::select! {
@@ -121,8 +134,8 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
                 }
                 Some(Ok(_)) => {}
             },
-            Some(frame) = outgoing.recv() => {
-                if write_ready(&mut socket, frame, &mut outgoing).await.is_err() {
+            Some(item) = outgoing.recv() => {
+                if write_ready(&mut socket, item, &mut outgoing, &mut conn).await.is_err() {
                     break;
                 }
             }
@@ -140,16 +153,24 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
     closed.cancel();
 }
 
-/// Writes `frame` and whatever else waits in the outbox (up to a batch), with one flush.
+/// Writes `item` and whatever else waits in the outbox (up to a batch), with one flush.
 async fn write_ready(
     socket: &mut WebSocket,
-    frame: Message,
-    outgoing: &mut mpsc::Receiver<Message>,
+    item: Outgoing,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+    conn: &mut Connection,
 ) -> Result<(), axum::Error> {
-    socket.feed(frame).await?;
-    for _ in 1..BATCH {
-        let Ok(frame) = outgoing.try_recv() else { break };
-        socket.feed(frame).await?;
+    let mut next = Some(item);
+    let mut handled = 0;
+    while let Some(item) = next.take() {
+        match item {
+            Outgoing::Frame(frame) => socket.feed(frame).await?,
+            Outgoing::Detached(id, pk) => conn.detach(&id, pk),
+        }
+        handled += 1;
+        if handled < BATCH {
+            next = outgoing.try_recv().ok();
+        }
     }
     socket.flush().await
 }
@@ -170,41 +191,42 @@ impl Connection {
                     .or_else(|| self.current.clone())
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let content = content.unwrap_or_default();
-                if content.trim().is_empty() {
-                    return Some(error_frame("EMPTY_CONTENT", "the message is empty"));
+                // Every check comes before anything is created or followed: a refused message
+                // leaves no session and no watcher behind.
+                let submission =
+                    match runtime.submit(&user, Some(&target), &content, None, false).await {
+                        Ok(submission) => submission,
+                        Err(err) => return Some(runtime_error_frame(&err)),
+                    };
+                let session_id = submission.session.id.clone();
+                // From just before the message: the turn's first token cannot be missed.
+                let after = submission.user_seq.saturating_sub(1);
+                let pk = Some(submission.session.pk);
+                if let Err(err) = self.follow(&session_id, Some(after), pk).await {
+                    return Some(runtime_error_frame(&err));
                 }
-                // Watch before submitting, so the first token cannot be missed.
-                if let Err(frame) = self.follow(&target, None).await {
-                    return Some(frame);
-                }
-                match runtime.submit(&user, Some(&target), &content, None, false).await {
-                    Ok(submission) => {
-                        let session_id = submission.session.id.clone();
-                        self.current = Some(session_id.clone());
-                        Some(text(json!({
-                            "type": "accepted",
-                            "id": id,
-                            "turn_id": submission.turn_id,
-                            "session_id": session_id,
-                            "project_id": project_id,
-                        })))
-                    }
-                    Err(err) => Some(runtime_error_frame(&err)),
-                }
+                self.current = Some(session_id.clone());
+                Some(text(json!({
+                    "type": "accepted",
+                    "id": id,
+                    "turn_id": submission.turn_id,
+                    "session_id": session_id,
+                    "project_id": project_id,
+                })))
             }
             ClientFrame::Resume { last_seq, session_id } => {
                 let Some(target) = session_id.or_else(|| self.current.clone()) else {
                     return Some(error_frame("NOT_FOUND", "no session to resume; send session_id"));
                 };
-                if let Some(task) = self.watching.remove(&target) {
+                if let Some((_, task)) = self.watching.remove(&target) {
                     task.cancel();
                 }
-                let resumed = self.follow(&target, Some(last_seq)).await;
+                let resumed = self.follow(&target, Some(last_seq), None).await;
                 if resumed.is_ok() {
                     // Messages that name no session go to the one resumed.
                     self.current = Some(target);
                 }
-                resumed.err()
+                resumed.err().map(|err| runtime_error_frame(&err))
             }
             ClientFrame::Cancel { turn_id } => {
                 let found = match (turn_id, &self.current) {
@@ -219,29 +241,51 @@ impl Connection {
         }
     }
 
-    /// Starts forwarding the session's events (once per session), after `after`.
-    async fn follow(&mut self, id: &str, after: Option<u64>) -> Result<(), Message> {
-        if self.watching.contains_key(id) {
+    /// Starts forwarding the session's events after `after`; the session must exist. Once
+    /// per session: nothing to do if the session with key `known` is followed already.
+    async fn follow(
+        &mut self,
+        id: &str,
+        after: Option<u64>,
+        known: Option<i64>,
+    ) -> Result<(), RuntimeError> {
+        if let (Some(pk), Some((followed, _))) = (known, self.watching.get(id))
+            && *followed == pk
+        {
             return Ok(());
         }
-        let (session, watch, _) = self
-            .state
-            .runtime
-            .watch(&self.caller.user, Some(id), after, true)
-            .await
-            .map_err(|err| runtime_error_frame(&err))?;
+        let (session, watch, _) =
+            self.state.runtime.watch(&self.caller.user, Some(id), after, false).await?;
         let stop = self.closed.child_token();
-        self.watching.insert(session.id.clone(), stop.clone());
-        tokio::spawn(forward(session.id.clone(), watch, self.outbox.clone(), stop));
+        let replaced = self.watching.insert(session.id.clone(), (session.pk, stop.clone()));
+        if let Some((_, old)) = replaced {
+            old.cancel();
+        }
+        let outbox = self.outbox.clone();
+        tokio::spawn(forward(session.id.clone(), session.pk, watch, outbox, stop));
         Ok(())
+    }
+
+    /// Stops following a deleted session (unless its id already names a new one).
+    fn detach(&mut self, id: &str, pk: i64) {
+        if self.watching.get(id).is_none_or(|(followed, _)| *followed != pk) {
+            return;
+        }
+        if let Some((_, task)) = self.watching.remove(id) {
+            task.cancel();
+        }
+        if self.current.as_deref() == Some(id) {
+            self.current = None;
+        }
     }
 }
 
-/// Forwards one session's events as Oxios frames until stopped.
+/// Forwards one session's events as Oxios frames until stopped or the session is deleted.
 async fn forward(
     session_id: String,
+    pk: i64,
     mut watch: Watch,
-    outbox: mpsc::Sender<Message>,
+    outbox: mpsc::Sender<Outgoing>,
     stop: CancellationToken,
 ) {
     loop {
@@ -249,17 +293,21 @@ async fn forward(
             item = watch.next() => item,
             () = stop.cancelled() => return,
         };
-        let frame = match item {
+        let (frame, deleted) = match item {
             WatchItem::Event(event) => match oxios_frame(&event) {
-                Some(frame) => frame,
+                Some(frame) => (frame, matches!(event.kind, EventKind::SessionDeleted)),
                 None => continue,
             },
-            WatchItem::Resync { last_seq } => resync_frame(&session_id, last_seq),
+            WatchItem::Resync { last_seq } => (resync_frame(&session_id, last_seq), false),
             WatchItem::Closed => return,
         };
         // A full outbox means a slow socket: waiting here slows only this watcher, whose
         // bus subscription then lags and catches up from the session log.
-        if outbox.send(frame).await.is_err() {
+        if outbox.send(Outgoing::Frame(frame)).await.is_err() {
+            return;
+        }
+        if deleted {
+            let _ = outbox.send(Outgoing::Detached(session_id, pk)).await;
             return;
         }
     }
@@ -293,6 +341,7 @@ fn oxios_frame(event: &Arc<Event>) -> Option<Message> {
         EventKind::Error { message, code } => {
             Some(common(json!({"type": "error", "message": message, "code": code})))
         }
+        EventKind::SessionDeleted => Some(common(json!({"type": "session_deleted"}))),
         _ => None,
     }
 }

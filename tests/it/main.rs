@@ -13,5 +13,6 @@ mod provider_failures;
 mod queue;
 mod reliability;
 mod security;
+mod session_lifecycle;
 mod tools;
 mod ws_chat;

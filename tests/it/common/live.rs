@@ -145,6 +145,8 @@ pub struct SseClient {
     response: reqwest::Response,
     buffer: String,
     pub headers: reqwest::header::HeaderMap,
+    /// The `event:` name of the event `next` returned last, if it had one.
+    pub event_name: Option<String>,
 }
 
 impl SseClient {
@@ -170,7 +172,7 @@ impl SseClient {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();
-        Self { response, buffer: String::new(), headers }
+        Self { response, buffer: String::new(), headers, event_name: None }
     }
 
     /// The next event with data (comments skipped).
@@ -180,8 +182,11 @@ impl SseClient {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let mut id = None;
                 let mut data = String::new();
+                self.event_name = None;
                 for line in block.lines() {
-                    if let Some(rest) = line.strip_prefix("id:") {
+                    if let Some(rest) = line.strip_prefix("event:") {
+                        self.event_name = Some(rest.trim().to_owned());
+                    } else if let Some(rest) = line.strip_prefix("id:") {
                         id = Some(rest.trim().parse().unwrap());
                     } else if let Some(rest) = line.strip_prefix("data:") {
                         data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
@@ -198,6 +203,23 @@ impl SseClient {
                 .unwrap()
                 .expect("the stream is open");
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Whether the server ends the stream (after nothing but comments) in time.
+    pub async fn ends(&mut self) -> bool {
+        loop {
+            let chunk = tokio::time::timeout(FRAME_WAIT, self.response.chunk()).await;
+            match chunk {
+                Ok(Ok(None)) => return true,
+                Ok(Ok(Some(chunk))) => {
+                    let text = String::from_utf8_lossy(&chunk);
+                    if text.lines().any(|l| !l.is_empty() && !l.starts_with(':')) {
+                        return false;
+                    }
+                }
+                Ok(Err(_)) | Err(_) => return false,
+            }
         }
     }
 
