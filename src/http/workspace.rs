@@ -81,20 +81,12 @@ pub(super) async fn file(
     Path(path): Path<String>,
 ) -> Result<Response, ApiError> {
     let workspace = workspace(&state, &caller)?;
-    let resolved = workspace.resolve(&path).map_err(tool_error)?;
-    let bytes = match tokio::fs::read(&resolved).await {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::NotFound("file"));
+    let (resolved, bytes) = workspace.read(&path).await.map_err(|err| match err {
+        ToolError::IsADirectory(_) => {
+            ApiError::BadRequest { code: "IS_A_DIRECTORY", message: "that path is a folder".into() }
         }
-        Err(err) if err.kind() == std::io::ErrorKind::IsADirectory => {
-            return Err(ApiError::BadRequest {
-                code: "IS_A_DIRECTORY",
-                message: "that path is a folder".into(),
-            });
-        }
-        Err(err) => return Err(ApiError::Internal(err.to_string())),
-    };
+        other => tool_error(other),
+    })?;
     let (mime, inline) = mime_of(&resolved);
     let mut response = Body::from(bytes).into_response();
     let headers = response.headers_mut();

@@ -33,6 +33,9 @@ pub enum ToolError {
     Refused(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// A file tool was pointed at a folder.
+    #[error("{0:?} is a directory")]
+    IsADirectory(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("cancelled")]

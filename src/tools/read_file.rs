@@ -28,14 +28,7 @@ impl Tool for ReadFile {
 
     async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<String, ToolError> {
         let path = required_str(&args, "path")?;
-        let resolved = ctx.workspace.resolve(path)?;
-        let bytes = tokio::fs::read(&resolved).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ToolError::NotFound(path.into()),
-            std::io::ErrorKind::IsADirectory => {
-                ToolError::InvalidArguments(format!("{path:?} is a directory"))
-            }
-            _ => ToolError::Failed(format!("reading {path:?}: {e}")),
-        })?;
+        let (_, bytes) = ctx.workspace.read(path).await?;
         let text = String::from_utf8(bytes)
             .map_err(|_| ToolError::Failed(format!("{path:?} is not UTF-8 text")))?;
         Ok(cap_output(text, ctx.max_output_bytes))

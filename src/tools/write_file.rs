@@ -32,20 +32,7 @@ impl Tool for WriteFile {
     async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<String, ToolError> {
         let path = required_str(&args, "path")?;
         let content = required_str(&args, "content")?;
-        let resolved = ctx.workspace.resolve(path)?;
-        if resolved == ctx.workspace.root() {
-            return Err(ToolError::InvalidArguments("path names the workspace itself".into()));
-        }
-        if let Some(parent) = resolved.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| ToolError::Failed(format!("creating folders for {path:?}: {e}")))?;
-            // Folders created just now cannot be symlinks, but re-check the final location.
-            ctx.workspace.resolve(path)?;
-        }
-        tokio::fs::write(&resolved, content)
-            .await
-            .map_err(|e| ToolError::Failed(format!("writing {path:?}: {e}")))?;
-        Ok(format!("wrote {} bytes to {}", content.len(), ctx.workspace.display(&resolved)))
+        let written = ctx.workspace.write(path, content.as_bytes()).await?;
+        Ok(format!("wrote {} bytes to {}", content.len(), ctx.workspace.display(&written)))
     }
 }

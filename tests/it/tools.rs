@@ -146,3 +146,50 @@ async fn a_failing_tool_does_not_end_the_turn() {
     assert!(calls[2]["output"].as_str().unwrap().contains("invalid arguments"));
     assert!(calls.iter().all(|c| c["is_error"] == true));
 }
+
+#[tokio::test]
+async fn a_dangling_symlink_in_the_workspace_does_not_lead_writes_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace/default");
+    std::fs::create_dir_all(&workspace).unwrap();
+    // Planted earlier, say by a shell command or an unpacked archive.
+    std::os::unix::fs::symlink(outside.path().join("file"), workspace.join("innocent.txt"))
+        .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("missing_dir"), workspace.join("dir")).unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "outside secret").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), workspace.join("leak.txt"))
+        .unwrap();
+
+    let provider = FakeProvider::start().await;
+    provider.push([
+        Script::tool_call("w1", "write_file", json!({"path": "innocent.txt", "content": "x"}), 2),
+        Script::tool_call("w2", "write_file", json!({"path": "dir/x", "content": "x"}), 1),
+        Script::text(&["refused"]),
+    ]);
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let (status, body) = server.chat("dangling", "write the files").await;
+    assert_eq!(status, 200, "{body}");
+    let calls = body["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{body}");
+    for call in calls {
+        assert_eq!(call["is_error"], true, "{call}");
+        assert!(call["output"].as_str().unwrap().contains("access denied"), "{call}");
+    }
+    assert!(!outside.path().join("file").exists(), "write_file followed the link out");
+    assert!(!outside.path().join("missing_dir").exists(), "write_file made a folder outside");
+    // The refusal went back to the model as the tool result.
+    let last = provider.requests().last().unwrap().clone();
+    let tool_msg = messages_of(&last).into_iter().rev().find(|m| m["role"] == "tool").unwrap();
+    assert!(tool_msg["content"].as_str().unwrap().contains("access denied"), "{tool_msg}");
+
+    for path in ["innocent.txt", "leak.txt", "dir/x"] {
+        let response =
+            server.client.get(server.url(&format!("/api/workspace/file/{path}"))).send().await;
+        let response = response.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert!(status == 403 || status == 404, "{path}: {status} {text}");
+        assert!(!text.contains("outside secret"), "{path} leaked: {text}");
+    }
+}
