@@ -3,14 +3,22 @@
 //! The flat variable names of DESIGN.md "Configuration" (`PARLEY_LISTEN`,
 //! `PARLEY_PROVIDER_URL`, ...) are a contract; every other setting can be reached from the
 //! environment with `__` as the section separator (`PARLEY_AGENT__MAX_ITERATIONS=5`).
+//! A name that is not a setting stops start-up when it is in the file and is warned about
+//! when it is a `PARLEY_*` variable, so a typo cannot quietly leave a limit at its default.
+//! This file holds the settings; `load` reads them, `keys` knows their names and `env`
+//! turns `PARLEY_*` variables into them.
+
+mod env;
+mod keys;
+mod load;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+pub use load::ConfigError;
 
 /// Everything `parley serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,6 +298,10 @@ impl Default for AuthConfig {
     }
 }
 
+/// The map fields: they take keys of the user's choosing, so any name below them is
+/// accepted (a test in `keys` fails when a map field is missing here).
+const FREE_FORM_MAPS: &[&str] = &["agent.page_hints", "tools.approval"];
+
 impl Config {
     /// Refuses settings that would be unsafe or cannot work.
     pub fn validate(&self) -> Result<(), String> {
@@ -314,40 +326,7 @@ impl Config {
     }
 }
 
-/// The contract names of DESIGN.md that do not follow the `SECTION__KEY` pattern.
-const FLAT_ENV: &[(&str, &str)] = &[
-    ("provider", "provider.kind"),
-    ("provider_url", "provider.url"),
-    ("api_key", "provider.api_key"),
-    ("model", "provider.model"),
-    ("auth_mode", "auth.mode"),
-];
-
 impl Config {
-    /// Loads `file` (if it exists), then the environment, then `overrides` (flags).
-    pub fn load(
-        file: &Path,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<Self, Box<figment::Error>> {
-        let env = Env::prefixed("PARLEY_")
-            .filter(|key| !key.as_str().starts_with("test_"))
-            .map(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                match FLAT_ENV.iter().find(|(flat, _)| *flat == key) {
-                    Some((_, nested)) => (*nested).into(),
-                    None => key.replace("__", ".").into(),
-                }
-            })
-            .lowercase(false);
-        let mut figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(file))
-            .merge(env);
-        for (key, value) in overrides {
-            figment = figment.merge(Serialized::default(key, value));
-        }
-        figment.extract().map_err(Box::new)
-    }
-
     /// The store URL, derived from the data folder when not set.
     pub fn database_url(&self) -> String {
         self.database_url

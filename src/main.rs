@@ -99,7 +99,10 @@ impl Overrides {
         .into_iter()
         .filter_map(|(key, value)| Some((key.to_owned(), value?)))
         .collect();
-        let config = Config::load(file, &map).context("reading the configuration")?;
+        let (config, warnings) = Config::load(file, &map).context("reading the configuration")?;
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -107,12 +110,24 @@ impl Overrides {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // `serve` logs to stdout as it always has; the other commands print their result there
+    // (a token, a pairing code, the configuration), so their log lines (such as a warning
+    // about an unknown PARLEY_* variable) go to stderr, where they cannot be mistaken for it.
+    let logs_to_stdout = matches!(cli.command, Command::Serve(_));
+    let ansi = if logs_to_stdout {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PARLEY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(ansi)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if logs_to_stdout { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) }
+        })
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

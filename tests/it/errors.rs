@@ -1,4 +1,9 @@
-//! Every refusal is a JSON `{error, code}` with the right status, and changes nothing.
+//! Every refusal is a JSON `{error, code}` with the right status, and changes nothing; a
+//! configuration with a name that is not a setting refuses to start (file) or is warned
+//! about (environment).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
@@ -170,4 +175,62 @@ async fn every_error_response_has_a_json_body_with_the_right_status() {
     let (_, detail) = server.get("/api/sessions/keep").await;
     assert_eq!(detail["message_count"], 2);
     assert_eq!(detail["messages"][0]["content"], "precious");
+}
+
+#[test]
+fn a_typo_in_the_configuration_file_stops_the_server_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    std::fs::write(&file, "[limits]\nturns_per_minit = 5\n").unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--config")
+        .arg(&file)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .env_remove("PARLEY_CONFIG")
+        .env("PARLEY_AUTH_MODE", "none")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that started anyway would never exit: poll with an overall limit.
+    let mut exited = false;
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !exited {
+        child.kill().unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(exited, "parley started with a typo in its configuration: {stderr}");
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("`limits.turns_per_minit`"), "{stderr}");
+    assert!(stderr.contains("did you mean `limits.turns_per_minute`?"), "{stderr}");
+    assert!(!data.exists(), "nothing was set up before the refusal");
+}
+
+#[test]
+fn an_unknown_parley_variable_is_warned_about_on_stderr_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("config")
+        .current_dir(dir.path())
+        .env_remove("PARLEY_CONFIG")
+        .env("PARLEY_LIMITS__TURNS_PER_MINIT", "5")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("PARLEY_LIMITS__TURNS_PER_MINIT"), "{stderr}");
+    assert!(stderr.contains("did you mean `limits.turns_per_minute`?"), "{stderr}");
+    assert!(stdout.contains("turns_per_minute = 60"), "the default still applies: {stdout}");
+    assert!(!stdout.contains("unknown setting"), "stdout is the configuration only: {stdout}");
 }
