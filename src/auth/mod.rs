@@ -2,6 +2,7 @@
 //! pairing codes, per-token and per-IP rate limits, failed-auth lockouts, the WebSocket
 //! origin check, and the audit log of security events.
 
+mod admin;
 mod forwarded;
 mod pairing;
 mod tickets;
@@ -11,22 +12,51 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::request::Parts;
 use tokio::sync::broadcast;
 
 use crate::config::Config;
-use crate::http::{ApiError, AppState};
 use crate::limits::{Lockouts, RateLimiter};
-use crate::store::{AuditEntry, Store};
+use crate::store::{AuditEntry, PairingGrant, Store, StoreError};
 
+pub use admin::{Paired, require_admin};
 pub use forwarded::{Network, TrustedProxies};
 pub use pairing::{
     PAIRING_TTL_MS, new_code as new_pairing_code, normalize as normalize_pairing_code,
 };
 pub use tickets::{TICKET_TTL, Tickets};
+
+/// Why a caller was refused. The HTTP layer maps each to its status and wire code.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required: send a bearer token")]
+    Missing,
+    #[error("invalid, revoked or expired credentials")]
+    Invalid,
+    #[error("{message}")]
+    RateLimited { message: &'static str, retry_after: Duration },
+    #[error("cross-origin WebSocket connections are not allowed")]
+    CrossOrigin,
+    #[error("this needs an admin token")]
+    AdminOnly,
+    #[error("user names are 1-64 characters of A-Z a-z 0-9 . _ -")]
+    InvalidUser,
+    #[error("the pairing code is wrong, used or expired")]
+    WrongPairingCode,
+    #[error("the user {0:?} already exists; choose another name")]
+    UserExists(String),
+    #[error("this pairing code was made for another user; leave out `user`")]
+    PairingForAnotherUser,
+    #[error("an admin pairing code must name its user")]
+    AdminCodeWithoutUser,
+    #[error("no active token with that id")]
+    NoSuchToken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The user every request acts as when `auth.mode = "none"`.
 pub const DEFAULT_USER: &str = "default";
@@ -85,8 +115,8 @@ impl Auth {
     }
 
     /// Counts a request against its IP's limit.
-    pub fn limit_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.per_ip.check(&ip.to_string()).map_err(|retry| ApiError::RateLimited {
+    pub fn limit_ip(&self, ip: IpAddr) -> Result<(), AuthError> {
+        self.per_ip.check(&ip.to_string()).map_err(|retry| AuthError::RateLimited {
             message: "too many requests from this address",
             retry_after: retry,
         })
@@ -103,7 +133,7 @@ impl Auth {
     ///
     /// A valid credential is never refused by an address lockout: lockouts slow down
     /// guessing, and behind a proxy (or NAT) one address is shared by many users.
-    pub async fn authenticate(&self, parts: &Parts) -> Result<Caller, ApiError> {
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Caller, AuthError> {
         if !self.enabled {
             return Ok(Caller { user: DEFAULT_USER.into(), admin: true, token_id: None });
         }
@@ -111,15 +141,13 @@ impl Auth {
         let key = ip.to_string();
         let query = query_pairs(parts);
         let caller = match credential(&parts.headers, &query) {
-            None => {
-                return Err(ApiError::Unauthorized("authentication required: send a bearer token"));
-            }
+            None => return Err(AuthError::Missing),
             Some(Credential::Token(secret)) => self.check_token(&secret).await?,
             Some(Credential::Ticket(ticket)) => self.tickets.redeem(&ticket),
         };
         let Some(caller) = caller else {
             if let Err(retry) = self.failures.check(&key) {
-                return Err(ApiError::RateLimited {
+                return Err(AuthError::RateLimited {
                     message: "too many failed authentications from this address",
                     retry_after: retry,
                 });
@@ -129,17 +157,17 @@ impl Auth {
                 tracing::warn!(client = %ip, "locked out after repeated failed authentications");
                 self.audit("lockout", None, Some(ip), Some(&format!("{} s", lock.as_secs()))).await;
             }
-            return Err(ApiError::Unauthorized("invalid, revoked or expired credentials"));
+            return Err(AuthError::Invalid);
         };
         let token_key = caller.token_id.clone().unwrap_or_else(|| caller.user.clone());
-        self.per_token.check(&token_key).map_err(|retry| ApiError::RateLimited {
+        self.per_token.check(&token_key).map_err(|retry| AuthError::RateLimited {
             message: "too many requests with this token",
             retry_after: retry,
         })?;
         Ok(caller)
     }
 
-    async fn check_token(&self, secret: &str) -> Result<Option<Caller>, ApiError> {
+    async fn check_token(&self, secret: &str) -> Result<Option<Caller>, AuthError> {
         let Some(record) = self.store.token_by_hash(&tokens::hash(secret)).await? else {
             return Ok(None);
         };
@@ -153,7 +181,7 @@ impl Auth {
 
     /// Refuses a cross-site WebSocket upgrade: the `Origin` must be the server's own or in
     /// `auth.allowed_origins`. Clients that send no `Origin` (not browsers) pass.
-    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
         let Some(origin) = headers.get(ORIGIN) else { return Ok(()) };
         let origin = origin.to_str().unwrap_or_default();
         if self.allowed_origins.iter().any(|allowed| allowed == "*" || allowed == origin) {
@@ -164,7 +192,7 @@ impl Auth {
         if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
             return Ok(());
         }
-        Err(ApiError::Forbidden("cross-origin WebSocket connections are not allowed"))
+        Err(AuthError::CrossOrigin)
     }
 
     /// Tells open connections that a token was revoked.
@@ -268,15 +296,4 @@ pub fn client_ip(parts: &Parts) -> IpAddr {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip())
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        state.auth.authenticate(parts).await
-    }
 }

@@ -37,9 +37,9 @@ pub(super) async fn chat(
         .ok_or_else(|| ApiError::Internal("no outcome channel".into()))?
         .await
         .map_err(|_| ApiError::Internal("the turn ended without an outcome".into()))?;
-    if let Some((code, message)) = outcome.error {
+    if let Some((error, message)) = outcome.error {
         return Err(ApiError::Turn {
-            code,
+            error,
             message,
             turn_id: outcome.turn_id,
             session_id: outcome.session_id,

@@ -9,7 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::runtime::RuntimeError;
+use crate::auth::AuthError;
+use crate::runtime::{RuntimeError, TurnError};
 use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
@@ -19,6 +20,8 @@ pub enum ApiError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     #[error("{message}")]
@@ -46,7 +49,7 @@ pub enum ApiError {
     Upgrade { status: StatusCode, message: String },
     /// A turn that ended in an error, answered to a caller that waited for it.
     #[error("{message}")]
-    Turn { code: &'static str, message: String, turn_id: String, session_id: String },
+    Turn { error: TurnError, message: String, turn_id: String, session_id: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -66,6 +69,19 @@ impl ApiError {
                 RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 RuntimeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Auth(err) => match err {
+                AuthError::Missing | AuthError::Invalid | AuthError::WrongPairingCode => {
+                    StatusCode::UNAUTHORIZED
+                }
+                AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                AuthError::CrossOrigin | AuthError::AdminOnly => StatusCode::FORBIDDEN,
+                AuthError::InvalidUser
+                | AuthError::PairingForAnotherUser
+                | AuthError::AdminCodeWithoutUser => StatusCode::UNPROCESSABLE_ENTITY,
+                AuthError::UserExists(_) => StatusCode::CONFLICT,
+                AuthError::NoSuchToken => StatusCode::NOT_FOUND,
+                AuthError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,10 +97,10 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upgrade { status, .. } => *status,
-            ApiError::Turn { code, .. } => match *code {
-                "PROVIDER_NOT_CONFIGURED" => StatusCode::SERVICE_UNAVAILABLE,
-                "PROVIDER_ERROR" => StatusCode::BAD_GATEWAY,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Turn { error, .. } => match error {
+                TurnError::ProviderNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+                TurnError::ProviderError => StatusCode::BAD_GATEWAY,
+                TurnError::AgentError => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }
@@ -102,13 +118,25 @@ impl ApiError {
                 RuntimeError::ShuttingDown => "SHUTTING_DOWN",
                 RuntimeError::Store(_) => "INTERNAL_ERROR",
             },
+            ApiError::Auth(err) => match err {
+                AuthError::Missing | AuthError::Invalid | AuthError::WrongPairingCode => {
+                    "AUTH_ERROR"
+                }
+                AuthError::RateLimited { .. } => "RATE_LIMITED",
+                AuthError::CrossOrigin | AuthError::AdminOnly => "FORBIDDEN",
+                AuthError::InvalidUser | AuthError::PairingForAnotherUser => "INVALID_USER",
+                AuthError::AdminCodeWithoutUser => "INVALID_REQUEST",
+                AuthError::UserExists(_) => "USER_EXISTS",
+                AuthError::NoSuchToken => "NOT_FOUND",
+                AuthError::Store(_) => "INTERNAL_ERROR",
+            },
             ApiError::Store(StoreError::NotFound) | ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Store(StoreError::Conflict(_)) => "CONFLICT",
             ApiError::Store(_) | ApiError::Internal(_) => "INTERNAL_ERROR",
             ApiError::BadRequest { code, .. }
             | ApiError::Unprocessable { code, .. }
-            | ApiError::Conflict { code, .. }
-            | ApiError::Turn { code, .. } => code,
+            | ApiError::Conflict { code, .. } => code,
+            ApiError::Turn { error, .. } => error.code(),
             ApiError::BodyTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -148,6 +176,7 @@ impl ApiError {
         match self {
             ApiError::Runtime(RuntimeError::QueueFull { .. }) => Some(1),
             ApiError::RateLimited { retry_after, .. }
+            | ApiError::Auth(AuthError::RateLimited { retry_after, .. })
             | ApiError::Runtime(RuntimeError::RateLimited { retry_after, .. }) => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
@@ -159,7 +188,10 @@ impl ApiError {
     fn is_internal(&self) -> bool {
         matches!(
             self,
-            ApiError::Internal(_) | ApiError::Store(_) | ApiError::Runtime(RuntimeError::Store(_))
+            ApiError::Internal(_)
+                | ApiError::Store(_)
+                | ApiError::Auth(AuthError::Store(_))
+                | ApiError::Runtime(RuntimeError::Store(_))
         )
     }
 }

@@ -20,3 +20,15 @@ pub struct Query<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
+
+/// The authenticated caller of a request (see [`crate::auth::Auth::authenticate`]).
+impl FromRequestParts<super::AppState> for crate::auth::Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &super::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(state.auth.authenticate(parts).await?)
+    }
+}

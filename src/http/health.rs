@@ -17,7 +17,7 @@ pub(super) async fn health() -> Json<Value> {
 /// Readiness: the store answers. A missing provider is reported but does not make the
 /// server unready: it still serves history and sessions.
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
-    let store_ok = state.runtime.store().ping().await.is_ok();
+    let store_ok = state.runtime.store_ready().await;
     let mut body = json!({
         "status": if store_ok { "ready" } else { "unavailable" },
         "components": components(&state, store_ok),
@@ -32,7 +32,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 
 /// Operational status for an authenticated caller.
 pub(super) async fn status(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
-    let store_ok = state.runtime.store().ping().await.is_ok();
+    let store_ok = state.runtime.store_ready().await;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started.elapsed().as_secs(),

@@ -132,7 +132,7 @@ async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -
     if let Some(ClientAddr(ip)) = request.extensions().get::<ClientAddr>()
         && let Err(err) = state.auth.limit_ip(*ip)
     {
-        return err.into_response();
+        return ApiError::from(err).into_response();
     }
     next.run(request).await
 }

@@ -78,15 +78,11 @@ pub(super) async fn list(
     let limit = check_limit(query.limit)?;
     let page = query.page.max(1);
     let offset = (page - 1).saturating_mul(limit);
-    let store = state.runtime.store();
-    let (sessions, total) = if query.all {
-        if !caller.admin {
-            return Err(ApiError::Forbidden("listing every user's sessions needs an admin token"));
-        }
-        store.list_all_sessions(offset, limit).await?
-    } else {
-        store.list_sessions(&caller.user, offset, limit).await?
-    };
+    if query.all && !caller.admin {
+        return Err(ApiError::Forbidden("listing every user's sessions needs an admin token"));
+    }
+    let listed = state.runtime.list_sessions(&caller.user, query.all, offset, limit).await?;
+    let (sessions, total) = (listed.sessions, listed.total);
     let items: Vec<Value> = sessions
         .iter()
         .map(|s| {
@@ -118,8 +114,8 @@ pub(super) async fn detail(
     Query(query): Query<DetailQuery>,
 ) -> Result<JsonResponse<Value>, ApiError> {
     let limit = check_limit(query.limit)?;
-    let (session, live) = state.runtime.find_session(&caller.user, &id).await?;
-    let messages = state.runtime.store().messages(session.pk, query.before_seq, limit + 1).await?;
+    let (session, live, messages) =
+        state.runtime.session_messages(&caller.user, &id, query.before_seq, limit + 1).await?;
     let has_more = messages.len() as u64 > limit;
     let page = &messages[messages.len().saturating_sub(limit as usize)..];
     let mut body = session_json(&session, live.as_deref());
@@ -147,8 +143,7 @@ pub(super) async fn rename(
             message: "name must be 1-200 bytes".into(),
         });
     }
-    let (_, live) = state.runtime.find_session(&caller.user, &id).await?;
-    let session = state.runtime.store().rename_session(&caller.user, &id, name).await?;
+    let (session, live) = state.runtime.rename_session(&caller.user, &id, name).await?;
     Ok(JsonResponse(session_json(&session, live.as_deref())))
 }
 
@@ -194,8 +189,7 @@ pub(super) async fn tool_calls(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Value>, ApiError> {
-    let (session, _) = state.runtime.find_session(&caller.user, &id).await?;
-    let calls = state.runtime.store().tool_calls(session.pk).await?;
+    let calls = state.runtime.tool_calls(&caller.user, &id).await?;
     let items: Vec<Value> = calls
         .iter()
         .map(|call| {

@@ -17,6 +17,30 @@ pub struct ToolCallSummary {
     pub duration_ms: u64,
 }
 
+/// Why a turn failed, as its stable wire code (`PROVIDER_ERROR`, ...); each protocol
+/// adapter maps it to its own status or shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TurnError {
+    /// No provider URL is configured.
+    ProviderNotConfigured,
+    /// The model call failed after retries.
+    ProviderError,
+    /// The iteration limit, or storage, failed the turn.
+    AgentError,
+}
+
+impl TurnError {
+    /// The wire code.
+    pub fn code(self) -> &'static str {
+        match self {
+            TurnError::ProviderNotConfigured => "PROVIDER_NOT_CONFIGURED",
+            TurnError::ProviderError => "PROVIDER_ERROR",
+            TurnError::AgentError => "AGENT_ERROR",
+        }
+    }
+}
+
 /// What happened. The serde names are the `/ws/chat` frame types of DESIGN.md.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -66,7 +90,7 @@ pub enum EventKind {
     },
     Error {
         message: String,
-        code: &'static str,
+        code: TurnError,
     },
     /// A status pushed in from outside (`POST /api/sessions/{id}/notify`).
     AgentEvent {

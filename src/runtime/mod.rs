@@ -5,6 +5,7 @@
 
 mod approvals;
 mod event;
+mod history;
 mod log;
 mod partials;
 mod session;
@@ -28,7 +29,8 @@ use crate::store::{NewMessage, Session, Store, StoreError, TurnStatus};
 
 use approvals::Approvals;
 pub use approvals::{ApprovalInfo, Decision};
-pub use event::{Event, EventKind, ToolCallSummary};
+pub use event::{Event, EventKind, ToolCallSummary, TurnError};
+pub use history::SessionPage;
 pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
 pub use session::LiveSession;
 use session::PendingTurn;
@@ -68,9 +70,9 @@ pub struct TurnOutcome {
     pub usage: Usage,
     pub model: Option<String>,
     pub duration_ms: u64,
-    /// The wire code and message of a failed turn.
+    /// Why the turn failed, and a client-safe message.
     #[serde(skip)]
-    pub error: Option<(&'static str, String)>,
+    pub error: Option<(TurnError, String)>,
 }
 
 /// An accepted message.
@@ -548,7 +550,7 @@ async fn admit(
     if let Err(err) = stored {
         drop(queue);
         let message = "the message could not be stored".into();
-        slot.fill(Some(&turn_id), EventKind::Error { message, code: "AGENT_ERROR" });
+        slot.fill(Some(&turn_id), EventKind::Error { message, code: TurnError::AgentError });
         return Err(err.into());
     }
     let (reply, outcome) = if admission.want_outcome {

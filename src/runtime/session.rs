@@ -234,7 +234,7 @@ impl Drop for SeqSlot<'_> {
         if !self.filled {
             let kind = EventKind::Error {
                 message: "the message could not be accepted".into(),
-                code: "AGENT_ERROR",
+                code: super::TurnError::AgentError,
             };
             self.session.log.fill(self.seq, &self.session.id, None, kind);
         }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::approvals::{ApprovalInfo, Decision};
-use super::event::{EventKind, ToolCallSummary};
+use super::event::{EventKind, ToolCallSummary, TurnError};
 use super::session::{LiveSession, PendingTurn};
 use super::{Inner, TurnOutcome};
 use crate::agent::{AgentError, ToolOutcome, TurnObserver};
@@ -356,7 +356,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
     };
     let end = TurnEnd {
         status: outcome.status,
-        error_code: outcome.error.as_ref().map(|(code, _)| (*code).to_owned()),
+        error_code: outcome.error.as_ref().map(|(code, _)| code.code().to_owned()),
         error_message: outcome.error.as_ref().map(|(_, message)| message.clone()),
         model: outcome.model.clone(),
         usage: outcome.usage,
@@ -460,20 +460,20 @@ fn close_unanswered(out: &mut Vec<ChatMessage>, unanswered: &mut Vec<String>) {
 }
 
 /// The stable wire code and a client-safe message of a failed turn.
-fn error_code(err: &AgentError) -> (&'static str, String) {
+fn error_code(err: &AgentError) -> (TurnError, String) {
     match err {
         AgentError::Provider(ProviderError::NotConfigured) => {
-            ("PROVIDER_NOT_CONFIGURED", err.to_string())
+            (TurnError::ProviderNotConfigured, err.to_string())
         }
         AgentError::Provider(provider) => {
             tracing::warn!(error = %provider, kind = provider.kind(), "the model call failed");
-            ("PROVIDER_ERROR", provider.public_message())
+            (TurnError::ProviderError, provider.public_message())
         }
-        AgentError::IterationLimit(_) => ("AGENT_ERROR", err.to_string()),
+        AgentError::IterationLimit(_) => (TurnError::AgentError, err.to_string()),
         AgentError::Store(store) => {
             tracing::error!(%store, "storage failed during a turn");
-            ("AGENT_ERROR", "the turn failed because storage failed".into())
+            (TurnError::AgentError, "the turn failed because storage failed".into())
         }
-        AgentError::Cancelled => ("AGENT_ERROR", "cancelled".into()),
+        AgentError::Cancelled => (TurnError::AgentError, "cancelled".into()),
     }
 }

@@ -1,0 +1,77 @@
+//! What clients read about sessions — lists, message pages, the tool-call timeline — and
+//! renaming: the store behind the runtime, so protocol adapters never reach it directly.
+
+use std::sync::Arc;
+
+use super::{LiveSession, Runtime, RuntimeError};
+use crate::store::{Message, Session, StoreError, ToolCallRecord};
+
+/// A page of a user's sessions, newest first.
+pub struct SessionPage {
+    pub sessions: Vec<Session>,
+    pub total: u64,
+}
+
+impl Runtime {
+    /// The user's sessions (every user's with `all`), newest first.
+    pub async fn list_sessions(
+        &self,
+        user: &str,
+        all: bool,
+        offset: u64,
+        limit: u64,
+    ) -> Result<SessionPage, RuntimeError> {
+        let store = &self.inner.store;
+        let (sessions, total) = if all {
+            store.list_all_sessions(offset, limit).await?
+        } else {
+            store.list_sessions(user, offset, limit).await?
+        };
+        Ok(SessionPage { sessions, total })
+    }
+
+    /// The session, its live state if loaded, and up to `limit` of its messages before
+    /// `before_seq` (the newest ones when `None`), oldest first.
+    pub async fn session_messages(
+        &self,
+        user: &str,
+        id: &str,
+        before_seq: Option<i64>,
+        limit: u64,
+    ) -> Result<(Session, Option<Arc<LiveSession>>, Vec<Message>), RuntimeError> {
+        let (session, live) = self.find_session(user, id).await?;
+        let messages = self.inner.store.messages(session.pk, before_seq, limit).await?;
+        Ok((session, live, messages))
+    }
+
+    /// Renames the user's session.
+    pub async fn rename_session(
+        &self,
+        user: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<(Session, Option<Arc<LiveSession>>), RuntimeError> {
+        let (_, live) = self.find_session(user, id).await?;
+        let session =
+            self.inner.store.rename_session(user, id, name).await.map_err(|err| match err {
+                StoreError::NotFound => RuntimeError::NotFound,
+                other => other.into(),
+            })?;
+        Ok((session, live))
+    }
+
+    /// The session's persisted tool-call timeline.
+    pub async fn tool_calls(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<Vec<ToolCallRecord>, RuntimeError> {
+        let (session, _) = self.find_session(user, id).await?;
+        Ok(self.inner.store.tool_calls(session.pk).await?)
+    }
+
+    /// Whether the store answers.
+    pub async fn store_ready(&self) -> bool {
+        self.inner.store.ping().await.is_ok()
+    }
+}
