@@ -46,6 +46,9 @@ pub struct Config {
     /// comma-separated list (`PARLEY_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`).
     #[serde(deserialize_with = "list_or_string")]
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write the client's address to: `x-forwarded-for`
+    /// or `forwarded` (RFC 7239). Only that one is read.
+    pub forwarded_header: String,
 }
 
 /// A list given as a TOML array or as one comma-separated string (from the environment).
@@ -80,6 +83,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             shutdown_grace_secs: 10,
             trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
         }
     }
 }
@@ -316,8 +320,14 @@ impl Config {
             }
             other => return Err(format!("auth.mode must be \"token\" or \"none\", not {other:?}")),
         }
-        crate::auth::TrustedProxies::parse(&self.trusted_proxies)?;
+        self.trusted_proxies()?;
         Ok(())
+    }
+
+    /// The trusted proxies and the header they write.
+    pub fn trusted_proxies(&self) -> Result<crate::auth::TrustedProxies, String> {
+        let header = crate::auth::ForwardedHeader::parse(&self.forwarded_header)?;
+        crate::auth::TrustedProxies::parse(&self.trusted_proxies, header)
     }
 
     /// Whether requests are authenticated.

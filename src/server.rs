@@ -133,6 +133,12 @@ pub async fn run(
 
 /// Warns when the server is reachable from other machines over plain HTTP.
 fn warn_if_exposed(config: &Config) {
+    if config.trusted_proxies().is_ok_and(|proxies| proxies.trusts_everyone()) {
+        tracing::warn!(
+            "trusted_proxies trusts every address: any client can name the address it is \
+             limited and locked out by; list only your proxies"
+        );
+    }
     if !config.listen.ip().is_loopback() && !config.auth.tls_terminated {
         tracing::warn!(
             "listening on a public address without TLS: put a TLS-terminating proxy in front \

@@ -1,6 +1,8 @@
-//! The client's address behind reverse proxies. `Forwarded` / `X-Forwarded-For` name the
-//! client only when the connection comes from a trusted proxy (`trusted_proxies`);
-//! otherwise anyone could pick the address their requests are limited and locked out by.
+//! The client's address behind reverse proxies. The forwarding header name the client only
+//! when the connection comes from a trusted proxy (`trusted_proxies`); otherwise anyone
+//! could pick the address their requests are limited and locked out by. Only the one header
+//! the proxy writes (`forwarded_header`: `X-Forwarded-For` by default, or `Forwarded`) is
+//! read: a proxy that appends to one passes a client's forged other one through untouched.
 
 use std::net::IpAddr;
 
@@ -36,6 +38,11 @@ impl Network {
         Ok(Self { addr, prefix })
     }
 
+    /// Whether this network is every address (`0.0.0.0/0`, `::/0`).
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     /// Whether `ip` is in this network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
@@ -52,22 +59,51 @@ impl Network {
     }
 }
 
-/// The proxies whose forwarding headers are believed.
+/// Which forwarding header the trusted proxies write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, ...`
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// `x-forwarded-for` or `forwarded` (any case).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            other => Err(format!(
+                "forwarded_header must be \"x-forwarded-for\" or \"forwarded\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The proxies whose forwarding header is believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     networks: Vec<Network>,
+    header: ForwardedHeader,
 }
 
 impl TrustedProxies {
     /// Parses the configured entries; an entry that does not parse is an error.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(entries: &[S], header: ForwardedHeader) -> Result<Self, String> {
         let networks = entries
             .iter()
             .map(|e| e.as_ref())
             .filter(|e| !e.trim().is_empty())
             .map(Network::parse)
             .collect::<Result<_, _>>()?;
-        Ok(Self { networks })
+        Ok(Self { networks, header })
+    }
+
+    /// Whether every address is trusted, so that any client can name its own address.
+    pub fn trusts_everyone(&self) -> bool {
+        self.networks.iter().any(Network::is_everything)
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -83,7 +119,7 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let hops = forwarded_hops(headers);
+        let hops = forwarded_hops(headers, self.header);
         let mut client = peer;
         for hop in hops.iter().rev() {
             let Some(ip) = hop else { return client };
@@ -96,16 +132,22 @@ impl TrustedProxies {
     }
 }
 
-/// The hops named by `Forwarded` (its `for=` parameters), or else by `X-Forwarded-For`,
-/// leftmost first; `None` for a hop that is not an address (`unknown`, `_hidden`, junk).
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let joined = |name: &str| {
-        let values: Vec<&str> =
-            headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
-        (!values.is_empty()).then(|| values.join(","))
+/// The hops named by the header (`Forwarded`'s `for=` parameters, or the
+/// `X-Forwarded-For` list), leftmost first, all lines of it joined; `None` for a hop that
+/// is not an address (`unknown`, `_hidden`, junk).
+fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
     };
-    if let Some(forwarded) = joined("forwarded") {
-        return forwarded
+    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let joined = values.join(",");
+    if values.is_empty() {
+        return Vec::new();
+    }
+    match header {
+        ForwardedHeader::XForwardedFor => joined.split(',').map(node_address).collect(),
+        ForwardedHeader::Forwarded => joined
             .split(',')
             .map(|element| {
                 element.split(';').find_map(|pair| {
@@ -113,11 +155,7 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                     key.trim().eq_ignore_ascii_case("for").then(|| node_address(value))
                 })?
             })
-            .collect();
-    }
-    match joined("x-forwarded-for") {
-        Some(list) => list.split(',').map(node_address).collect(),
-        None => Vec::new(),
+            .collect(),
     }
 }
 
@@ -179,14 +217,17 @@ mod tests {
         let none = TrustedProxies::default();
         let spoofed = headers(&[("x-forwarded-for", "1.2.3.4")]);
         assert_eq!(none.client(ip("9.9.9.9"), &spoofed), ip("9.9.9.9"));
-        let trusted = TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+        let trusted =
+            TrustedProxies::parse(&["127.0.0.1"], ForwardedHeader::XForwardedFor).unwrap();
         assert_eq!(trusted.client(ip("9.9.9.9"), &spoofed), ip("9.9.9.9"));
         assert_eq!(trusted.client(ip("127.0.0.1"), &spoofed), ip("1.2.3.4"));
     }
 
     #[test]
     fn the_rightmost_untrusted_hop_is_the_client() {
-        let trusted = TrustedProxies::parse(&["10.0.0.0/8", "127.0.0.1"]).unwrap();
+        let trusted =
+            TrustedProxies::parse(&["10.0.0.0/8", "127.0.0.1"], ForwardedHeader::XForwardedFor)
+                .unwrap();
         // The client forged the first entry; the proxies appended the rest.
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 5.5.5.5, 10.0.0.2")]);
         assert_eq!(trusted.client(ip("127.0.0.1"), &chain), ip("5.5.5.5"));
@@ -202,18 +243,25 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_wins_and_is_parsed() {
-        let trusted = TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+    fn only_the_configured_header_is_read() {
+        let xff = TrustedProxies::parse(&["127.0.0.1"], ForwardedHeader::XForwardedFor).unwrap();
+        let rfc = TrustedProxies::parse(&["127.0.0.1"], ForwardedHeader::Forwarded).unwrap();
+        // The proxy appended to one header; the client forged the other.
         let both = headers(&[
             ("forwarded", "for=192.0.2.60;proto=https, for=\"[2001:db8:cafe::17]:4711\""),
             ("x-forwarded-for", "7.7.7.7"),
         ]);
-        assert_eq!(trusted.client(ip("127.0.0.1"), &both), ip("2001:db8:cafe::17"));
+        assert_eq!(xff.client(ip("127.0.0.1"), &both), ip("7.7.7.7"));
+        assert_eq!(rfc.client(ip("127.0.0.1"), &both), ip("2001:db8:cafe::17"));
         let port = headers(&[("forwarded", "For=198.51.100.17:8080")]);
-        assert_eq!(trusted.client(ip("127.0.0.1"), &port), ip("198.51.100.17"));
+        assert_eq!(rfc.client(ip("127.0.0.1"), &port), ip("198.51.100.17"));
+        assert_eq!(xff.client(ip("127.0.0.1"), &port), ip("127.0.0.1"));
         let hidden = headers(&[("forwarded", "for=_hidden")]);
-        assert_eq!(trusted.client(ip("127.0.0.1"), &hidden), ip("127.0.0.1"));
+        assert_eq!(rfc.client(ip("127.0.0.1"), &hidden), ip("127.0.0.1"));
         let none = headers(&[]);
-        assert_eq!(trusted.client(ip("127.0.0.1"), &none), ip("127.0.0.1"));
+        assert_eq!(rfc.client(ip("127.0.0.1"), &none), ip("127.0.0.1"));
+        assert!(ForwardedHeader::parse("X-Real-IP").is_err());
+        let open = TrustedProxies::parse(&["0.0.0.0/0"], ForwardedHeader::default()).unwrap();
+        assert!(open.trusts_everyone() && !xff.trusts_everyone());
     }
 }

@@ -23,7 +23,7 @@ use crate::limits::{Lockouts, RateLimiter};
 use crate::store::{AuditEntry, PairingGrant, Store, StoreError};
 
 pub use admin::{Paired, require_admin};
-pub use forwarded::{Network, TrustedProxies};
+pub use forwarded::{ForwardedHeader, Network, TrustedProxies};
 pub use pairing::{
     PAIRING_TTL_MS, new_code as new_pairing_code, normalize as normalize_pairing_code,
 };
@@ -97,7 +97,7 @@ impl Auth {
         Self {
             enabled: config.auth_enabled(),
             // `Config::validate` refused entries that do not parse.
-            trusted_proxies: TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
+            trusted_proxies: config.trusted_proxies().unwrap_or_default(),
             store,
             allowed_origins: config.auth.allowed_origins.clone(),
             tickets: Tickets::default(),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::extract::Json;
 use super::{ApiError, AppState};
 use crate::auth::Caller;
+use crate::runtime::{NewTurn, Target};
 use crate::store::TurnStatus;
 
 /// The request body; `message` is accepted as an alias of `content`.
@@ -28,10 +29,11 @@ pub(super) async fn chat(
     Json(request): Json<ChatRequest>,
 ) -> Result<JsonResponse<Value>, ApiError> {
     let content = request.content.unwrap_or_default();
-    let submission = state
-        .runtime
-        .submit(&caller.user, request.session_id.as_deref(), &content, None, true)
-        .await?;
+    let target = request.session_id.as_deref().map_or(Target::New, Target::Id);
+    let request_id = crate::request_id::current();
+    let turn =
+        NewTurn { content: &content, page: None, wait: true, request_id: request_id.as_ref() };
+    let submission = state.runtime.submit(&caller.user, target, turn).await?;
     let outcome = submission
         .outcome
         .ok_or_else(|| ApiError::Internal("no outcome channel".into()))?

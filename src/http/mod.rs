@@ -137,12 +137,25 @@ async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -
     next.run(request).await
 }
 
-/// Runs a connection's task (a WebSocket after its upgrade) under the id and log span of
-/// the request that opened it: the upgrade callback runs in a task of its own.
-pub(crate) fn in_request_context<F: std::future::Future>(
-    future: F,
-) -> impl std::future::Future<Output = F::Output> {
-    let span = tracing::Span::current();
-    let id = request_id::current().unwrap_or_else(|| request_id::accept_or_generate(None));
-    request_id::scope(id, future).instrument(span)
+/// The id and log span of the request being served, captured in its handler to carry into
+/// a task it leads to (a WebSocket after its upgrade runs in a task of its own).
+pub(crate) struct RequestContext {
+    id: Arc<str>,
+    span: tracing::Span,
+}
+
+impl RequestContext {
+    /// The context of the request this task serves.
+    pub(crate) fn current() -> Self {
+        let id = request_id::current().unwrap_or_else(|| request_id::accept_or_generate(None));
+        Self { id, span: tracing::Span::current() }
+    }
+
+    /// Runs `future` under this request's id and span.
+    pub(crate) fn run<F: std::future::Future>(
+        self,
+        future: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        request_id::scope(self.id, future).instrument(self.span)
+    }
 }

@@ -12,7 +12,7 @@ use super::extract::{Json, Path, Query};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::clock::rfc3339;
-use crate::runtime::{EventKind, LiveSession};
+use crate::runtime::{EventKind, LiveSession, NewTurn, Target};
 use crate::store::{Message, Session};
 
 /// Largest page of sessions or messages.
@@ -170,7 +170,10 @@ pub(super) async fn post_message(
     Json(request): Json<MessageRequest>,
 ) -> Result<Response, ApiError> {
     let content = request.content.unwrap_or_default();
-    let submission = state.runtime.submit(&caller.user, Some(&id), &content, None, false).await?;
+    let request_id = crate::request_id::current();
+    let turn =
+        NewTurn { content: &content, page: None, wait: false, request_id: request_id.as_ref() };
+    let submission = state.runtime.submit(&caller.user, Target::Id(&id), turn).await?;
     let body = json!({"turn_id": submission.turn_id, "session_id": submission.session.id});
     Ok((StatusCode::ACCEPTED, JsonResponse(body)).into_response())
 }

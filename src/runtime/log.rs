@@ -29,6 +29,9 @@ struct Ring {
     /// `published + 1 ..= taken` in order: an event waiting for the ones before it (or
     /// for its reservation), or `None` for a slot whose event is not made yet.
     held: VecDeque<Option<Arc<Event>>>,
+    /// The `session_deleted` event, once published: the log's last. Nothing after it is
+    /// published, and a watcher that resyncs past it is still given it.
+    terminal: Option<Arc<Event>>,
 }
 
 /// What a watcher resuming after some `seq` gets from the log.
@@ -74,6 +77,7 @@ impl EventLog {
             reserved: durable,
             events: VecDeque::new(),
             held: VecDeque::new(),
+            terminal: None,
         };
         Self {
             ring: Mutex::new(ring),
@@ -152,6 +156,14 @@ impl EventLog {
     fn release(&self, ring: &mut Ring) {
         while ring.published < ring.durable && matches!(ring.held.front(), Some(Some(_))) {
             let Some(Some(event)) = ring.held.pop_front() else { break };
+            if ring.terminal.is_some() {
+                // The log ended (its session was deleted): what a dying turn still says is
+                // for nobody.
+                continue;
+            }
+            if matches!(event.kind, EventKind::SessionDeleted) {
+                ring.terminal = Some(event.clone());
+            }
             ring.published = event.seq;
             if ring.events.len() >= self.capacity {
                 ring.events.pop_front();
@@ -169,6 +181,11 @@ impl EventLog {
     /// The last `seq` published: what a watcher can have seen.
     pub fn last_seq(&self) -> u64 {
         self.ring().published
+    }
+
+    /// The log's last event, once its session was deleted.
+    fn terminal(&self) -> Option<Arc<Event>> {
+        self.ring().terminal.clone()
     }
 
     /// Whether events wait to be published (for a slot, or for their reservation).
@@ -256,6 +273,11 @@ impl Watch {
             Replay::Resync => {
                 self.resync = true;
                 self.last = self.log.last_seq();
+                // A watcher that fell behind still learns that the session is gone.
+                if let Some(terminal) = self.log.terminal() {
+                    self.last = terminal.seq - 1;
+                    self.backlog.push_back(terminal);
+                }
             }
         }
     }
@@ -376,5 +398,27 @@ mod tests {
         let late = log.watch(Some(0));
         let mut late = late;
         assert_eq!(seqs(&mut late), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_watcher_that_fell_behind_is_still_told_the_session_was_deleted() {
+        let log = Arc::new(EventLog::new("t".into(), 0, 16, Arc::new(LocalBus::new(16))));
+        let mut watch = log.watch(Some(0));
+        for n in 0..40 {
+            log.append("s", None, chunk(&n.to_string()), None);
+        }
+        log.append("s", None, EventKind::SessionDeleted, None);
+        log.append("s", None, chunk("after the end"), None);
+        let mut items = Vec::new();
+        while let Some(item) = watch.try_next() {
+            items.push(item);
+        }
+        assert!(matches!(items.first(), Some(WatchItem::Resync { .. })));
+        let last = items.last().unwrap();
+        assert!(
+            matches!(last, WatchItem::Event(event) if matches!(event.kind, EventKind::SessionDeleted)),
+            "the deletion is the last thing the watcher gets"
+        );
+        assert_eq!(log.last_seq(), 41, "nothing is published after the deletion");
     }
 }

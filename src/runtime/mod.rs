@@ -3,6 +3,7 @@
 //! that no connection owns. Every event gets its `seq`, goes to the session's log and then
 //! to the bus.
 
+mod admission;
 mod approvals;
 mod event;
 mod history;
@@ -23,17 +24,17 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::Agent;
 use crate::bus::Bus;
-use crate::conversation::{Role, Usage};
+use crate::conversation::Usage;
 use crate::limits::RateLimiter;
-use crate::store::{NewMessage, Session, Store, StoreError, TurnStatus};
+use crate::store::{Session, Store, StoreError, TurnStatus};
 
+pub use admission::{NewTurn, Target};
 use approvals::Approvals;
 pub use approvals::{ApprovalInfo, Decision};
 pub use event::{Event, EventKind, ToolCallSummary, TurnError};
 pub use history::SessionPage;
 pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
 pub use session::LiveSession;
-use session::PendingTurn;
 
 /// Why the runtime refused something.
 #[derive(Debug, thiserror::Error)]
@@ -240,77 +241,6 @@ impl Runtime {
         Ok((session, created))
     }
 
-    /// Accepts a user message: stores it, queues its turn and returns at once. The turn
-    /// runs in the runtime whatever happens to the caller.
-    pub async fn submit(
-        &self,
-        user: &str,
-        session_id: Option<&str>,
-        content: &str,
-        page: Option<&str>,
-        want_outcome: bool,
-    ) -> Result<Submission, RuntimeError> {
-        if self.inner.stopping.is_cancelled() {
-            return Err(RuntimeError::ShuttingDown);
-        }
-        if content.len() > self.inner.max_content_bytes {
-            return Err(RuntimeError::ContentTooLarge {
-                size: content.len(),
-                limit: self.inner.max_content_bytes,
-            });
-        }
-        if content.trim().is_empty() {
-            return Err(RuntimeError::EmptyContent);
-        }
-        // Validation before limits: a malformed request does not use up the caller's turns.
-        if session_id.is_some_and(|id| !valid_session_id(id)) {
-            return Err(RuntimeError::InvalidSessionId);
-        }
-        if self.inner.max_concurrent_turns > 0 {
-            let busy: usize = self.user_sessions(user).await.iter().map(|s| s.turns()).sum();
-            if busy >= self.inner.max_concurrent_turns {
-                return Err(RuntimeError::RateLimited {
-                    message: "too many of your turns are running or waiting",
-                    retry_after: Duration::from_secs(1),
-                });
-            }
-        }
-        if let Err(retry_after) = self.inner.turn_limiter.check(user) {
-            return Err(RuntimeError::RateLimited {
-                message: "too many turns started this minute",
-                retry_after,
-            });
-        }
-        let session = loop {
-            let (session, _) = self.open_session(user, session_id, None, true).await?;
-            let mut queue = session.queue();
-            if queue.evicted {
-                // Evicted (or deleted) between the lookup and now: load it again.
-                continue;
-            }
-            if queue.pending.len() + queue.admitting >= self.inner.queue_depth {
-                return Err(RuntimeError::QueueFull { limit: self.inner.queue_depth });
-            }
-            queue.admitting += 1;
-            drop(queue);
-            break session;
-        };
-        let admission = Admission {
-            content: content.to_owned(),
-            hint: page.and_then(|page| self.inner.page_hints.get(page)).cloned(),
-            request_id: crate::request_id::current(),
-            want_outcome,
-        };
-        // In a task of its own: a caller that goes away midway (an HTTP client hanging up)
-        // must not leave a stored message without its turn.
-        let admitted =
-            self.inner.tracker.spawn(admit(self.inner.clone(), session.clone(), admission));
-        let (turn_id, user_seq, outcome) = admitted.await.map_err(|err| {
-            RuntimeError::Store(StoreError::Other(format!("admitting a message failed: {err}")))
-        })??;
-        Ok(Submission { session, turn_id, user_seq, outcome })
-    }
-
     /// Cancels the turn running in the user's session; returns its id.
     pub async fn abort_session(
         &self,
@@ -373,6 +303,12 @@ impl Runtime {
         // The map stays locked until the row is gone, so nobody loads it again meanwhile.
         let mut sessions = self.inner.sessions.lock().await;
         let removed = sessions.remove(&(user.to_owned(), id.to_owned()));
+        // An admission in flight finishes first, so its turn is cancelled with the others;
+        // the ones after it see the mark and refuse.
+        let admissions = match &removed {
+            Some(session) => Some(session.admission.lock().await),
+            None => None,
+        };
         if let Some(session) = &removed {
             let mut queue = session.queue();
             // Whoever still holds it (a submission in flight) must load the session anew.
@@ -381,6 +317,7 @@ impl Runtime {
             queue.pending.iter().for_each(|p| p.cancel.cancel());
         }
         let deleted = self.inner.store.delete_session(user, id).await;
+        drop(admissions);
         drop(sessions);
         deleted.map_err(|err| match err {
             StoreError::NotFound => RuntimeError::NotFound,
@@ -519,66 +456,6 @@ impl Runtime {
             self.inner.tracker.wait().await;
         }
     }
-}
-
-/// A message past the limits, to be numbered, stored and queued.
-struct Admission {
-    content: String,
-    hint: Option<String>,
-    request_id: Option<Arc<str>>,
-    want_outcome: bool,
-}
-
-/// Numbers the message, makes it durable, queues its turn, and only then echoes it to the
-/// watchers. One admission per session at a time, so turns queue (and run) in `seq` order;
-/// the number is durably reserved before the message is stored under it.
-async fn admit(
-    inner: Arc<Inner>,
-    session: Arc<LiveSession>,
-    admission: Admission,
-) -> Result<(String, u64, Option<oneshot::Receiver<TurnOutcome>>), RuntimeError> {
-    let _one_at_a_time = session.admission.lock().await;
-    let turn_id = uuid::Uuid::new_v4().to_string();
-    let slot = session.reserve_slot();
-    let seq = slot.seq;
-    let message =
-        NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
-    slot.durable().await;
-    let stored = inner.store.create_turn(session.pk, &turn_id, &message).await;
-    let mut queue = session.queue();
-    queue.admitting -= 1;
-    if let Err(err) = stored {
-        drop(queue);
-        let message = "the message could not be stored".into();
-        slot.fill(Some(&turn_id), EventKind::Error { message, code: TurnError::AgentError });
-        return Err(err.into());
-    }
-    let (reply, outcome) = if admission.want_outcome {
-        let (tx, rx) = oneshot::channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
-    let waiting = queue.pending.len() + usize::from(queue.running.is_some());
-    queue.pending.push_back(PendingTurn {
-        turn_id: turn_id.clone(),
-        user_seq: seq,
-        cancel: inner.hard_stop.child_token(),
-        reply,
-        hint: admission.hint,
-        request_id: admission.request_id,
-    });
-    if !queue.worker {
-        queue.worker = true;
-        inner.tracker.spawn(worker::drain(inner.clone(), session.clone()));
-    }
-    drop(queue);
-    slot.fill(Some(&turn_id), EventKind::UserMessage { content: admission.content });
-    if waiting > 0 {
-        let detail = Some(format!("{waiting} ahead"));
-        session.emit(Some(&turn_id), EventKind::OperatorStatus { phase: "queued", detail });
-    }
-    Ok((turn_id, seq, outcome))
 }
 
 impl Inner {

@@ -4,7 +4,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::TurnOutcome;
@@ -61,8 +61,6 @@ pub struct LiveSession {
     /// Tools the user approved with "always" in this session.
     always: Mutex<HashSet<String>>,
     store: Arc<dyn Store>,
-    /// The durable bound of the `seq` reservation, for admissions waiting on it.
-    durable: Arc<watch::Sender<u64>>,
     /// Held while a user message is numbered, stored and queued: messages of one session
     /// are admitted one at a time, so their turns queue in `seq` order.
     pub(crate) admission: tokio::sync::Mutex<()>,
@@ -90,7 +88,6 @@ impl LiveSession {
             queue: Mutex::new(Queue::default()),
             always: Mutex::new(HashSet::new()),
             store,
-            durable: Arc::new(watch::channel(reserved).0),
             admission: tokio::sync::Mutex::new(()),
         }
     }
@@ -117,8 +114,7 @@ impl LiveSession {
     /// Reserves numbers up to `up_to` in the store, in the background, retrying while the
     /// store is down and the session is still in use; the log then publishes what waited.
     fn reserve(&self, up_to: u64) {
-        let (store, pk) = (self.store.clone(), self.pk);
-        let (log, durable) = (Arc::downgrade(&self.log), Arc::downgrade(&self.durable));
+        let (store, pk, log) = (self.store.clone(), self.pk, Arc::downgrade(&self.log));
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(50);
             loop {
@@ -132,18 +128,15 @@ impl LiveSession {
                     return;
                 }
             }
-            if let (Some(log), Some(durable)) = (log.upgrade(), durable.upgrade()) {
+            if let Some(log) = log.upgrade() {
                 log.set_durable(up_to);
-                durable.send_modify(|bound| *bound = (*bound).max(up_to));
             }
         });
     }
 
-    /// Waits until `seq` is durably reserved.
-    async fn durable(&self, seq: u64) {
-        let mut bound = self.durable.subscribe();
-        // The sender lives as long as the session.
-        let _ = bound.wait_for(|bound| *bound >= seq).await;
+    /// Records that a row stored under `seq` raised the session's durable bound to it.
+    pub(crate) fn stored_up_to(&self, seq: u64) {
+        self.log.set_durable(seq);
     }
 
     /// The last `seq` published.
@@ -217,11 +210,6 @@ pub(crate) struct SeqSlot<'a> {
 }
 
 impl SeqSlot<'_> {
-    /// Waits until the slot's number is durably reserved: it may then be stored.
-    pub async fn durable(&self) {
-        self.session.durable(self.seq).await;
-    }
-
     /// Puts the event in place; it is published once every earlier number is.
     pub fn fill(mut self, turn_id: Option<&str>, kind: EventKind) -> Arc<Event> {
         self.filled = true;

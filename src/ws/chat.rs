@@ -23,7 +23,9 @@ use super::{
 use crate::auth::Caller;
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
-use crate::runtime::{Decision, EventKind, LiveSession, Watch, WatchItem};
+use crate::runtime::{
+    Decision, EventKind, LiveSession, NewTurn, RuntimeError, Target, Watch, WatchItem,
+};
 
 /// Query of the upgrade request.
 #[derive(Debug, Default, Deserialize)]
@@ -73,8 +75,10 @@ pub(crate) async fn ws_chat(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws)?;
+    // Captured here: the upgrade callback runs in a task of its own.
+    let context = crate::http::RequestContext::current();
     Ok(ws.on_upgrade(move |socket| {
-        crate::http::in_request_context(async move {
+        context.run(async move {
             serve(socket, state, caller, query).await;
             drop(counted);
         })
@@ -96,15 +100,13 @@ struct Connection {
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: ChatQuery) {
-    let opened = open(
-        &mut socket,
-        &state,
-        &caller,
-        query.session_id.as_deref(),
-        query.name.as_deref(),
-        query.last_seq,
-    )
-    .await;
+    let opening = Opening {
+        id: query.session_id.as_deref(),
+        name: query.name.as_deref(),
+        after: query.last_seq,
+        fresh: false,
+    };
+    let opened = open(&mut socket, &state, &caller, opening).await;
     let Some((session, watch)) = opened else {
         return;
     };
@@ -168,16 +170,27 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
     }
 }
 
+/// Which session a socket opens, and from where.
+#[derive(Default, Clone, Copy)]
+struct Opening<'a> {
+    /// The session id; a new session when `None`.
+    id: Option<&'a str>,
+    name: Option<&'a str>,
+    /// Replay the events after this `seq` (`None`: from now on).
+    after: Option<u64>,
+    /// The session was just created for this socket (by its first message).
+    fresh: bool,
+}
+
 /// Opens (or creates) the session, sends `session_start` and the pending approvals, and
 /// starts watching it; `None` if the socket is gone or the session cannot be opened.
 async fn open(
     socket: &mut WebSocket,
     state: &AppState,
     caller: &Caller,
-    id: Option<&str>,
-    name: Option<&str>,
-    after: Option<u64>,
+    opening: Opening<'_>,
 ) -> Option<(Arc<LiveSession>, Watch)> {
+    let Opening { id, name, after, fresh } = opening;
     let opened = async {
         let (session, created) = state.runtime.open_session(&caller.user, id, name, true).await?;
         let (stored, _) = state.runtime.find_session(&caller.user, &session.id).await?;
@@ -197,7 +210,7 @@ async fn open(
         "type": "session_start",
         "session_id": session.id,
         "name": stored.name,
-        "resumed": !created,
+        "resumed": !created && !fresh,
         "message_count": stored.message_count,
         "last_seq": watch.last_seq(),
     }));
@@ -281,10 +294,35 @@ impl Connection {
     async fn session(&mut self, socket: &mut WebSocket) -> Option<Arc<LiveSession>> {
         if self.followed.is_none() {
             let (session, watch) =
-                open(socket, &self.state, &self.caller, None, None, None).await?;
+                open(socket, &self.state, &self.caller, Opening::default()).await?;
             self.follow(session, watch);
         }
         self.followed.as_ref().map(|(session, _)| session.clone())
+    }
+
+    /// With no session followed (the last one was deleted), a message starts a new one,
+    /// as if the socket had just connected; the session exists only once the message is
+    /// accepted, and the socket follows it from just before the message.
+    async fn start_fresh(
+        &mut self,
+        socket: &mut WebSocket,
+        turn: NewTurn<'_>,
+    ) -> Result<(), axum::Error> {
+        let runtime = self.state.runtime.clone();
+        let submission = match runtime.submit(&self.caller.user, Target::New, turn).await {
+            Ok(submission) => submission,
+            Err(err) => return socket.send(runtime_error_frame(&err)).await,
+        };
+        let opening = Opening {
+            id: Some(&submission.session.id),
+            after: Some(submission.user_seq.saturating_sub(1)),
+            fresh: true,
+            ..Opening::default()
+        };
+        if let Some((session, watch)) = open(socket, &self.state, &self.caller, opening).await {
+            self.follow(session, watch);
+        }
+        Ok(())
     }
 
     /// Handles one client frame; `Err` when the socket is gone.
@@ -304,8 +342,9 @@ impl Connection {
                     if let Err(err) = super::check_session_id(id) {
                         return socket.send(error_frame(err.code(), &err.to_string())).await;
                     }
+                    let opening = Opening { id, ..Opening::default() };
                     let Some((session, watch)) =
-                        open(socket, &self.state, &self.caller, id, None, None).await
+                        open(socket, &self.state, &self.caller, opening).await
                     else {
                         return Ok(());
                     };
@@ -320,11 +359,29 @@ impl Connection {
             }
             ClientFrame::Message { content, page_context } => {
                 let content = content.unwrap_or_default();
-                let Some(session) = self.session(socket).await else { return Ok(()) };
-                let submitted = runtime
-                    .submit(user, Some(&session.id), &content, page_context.as_deref(), false)
-                    .await;
-                submitted.err().map(|err| runtime_error_frame(&err))
+                let request_id = crate::request_id::current();
+                let turn = NewTurn {
+                    content: &content,
+                    page: page_context.as_deref(),
+                    wait: false,
+                    request_id: request_id.as_ref(),
+                };
+                let followed = self.followed.as_ref().map(|(session, _)| session.id.clone());
+                let submitted = match &followed {
+                    // The followed session only: one deleted meanwhile is not brought back.
+                    Some(id) => match runtime.submit(user, Target::Existing(id), turn).await {
+                        Err(RuntimeError::NotFound) => {
+                            self.detach();
+                            None
+                        }
+                        other => Some(other),
+                    },
+                    None => None,
+                };
+                match submitted {
+                    Some(result) => result.err().map(|err| runtime_error_frame(&err)),
+                    None => return self.start_fresh(socket, turn).await,
+                }
             }
             ClientFrame::Cancel { turn_id } => {
                 let current = self.followed.as_ref().map(|(session, _)| session.id.as_str());

@@ -24,7 +24,7 @@ use super::{
 use crate::auth::Caller;
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
-use crate::runtime::{Event, EventKind, RuntimeError, Watch, WatchItem};
+use crate::runtime::{Event, EventKind, NewTurn, RuntimeError, Target, Watch, WatchItem};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct StreamQuery {
@@ -67,8 +67,10 @@ pub(crate) async fn chat_stream(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws)?;
+    // Captured here: the upgrade callback runs in a task of its own.
+    let context = crate::http::RequestContext::current();
     Ok(ws.on_upgrade(move |socket| {
-        crate::http::in_request_context(async move {
+        context.run(async move {
             serve(socket, state, caller, query.session_id).await;
             drop(counted);
         })
@@ -80,6 +82,10 @@ struct Connection {
     caller: Caller,
     /// The session of messages that name none.
     current: Option<String>,
+    /// Whether `current` is known to exist (it was used or resumed): then a message must
+    /// not recreate it after a deletion. The `?session_id=` of the upgrade is created by
+    /// the first message if missing.
+    current_exists: bool,
     /// A forwarding task per watched session id, with the key of the session it follows
     /// (a deleted session's id may be taken again by a new one).
     watching: HashMap<String, (i64, CancellationToken)>,
@@ -102,6 +108,7 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
         state: state.clone(),
         caller,
         current: session_id,
+        current_exists: false,
         watching: HashMap::new(),
         outbox,
         closed: closed.clone(),
@@ -111,7 +118,8 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
     // Follow the named session if it exists; if not, the first message creates it.
     if let Some(id) = conn.current.clone() {
         match conn.follow(&id, None, None).await {
-            Ok(()) | Err(RuntimeError::NotFound) => {}
+            Ok(()) => conn.current_exists = true,
+            Err(RuntimeError::NotFound) => {}
             Err(err) => {
                 let _ = socket.send(runtime_error_frame(&err)).await;
             }
@@ -187,17 +195,37 @@ impl Connection {
         match frame {
             ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
             ClientFrame::Message { content, session_id, project_id, id } => {
-                let target = session_id
-                    .or_else(|| self.current.clone())
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let content = content.unwrap_or_default();
+                let request_id = crate::request_id::current();
+                let turn = NewTurn {
+                    content: &content,
+                    page: None,
+                    wait: false,
+                    request_id: request_id.as_ref(),
+                };
                 // Every check comes before anything is created or followed: a refused message
-                // leaves no session and no watcher behind.
-                let submission =
-                    match runtime.submit(&user, Some(&target), &content, None, false).await {
-                        Ok(submission) => submission,
-                        Err(err) => return Some(runtime_error_frame(&err)),
-                    };
+                // leaves no session and no watcher behind. A named session is created if
+                // missing; the socket's current one must still exist (if it was just
+                // deleted, the message starts a new session instead of bringing it back).
+                let submitted = match (&session_id, &self.current) {
+                    (Some(target), _) => runtime.submit(&user, Target::Id(target), turn).await,
+                    (None, Some(current)) if !self.current_exists => {
+                        runtime.submit(&user, Target::Id(current), turn).await
+                    }
+                    (None, Some(current)) => {
+                        match runtime.submit(&user, Target::Existing(current), turn).await {
+                            Err(RuntimeError::NotFound) => {
+                                runtime.submit(&user, Target::New, turn).await
+                            }
+                            other => other,
+                        }
+                    }
+                    (None, None) => runtime.submit(&user, Target::New, turn).await,
+                };
+                let submission = match submitted {
+                    Ok(submission) => submission,
+                    Err(err) => return Some(runtime_error_frame(&err)),
+                };
                 let session_id = submission.session.id.clone();
                 // From just before the message: the turn's first token cannot be missed.
                 let after = submission.user_seq.saturating_sub(1);
@@ -206,6 +234,7 @@ impl Connection {
                     return Some(runtime_error_frame(&err));
                 }
                 self.current = Some(session_id.clone());
+                self.current_exists = true;
                 Some(text(json!({
                     "type": "accepted",
                     "id": id,
@@ -225,6 +254,7 @@ impl Connection {
                 if resumed.is_ok() {
                     // Messages that name no session go to the one resumed.
                     self.current = Some(target);
+                    self.current_exists = true;
                 }
                 resumed.err().map(|err| runtime_error_frame(&err))
             }
@@ -257,10 +287,9 @@ impl Connection {
         let (session, watch, _) =
             self.state.runtime.watch(&self.caller.user, Some(id), after, false).await?;
         let stop = self.closed.child_token();
-        let replaced = self.watching.insert(session.id.clone(), (session.pk, stop.clone()));
-        if let Some((_, old)) = replaced {
-            old.cancel();
-        }
+        // A task still following a deleted session of the same id goes on until it has
+        // sent that session's `session_deleted`.
+        self.watching.insert(session.id.clone(), (session.pk, stop.clone()));
         let outbox = self.outbox.clone();
         tokio::spawn(forward(session.id.clone(), session.pk, watch, outbox, stop));
         Ok(())

@@ -129,7 +129,7 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_limits_and_lockouts() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), None);
     config.trusted_proxies = vec!["127.0.0.0/8".into()];
-    config.limits.requests_per_minute_per_ip = 4;
+    config.limits.requests_per_minute_per_ip = 5;
     config.limits.auth_failures_per_minute = 2;
     let server = TestServer::start(config).await;
     let via = |client_addr: &str, token: &str| {
@@ -140,18 +140,15 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_limits_and_lockouts() {
         assert_eq!(via("6.6.6.6", "pk_bad").send().await.unwrap().status(), 401);
     }
     assert_eq!(via("6.6.6.6", "pk_bad").send().await.unwrap().status(), 429);
+    // A forged `Forwarded` beside the proxy's `X-Forwarded-For` changes nothing.
+    let forged = via("6.6.6.6", "pk_bad").header("forwarded", "for=9.9.9.9").send().await;
+    assert_eq!(forged.unwrap().status(), 429);
     // ...which never refuses a valid token from there; then the address's budget is spent,
     // and another client's is untouched.
     assert_eq!(via("6.6.6.6", &server.token).send().await.unwrap().status(), 200);
     assert_eq!(via("6.6.6.6", &server.token).send().await.unwrap().status(), 429);
     assert_eq!(via("7.7.7.7", "pk_bad").send().await.unwrap().status(), 401);
-    let ok = client_with(&server.token)
-        .get(server.url("/api/sessions"))
-        .header("forwarded", "for=\"[2001:db8::7]:443\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    assert_eq!(via("2001:db8::7", &server.token).send().await.unwrap().status(), 200);
     let audit = server.store.audit_log(100).await.unwrap();
     let lockout = audit.iter().find(|e| e.kind == "lockout").expect("the lockout is audited");
     assert_eq!(lockout.ip.as_deref(), Some("6.6.6.6"));
@@ -225,9 +222,20 @@ async fn errors_carry_a_request_id_and_no_internals() {
     let health = client().get(server.url("/health")).send().await.unwrap();
     assert!(health.headers().contains_key("x-request-id"));
 
-    // The WebSocket `error` of the turn says the same plain thing.
-    let mut ws = WsClient::connect(&server, "/ws/chat?session_id=w").await;
+    // A WebSocket keeps the id of its upgrade request for its own errors...
+    let token = server.token.clone();
+    let headers = [("x-request-id", "ws-trace-9")];
+    let mut ws =
+        WsClient::try_connect(&server, "/ws/chat?session_id=w", &[], Some(&token), &headers)
+            .await
+            .unwrap();
+    assert_eq!(ws.request_id.as_deref(), Some("ws-trace-9"));
     ws.next_of("session_start").await;
+    ws.send_text("not json").await;
+    let error = ws.next_of("error").await;
+    assert_eq!(error["code"], "INVALID_JSON");
+    assert_eq!(error["request_id"], "ws-trace-9");
+    // ...and the `error` of its turn says the same plain thing as REST.
     ws.send(json!({"type": "message", "content": "hi"})).await;
     let error = ws.next_of("error").await;
     assert_eq!(error["code"], "PROVIDER_ERROR");

@@ -20,6 +20,8 @@ pub struct WsClient {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// The sub-protocol the server chose.
     pub protocol: Option<String>,
+    /// The `X-Request-Id` of the upgrade response.
+    pub request_id: Option<String>,
 }
 
 impl WsClient {
@@ -71,11 +73,10 @@ impl WsClient {
             }
             Err(err) => panic!("websocket failed: {err}"),
         };
-        let protocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap().to_owned());
-        Ok(Self { stream, protocol })
+        let header =
+            |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        let (protocol, request_id) = (header("sec-websocket-protocol"), header("x-request-id"));
+        Ok(Self { stream, protocol, request_id })
     }
 
     /// Connects to `path` with the `parley.v1` sub-protocol.

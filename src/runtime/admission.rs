@@ -1,0 +1,180 @@
+//! Accepting a user message: every check first (so a refusal leaves nothing behind), then
+//! the admission proper — number the message, store it, queue its turn, and only then echo
+//! it — one message per session at a time, in a task no caller can cancel midway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::event::EventKind;
+use super::session::{LiveSession, PendingTurn};
+use super::{Inner, Runtime, RuntimeError, Submission, TurnError, TurnOutcome, valid_session_id};
+use crate::conversation::Role;
+use crate::store::{NewMessage, StoreError};
+
+/// Which session a message goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A new session with a generated id.
+    New,
+    /// The session with this id, created if missing.
+    Id(&'a str),
+    /// The session with this id, which must exist (`NotFound` otherwise: it may have just
+    /// been deleted, and a message must not bring it back).
+    Existing(&'a str),
+}
+
+/// A message to start a turn with.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTurn<'a> {
+    pub content: &'a str,
+    /// The client's page (`page_context`), for a configured hint to the model.
+    pub page: Option<&'a str>,
+    /// Whether the caller waits for the turn's outcome.
+    pub wait: bool,
+    /// The request that sent it, for the turn's log lines.
+    pub request_id: Option<&'a Arc<str>>,
+}
+
+impl Runtime {
+    /// Accepts a user message: checks it, stores it, queues its turn and returns at once.
+    /// The turn runs in the runtime whatever happens to the caller.
+    pub async fn submit(
+        &self,
+        user: &str,
+        target: Target<'_>,
+        turn: NewTurn<'_>,
+    ) -> Result<Submission, RuntimeError> {
+        let inner = &self.inner;
+        if inner.stopping.is_cancelled() {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let content = turn.content;
+        if content.len() > inner.max_content_bytes {
+            let limit = inner.max_content_bytes;
+            return Err(RuntimeError::ContentTooLarge { size: content.len(), limit });
+        }
+        if content.trim().is_empty() {
+            return Err(RuntimeError::EmptyContent);
+        }
+        let (id, create) = match target {
+            Target::New => (None, true),
+            Target::Id(id) => (Some(id), true),
+            Target::Existing(id) => (Some(id), false),
+        };
+        // Validation before limits: a malformed request does not use up the caller's turns.
+        if id.is_some_and(|id| !valid_session_id(id)) {
+            return Err(RuntimeError::InvalidSessionId);
+        }
+        if let Target::Existing(id) = target {
+            self.loaded(user, id).await?;
+        }
+        if inner.max_concurrent_turns > 0 {
+            let busy: usize = self.user_sessions(user).await.iter().map(|s| s.turns()).sum();
+            if busy >= inner.max_concurrent_turns {
+                return Err(RuntimeError::RateLimited {
+                    message: "too many of your turns are running or waiting",
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        }
+        if let Err(retry_after) = inner.turn_limiter.check(user) {
+            let message = "too many turns started this minute";
+            return Err(RuntimeError::RateLimited { message, retry_after });
+        }
+        let session = loop {
+            let (session, _) = self.open_session(user, id, None, create).await?;
+            let mut queue = session.queue();
+            if queue.evicted {
+                // Evicted (or deleted) between the lookup and now: load it again.
+                continue;
+            }
+            if queue.pending.len() + queue.admitting >= inner.queue_depth {
+                return Err(RuntimeError::QueueFull { limit: inner.queue_depth });
+            }
+            queue.admitting += 1;
+            drop(queue);
+            break session;
+        };
+        let admission = Admission {
+            content: content.to_owned(),
+            hint: turn.page.and_then(|page| inner.page_hints.get(page)).cloned(),
+            request_id: turn.request_id.cloned(),
+            wait: turn.wait,
+        };
+        // In a task of its own: a caller that goes away midway (an HTTP client hanging up)
+        // must not leave a stored message without its turn.
+        let admitted = inner.tracker.spawn(admit(inner.clone(), session.clone(), admission));
+        let (turn_id, user_seq, outcome) = admitted.await.map_err(|err| {
+            RuntimeError::Store(StoreError::Other(format!("admitting a message failed: {err}")))
+        })??;
+        Ok(Submission { session, turn_id, user_seq, outcome })
+    }
+}
+
+/// A message past the checks, to be numbered, stored and queued.
+struct Admission {
+    content: String,
+    hint: Option<String>,
+    request_id: Option<Arc<str>>,
+    wait: bool,
+}
+
+/// Numbers the message, makes it durable, queues its turn, and only then echoes it to the
+/// watchers. One admission per session at a time, so turns queue (and run) in `seq` order.
+/// Storing the message raises the session's durable `seq` bound to its number, so the
+/// events that waited behind it can be published.
+async fn admit(
+    inner: Arc<Inner>,
+    session: Arc<LiveSession>,
+    admission: Admission,
+) -> Result<(String, u64, Option<oneshot::Receiver<TurnOutcome>>), RuntimeError> {
+    let _one_at_a_time = session.admission.lock().await;
+    if session.evicted() {
+        // Deleted while this message waited for its turn to be admitted.
+        session.queue().admitting -= 1;
+        return Err(RuntimeError::NotFound);
+    }
+    let turn_id = uuid::Uuid::new_v4().to_string();
+    let slot = session.reserve_slot();
+    let seq = slot.seq;
+    let message =
+        NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
+    let stored = inner.store.create_turn(session.pk, &turn_id, &message).await;
+    let mut queue = session.queue();
+    queue.admitting -= 1;
+    if let Err(err) = stored {
+        drop(queue);
+        let message = "the message could not be stored".into();
+        slot.fill(Some(&turn_id), EventKind::Error { message, code: TurnError::AgentError });
+        return Err(err.into());
+    }
+    let (reply, outcome) = if admission.wait {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let waiting = queue.pending.len() + usize::from(queue.running.is_some());
+    queue.pending.push_back(PendingTurn {
+        turn_id: turn_id.clone(),
+        user_seq: seq,
+        cancel: inner.hard_stop.child_token(),
+        reply,
+        hint: admission.hint,
+        request_id: admission.request_id,
+    });
+    if !queue.worker {
+        queue.worker = true;
+        inner.tracker.spawn(super::worker::drain(inner.clone(), session.clone()));
+    }
+    drop(queue);
+    session.stored_up_to(seq);
+    slot.fill(Some(&turn_id), EventKind::UserMessage { content: admission.content });
+    if waiting > 0 {
+        let detail = Some(format!("{waiting} ahead"));
+        session.emit(Some(&turn_id), EventKind::OperatorStatus { phase: "queued", detail });
+    }
+    Ok((turn_id, seq, outcome))
+}
