@@ -1,32 +1,88 @@
 //! The web chat in headless Chromium: `tests/browser/ui.mjs` (playwright-core) against the
-//! real server and the fake provider. Needs Chromium and `npm ci` in `tests/browser`
-//! (`scripts/test` and `.ci/run` install both); without them it says so and skips.
+//! real server and the fake provider. Needs Node, Chromium (`CHROMIUM` names it, otherwise
+//! `/usr/bin/chromium`) and `npm ci --prefix tests/browser`; `scripts/test` installs them.
+//!
+//! Without them the test fails when the browser is required (`CI=true`, or
+//! `PARLEY_REQUIRE_BROWSER=1`, which `scripts/test` sets), and otherwise skips with a
+//! notice written straight to the process's stderr: libtest captures the `print!` family
+//! of a passing test, so an `eprintln!` notice would never be seen.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{FakeProvider, TestServer, test_config};
 
-fn chromium() -> Option<String> {
-    let candidates = [
-        std::env::var("CHROMIUM").unwrap_or_default(),
-        "/usr/bin/chromium".into(),
-        "/usr/bin/chromium-browser".into(),
-    ];
-    candidates.into_iter().find(|path| !path.is_empty() && Path::new(path).exists())
+/// The Chromium to drive: `CHROMIUM` alone when it is set (so a wrong path is reported,
+/// not papered over by the distribution's copy), otherwise the distribution's.
+fn chromium() -> Result<String, String> {
+    if let Ok(path) = std::env::var("CHROMIUM")
+        && !path.is_empty()
+    {
+        return if Path::new(&path).exists() {
+            Ok(path)
+        } else {
+            Err(format!("Chromium: CHROMIUM={path} does not exist"))
+        };
+    }
+    let candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser"];
+    candidates.into_iter().find(|path| Path::new(path).exists()).map(str::to_owned).ok_or_else(
+        || format!("Chromium: none of {} (set CHROMIUM to use another)", candidates.join(", ")),
+    )
+}
+
+/// Whether a missing browser fails the test instead of skipping it.
+fn browser_required() -> bool {
+    let set = |name: &str| {
+        std::env::var(name)
+            .is_ok_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "false"))
+    };
+    set("CI") || set("PARLEY_REQUIRE_BROWSER")
+}
+
+/// What the test needs: Chromium, Node and playwright-core, or every piece that is missing.
+fn browser() -> Result<String, Vec<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let chromium = chromium().inspect_err(|m| missing.push(m.clone())).ok();
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        missing.push("Node: `node --version` does not run".into());
+    }
+    let modules: PathBuf = root.join("tests/browser/node_modules/playwright-core");
+    if !modules.exists() {
+        missing.push(format!("playwright-core: no {}", modules.display()));
+    }
+    match chromium {
+        Some(chromium) if missing.is_empty() => Ok(chromium),
+        _ => Err(missing),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_chat_works_in_a_real_browser() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let modules = root.join("tests/browser/node_modules/playwright-core");
-    let (Some(chromium), true) = (chromium(), modules.exists()) else {
-        eprintln!(
-            "SKIPPED the_web_chat_works_in_a_real_browser: needs Chromium and `npm ci --prefix tests/browser` \
-             (scripts/test installs both)"
-        );
-        return;
+    let chromium = match browser() {
+        Ok(chromium) => chromium,
+        Err(missing) => {
+            let missing = missing.join("\n  - ");
+            let install = "`./scripts/test` installs them (or: `apt-get install chromium` and \
+                           `npm ci --prefix tests/browser`)";
+            assert!(
+                !browser_required(),
+                "the browser is required (CI or PARLEY_REQUIRE_BROWSER) but missing:\n  - \
+                 {missing}\n{install}"
+            );
+            let notice = format!(
+                "\n=== SKIPPED browser::the_web_chat_works_in_a_real_browser: it counts as a \
+                 pass but did NOT run ===\n  - {missing}\n{install}; CI=true or \
+                 PARLEY_REQUIRE_BROWSER=1 make this a failure.\n\n"
+            );
+            // Past libtest's capture, which would hide an `eprintln!` of a passing test.
+            let _ = std::io::stderr().lock().write_all(notice.as_bytes());
+            return;
+        }
     };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
     let mut config = test_config(dir.path(), Some(&provider));
