@@ -1,7 +1,9 @@
-//! The reliability suite, short version (CI): kill -9 at random points of running turns and
-//! check nothing acknowledged is lost; provider faults under concurrent load end every turn
-//! with an answer or a typed error; clients of every protocol that drop and resume at
-//! random see every event once. `PARLEY_RELIABILITY_ROUNDS` makes it longer.
+//! The reliability suite, short version (CI): kill -9 at random points of running turns
+//! and check nothing acknowledged is lost and every kill cut a turn that restart marks
+//! interrupted; provider faults under concurrent load end every turn with an answer or a
+//! typed error; clients of every protocol that drop and resume at random see every event
+//! once. `PARLEY_RELIABILITY_ROUNDS` makes it longer; `PARLEY_RELIABILITY_SEED` replays a
+//! run (a failing test names its seed).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,11 +18,39 @@ fn rounds(default: u64) -> u64 {
     std::env::var("PARLEY_RELIABILITY_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(default)
 }
 
-/// A small deterministic generator, seeded from the clock and printed so a failure can be
-/// replayed.
+/// The seed of a randomized test: `PARLEY_RELIABILITY_SEED`, or the clock. Held for the
+/// test's length; if the test fails, its drop names the seed so the run can be replayed.
+struct Seed(u64);
+
+impl Seed {
+    fn new() -> Self {
+        let seed = std::env::var("PARLEY_RELIABILITY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(parley::clock::now_ms() as u64 | 1);
+        println!("reliability seed {seed}");
+        Seed(seed)
+    }
+}
+
+impl Drop for Seed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let seed = self.0;
+            eprintln!("reliability seed {seed} (rerun with PARLEY_RELIABILITY_SEED={seed})");
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift), so a seed replays a run.
 struct Random(u64);
 
 impl Random {
+    fn new(seed: u64) -> Self {
+        // Zero is xorshift's one fixed point.
+        Random(seed.max(1))
+    }
+
     fn next(&mut self, below: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -29,23 +59,62 @@ impl Random {
     }
 }
 
+/// The first text of the answer [`endless_answer`] gives in `round`.
+fn endless_mark(round: u64) -> String {
+    format!("cut by kill {round} ")
+}
+
+/// An answer that streams far longer than a round of the crash loop lasts (a part every
+/// 20 ms for 20 s), so the kill always finds it mid-stream.
+fn endless_answer(round: u64) -> Script {
+    let chunk =
+        |text: &str| Step::Chunk(json!({"choices": [{"index": 0, "delta": {"content": text}}]}));
+    let mut steps = vec![chunk(&endless_mark(round))];
+    for _ in 0..1000 {
+        steps.push(Step::Delay(Duration::from_millis(20)));
+        steps.push(chunk("more "));
+    }
+    Script::Stream(steps)
+}
+
+/// Waits until one of `sessions` shows a streaming answer that starts with `mark`, i.e. its
+/// partial text is stored.
+async fn wait_for_partial(client: &reqwest::Client, base: &str, sessions: u64, mark: &str) {
+    for _ in 0..1000 {
+        for s in 0..sessions {
+            let response = client.get(format!("{base}/api/sessions/s{s}")).send().await.unwrap();
+            let (_, detail) = json_of(response).await;
+            let messages = detail["messages"].as_array().cloned().unwrap_or_default();
+            if messages.iter().any(|m| {
+                m["status"] == "streaming"
+                    && m["content"].as_str().is_some_and(|c| c.starts_with(mark))
+            }) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the answer {mark:?} never started streaming");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_loses_nothing_acknowledged() {
-    let seed = std::env::var("PARLEY_RELIABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(parley::clock::now_ms() as u64 | 1);
-    println!("seed {seed}");
-    let mut random = Random(seed);
+    let seed = Seed::new();
+    let mut random = Random::new(seed.0);
     let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("data/parley.db").display());
     let provider = FakeProvider::start().await;
     provider.slow_echo(Duration::from_millis(15));
     let client = crate::common::client();
     let mut acknowledged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let sessions = 3;
+    let mut process = spawn_parley(dir.path(), &provider, 5);
     for round in 0..rounds(6) {
-        let process = spawn_parley(dir.path(), &provider, 5);
+        // The round's first model call gets an answer that outlasts the round: the kill
+        // always cuts a turn mid-answer. The other turns echo, cut wherever they are.
+        provider.push([endless_answer(round)]);
         for i in 0..(2 + random.next(6)) {
-            let session = format!("s{}", random.next(3));
+            let session = format!("s{}", random.next(sessions));
             let content = format!("round {round} message {i}");
             let response = client
                 .post(format!("{}/api/sessions/{session}/messages", process.base))
@@ -57,11 +126,29 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
                 acknowledged.entry(session).or_default().push(content);
             }
         }
+        wait_for_partial(&client, &process.base, sessions, &endless_mark(round)).await;
         tokio::time::sleep(Duration::from_millis(random.next(250))).await;
         drop(process); // SIGKILL
+        // Start-up recovery marks what the kill cut.
+        process = spawn_parley(dir.path(), &provider, 5);
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let cut: Vec<(String, String)> = sqlx::query_as(
+            "SELECT m.status, t.status FROM messages m JOIN turns t ON t.id = m.turn_id \
+             WHERE m.role = 'assistant' AND m.content LIKE $1",
+        )
+        .bind(format!("{}%", endless_mark(round)))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        assert_eq!(
+            cut,
+            [("interrupted".to_owned(), "interrupted".to_owned())],
+            "round {round}: the answer streaming at the kill is kept and marked interrupted, \
+             and so is its turn"
+        );
     }
 
-    let process = spawn_parley(dir.path(), &provider, 5);
     for (session, sent) in &acknowledged {
         let (status, detail) = json_of(
             client
@@ -99,9 +186,9 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
+        assert_eq!(body["reply"], "echo: ... still alive?", "{session} answers after the kills");
     }
     drop(process);
-    let url = format!("sqlite://{}", dir.path().join("data/parley.db").display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     let check: String =
         sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
@@ -130,7 +217,8 @@ async fn provider_faults_under_load_end_every_turn_with_an_answer_or_a_typed_err
     config.provider.idle_timeout_secs = 0.5;
     let server = TestServer::start(config).await;
     let turns = 8 * rounds(5) as usize;
-    let mut random = Random(parley::clock::now_ms() as u64 | 1);
+    let seed = Seed::new();
+    let mut random = Random::new(seed.0);
     let faults: Vec<Script> = (0..turns)
         .map(|_| match random.next(7) {
             0 => Script::Status {
@@ -198,7 +286,7 @@ async fn churning_client(
 ) -> Vec<u64> {
     use crate::common::live::WsClient;
     let server = server.as_ref();
-    let mut random = Random(seed);
+    let mut random = Random::new(seed);
     let mut seen: Vec<u64> = Vec::new();
     let mut ws = WsClient::connect(server, &format!("/ws/chat?session_id={session}")).await;
     // Events before the connection are not this client's: it resumes from here at worst.
@@ -242,7 +330,7 @@ async fn churning_stream_client(
 ) -> Vec<String> {
     use crate::common::live::WsClient;
     let server = server.as_ref();
-    let mut random = Random(seed);
+    let mut random = Random::new(seed);
     let mut last = 0;
     let mut answers = Vec::new();
     let path = format!("/api/chat/stream?session_id={session}");
@@ -284,8 +372,7 @@ async fn load_with_random_disconnects_loses_and_repeats_nothing() {
     let server = Arc::new(TestServer::with_provider(dir.path(), &provider).await);
     let clients = 4;
     let messages = rounds(5) as usize;
-    let seed = parley::clock::now_ms() as u64 | 1;
-    println!("seed {seed}");
+    let seed = Seed::new();
     // An SSE watcher on the first session must see each of its events once.
     let (_, created) =
         server.post("/api/chat", json!({"content": "open", "session_id": "churn0"})).await;
@@ -305,13 +392,18 @@ async fn load_with_random_disconnects_loses_and_repeats_nothing() {
             server.clone(),
             format!("churn{c}"),
             messages,
-            seed + c as u64,
+            seed.0 + c as u64,
         )));
     }
     let mut oxios = Vec::new();
     for c in 0..2 {
         let (server, session) = (server.clone(), format!("ox{c}"));
-        oxios.push(tokio::spawn(churning_stream_client(server, session, messages, seed + 10 + c)));
+        oxios.push(tokio::spawn(churning_stream_client(
+            server,
+            session,
+            messages,
+            seed.0 + 10 + c,
+        )));
     }
     // REST clients at the same time.
     let mut rest = Vec::new();
@@ -494,13 +586,12 @@ async fn soak_keeps_memory_and_file_descriptors_flat() {
     let (rss_start, fds_start) = usage(pid);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    let seed = parley::clock::now_ms() as u64 | 1;
-    println!("seed {seed}");
+    let seed = Seed::new();
     let mut workers = Vec::new();
     for w in 0..6 {
         let (base, provider, client) = (base.clone(), provider.clone(), client.clone());
+        let mut random = Random::new(seed.0 + w);
         workers.push(tokio::spawn(async move {
-            let mut random = Random(seed + w);
             let mut steps = 0u64;
             while tokio::time::Instant::now() < deadline {
                 // Conversations of about 20 operations, as people have them: the history
