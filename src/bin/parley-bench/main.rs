@@ -2,18 +2,21 @@
 //! by side, a minimal WebSocket relay (the physical limit), and writes the results as a
 //! Markdown table.
 //!
-//! `cargo run --release --bin parley-bench -- --out docs/BENCHMARKS.md`
+//! `cargo run --release --bin parley-bench -- --out docs/BENCHMARKS.md`; `--only soak`
+//! (or any other sections) measures some sections and replaces just those in the file.
 
 mod history;
 mod measure;
 mod process;
+mod report;
+mod soak;
 mod upstream;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use measure::{Target, median, percentile};
 
 #[derive(Parser)]
@@ -48,6 +51,35 @@ struct Cli {
     /// Append-latency marks.
     #[arg(long, default_value = "1,1000,10000,100000", value_delimiter = ',')]
     marks: Vec<u64>,
+    /// Seconds of the soak's mixed load (600 for the long run).
+    #[arg(long, default_value_t = 30)]
+    soak_secs: u64,
+    /// Clients of the soak.
+    #[arg(long, default_value_t = 6)]
+    soak_clients: usize,
+    /// Sections to measure (comma-separated; all when absent). With `--out`, each replaces
+    /// its section in the file, and the rest of the file stays.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+}
+
+/// A section of the report.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    Streaming,
+    Paced,
+    FanOut,
+    Connections,
+    RoundTrip,
+    History,
+    Process,
+    Soak,
+}
+
+impl Cli {
+    fn wants(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
 }
 
 #[derive(Subcommand)]
@@ -68,13 +100,24 @@ fn main() {
         runtime.block_on(upstream::relay(provider));
         return;
     }
-    let report = runtime.block_on(run(&cli));
+    let sections = runtime.block_on(run(&cli));
+    let report = if cli.only.is_empty() {
+        format!("{}{sections}", header(&cli))
+    } else {
+        let date = parley::clock::rfc3339(parley::clock::now_ms());
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        report::noted(&sections, &date[..10], &format!("parley-bench {}", args.join(" ")))
+    };
     print!("{report}");
     if let Some(out) = &cli.out {
         // The hand-written analysis below the tables survives a re-run.
         let previous = std::fs::read_to_string(out).unwrap_or_default();
-        let analysis = previous.find("\n## Analysis").map_or("", |at| &previous[at..]);
-        std::fs::write(out, format!("{report}{analysis}")).expect("write the report");
+        let text = if cli.only.is_empty() {
+            report::full(&previous, &report)
+        } else {
+            report::merge(&previous, &report)
+        };
+        std::fs::write(out, text).expect("write the report");
     }
 }
 
@@ -89,12 +132,74 @@ async fn run(cli: &Cli) -> String {
     let parley = process::parley(&dir.join("data"), &provider);
     let relay = process::relay(&provider);
     let idle_rss = parley.rss();
-    let mut out = header(cli);
+    let mut out = String::new();
 
-    writeln!(out, "## Streaming relay ({} chunks per answer)\n", cli.chunks).ok();
+    if cli.wants(Section::Streaming) {
+        out.push_str(&streaming(cli, &parley, &relay, &token).await);
+    }
+    if cli.wants(Section::Paced) {
+        out.push_str(&paced(cli, &parley, &relay, &token).await);
+    }
+    if cli.wants(Section::FanOut) {
+        writeln!(out, "\n## Fan-out (one session, every watcher gets every chunk)\n").ok();
+        writeln!(out, "| watchers | delivered chunks/s |\n|---:|---:|").ok();
+        for watchers in [1, 10, 100] {
+            let mut rates = Vec::new();
+            for run in 0..cli.runs {
+                let (delivered, elapsed) = measure::fan_out(&parley, watchers, run, &token).await;
+                rates.push(delivered as f64 / elapsed.as_secs_f64());
+            }
+            writeln!(out, "| {watchers} | {:.0} |", median(rates)).ok();
+        }
+    }
+    if cli.wants(Section::Connections) {
+        out.push_str(&connections(cli, &parley, &token).await);
+    }
+    if cli.wants(Section::RoundTrip) {
+        out.push_str(&round_trip(&parley, &token).await);
+    }
+    if cli.wants(Section::History) {
+        out.push_str(&history_table(&dir, &cli.marks).await);
+    }
+    if cli.wants(Section::Process) {
+        let size = std::fs::metadata(process::parley_exe()).map(|m| m.len()).unwrap_or(0);
+        writeln!(out, "\n## Process\n").ok();
+        writeln!(out, "| figure | value | target |\n|---|---:|---|").ok();
+        writeln!(out, "| binary size | {:.1} MiB | |", size as f64 / 1048576.0).ok();
+        writeln!(out, "| start-up to listening | {:.0} ms | |", parley.startup.as_secs_f64() * 1e3)
+            .ok();
+        writeln!(
+            out,
+            "| idle resident memory | {:.1} MiB | < 20 MB |",
+            idle_rss as f64 / 1048576.0
+        )
+        .ok();
+    }
+    if cli.wants(Section::Soak) {
+        // A server of its own, so the figures start from a cold process.
+        let data = dir.join("soak");
+        let token = process::prepare(&data);
+        let server = process::parley_with(&data, &provider, soak::ENV);
+        out.push_str(&soak::run(&server, &token, cli.soak_clients, cli.soak_secs).await.section());
+    }
+    drop(parley);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// Throughput, latency and CPU per chunk with the provider streaming as fast as it can.
+async fn streaming(
+    cli: &Cli,
+    parley: &process::Server,
+    relay: &process::Server,
+    token: &str,
+) -> String {
+    let mut out = String::new();
+    writeln!(out, "\n## Streaming relay ({} chunks per answer)\n", cli.chunks).ok();
     writeln!(out, "| sessions | server | chunks/s | ratio to relay | p50 latency | p99 latency | CPU per chunk | CPU ratio |").ok();
     writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|").ok();
-    let streams = Streams { parley: &parley, relay: &relay, token: &token, runs: cli.runs };
+    let streams = Streams { parley, relay, token, runs: cli.runs };
     for (n, &sessions) in cli.sessions.iter().enumerate() {
         let id = format!("s{}", n * 100);
         let relay_fig = streams.medians(Target::Relay, sessions, &id, "go").await;
@@ -119,22 +224,13 @@ async fn run(cli: &Cli) -> String {
         )
         .ok();
     }
+    out
+}
 
-    out.push_str(&paced(cli, &parley, &relay, &token).await);
-
-    writeln!(out, "\n## Fan-out (one session, every watcher gets every chunk)\n").ok();
-    writeln!(out, "| watchers | delivered chunks/s |\n|---:|---:|").ok();
-    for watchers in [1, 10, 100] {
-        let mut rates = Vec::new();
-        for run in 0..cli.runs {
-            let (delivered, elapsed) = measure::fan_out(&parley, watchers, run, &token).await;
-            rates.push(delivered as f64 / elapsed.as_secs_f64());
-        }
-        writeln!(out, "| {watchers} | {:.0} |", median(rates)).ok();
-    }
-
-    let (per_connection, accept) =
-        measure::idle_connections(&parley, cli.connections, &token).await;
+/// Memory per idle authenticated WebSocket, and the time to accept one.
+async fn connections(cli: &Cli, parley: &process::Server, token: &str) -> String {
+    let mut out = String::new();
+    let (per_connection, accept) = measure::idle_connections(parley, cli.connections, token).await;
     writeln!(out, "\n## Connections\n").ok();
     writeln!(out, "| figure | value | target |\n|---|---:|---|").ok();
     writeln!(
@@ -150,8 +246,13 @@ async fn run(cli: &Cli) -> String {
         accept.as_secs_f64() * 1e3
     )
     .ok();
+    out
+}
 
-    let (round_trip, in_server) = measure::agent_round_trip(&parley, &token, 50).await;
+/// A turn with two tool calls, as the client sees it and as the server reports it.
+async fn round_trip(parley: &process::Server, token: &str) -> String {
+    let mut out = String::new();
+    let (round_trip, in_server) = measure::agent_round_trip(parley, token, 50).await;
     writeln!(out, "\n## Agent round trip (two tool calls, zero-latency provider)\n").ok();
     writeln!(out, "| figure | value |\n|---|---:|").ok();
     writeln!(
@@ -162,8 +263,13 @@ async fn run(cli: &Cli) -> String {
     .ok();
     writeln!(out, "| turn, as the server reports it | {:.2} ms |", in_server.as_secs_f64() * 1e3)
         .ok();
+    out
+}
 
-    let history = history::measure(&dir, &cli.marks).await;
+/// History appends and page reads, SQLite in process.
+async fn history_table(dir: &std::path::Path, marks: &[u64]) -> String {
+    let mut out = String::new();
+    let history = history::measure(dir, marks).await;
     writeln!(out, "\n## History (SQLite, in process)\n").ok();
     writeln!(out, "| figure | value |\n|---|---:|").ok();
     for (mark, latency) in &history.appends {
@@ -189,18 +295,6 @@ async fn run(cli: &Cli) -> String {
         history.list_page.as_secs_f64() * 1e3
     )
     .ok();
-
-    let size = std::fs::metadata(process::parley_exe()).map(|m| m.len()).unwrap_or(0);
-    writeln!(out, "\n## Process\n").ok();
-    writeln!(out, "| figure | value | target |\n|---|---:|---|").ok();
-    writeln!(out, "| binary size | {:.1} MiB | |", size as f64 / 1048576.0).ok();
-    writeln!(out, "| start-up to listening | {:.0} ms | |", parley.startup.as_secs_f64() * 1e3)
-        .ok();
-    writeln!(out, "| idle resident memory | {:.1} MiB | < 20 MB |", idle_rss as f64 / 1048576.0)
-        .ok();
-    drop(parley);
-    drop(relay);
-    let _ = std::fs::remove_dir_all(&dir);
     out
 }
 
@@ -316,7 +410,7 @@ fn header(cli: &Cli) -> String {
          (medians of {} runs; every ratio is measured in the same run). The relay is the \
          physical limit: accept a WebSocket, stream one upstream completion, forward each \
          delta, nothing else. Latency is provider chunk sent → client received, on one \
-         machine, with the provider streaming as fast as the path takes it.\n\n",
+         machine, with the provider streaming as fast as the path takes it.\n",
         mem as f64 / 1048576.0,
         &date[..10],
         cli.runs

@@ -1,5 +1,5 @@
 //! Child processes under measurement: `parley serve` and the baseline relay, with their
-//! CPU time and resident memory read from `/proc`.
+//! CPU time, resident memory and open files read from `/proc`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,11 @@ impl Server {
             .unwrap_or(0)
             * 1024
     }
+
+    /// Open file descriptors.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+    }
 }
 
 impl Drop for Server {
@@ -87,6 +92,11 @@ pub fn prepare(data: &Path) -> String {
 
 /// `parley serve` on a free port, tuned to let the benchmark load through.
 pub fn parley(data: &Path, provider: &str) -> Server {
+    parley_with(data, provider, &[])
+}
+
+/// [`parley`] with more environment.
+pub fn parley_with(data: &Path, provider: &str, env: &[(&str, &str)]) -> Server {
     let mut command = Command::new(parley_exe());
     command
         .arg("serve")
@@ -99,7 +109,8 @@ pub fn parley(data: &Path, provider: &str) -> Server {
         .env("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_IP", "0")
         .env("PARLEY_LIMITS__MAX_CONNECTIONS", "100000")
         .env("PARLEY_LIMITS__MAX_CONNECTIONS_PER_USER", "100000")
-        .env("PARLEY_LIMITS__MAX_CONCURRENT_TURNS", "0");
+        .env("PARLEY_LIMITS__MAX_CONCURRENT_TURNS", "0")
+        .envs(env.iter().copied());
     Server::spawn(command)
 }
 

@@ -1,5 +1,5 @@
 //! The benchmark's fake provider (streams `chunks` deltas as fast as the client reads,
-//! each stamped with its send time) and the baseline relay (the physical limit: accept a
+//! each stamped with its send time; or paced, or failing, when the message asks) and the baseline relay (the physical limit: accept a
 //! WebSocket, stream one upstream completion, forward each delta, nothing else).
 
 use std::net::SocketAddr;
@@ -67,11 +67,15 @@ fn line(i: usize, chunks: usize) -> Bytes {
     })
 }
 
+/// The content of the request's last user message.
+fn last_user(body: &serde_json::Value) -> Option<&str> {
+    let messages = body["messages"].as_array()?;
+    messages.iter().rev().find(|m| m["role"] == "user")?["content"].as_str()
+}
+
 /// `pace MS CHUNKS` asks for CHUNKS deltas, one every MS milliseconds, like a model.
 fn pace(body: &serde_json::Value) -> Option<(Duration, usize)> {
-    let messages = body["messages"].as_array()?;
-    let content = messages.iter().rev().find(|m| m["role"] == "user")?["content"].as_str()?;
-    let mut words = content.strip_prefix("pace ")?.split_whitespace();
+    let mut words = last_user(body)?.strip_prefix("pace ")?.split_whitespace();
     let ms = words.next()?.parse().ok()?;
     let chunks = words.next()?.parse().ok()?;
     Some((Duration::from_millis(ms), chunks))
@@ -86,7 +90,29 @@ fn phase(pace: Duration) -> Duration {
     pace.mul_f64((n as f64 * 0.618_033_988_75).fract())
 }
 
+/// For the soak: `fault 500`, `fault broken` and `fault cut` ask for a provider failure (an
+/// HTTP 500, a malformed chunk, a stream cut after its first chunk).
+fn fault(body: &serde_json::Value) -> Option<Response> {
+    let response = Response::builder().header("content-type", "text/event-stream");
+    let chunk =
+        || Ok(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"cut \"}}]}\n\n"));
+    let response = match last_user(body)?.strip_prefix("fault ")? {
+        "500" => {
+            Response::builder().status(500).body(Body::from("{\"error\":{\"message\":\"boom\"}}"))
+        }
+        "broken" => response.body(Body::from("data: {broken\n\n")),
+        _ => response.body(Body::from_stream(futures_util::stream::iter([
+            chunk(),
+            Err(std::io::Error::other("cut")),
+        ]))),
+    };
+    Some(response.unwrap_or_default())
+}
+
 async fn complete(State(chunks): State<usize>, body: axum::Json<serde_json::Value>) -> Response {
+    if let Some(response) = fault(&body) {
+        return response;
+    }
     let response = Response::builder().header("content-type", "text/event-stream");
     if let Some(reply) = tool_step(&body) {
         return response.body(Body::from(reply)).unwrap_or_default();
