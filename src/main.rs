@@ -147,6 +147,8 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("user names are 1-64 characters of A-Z a-z 0-9 . _ -");
             }
             let store = open_store(&overrides.load(&cli.config)?).await?;
+            // On a server nobody can use yet, the code makes its owner (an admin).
+            let admin = admin || (user.is_none() && store.active_tokens().await? == 0);
             let grant = PairingGrant { user, admin };
             let code = parley::auth::new_pairing_code(store.as_ref(), &grant).await?;
             let detail =

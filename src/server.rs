@@ -153,7 +153,8 @@ async fn offer_pairing(state: &AppState) -> anyhow::Result<()> {
     if !state.config.auth_enabled() || state.runtime.store().active_tokens().await? > 0 {
         return Ok(());
     }
-    let grant = crate::store::PairingGrant::default();
+    // The first client paired with a fresh server is its owner.
+    let grant = crate::store::PairingGrant { user: None, admin: true };
     let code = crate::auth::new_pairing_code(state.runtime.store().as_ref(), &grant).await?;
     eprintln!(
         "\nNo API tokens yet. Pair a client within the hour with this one-time code:\n\n    {code}\n\n\

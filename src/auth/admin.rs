@@ -29,7 +29,8 @@ fn check_user(user: Option<&str>) -> Result<(), AuthError> {
 impl Auth {
     /// Trades a one-time pairing code for a token. A code never grants an existing
     /// identity: it creates a new user (a proposed name must be free, else `UserExists`
-    /// and the code stays good), or a new device of the user it was minted for. Wrong
+    /// and the code stays good), or a new device of the user it was minted for. Whether
+    /// the token is an admin's was decided when the code was minted. Wrong
     /// codes count toward the client's lockout, which is checked first: a pairing code is
     /// short enough that guessing must be slowed.
     pub async fn pair(
@@ -52,18 +53,16 @@ impl Auth {
             return Err(self.wrong_pairing_code(ip).await);
         };
         self.pairing_failures.clear(&key);
-        let (user, new_user, admin) = match (grant.user, asked) {
+        let (user, new_user) = match (grant.user, asked) {
             (Some(granted), Some(asked)) if granted != asked => {
                 return Err(AuthError::PairingForAnotherUser);
             }
-            (Some(granted), _) => (granted, false, grant.admin),
-            // The first client paired with a fresh server is its owner.
-            (None, asked) => (
-                asked.unwrap_or_else(|| format!("user-{}", tokens::random_hex(4))),
-                true,
-                self.store.active_tokens().await? == 0,
-            ),
+            (Some(granted), _) => (granted, false),
+            (None, asked) => {
+                (asked.unwrap_or_else(|| format!("user-{}", tokens::random_hex(4))), true)
+            }
         };
+        let admin = grant.admin;
         let (record, secret) = tokens::new_token(&user, admin, label.or(Some("paired")));
         match self.store.pair(&hash, &record, new_user).await {
             Ok(()) => {}

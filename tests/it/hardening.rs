@@ -272,3 +272,46 @@ async fn the_log_ties_a_failure_to_its_request_id() {
     }
     assert!(found.contains("WARN") && found.contains("cannot connect"), "log line: {found:?}");
 }
+
+#[tokio::test]
+async fn only_a_code_minted_as_an_admin_code_pairs_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let parley = env!("CARGO_BIN_EXE_parley");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(parley)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("PARLEY_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    // Minted while nobody can use the server: the owner's code.
+    let owner_code = run(&["pair"]);
+    run(&["token", "create", "--user", "someone"]);
+    let plain_code = run(&["pair"]);
+    let mut config = test_config(dir.path(), None);
+    config.data_dir = dir.path().join("data");
+    let server = TestServer::start(config).await;
+    let url = server.url("/api/pair");
+    let pair = |code: String| {
+        let request = client().post(&url).json(&json!({"code": code}));
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let (status, body) = pair(plain_code).await;
+    assert_eq!((status.as_u16(), &body["admin"]), (201, &json!(false)), "{body}");
+    // With every token revoked, a code minted as a plain one still pairs a plain user...
+    for token in server.store.list_tokens().await.unwrap() {
+        if token.revoked_at.is_none() {
+            server.store.revoke_token(&token.id).await.unwrap();
+        }
+    }
+    let late =
+        parley::auth::new_pairing_code(server.store.as_ref(), &Default::default()).await.unwrap();
+    let (status, body) = pair(late).await;
+    assert_eq!((status.as_u16(), &body["admin"]), (201, &json!(false)), "{body}");
+    // ...and only the owner's code makes an admin.
+    let (status, body) = pair(owner_code).await;
+    assert_eq!((status.as_u16(), &body["admin"]), (201, &json!(true)), "{body}");
+}
