@@ -202,3 +202,44 @@ async fn no_seq_a_watcher_saw_is_handed_out_again_after_a_crash() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_message_that_could_not_be_stored_is_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let (status, _) = server.chat("fragile", "stored fine").await;
+    assert_eq!(status, 200);
+    let mut watcher = WsClient::connect(&server, "/ws/chat?session_id=fragile").await;
+    assert_eq!(watcher.next().await["type"], "session_start");
+    // The store refuses the next turn of this session, as a full disk or a lost database
+    // connection would.
+    let url = format!("sqlite://{}", dir.path().join("parley.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_turns BEFORE INSERT ON turns BEGIN \
+         SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (status, body) =
+        server.post("/api/sessions/fragile/messages", json!({"content": "lost"})).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.to_string().contains("injected"), "no internals: {body}");
+    let frame = watcher.next().await;
+    assert_eq!(frame["type"], "error", "the watcher is told, and never sees an echo: {frame}");
+    assert_eq!(frame["code"], "AGENT_ERROR");
+    sqlx::query("DROP TRIGGER refuse_turns").execute(&pool).await.unwrap();
+    // The session goes on, its numbering intact.
+    let (status, _) =
+        server.post("/api/sessions/fragile/messages", json!({"content": "again"})).await;
+    assert_eq!(status, 202);
+    let echo = watcher.next_of("user_message").await;
+    assert_eq!(echo["content"], "again");
+    assert_eq!(echo["seq"].as_u64(), frame["seq"].as_u64().map(|seq| seq + 1));
+    watcher.next_of("done").await;
+    let detail = server.wait_idle("fragile").await;
+    let contents: Vec<String> = transcript(&detail).into_iter().map(|(_, c)| c).collect();
+    assert!(!contents.contains(&"lost".to_owned()), "{contents:?}");
+}
