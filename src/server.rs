@@ -52,11 +52,13 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         max_iterations: config.agent.max_iterations.max(1),
         flush_every: Duration::from_millis(config.sessions.partial_flush_ms.max(10)),
     };
+    let node_id: Arc<str> = config.node_id().into();
     let runtime = Runtime::new(
         store,
         bus,
         agent,
         RuntimeConfig {
+            node_id: node_id.clone(),
             queue_depth: config.sessions.queue_depth.max(1),
             event_log_capacity: config.sessions.event_log_capacity,
             max_content_bytes: config.limits.max_content_bytes,
@@ -82,6 +84,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         shutdown: CancellationToken::new(),
         auth,
         connections,
+        node_id,
     })
 }
 
@@ -94,6 +97,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(
+        node = %state.node_id,
         store = %redacted_store(&state.config),
         bus = state.runtime.bus().describe(),
         provider = %state.provider,

@@ -22,4 +22,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A short description for logs and status.
     fn describe(&self) -> &'static str;
+
+    /// Whether the bus delivers across nodes right now (the in-process bus always does).
+    fn healthy(&self) -> bool {
+        true
+    }
 }

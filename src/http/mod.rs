@@ -53,6 +53,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Open WebSocket and SSE connections.
     pub connections: Arc<Connections>,
+    /// This node's name in logs and status.
+    pub node_id: Arc<str>,
 }
 
 /// All routes of the server.
@@ -119,7 +121,7 @@ async fn request_context(
         request.extensions_mut().insert(ClientAddr(client));
     }
     let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-    let span = tracing::info_span!("request", id = %id, client = ?client);
+    let span = tracing::info_span!("request", node = %state.node_id, id = %id, client = ?client);
     let mut response = request_id::scope(id.clone(), next.run(request)).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

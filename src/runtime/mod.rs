@@ -91,12 +91,16 @@ pub struct Submission {
 pub struct TurnInfo {
     pub turn_id: String,
     pub session_id: String,
+    /// The node running it.
+    pub node_id: String,
     pub started_at: i64,
     pub queued: usize,
 }
 
 /// Settings the runtime needs.
 pub struct RuntimeConfig {
+    /// This node's name, in the log lines of its turns and in status.
+    pub node_id: Arc<str>,
     pub queue_depth: usize,
     pub event_log_capacity: usize,
     pub max_content_bytes: usize,
@@ -115,6 +119,7 @@ pub struct RuntimeConfig {
 const FEED_CAPACITY: usize = 1024;
 
 pub(crate) struct Inner {
+    node_id: Arc<str>,
     store: Arc<dyn Store>,
     partials: partials::Partials,
     bus: Arc<dyn Bus>,
@@ -163,6 +168,7 @@ impl Runtime {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                node_id: config.node_id,
                 partials: partials::Partials::start(store.clone()),
                 store,
                 bus,
@@ -281,6 +287,7 @@ impl Runtime {
                 queue.running.as_ref().map(|running| TurnInfo {
                     turn_id: running.turn_id.clone(),
                     session_id: session.id.clone(),
+                    node_id: self.inner.node_id.to_string(),
                     started_at: running.started_at,
                     queued: queue.pending.len(),
                 })

@@ -38,7 +38,12 @@ pub(super) async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
             never_started(&inner, &session, &turn).await
         } else {
             let request = turn.request_id.as_deref().unwrap_or("-");
-            let span = tracing::info_span!("turn", id = %turn.turn_id, request = %request);
+            let span = tracing::info_span!(
+                "turn",
+                node = %inner.node_id,
+                id = %turn.turn_id,
+                request = %request
+            );
             turn::run(&inner, &session, &turn).instrument(span).await
         };
         session.queue().running = None;

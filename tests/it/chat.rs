@@ -113,18 +113,31 @@ async fn messages_page_backwards_with_before_seq() {
 #[tokio::test]
 async fn status_and_health_report_components() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(crate::common::test_config(dir.path(), None)).await;
+    let mut config = crate::common::test_config(dir.path(), None);
+    config.node_id = Some("node-a".into());
+    let server = TestServer::start(config).await;
     let (status, health) = server.get("/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
     let (status, ready) = server.get("/health/ready").await;
     assert_eq!(status, 200);
+    assert_eq!(ready["node_id"], "node-a");
     assert_eq!(ready["components"]["store"], "ok");
+    assert_eq!(ready["components"]["bus"], json!({"kind": "local", "status": "ok"}));
     assert_eq!(ready["components"]["provider"], "not_configured");
     let (status, body) = server.get("/api/status").await;
     assert_eq!(status, 200);
     assert_eq!(body["active_turns"], 0);
+    assert_eq!(body["nodes"], json!([{"id": "node-a", "alive": true, "active_turns": 0}]));
     assert!(body["uptime_secs"].is_u64());
+    // Without a configured name, each start makes one up.
+    let other = tempfile::tempdir().unwrap();
+    let unnamed = TestServer::start(crate::common::test_config(other.path(), None)).await;
+    let (_, ready) = unnamed.get("/health/ready").await;
+    let id = ready["node_id"].as_str().unwrap();
+    assert!(!id.is_empty() && id != "node-a", "{id}");
+    let bad = parley::config::Config { node_id: Some("no spaces".into()), ..Default::default() };
+    assert!(bad.validate().unwrap_err().contains("node_id"));
 }
 
 #[tokio::test]

@@ -52,6 +52,8 @@ async fn cancel_before_the_first_byte_drops_the_provider_request() {
     let (_, agents) = server.get("/api/agents").await;
     assert_eq!(agents["items"][0]["turn_id"], turn_id.as_str());
     assert_eq!(agents["items"][0]["session_id"], "wait");
+    let (_, status) = server.get("/api/status").await;
+    assert_eq!(agents["items"][0]["node_id"], status["node_id"], "the node running it");
     let (status, body) = server.post(&format!("/api/agents/{turn_id}/kill"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     let detail = server.wait_idle("wait").await;
