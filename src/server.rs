@@ -18,10 +18,6 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::tools::Registry;
 use crate::{providers, store};
 
-/// Events the bus buffers per topic for a slow watcher; one that falls further behind
-/// catches up from its session's event log.
-const BUS_CAPACITY: usize = 256;
-
 /// Opens the store (recovering what a crash left running), builds the provider, tools,
 /// bus and runtime.
 pub async fn build(config: Config) -> anyhow::Result<AppState> {
@@ -39,7 +35,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     if config.redis_url.is_some() {
         anyhow::bail!("PARLEY_REDIS_URL is set, but the Redis bus is not available yet; unset it");
     }
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(BUS_CAPACITY));
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus);
     let provider = providers::build(&config.provider).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(config.workspace_root())
         .with_context(|| format!("creating {}", config.workspace_root().display()))?;

@@ -1,24 +1,20 @@
-//! The event bus: fan-out of session events to every watcher. The [`Bus`] trait and the
-//! in-process implementation; a Redis one joins it for multi-node.
+//! The bus: hands session events to the *other* nodes of a cluster. Watchers on the node
+//! where an event happens get it from its session's log directly; what crosses the bus is
+//! the event's frame, serialized once, with its `seq` — nothing in here knows runtime types.
+//! One node alone has nobody to hand events to ([`LocalBus`]); a Redis bus joins it for
+//! multi-node.
 
 mod local;
 
-use std::sync::Arc;
-
-use tokio::sync::broadcast;
-
-use crate::runtime::Event;
+use bytes::Bytes;
 
 pub use local::LocalBus;
 
-/// Publishes session events and hands out subscriptions.
+/// Carries serialized session events across nodes.
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes an event on `topic`; never blocks, drops nothing for subscribers that keep
-    /// up, and tells lagging ones they lagged.
-    fn publish(&self, topic: &str, event: Arc<Event>);
-
-    /// Receives every event published on `topic` from now on.
-    fn subscribe(&self, topic: &str) -> broadcast::Receiver<Arc<Event>>;
+    /// Hands the frame of event `seq` on `topic` to the other nodes; never blocks the
+    /// caller.
+    fn publish(&self, topic: &str, seq: u64, frame: &Bytes);
 
     /// A short description for logs and status.
     fn describe(&self) -> &'static str;

@@ -1,5 +1,5 @@
 //! An event log: sequence numbers, the bounded in-memory ring resuming watchers replay
-//! from, and [`Watch`], which joins the replay to the live bus with no gap and no
+//! from, and [`Watch`], which joins the replay to the live feed with no gap and no
 //! duplicate. Sessions and the per-user lifecycle feeds each have one.
 
 use std::collections::VecDeque;
@@ -32,7 +32,13 @@ struct Ring {
     /// The `session_deleted` event, once published: the log's last. Nothing after it is
     /// published, and a watcher that resyncs past it is still given it.
     terminal: Option<Arc<Event>>,
+    /// Live delivery to this node's watchers; made by the first one, dropped when the
+    /// last is gone (a log nobody watches keeps no buffered events).
+    live: Option<broadcast::Sender<Arc<Event>>>,
 }
+
+/// Events a watcher may fall behind the live feed before it catches up from the ring.
+const LIVE_CAPACITY: usize = 256;
 
 /// What a watcher resuming after some `seq` gets from the log.
 pub enum Replay {
@@ -78,6 +84,7 @@ impl EventLog {
             events: VecDeque::new(),
             held: VecDeque::new(),
             terminal: None,
+            live: None,
         };
         Self {
             ring: Mutex::new(ring),
@@ -168,8 +175,12 @@ impl EventLog {
             if ring.events.len() >= self.capacity {
                 ring.events.pop_front();
             }
-            ring.events.push_back(event.clone());
-            self.bus.publish(&self.topic, event);
+            self.bus.publish(&self.topic, event.seq, &event.json);
+            // A failed send means nobody watches any more.
+            if ring.live.as_ref().is_some_and(|live| live.send(event.clone()).is_err()) {
+                ring.live = None;
+            }
+            ring.events.push_back(event);
         }
     }
 
@@ -210,7 +221,10 @@ impl EventLog {
     pub fn watch(self: &Arc<Self>, after: Option<u64>) -> Watch {
         // Subscribe before reading the ring: an event published in between is in both and
         // is dropped from the live side by its seq.
-        let live = self.bus.subscribe(&self.topic);
+        let live = {
+            let mut ring = self.ring();
+            ring.live.get_or_insert_with(|| broadcast::channel(LIVE_CAPACITY).0).subscribe()
+        };
         let after = after.unwrap_or_else(|| self.last_seq());
         let mut watch =
             Watch { log: self.clone(), live, backlog: VecDeque::new(), last: after, resync: false };
@@ -287,7 +301,7 @@ impl Watch {
         self.last
     }
 
-    /// The next event. Never blocks the log: a watcher that lags behind the bus catches up
+    /// The next event. Never blocks the log: a watcher that lags behind the live feed catches up
     /// from the ring, and is told to resync only if the ring has moved past it.
     pub async fn next(&mut self) -> WatchItem {
         loop {
@@ -360,7 +374,7 @@ mod tests {
     }
 
     fn log(durable: u64) -> Arc<EventLog> {
-        Arc::new(EventLog::bounded("t".into(), 0, durable, 64, Arc::new(LocalBus::new(16))))
+        Arc::new(EventLog::bounded("t".into(), 0, durable, 64, Arc::new(LocalBus)))
     }
 
     fn seqs(watch: &mut Watch) -> Vec<u64> {
@@ -402,9 +416,10 @@ mod tests {
 
     #[test]
     fn a_watcher_that_fell_behind_is_still_told_the_session_was_deleted() {
-        let log = Arc::new(EventLog::new("t".into(), 0, 16, Arc::new(LocalBus::new(16))));
+        let log = Arc::new(EventLog::new("t".into(), 0, 16, Arc::new(LocalBus)));
         let mut watch = log.watch(Some(0));
-        for n in 0..40 {
+        // More than the live feed buffers and the ring keeps: the watcher must resync.
+        for n in 0..(LIVE_CAPACITY + 40) {
             log.append("s", None, chunk(&n.to_string()), None);
         }
         log.append("s", None, EventKind::SessionDeleted, None);
@@ -419,6 +434,7 @@ mod tests {
             matches!(last, WatchItem::Event(event) if matches!(event.kind, EventKind::SessionDeleted)),
             "the deletion is the last thing the watcher gets"
         );
-        assert_eq!(log.last_seq(), 41, "nothing is published after the deletion");
+        let deleted = LIVE_CAPACITY as u64 + 41;
+        assert_eq!(log.last_seq(), deleted, "nothing is published after the deletion");
     }
 }

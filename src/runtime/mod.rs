@@ -1,7 +1,7 @@
 //! The runtime owns turns. Connections submit messages, watch sessions and cancel turns;
 //! each session runs its turns one at a time, in submission order, in a task of its own
 //! that no connection owns. Every event gets its `seq`, goes to the session's log and then
-//! to the bus.
+//! to its watchers (and, multi-node, to the bus).
 
 mod admission;
 mod approvals;
