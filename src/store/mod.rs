@@ -5,8 +5,6 @@
 //! message 1, and reading a session never touches another session's rows.
 
 mod sqlite;
-mod sqlite_auth;
-mod sqlite_maintenance;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +27,18 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("storage failure: {0}")]
     Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_owned())
+            }
+            other => StoreError::Other(other.to_string()),
+        }
+    }
 }
 
 /// A session as stored.

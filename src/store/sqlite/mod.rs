@@ -1,0 +1,318 @@
+//! The SQLite store: one file in WAL mode, migrations embedded in the binary.
+//!
+//! This file opens and migrates the database and dispatches each [`Store`] method to the
+//! file that owns its tables (`sessions`, `messages`, `turns`, `auth`, `maintenance`);
+//! `store/postgres/` mirrors it file for file.
+
+mod auth;
+mod maintenance;
+mod messages;
+mod sessions;
+mod turns;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use tracing::instrument;
+
+use super::{
+    AuditEntry, Message, MessageStatus, NewMessage, PairingGrant, PartialText, Recovery, Session,
+    Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd,
+};
+use crate::clock::now_ms;
+use crate::conversation::ToolCall;
+
+/// Migrations in order; each runs once, inside a transaction.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../../migrations/sqlite/0002_auth.sql")),
+    (3, include_str!("../../../migrations/sqlite/0003_pairing_grants.sql")),
+];
+
+/// [`super::Store`] on a SQLite file.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// A count for `LIMIT` / `OFFSET`: past `i64::MAX` means "all" / "past the end", never
+/// the negative number a plain cast would make.
+fn bound(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
+/// that reads before it writes waits for other writers (busy timeout) instead of failing
+/// when one commits in between.
+async fn write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Other(format!("creating {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations \
+             (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = write(&self.pool).await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_none() {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn ensure_user(&self, user: &str) -> Result<(), StoreError> {
+        sessions::ensure_user(&self.pool, user).await
+    }
+
+    #[instrument(skip_all, fields(session = id))]
+    async fn open_session(
+        &self,
+        user: &str,
+        id: &str,
+        name: Option<&str>,
+    ) -> Result<(Session, bool), StoreError> {
+        sessions::open(&self.pool, user, id, name).await
+    }
+
+    #[instrument(skip_all, fields(session = id))]
+    async fn session(&self, user: &str, id: &str) -> Result<Option<Session>, StoreError> {
+        sessions::get(&self.pool, user, id).await
+    }
+
+    #[instrument(skip_all)]
+    async fn list_all_sessions(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<Session>, u64), StoreError> {
+        sessions::list_all(&self.pool, offset, limit).await
+    }
+
+    #[instrument(skip_all)]
+    async fn list_sessions(
+        &self,
+        user: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<Session>, u64), StoreError> {
+        sessions::list(&self.pool, user, offset, limit).await
+    }
+
+    #[instrument(skip_all, fields(session = id))]
+    async fn rename_session(
+        &self,
+        user: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<Session, StoreError> {
+        sessions::rename(&self.pool, user, id, name).await
+    }
+
+    #[instrument(skip_all, fields(session = id))]
+    async fn delete_session(&self, user: &str, id: &str) -> Result<(), StoreError> {
+        sessions::delete(&self.pool, user, id).await
+    }
+
+    async fn set_session_state(&self, session: i64, state: &str) -> Result<(), StoreError> {
+        sessions::set_state(&self.pool, session, state).await
+    }
+
+    async fn reserve_seq(&self, session: i64, up_to: i64) -> Result<(), StoreError> {
+        sessions::reserve_seq(&self.pool, session, up_to).await
+    }
+
+    #[instrument(skip_all)]
+    async fn append_message(&self, session: i64, message: &NewMessage) -> Result<i64, StoreError> {
+        messages::append(&self.pool, session, message).await
+    }
+
+    async fn update_message(
+        &self,
+        id: i64,
+        content: &str,
+        reasoning: Option<&str>,
+        tool_calls: &[ToolCall],
+        status: MessageStatus,
+    ) -> Result<(), StoreError> {
+        messages::update(&self.pool, id, content, reasoning, tool_calls, status).await
+    }
+
+    #[instrument(skip_all)]
+    async fn update_partials(&self, partials: &[PartialText]) -> Result<(), StoreError> {
+        messages::update_partials(&self.pool, partials).await
+    }
+
+    #[instrument(skip_all)]
+    async fn messages(
+        &self,
+        session: i64,
+        before_seq: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Message>, StoreError> {
+        messages::page(&self.pool, session, before_seq, limit).await
+    }
+
+    #[instrument(skip_all)]
+    async fn history(&self, session: i64, up_to_turn: i64) -> Result<Vec<Message>, StoreError> {
+        messages::history(&self.pool, session, up_to_turn).await
+    }
+
+    #[instrument(skip_all)]
+    async fn create_turn(
+        &self,
+        session: i64,
+        turn_id: &str,
+        message: &NewMessage,
+    ) -> Result<(), StoreError> {
+        turns::create(&self.pool, session, turn_id, message).await
+    }
+
+    async fn start_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError> {
+        turns::start(&self.pool, session, turn_id).await
+    }
+
+    async fn finish_turn(&self, turn_id: &str, end: &TurnEnd) -> Result<(), StoreError> {
+        turns::finish(&self.pool, turn_id, end).await
+    }
+
+    async fn start_tool_call(
+        &self,
+        session: i64,
+        turn_id: &str,
+        call: &ToolCall,
+    ) -> Result<i64, StoreError> {
+        turns::start_tool_call(&self.pool, session, turn_id, call).await
+    }
+
+    async fn finish_tool_call(
+        &self,
+        pk: i64,
+        output: &str,
+        is_error: bool,
+        status: &str,
+        duration_ms: i64,
+    ) -> Result<(), StoreError> {
+        turns::finish_tool_call(&self.pool, pk, output, is_error, status, duration_ms).await
+    }
+
+    async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError> {
+        turns::tool_calls(&self.pool, session).await
+    }
+
+    #[instrument(skip_all)]
+    async fn recover(&self) -> Result<Recovery, StoreError> {
+        maintenance::recover(&self.pool).await
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        auth::create_token(&self.pool, token).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        auth::token_by_hash(&self.pool, hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        auth::list_tokens(&self.pool).await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord, StoreError> {
+        auth::revoke_token(&self.pool, id).await
+    }
+
+    async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        auth::revoked_since(&self.pool, since).await
+    }
+
+    async fn active_tokens(&self) -> Result<u64, StoreError> {
+        auth::active_tokens(&self.pool).await
+    }
+
+    async fn create_pairing_code(
+        &self,
+        hash: &str,
+        expires_at: i64,
+        grant: &PairingGrant,
+    ) -> Result<(), StoreError> {
+        auth::create_pairing_code(&self.pool, hash, expires_at, grant).await
+    }
+
+    async fn pairing_code(&self, hash: &str) -> Result<Option<PairingGrant>, StoreError> {
+        auth::pairing_code(&self.pool, hash).await
+    }
+
+    async fn pair(
+        &self,
+        hash: &str,
+        token: &TokenRecord,
+        new_user: bool,
+    ) -> Result<(), StoreError> {
+        auth::pair(&self.pool, hash, token, new_user).await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        auth::audit(&self.pool, entry).await
+    }
+
+    async fn audit_log(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        auth::audit_log(&self.pool, limit).await
+    }
+
+    #[instrument(skip_all)]
+    async fn prune(
+        &self,
+        user: Option<&str>,
+        max_sessions: u64,
+        ttl_ms: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        maintenance::prune(&self.pool, user, max_sessions, ttl_ms).await
+    }
+}
