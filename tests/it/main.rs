@@ -14,5 +14,6 @@ mod queue;
 mod reliability;
 mod security;
 mod session_lifecycle;
+mod store_contract;
 mod tools;
 mod ws_chat;

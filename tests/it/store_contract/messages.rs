@@ -1,0 +1,166 @@
+//! Messages: appending, the unique `(session, seq)`, rewriting, partial flushes, pages and
+//! the provider's history in conversation order `(turn_seq, seq)`.
+
+use parley::conversation::Role;
+use parley::store::{MessageStatus, NewMessage, PartialText, StoreError};
+
+use super::{Db, call, text};
+
+fn seqs(messages: &[parley::store::Message]) -> Vec<i64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+pub async fn append_keeps_every_field_and_counts_the_message(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    let asked = NewMessage {
+        reasoning: Some("thinking".into()),
+        tool_calls: vec![call("c1", "read_file"), call("c2", "shell")],
+        status: MessageStatus::Streaming,
+        ..text(2, 1, Role::Assistant, "let me look")
+    };
+    let answer = NewMessage {
+        tool_call_id: Some("c1".into()),
+        tool_name: Some("read_file".into()),
+        turn_id: None,
+        ..text(3, 1, Role::Tool, "contents ✓ \u{1F600}")
+    };
+    let first = store.append_message(session.pk, &text(1, 1, Role::User, "hi")).await.unwrap();
+    let second = store.append_message(session.pk, &asked).await.unwrap();
+    let third = store.append_message(session.pk, &answer).await.unwrap();
+    assert!(first < second && second < third, "ids grow: {first} {second} {third}");
+
+    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    assert_eq!(seqs(&stored), [1, 2, 3]);
+    let m = &stored[1];
+    assert_eq!((m.id, m.seq, m.turn_seq), (second, 2, 1));
+    assert_eq!(
+        (m.turn_id.as_deref(), m.role, m.content.as_str()),
+        (Some("turn-1"), Role::Assistant, "let me look")
+    );
+    assert_eq!(m.reasoning.as_deref(), Some("thinking"));
+    assert_eq!(m.tool_calls, asked.tool_calls);
+    assert_eq!(m.status, MessageStatus::Streaming);
+    assert!(m.created_at > 0);
+    let t = &stored[2];
+    assert_eq!((t.role, t.content.as_str()), (Role::Tool, "contents ✓ \u{1F600}"));
+    assert_eq!(
+        (t.tool_call_id.as_deref(), t.tool_name.as_deref()),
+        (Some("c1"), Some("read_file"))
+    );
+    assert_eq!((t.turn_id.as_deref(), t.reasoning.as_deref()), (None, None));
+    assert!(t.tool_calls.is_empty());
+    assert_eq!(t.status, MessageStatus::Complete);
+
+    let session = store.session("alice", "s").await.unwrap().unwrap();
+    assert_eq!(session.message_count, 3);
+}
+
+pub async fn duplicate_seq_is_a_conflict_and_changes_nothing(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    store.append_message(session.pk, &text(1, 1, Role::User, "first")).await.unwrap();
+    let again = store.append_message(session.pk, &text(1, 1, Role::User, "again")).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let turn = store.create_turn(session.pk, "turn-x", &text(1, 1, Role::User, "again")).await;
+    assert!(matches!(turn, Err(StoreError::Conflict(_))), "{turn:?}");
+    // Nothing of the refused writes is left: not the count, not the turn.
+    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].content, "first");
+    assert_eq!(store.session("alice", "s").await.unwrap().unwrap().message_count, 1);
+    assert_eq!(store.recover().await.unwrap().turns, 0);
+    // The same seq in another session is fine.
+    let (other, _) = store.open_session("alice", "t", None).await.unwrap();
+    store.append_message(other.pk, &text(1, 1, Role::User, "first")).await.unwrap();
+}
+
+pub async fn update_message_rewrites_content_and_status(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    let streaming = NewMessage {
+        status: MessageStatus::Streaming,
+        reasoning: Some("hmm".into()),
+        ..text(2, 1, Role::Assistant, "")
+    };
+    let id = store.append_message(session.pk, &streaming).await.unwrap();
+    let calls = [call("c9", "write_file")];
+    store.update_message(id, "done", None, &calls, MessageStatus::Complete).await.unwrap();
+    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let m = &stored[0];
+    assert_eq!((m.content.as_str(), m.reasoning.as_deref()), ("done", None));
+    assert_eq!((m.tool_calls.as_slice(), m.status), (calls.as_slice(), MessageStatus::Complete));
+    store.update_message(id, "cut", Some("r"), &[], MessageStatus::Interrupted).await.unwrap();
+    let m = &store.messages(session.pk, None, 10).await.unwrap()[0];
+    assert_eq!((m.content.as_str(), m.reasoning.as_deref()), ("cut", Some("r")));
+    assert!(m.tool_calls.is_empty());
+    assert_eq!(m.status, MessageStatus::Interrupted);
+    // Rewriting is not appending.
+    assert_eq!(store.session("alice", "s").await.unwrap().unwrap().message_count, 1);
+}
+
+pub async fn update_partials_only_touch_streaming_messages(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    let streaming =
+        |seq| NewMessage { status: MessageStatus::Streaming, ..text(seq, 1, Role::Assistant, "") };
+    let a = store.append_message(session.pk, &streaming(2)).await.unwrap();
+    let b = store.append_message(session.pk, &streaming(3)).await.unwrap();
+    let done =
+        store.append_message(session.pk, &text(4, 1, Role::Assistant, "final")).await.unwrap();
+    store.update_message(b, "whole", None, &[], MessageStatus::Complete).await.unwrap();
+
+    let partial = |id, content: &str| PartialText {
+        message_id: id,
+        content: content.into(),
+        reasoning: Some(format!("r-{content}")),
+    };
+    let partials = [partial(a, "so far"), partial(b, "stale"), partial(done, "stale")];
+    store.update_partials(&partials).await.unwrap();
+    store.update_partials(&[]).await.unwrap();
+    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let contents: Vec<_> =
+        stored.iter().map(|m| (m.content.as_str(), m.reasoning.as_deref())).collect();
+    assert_eq!(contents, [("so far", Some("r-so far")), ("whole", None), ("final", None)]);
+    assert_eq!(stored[0].status, MessageStatus::Streaming);
+}
+
+/// Turn 1 (user seq 1) is answered at seq 3 and 4, after turn 2's user message was queued
+/// at seq 2; turn 2 is answered at seq 5. Conversation order: 1, 3, 4, 2, 5.
+async fn interleaved_turns(db: &Db) -> i64 {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    store.create_turn(session.pk, "turn-1", &text(1, 1, Role::User, "one")).await.unwrap();
+    store.create_turn(session.pk, "turn-2", &text(2, 2, Role::User, "two")).await.unwrap();
+    store.append_message(session.pk, &text(3, 1, Role::Assistant, "a1")).await.unwrap();
+    store.append_message(session.pk, &text(4, 1, Role::Assistant, "a1b")).await.unwrap();
+    store.append_message(session.pk, &text(5, 2, Role::Assistant, "a2")).await.unwrap();
+    session.pk
+}
+
+pub async fn pages_go_backwards_in_conversation_order(db: &Db) {
+    let store = &db.store;
+    let pk = interleaved_turns(db).await;
+    assert_eq!(seqs(&store.messages(pk, None, 100).await.unwrap()), [1, 3, 4, 2, 5]);
+    assert_eq!(seqs(&store.messages(pk, None, u64::MAX).await.unwrap()), [1, 3, 4, 2, 5]);
+    // The newest page, then the ones before it, by the seq of the oldest message seen.
+    assert_eq!(seqs(&store.messages(pk, None, 2).await.unwrap()), [2, 5]);
+    assert_eq!(seqs(&store.messages(pk, Some(2), 2).await.unwrap()), [3, 4]);
+    assert_eq!(seqs(&store.messages(pk, Some(3), 2).await.unwrap()), [1]);
+    assert!(store.messages(pk, Some(1), 2).await.unwrap().is_empty());
+    assert!(store.messages(pk, None, 0).await.unwrap().is_empty());
+    // Another session's messages never show.
+    let (other, _) = store.open_session("alice", "other", None).await.unwrap();
+    assert!(store.messages(other.pk, None, 100).await.unwrap().is_empty());
+}
+
+pub async fn history_stops_at_the_turn_in_conversation_order(db: &Db) {
+    let store = &db.store;
+    let pk = interleaved_turns(db).await;
+    let contents = |messages: Vec<parley::store::Message>| {
+        messages.into_iter().map(|m| m.content).collect::<Vec<_>>()
+    };
+    assert_eq!(contents(store.history(pk, 1).await.unwrap()), ["one", "a1", "a1b"]);
+    assert_eq!(contents(store.history(pk, 2).await.unwrap()), ["one", "a1", "a1b", "two", "a2"]);
+    assert!(store.history(pk, 0).await.unwrap().is_empty());
+}
