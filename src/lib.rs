@@ -10,7 +10,7 @@
 //! - [`agent`]: the loop of model calls and tool calls of one turn.
 //! - [`providers`]: LLM APIs (OpenAI-compatible streaming).
 //! - [`tools`]: shell and workspace file tools, confined to the user's workspace.
-//! - [`store`]: durable sessions, messages, turns and tool calls (SQLite).
+//! - [`store`]: durable sessions, messages, turns and tool calls (SQLite or PostgreSQL).
 //! - [`bus`]: fan-out of session events to watchers (in-process).
 //! - [`config`] and [`server`]: configuration, start-up and graceful shutdown.
 //! - [`request_id`]: the id that ties a request's logs, errors and turns together.

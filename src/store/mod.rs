@@ -1,9 +1,12 @@
 //! Durable storage: the [`Store`] trait, its records, and the constructor that picks a
-//! backend from the URL scheme (`sqlite://` now; `postgres://` when multi-node lands).
+//! backend from the URL scheme: `sqlite://` (one node, the default) or `postgres://` /
+//! `postgresql://` (nodes sharing one database). The backends mirror each other file for
+//! file in `sqlite/` and `postgres/`, behind one contract test (`tests/it/store_contract`).
 //!
 //! Everything is append-only per message: appending costs the same at message 10 000 as at
 //! message 1, and reading a session never touches another session's rows.
 
+mod postgres;
 mod sqlite;
 
 use std::path::Path;
@@ -14,6 +17,7 @@ use serde::Serialize;
 
 use crate::conversation::{Role, ToolCall, Usage};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer. Driver errors stay inside it.
@@ -425,9 +429,22 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store named by `url`, creating and migrating it as needed.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let store = SqliteStore::open(Path::new(path)).await?;
-        return Ok(Arc::new(store));
+    match url.split_once("://") {
+        Some(("sqlite", path)) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
+        Some(("postgres" | "postgresql", _)) => Ok(Arc::new(PostgresStore::open(url).await?)),
+        Some((scheme, _)) => Err(StoreError::UnsupportedUrl(scheme.to_owned())),
+        None => Err(StoreError::UnsupportedUrl(url.to_owned())),
     }
-    Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or(url).to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_refuses_an_unknown_scheme() {
+        for url in ["mysql://localhost/parley", "parley.db"] {
+            assert!(matches!(open(url).await, Err(StoreError::UnsupportedUrl(_))), "{url}");
+        }
+    }
 }

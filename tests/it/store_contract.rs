@@ -1,6 +1,11 @@
 //! The store contract: one suite exercising every `Store` method through `Arc<dyn Store>`,
-//! written once and run on each backend. Each test gets a database of its own (a temporary
-//! SQLite file), so the tests run in parallel without seeing each other.
+//! written once and run on each backend: SQLite always, PostgreSQL when
+//! `PARLEY_TEST_POSTGRES_URL` names a database (`scripts/test` sets it; under `CI=true`
+//! its absence fails the PostgreSQL half, elsewhere that half is skipped, loudly).
+//!
+//! Each test gets a database of its own, so the tests run in parallel without seeing each
+//! other: a temporary SQLite file, or a fresh PostgreSQL schema that the store reaches
+//! through the URL's `options=-c search_path=…` and that is dropped afterwards.
 //!
 //! The bodies live in `store_contract/`, one file per table group; the macro at the end
 //! instantiates each of them once per backend, as `store_contract::<backend>::<name>`.
@@ -12,17 +17,23 @@ mod sessions;
 mod turns;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once};
 
 use futures_util::FutureExt;
 use parley::conversation::{Role, ToolCall};
 use parley::store::{NewMessage, Store};
+use sqlx::Connection;
 use tempfile::TempDir;
+
+/// The variable naming the PostgreSQL database the PostgreSQL half runs on.
+const POSTGRES_URL: &str = "PARLEY_TEST_POSTGRES_URL";
 
 /// The backend a test runs on.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
     Sqlite,
+    /// On the database named by `PARLEY_TEST_POSTGRES_URL`.
+    Postgres,
 }
 
 /// A fresh, migrated database for one test.
@@ -31,17 +42,65 @@ pub struct Db {
     url: String,
     kind: Kind,
     dir: TempDir,
+    /// The PostgreSQL schemas this test made, dropped by [`Db::close`].
+    schemas: Mutex<Vec<String>>,
+}
+
+/// The PostgreSQL database to test on, or `None` (after saying so) to skip.
+fn postgres_url() -> Option<String> {
+    if let Ok(url) = std::env::var(POSTGRES_URL) {
+        return Some(url);
+    }
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!(
+            "{POSTGRES_URL} is not set: under CI=true the store contract must run on PostgreSQL \
+             too (scripts/test sets it)"
+        );
+    }
+    static SAID: Once = Once::new();
+    SAID.call_once(|| {
+        let line = format!(
+            "\n*** SKIPPED: the store contract on PostgreSQL (store_contract::postgres::* pass \
+             without running). Set {POSTGRES_URL}=postgres://postgres@127.0.0.1:5432/test \
+             to run it. ***\n\n"
+        );
+        // Straight to fd 2: libtest captures what a passing test prints with eprintln!, and
+        // this line must be seen.
+        // SAFETY: writes `line.len()` bytes from a live buffer to the process's stderr.
+        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    });
+    None
+}
+
+/// Creates an empty schema of a unique name and returns it with a URL whose connections
+/// use it.
+async fn new_schema(base: &str) -> (String, String) {
+    let schema = format!("parley_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(base).await.expect("PostgreSQL answers");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    (format!("{base}{separator}options=-c%20search_path%3D{schema}"), schema)
 }
 
 impl Db {
-    /// A fresh database on `kind`.
+    /// A fresh database on `kind`; `None` if the backend is not available here.
     pub async fn open(kind: Kind) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
+        let mut schemas = Vec::new();
         let url = match kind {
             Kind::Sqlite => format!("sqlite://{}", dir.path().join("parley.db").display()),
+            Kind::Postgres => {
+                let (url, schema) = new_schema(&postgres_url()?).await;
+                schemas.push(schema);
+                url
+            }
         };
         let store = parley::store::open(&url).await.expect("the store opens");
-        Some(Self { store, url, kind, dir })
+        Some(Self { store, url, kind, dir, schemas: Mutex::new(schemas) })
     }
 
     /// Another handle on the same database, as a second node would open it.
@@ -53,12 +112,31 @@ impl Db {
     pub async fn empty_database(&self, name: &str) -> String {
         match self.kind {
             Kind::Sqlite => format!("sqlite://{}", self.dir.path().join(name).display()),
+            Kind::Postgres => {
+                let base = std::env::var(POSTGRES_URL).unwrap();
+                let (url, schema) = new_schema(&base).await;
+                self.schemas.lock().unwrap().push(schema);
+                url
+            }
         }
     }
 
     /// Drops what the test made.
     pub async fn close(self) {
         drop(self.store);
+        let schemas = self.schemas.into_inner().unwrap();
+        if schemas.is_empty() {
+            return;
+        }
+        let base = std::env::var(POSTGRES_URL).unwrap();
+        let mut admin = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL answers");
+        for schema in schemas {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        admin.close().await.unwrap();
     }
 }
 
@@ -93,6 +171,14 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     super::run(super::Kind::Sqlite, super::$file::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::run(super::Kind::Postgres, super::$file::$name).await;
                 }
             )*
         }

@@ -150,7 +150,8 @@ pub(super) async fn pair(
     let mut tx = write(pool).await?;
     let now = now_ms();
     let spent = sqlx::query(
-        "UPDATE pairing_codes SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
+        "UPDATE pairing_codes SET used_at = $1 \
+         WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
     )
     .bind(now)
     .bind(hash)

@@ -1,0 +1,201 @@
+//! The PostgreSQL store's identity tables: tokens, pairing codes, the audit log.
+
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{bound, write};
+use crate::clock::now_ms;
+use crate::store::{AuditEntry, PairingGrant, StoreError, TokenRecord};
+
+const TOKEN_COLUMNS: &str = "id, user_id, hash, label, is_admin, created_at, revoked_at";
+
+fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        user: row.try_get("user_id")?,
+        hash: row.try_get("hash")?,
+        label: row.try_get("label")?,
+        admin: row.try_get("is_admin")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+pub(super) async fn create_token(pool: &PgPool, token: &TokenRecord) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(&token.user)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await?;
+    insert_token(&mut tx, token).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_token(
+    tx: &mut Transaction<'static, Postgres>,
+    token: &TokenRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tokens (id, user_id, hash, label, is_admin, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&token.id)
+    .bind(&token.user)
+    .bind(&token.hash)
+    .bind(&token.label)
+    .bind(token.admin)
+    .bind(token.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn token_by_hash(
+    pool: &PgPool,
+    hash: &str,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?;
+    row.as_ref().map(token_from_row).transpose()
+}
+
+pub(super) async fn list_tokens(pool: &PgPool) -> Result<Vec<TokenRecord>, StoreError> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at DESC, id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
+    rows.iter().map(token_from_row).collect()
+}
+
+/// Revokes an active token. A concurrent revocation holds the row until it commits; this
+/// update then re-checks `revoked_at IS NULL`, finds it set, and reports `NotFound`.
+pub(super) async fn revoke_token(pool: &PgPool, id: &str) -> Result<TokenRecord, StoreError> {
+    let sql = format!(
+        "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+         RETURNING {TOKEN_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    token_from_row(&row)
+}
+
+pub(super) async fn revoked_since(pool: &PgPool, since: i64) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT id FROM tokens WHERE revoked_at >= $1")
+        .bind(since)
+        .fetch_all(pool)
+        .await?)
+}
+
+pub(super) async fn active_tokens(pool: &PgPool) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
+        .fetch_one(pool)
+        .await?;
+    Ok(count as u64)
+}
+
+pub(super) async fn create_pairing_code(
+    pool: &PgPool,
+    hash: &str,
+    expires_at: i64,
+    grant: &PairingGrant,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO pairing_codes (hash, created_at, expires_at, user_id, is_admin) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(hash)
+    .bind(now_ms())
+    .bind(expires_at)
+    .bind(&grant.user)
+    .bind(grant.admin)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn pairing_code(
+    pool: &PgPool,
+    hash: &str,
+) -> Result<Option<PairingGrant>, StoreError> {
+    let row = sqlx::query(
+        "SELECT user_id, is_admin FROM pairing_codes \
+         WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
+    )
+    .bind(hash)
+    .bind(now_ms())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(PairingGrant { user: row.try_get("user_id")?, admin: row.try_get("is_admin")? })
+    })
+    .transpose()
+}
+
+/// Spends the code, creates the user and stores the token in one transaction, so a
+/// `Conflict` on a taken user name rolls the spending back. The spending `UPDATE` locks the
+/// code's row: a second node pairing with the same code waits for this transaction, then
+/// re-checks `used_at IS NULL` and finds the code spent (or unspent, after a rollback).
+pub(super) async fn pair(
+    pool: &PgPool,
+    hash: &str,
+    token: &TokenRecord,
+    new_user: bool,
+) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    let now = now_ms();
+    let spent = sqlx::query(
+        "UPDATE pairing_codes SET used_at = $1 \
+         WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(hash)
+    .execute(&mut *tx)
+    .await?;
+    if spent.rows_affected() != 1 {
+        return Err(StoreError::NotFound);
+    }
+    let user = if new_user {
+        "INSERT INTO users (id, created_at) VALUES ($1, $2)"
+    } else {
+        "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
+    };
+    sqlx::query(user).bind(&token.user).bind(now).execute(&mut *tx).await?;
+    insert_token(&mut tx, token).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn audit(pool: &PgPool, entry: &AuditEntry) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit (at, kind, user_id, ip, detail) VALUES ($1, $2, $3, $4, $5)")
+        .bind(entry.at)
+        .bind(&entry.kind)
+        .bind(&entry.user)
+        .bind(&entry.ip)
+        .bind(&entry.detail)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn audit_log(pool: &PgPool, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+    let rows =
+        sqlx::query("SELECT at, kind, user_id, ip, detail FROM audit ORDER BY id DESC LIMIT $1")
+            .bind(bound(limit))
+            .fetch_all(pool)
+            .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                at: row.try_get("at")?,
+                kind: row.try_get("kind")?,
+                user: row.try_get("user_id")?,
+                ip: row.try_get("ip")?,
+                detail: row.try_get("detail")?,
+            })
+        })
+        .collect()
+}

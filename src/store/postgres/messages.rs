@@ -1,0 +1,175 @@
+//! The PostgreSQL store's messages: appending, rewriting the one still streaming, and reading
+//! pages and the provider's history in conversation order `(turn_seq, seq)`.
+
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{bound, write};
+use crate::clock::now_ms;
+use crate::conversation::{Role, ToolCall};
+use crate::store::{Message, MessageStatus, NewMessage, PartialText, StoreError};
+
+const MESSAGE_COLUMNS: &str = "id, seq, turn_seq, turn_id, role, content, reasoning, tool_calls, \
+                               tool_call_id, tool_name, status, created_at";
+
+fn message_from_row(row: &PgRow) -> Result<Message, StoreError> {
+    let role: String = row.try_get("role")?;
+    let tool_calls: Option<String> = row.try_get("tool_calls")?;
+    let status: String = row.try_get("status")?;
+    Ok(Message {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        turn_seq: row.try_get("turn_seq")?,
+        turn_id: row.try_get("turn_id")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Other(format!("bad role {role}")))?,
+        content: row.try_get("content")?,
+        reasoning: row.try_get("reasoning")?,
+        tool_calls: match tool_calls {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| StoreError::Other(format!("bad tool_calls json: {e}")))?,
+            None => Vec::new(),
+        },
+        tool_call_id: row.try_get("tool_call_id")?,
+        tool_name: row.try_get("tool_name")?,
+        status: MessageStatus::parse(&status),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn tool_calls_json(calls: &[ToolCall]) -> Option<String> {
+    // Serializing plain strings cannot fail.
+    (!calls.is_empty()).then(|| serde_json::to_string(calls).unwrap_or_default())
+}
+
+/// Inserts a message and counts it on its session, raising the session's `last_seq` to at
+/// least the message's seq; returns its id.
+pub(super) async fn insert(
+    tx: &mut Transaction<'static, Postgres>,
+    session: i64,
+    message: &NewMessage,
+) -> Result<i64, StoreError> {
+    let now = now_ms();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO messages (session_pk, seq, turn_seq, turn_id, role, content, reasoning, \
+         tool_calls, tool_call_id, tool_name, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+    )
+    .bind(session)
+    .bind(message.seq)
+    .bind(message.turn_seq)
+    .bind(&message.turn_id)
+    .bind(message.role.as_str())
+    .bind(&message.content)
+    .bind(&message.reasoning)
+    .bind(tool_calls_json(&message.tool_calls))
+    .bind(&message.tool_call_id)
+    .bind(&message.tool_name)
+    .bind(message.status.as_str())
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE sessions SET message_count = message_count + 1, updated_at = $1, \
+         last_seq = GREATEST(last_seq, $2) WHERE pk = $3",
+    )
+    .bind(now)
+    .bind(message.seq)
+    .bind(session)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+pub(super) async fn append(
+    pool: &PgPool,
+    session: i64,
+    message: &NewMessage,
+) -> Result<i64, StoreError> {
+    let mut tx = write(pool).await?;
+    let id = insert(&mut tx, session, message).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub(super) async fn update(
+    pool: &PgPool,
+    id: i64,
+    content: &str,
+    reasoning: Option<&str>,
+    tool_calls: &[ToolCall],
+    status: MessageStatus,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE messages SET content = $1, reasoning = $2, tool_calls = $3, status = $4 \
+         WHERE id = $5",
+    )
+    .bind(content)
+    .bind(reasoning)
+    .bind(tool_calls_json(tool_calls))
+    .bind(status.as_str())
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn update_partials(
+    pool: &PgPool,
+    partials: &[PartialText],
+) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    for partial in partials {
+        sqlx::query(
+            "UPDATE messages SET content = $1, reasoning = $2 \
+             WHERE id = $3 AND status = 'streaming'",
+        )
+        .bind(&partial.content)
+        .bind(&partial.reasoning)
+        .bind(partial.message_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn page(
+    pool: &PgPool,
+    session: i64,
+    before_seq: Option<i64>,
+    limit: u64,
+) -> Result<Vec<Message>, StoreError> {
+    // The cursor is a message's seq; its place in conversation order is (turn_seq, seq).
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND \
+         (turn_seq, seq) < (COALESCE((SELECT turn_seq FROM messages \
+                                      WHERE session_pk = $1 AND seq = $2), $2), $2) \
+         ORDER BY turn_seq DESC, seq DESC LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session)
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(bound(limit))
+        .fetch_all(pool)
+        .await?;
+    let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>, _>>()?;
+    messages.reverse();
+    Ok(messages)
+}
+
+pub(super) async fn history(
+    pool: &PgPool,
+    session: i64,
+    up_to_turn: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND turn_seq <= $2 \
+         ORDER BY turn_seq, seq"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session)
+        .bind(up_to_turn)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(message_from_row).collect()
+}

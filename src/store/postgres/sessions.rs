@@ -1,0 +1,192 @@
+//! The PostgreSQL store's users and sessions, and each session's reserved `seq` bound.
+
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
+
+use super::{bound, write};
+use crate::clock::now_ms;
+use crate::store::{Session, StoreError};
+
+const SESSION_COLUMNS: &str =
+    "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at";
+
+fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
+    Ok(Session {
+        pk: row.try_get("pk")?,
+        user_id: row.try_get("user_id")?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        state: row.try_get("state")?,
+        message_count: row.try_get("message_count")?,
+        reserved_seq: row.try_get("last_seq")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+async fn session_in(
+    conn: &mut PgConnection,
+    user: &str,
+    id: &str,
+) -> Result<Option<Session>, StoreError> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(session_from_row).transpose()
+}
+
+pub(super) async fn ensure_user(pool: &PgPool, user: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(user)
+        .bind(now_ms())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Loads or creates the session. Two nodes may create it at once: the insert that loses
+/// the race waits for the winner's commit and inserts nothing, and the session is then read
+/// as the winner stored it.
+pub(super) async fn open(
+    pool: &PgPool,
+    user: &str,
+    id: &str,
+    name: Option<&str>,
+) -> Result<(Session, bool), StoreError> {
+    if let Some(session) = get(pool, user, id).await? {
+        return Ok((session, false));
+    }
+    let mut tx = write(pool).await?;
+    let now = now_ms();
+    sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let sql = format!(
+        "INSERT INTO sessions (user_id, id, name, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (user_id, id) DO NOTHING \
+         RETURNING {SESSION_COLUMNS}"
+    );
+    let created = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user)
+        .bind(id)
+        .bind(name)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let opened = match created {
+        Some(row) => (session_from_row(&row)?, true),
+        // Each statement sees what was committed before it began, the winner's row included.
+        None => (session_in(&mut tx, user, id).await?.ok_or(StoreError::NotFound)?, false),
+    };
+    tx.commit().await?;
+    Ok(opened)
+}
+
+pub(super) async fn get(
+    pool: &PgPool,
+    user: &str,
+    id: &str,
+) -> Result<Option<Session>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    session_in(&mut conn, user, id).await
+}
+
+pub(super) async fn list_all(
+    pool: &PgPool,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<Session>, u64), StoreError> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions \
+         ORDER BY updated_at DESC, pk DESC LIMIT $1 OFFSET $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(bound(limit))
+        .bind(bound(offset))
+        .fetch_all(pool)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await?;
+    let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
+    Ok((sessions, total as u64))
+}
+
+pub(super) async fn list(
+    pool: &PgPool,
+    user: &str,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<Session>, u64), StoreError> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 \
+         ORDER BY updated_at DESC, pk DESC LIMIT $2 OFFSET $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user)
+        .bind(bound(limit))
+        .bind(bound(offset))
+        .fetch_all(pool)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(pool)
+        .await?;
+    let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
+    Ok((sessions, total as u64))
+}
+
+pub(super) async fn rename(
+    pool: &PgPool,
+    user: &str,
+    id: &str,
+    name: &str,
+) -> Result<Session, StoreError> {
+    let sql = format!(
+        "UPDATE sessions SET name = $1, updated_at = $2 WHERE user_id = $3 AND id = $4 \
+         RETURNING {SESSION_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .bind(now_ms())
+        .bind(user)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    session_from_row(&row)
+}
+
+/// Deletes the session; its messages, turns and tool calls go with it (`ON DELETE CASCADE`).
+pub(super) async fn delete(pool: &PgPool, user: &str, id: &str) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id = $2")
+        .bind(user)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+pub(super) async fn set_state(pool: &PgPool, session: i64, state: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2")
+        .bind(state)
+        .bind(session)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn reserve_seq(pool: &PgPool, session: i64, up_to: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET last_seq = GREATEST(last_seq, $1) WHERE pk = $2")
+        .bind(up_to)
+        .bind(session)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The PostgreSQL store's turns (queued with their user message, started, finished with their
+//! usage) and the tool-call timeline.
+
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+
+use super::{messages, write};
+use crate::clock::now_ms;
+use crate::conversation::ToolCall;
+use crate::store::{NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnStatus};
+
+pub(super) async fn create(
+    pool: &PgPool,
+    session: i64,
+    turn_id: &str,
+    message: &NewMessage,
+) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    sqlx::query("INSERT INTO turns (id, session_pk, status, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(turn_id)
+        .bind(session)
+        .bind(TurnStatus::Queued.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    messages::insert(&mut tx, session, message).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn start(pool: &PgPool, session: i64, turn_id: &str) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    sqlx::query("UPDATE turns SET status = $1, started_at = $2 WHERE id = $3")
+        .bind(TurnStatus::Running.as_str())
+        .bind(now_ms())
+        .bind(turn_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1")
+        .bind(session)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn finish(pool: &PgPool, turn_id: &str, end: &TurnEnd) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE turns SET status = $1, error_code = $2, error_message = $3, model = $4, \
+         prompt_tokens = $5, completion_tokens = $6, total_tokens = $7, finished_at = $8, \
+         duration_ms = $9 WHERE id = $10",
+    )
+    .bind(end.status.as_str())
+    .bind(&end.error_code)
+    .bind(&end.error_message)
+    .bind(&end.model)
+    .bind(end.usage.prompt_tokens as i64)
+    .bind(end.usage.completion_tokens as i64)
+    .bind(end.usage.total_tokens as i64)
+    .bind(now_ms())
+    .bind(end.duration_ms)
+    .bind(turn_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn start_tool_call(
+    pool: &PgPool,
+    session: i64,
+    turn_id: &str,
+    call: &ToolCall,
+) -> Result<i64, StoreError> {
+    let pk = sqlx::query_scalar(
+        "INSERT INTO tool_calls (session_pk, turn_id, call_id, name, args, status, started_at) \
+         VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING pk",
+    )
+    .bind(session)
+    .bind(turn_id)
+    .bind(&call.id)
+    .bind(&call.name)
+    .bind(&call.arguments)
+    .bind(now_ms())
+    .fetch_one(pool)
+    .await?;
+    Ok(pk)
+}
+
+pub(super) async fn finish_tool_call(
+    pool: &PgPool,
+    pk: i64,
+    output: &str,
+    is_error: bool,
+    status: &str,
+    duration_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE tool_calls SET output = $1, is_error = $2, status = $3, duration_ms = $4 \
+         WHERE pk = $5",
+    )
+    .bind(output)
+    .bind(is_error)
+    .bind(status)
+    .bind(duration_ms)
+    .bind(pk)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn tool_calls(
+    pool: &PgPool,
+    session: i64,
+) -> Result<Vec<ToolCallRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT call_id, turn_id, name, args, output, is_error, status, started_at, \
+         duration_ms FROM tool_calls WHERE session_pk = $1 ORDER BY pk",
+    )
+    .bind(session)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ToolCallRecord {
+                id: row.try_get("call_id")?,
+                turn_id: row.try_get("turn_id")?,
+                name: row.try_get("name")?,
+                args: row.try_get("args")?,
+                output: row.try_get("output")?,
+                is_error: row.try_get("is_error")?,
+                status: row.try_get("status")?,
+                started_at: row.try_get("started_at")?,
+                duration_ms: row.try_get("duration_ms")?,
+            })
+        })
+        .collect()
+}
