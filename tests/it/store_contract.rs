@@ -202,6 +202,7 @@ contract! {
     messages::update_partials_only_touch_streaming_messages,
     messages::pages_go_backwards_in_conversation_order,
     messages::history_stops_at_the_turn_in_conversation_order,
+    messages::any_text_round_trips_nul_characters_included,
     turns::create_turn_stores_the_turn_and_its_message_together,
     turns::start_and_finish_turn_are_seen_by_recovery,
     turns::recover_interrupts_what_a_crash_left_running,

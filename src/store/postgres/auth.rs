@@ -3,6 +3,7 @@
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
+use super::text::{self, escape, escape_opt};
 use super::{bound, write};
 use crate::clock::now_ms;
 use crate::store::{AuditEntry, PairingGrant, StoreError, TokenRecord};
@@ -11,10 +12,10 @@ const TOKEN_COLUMNS: &str = "id, user_id, hash, label, is_admin, created_at, rev
 
 fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
-        id: row.try_get("id")?,
-        user: row.try_get("user_id")?,
-        hash: row.try_get("hash")?,
-        label: row.try_get("label")?,
+        id: text::get(row, "id")?,
+        user: text::get(row, "user_id")?,
+        hash: text::get(row, "hash")?,
+        label: text::get_opt(row, "label")?,
         admin: row.try_get("is_admin")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
@@ -24,7 +25,7 @@ fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
 pub(super) async fn create_token(pool: &PgPool, token: &TokenRecord) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
     sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-        .bind(&token.user)
+        .bind(escape(&token.user))
         .bind(token.created_at)
         .execute(&mut *tx)
         .await?;
@@ -41,10 +42,10 @@ async fn insert_token(
         "INSERT INTO tokens (id, user_id, hash, label, is_admin, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(&token.id)
-    .bind(&token.user)
-    .bind(&token.hash)
-    .bind(&token.label)
+    .bind(escape(&token.id))
+    .bind(escape(&token.user))
+    .bind(escape(&token.hash))
+    .bind(escape_opt(token.label.as_deref()))
     .bind(token.admin)
     .bind(token.created_at)
     .execute(&mut **tx)
@@ -57,7 +58,7 @@ pub(super) async fn token_by_hash(
     hash: &str,
 ) -> Result<Option<TokenRecord>, StoreError> {
     let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(escape(hash)).fetch_optional(pool).await?;
     row.as_ref().map(token_from_row).transpose()
 }
 
@@ -76,7 +77,7 @@ pub(super) async fn revoke_token(pool: &PgPool, id: &str) -> Result<TokenRecord,
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now_ms())
-        .bind(id)
+        .bind(escape(id))
         .fetch_optional(pool)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -84,10 +85,11 @@ pub(super) async fn revoke_token(pool: &PgPool, id: &str) -> Result<TokenRecord,
 }
 
 pub(super) async fn revoked_since(pool: &PgPool, since: i64) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT id FROM tokens WHERE revoked_at >= $1")
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tokens WHERE revoked_at >= $1")
         .bind(since)
         .fetch_all(pool)
-        .await?)
+        .await?;
+    Ok(ids.into_iter().map(text::unescape).collect())
 }
 
 pub(super) async fn active_tokens(pool: &PgPool) -> Result<u64, StoreError> {
@@ -107,10 +109,10 @@ pub(super) async fn create_pairing_code(
         "INSERT INTO pairing_codes (hash, created_at, expires_at, user_id, is_admin) \
          VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(hash)
+    .bind(escape(hash))
     .bind(now_ms())
     .bind(expires_at)
-    .bind(&grant.user)
+    .bind(escape_opt(grant.user.as_deref()))
     .bind(grant.admin)
     .execute(pool)
     .await?;
@@ -125,12 +127,12 @@ pub(super) async fn pairing_code(
         "SELECT user_id, is_admin FROM pairing_codes \
          WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
     )
-    .bind(hash)
+    .bind(escape(hash))
     .bind(now_ms())
     .fetch_optional(pool)
     .await?;
     row.map(|row| {
-        Ok(PairingGrant { user: row.try_get("user_id")?, admin: row.try_get("is_admin")? })
+        Ok(PairingGrant { user: text::get_opt(&row, "user_id")?, admin: row.try_get("is_admin")? })
     })
     .transpose()
 }
@@ -152,7 +154,7 @@ pub(super) async fn pair(
          WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
     )
     .bind(now)
-    .bind(hash)
+    .bind(escape(hash))
     .execute(&mut *tx)
     .await?;
     if spent.rows_affected() != 1 {
@@ -163,7 +165,7 @@ pub(super) async fn pair(
     } else {
         "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
     };
-    sqlx::query(user).bind(&token.user).bind(now).execute(&mut *tx).await?;
+    sqlx::query(user).bind(escape(&token.user)).bind(now).execute(&mut *tx).await?;
     insert_token(&mut tx, token).await?;
     tx.commit().await?;
     Ok(())
@@ -172,10 +174,10 @@ pub(super) async fn pair(
 pub(super) async fn audit(pool: &PgPool, entry: &AuditEntry) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO audit (at, kind, user_id, ip, detail) VALUES ($1, $2, $3, $4, $5)")
         .bind(entry.at)
-        .bind(&entry.kind)
-        .bind(&entry.user)
-        .bind(&entry.ip)
-        .bind(&entry.detail)
+        .bind(escape(&entry.kind))
+        .bind(escape_opt(entry.user.as_deref()))
+        .bind(escape_opt(entry.ip.as_deref()))
+        .bind(escape_opt(entry.detail.as_deref()))
         .execute(pool)
         .await?;
     Ok(())
@@ -191,10 +193,10 @@ pub(super) async fn audit_log(pool: &PgPool, limit: u64) -> Result<Vec<AuditEntr
         .map(|row| {
             Ok(AuditEntry {
                 at: row.try_get("at")?,
-                kind: row.try_get("kind")?,
-                user: row.try_get("user_id")?,
-                ip: row.try_get("ip")?,
-                detail: row.try_get("detail")?,
+                kind: text::get(row, "kind")?,
+                user: text::get_opt(row, "user_id")?,
+                ip: text::get_opt(row, "ip")?,
+                detail: text::get_opt(row, "detail")?,
             })
         })
         .collect()

@@ -2,6 +2,7 @@
 
 use sqlx::postgres::PgPool;
 
+use super::text::{escape_opt, unescape};
 use super::{bound, write};
 use crate::clock::now_ms;
 use crate::store::{Recovery, StoreError};
@@ -49,10 +50,10 @@ pub(super) async fn prune(
              AND ($2 IS NULL OR user_id = $2) RETURNING user_id, id",
         )
         .bind(now_ms() - ttl_ms)
-        .bind(user)
+        .bind(escape_opt(user))
         .fetch_all(pool)
         .await?;
-        pruned.extend(rows);
+        pruned.extend(rows.into_iter().map(|(user, id)| (unescape(user), unescape(id))));
     }
     if max_sessions > 0 {
         let rows: Vec<(String, String)> = sqlx::query_as(
@@ -63,11 +64,11 @@ pub(super) async fn prune(
                  FROM sessions WHERE ($1 IS NULL OR user_id = $1)) ranked \
                WHERE rank > $2) RETURNING user_id, id",
         )
-        .bind(user)
+        .bind(escape_opt(user))
         .bind(bound(max_sessions))
         .fetch_all(pool)
         .await?;
-        pruned.extend(rows);
+        pruned.extend(rows.into_iter().map(|(user, id)| (unescape(user), unescape(id))));
     }
     Ok(pruned)
 }

@@ -4,6 +4,7 @@
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
+use super::text::{self, escape, escape_opt};
 use super::{bound, write};
 use crate::clock::now_ms;
 use crate::conversation::{Role, ToolCall};
@@ -14,23 +15,23 @@ const MESSAGE_COLUMNS: &str = "id, seq, turn_seq, turn_id, role, content, reason
 
 fn message_from_row(row: &PgRow) -> Result<Message, StoreError> {
     let role: String = row.try_get("role")?;
-    let tool_calls: Option<String> = row.try_get("tool_calls")?;
+    let tool_calls = text::get_opt(row, "tool_calls")?;
     let status: String = row.try_get("status")?;
     Ok(Message {
         id: row.try_get("id")?,
         seq: row.try_get("seq")?,
         turn_seq: row.try_get("turn_seq")?,
-        turn_id: row.try_get("turn_id")?,
+        turn_id: text::get_opt(row, "turn_id")?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Other(format!("bad role {role}")))?,
-        content: row.try_get("content")?,
-        reasoning: row.try_get("reasoning")?,
+        content: text::get(row, "content")?,
+        reasoning: text::get_opt(row, "reasoning")?,
         tool_calls: match tool_calls {
             Some(json) => serde_json::from_str(&json)
                 .map_err(|e| StoreError::Other(format!("bad tool_calls json: {e}")))?,
             None => Vec::new(),
         },
-        tool_call_id: row.try_get("tool_call_id")?,
-        tool_name: row.try_get("tool_name")?,
+        tool_call_id: text::get_opt(row, "tool_call_id")?,
+        tool_name: text::get_opt(row, "tool_name")?,
         status: MessageStatus::parse(&status),
         created_at: row.try_get("created_at")?,
     })
@@ -57,13 +58,13 @@ pub(super) async fn insert(
     .bind(session)
     .bind(message.seq)
     .bind(message.turn_seq)
-    .bind(&message.turn_id)
+    .bind(escape_opt(message.turn_id.as_deref()))
     .bind(message.role.as_str())
-    .bind(&message.content)
-    .bind(&message.reasoning)
-    .bind(tool_calls_json(&message.tool_calls))
-    .bind(&message.tool_call_id)
-    .bind(&message.tool_name)
+    .bind(escape(&message.content))
+    .bind(escape_opt(message.reasoning.as_deref()))
+    .bind(escape_opt(tool_calls_json(&message.tool_calls).as_deref()))
+    .bind(escape_opt(message.tool_call_id.as_deref()))
+    .bind(escape_opt(message.tool_name.as_deref()))
     .bind(message.status.as_str())
     .bind(now)
     .fetch_one(&mut **tx)
@@ -103,9 +104,9 @@ pub(super) async fn update(
         "UPDATE messages SET content = $1, reasoning = $2, tool_calls = $3, status = $4 \
          WHERE id = $5",
     )
-    .bind(content)
-    .bind(reasoning)
-    .bind(tool_calls_json(tool_calls))
+    .bind(escape(content))
+    .bind(escape_opt(reasoning))
+    .bind(escape_opt(tool_calls_json(tool_calls).as_deref()))
     .bind(status.as_str())
     .bind(id)
     .execute(pool)
@@ -123,8 +124,8 @@ pub(super) async fn update_partials(
             "UPDATE messages SET content = $1, reasoning = $2 \
              WHERE id = $3 AND status = 'streaming'",
         )
-        .bind(&partial.content)
-        .bind(&partial.reasoning)
+        .bind(escape(&partial.content))
+        .bind(escape_opt(partial.reasoning.as_deref()))
         .bind(partial.message_id)
         .execute(&mut *tx)
         .await?;

@@ -3,7 +3,8 @@
 //!
 //! This file opens and migrates the database and dispatches each [`Store`] method to the
 //! file that owns its tables (`sessions`, `messages`, `turns`, `auth`, `maintenance`),
-//! mirroring `store/sqlite/` file for file; only the SQL differs.
+//! mirroring `store/sqlite/` file for file; only the SQL differs, and strings pass through
+//! `text.rs` on the way in and out, because PostgreSQL's TEXT cannot hold U+0000.
 //!
 //! Where SQLite serializes writers with `BEGIN IMMEDIATE`, two nodes here write at once
 //! under READ COMMITTED. Every write that reads first is therefore a single statement that
@@ -16,6 +17,7 @@ mod auth;
 mod maintenance;
 mod messages;
 mod sessions;
+mod text;
 mod turns;
 
 use std::str::FromStr;

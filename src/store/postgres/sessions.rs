@@ -3,6 +3,7 @@
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
+use super::text::{self, escape, escape_opt};
 use super::{bound, write};
 use crate::clock::now_ms;
 use crate::store::{Session, StoreError};
@@ -13,10 +14,10 @@ const SESSION_COLUMNS: &str =
 fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
     Ok(Session {
         pk: row.try_get("pk")?,
-        user_id: row.try_get("user_id")?,
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        state: row.try_get("state")?,
+        user_id: text::get(row, "user_id")?,
+        id: text::get(row, "id")?,
+        name: text::get_opt(row, "name")?,
+        state: text::get(row, "state")?,
         message_count: row.try_get("message_count")?,
         reserved_seq: row.try_get("last_seq")?,
         created_at: row.try_get("created_at")?,
@@ -31,8 +32,8 @@ async fn session_in(
 ) -> Result<Option<Session>, StoreError> {
     let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user)
-        .bind(id)
+        .bind(escape(user))
+        .bind(escape(id))
         .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(session_from_row).transpose()
@@ -40,7 +41,7 @@ async fn session_in(
 
 pub(super) async fn ensure_user(pool: &PgPool, user: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-        .bind(user)
+        .bind(escape(user))
         .bind(now_ms())
         .execute(pool)
         .await?;
@@ -62,7 +63,7 @@ pub(super) async fn open(
     let mut tx = write(pool).await?;
     let now = now_ms();
     sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-        .bind(user)
+        .bind(escape(user))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -72,9 +73,9 @@ pub(super) async fn open(
          RETURNING {SESSION_COLUMNS}"
     );
     let created = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user)
-        .bind(id)
-        .bind(name)
+        .bind(escape(user))
+        .bind(escape(id))
+        .bind(escape_opt(name))
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
@@ -126,13 +127,13 @@ pub(super) async fn list(
          ORDER BY updated_at DESC, pk DESC LIMIT $2 OFFSET $3"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user)
+        .bind(escape(user))
         .bind(bound(limit))
         .bind(bound(offset))
         .fetch_all(pool)
         .await?;
     let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
-        .bind(user)
+        .bind(escape(user))
         .fetch_one(pool)
         .await?;
     let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
@@ -150,10 +151,10 @@ pub(super) async fn rename(
          RETURNING {SESSION_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(name)
+        .bind(escape(name))
         .bind(now_ms())
-        .bind(user)
-        .bind(id)
+        .bind(escape(user))
+        .bind(escape(id))
         .fetch_optional(pool)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -163,8 +164,8 @@ pub(super) async fn rename(
 /// Deletes the session; its messages, turns and tool calls go with it (`ON DELETE CASCADE`).
 pub(super) async fn delete(pool: &PgPool, user: &str, id: &str) -> Result<(), StoreError> {
     let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id = $2")
-        .bind(user)
-        .bind(id)
+        .bind(escape(user))
+        .bind(escape(id))
         .execute(pool)
         .await?;
     if done.rows_affected() == 0 {
@@ -175,7 +176,7 @@ pub(super) async fn delete(pool: &PgPool, user: &str, id: &str) -> Result<(), St
 
 pub(super) async fn set_state(pool: &PgPool, session: i64, state: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2")
-        .bind(state)
+        .bind(escape(state))
         .bind(session)
         .execute(pool)
         .await?;

@@ -4,6 +4,7 @@
 use sqlx::Row;
 use sqlx::postgres::PgPool;
 
+use super::text::{self, escape, escape_opt};
 use super::{messages, write};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
@@ -17,7 +18,7 @@ pub(super) async fn create(
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
     sqlx::query("INSERT INTO turns (id, session_pk, status, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(turn_id)
+        .bind(escape(turn_id))
         .bind(session)
         .bind(TurnStatus::Queued.as_str())
         .bind(now_ms())
@@ -33,7 +34,7 @@ pub(super) async fn start(pool: &PgPool, session: i64, turn_id: &str) -> Result<
     sqlx::query("UPDATE turns SET status = $1, started_at = $2 WHERE id = $3")
         .bind(TurnStatus::Running.as_str())
         .bind(now_ms())
-        .bind(turn_id)
+        .bind(escape(turn_id))
         .execute(&mut *tx)
         .await?;
     sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1")
@@ -51,15 +52,15 @@ pub(super) async fn finish(pool: &PgPool, turn_id: &str, end: &TurnEnd) -> Resul
          duration_ms = $9 WHERE id = $10",
     )
     .bind(end.status.as_str())
-    .bind(&end.error_code)
-    .bind(&end.error_message)
-    .bind(&end.model)
+    .bind(escape_opt(end.error_code.as_deref()))
+    .bind(escape_opt(end.error_message.as_deref()))
+    .bind(escape_opt(end.model.as_deref()))
     .bind(end.usage.prompt_tokens as i64)
     .bind(end.usage.completion_tokens as i64)
     .bind(end.usage.total_tokens as i64)
     .bind(now_ms())
     .bind(end.duration_ms)
-    .bind(turn_id)
+    .bind(escape(turn_id))
     .execute(pool)
     .await?;
     Ok(())
@@ -76,10 +77,10 @@ pub(super) async fn start_tool_call(
          VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING pk",
     )
     .bind(session)
-    .bind(turn_id)
-    .bind(&call.id)
-    .bind(&call.name)
-    .bind(&call.arguments)
+    .bind(escape(turn_id))
+    .bind(escape(&call.id))
+    .bind(escape(&call.name))
+    .bind(escape(&call.arguments))
     .bind(now_ms())
     .fetch_one(pool)
     .await?;
@@ -98,9 +99,9 @@ pub(super) async fn finish_tool_call(
         "UPDATE tool_calls SET output = $1, is_error = $2, status = $3, duration_ms = $4 \
          WHERE pk = $5",
     )
-    .bind(output)
+    .bind(escape(output))
     .bind(is_error)
-    .bind(status)
+    .bind(escape(status))
     .bind(duration_ms)
     .bind(pk)
     .execute(pool)
@@ -122,13 +123,13 @@ pub(super) async fn tool_calls(
     rows.iter()
         .map(|row| {
             Ok(ToolCallRecord {
-                id: row.try_get("call_id")?,
-                turn_id: row.try_get("turn_id")?,
-                name: row.try_get("name")?,
-                args: row.try_get("args")?,
-                output: row.try_get("output")?,
+                id: text::get(row, "call_id")?,
+                turn_id: text::get(row, "turn_id")?,
+                name: text::get(row, "name")?,
+                args: text::get(row, "args")?,
+                output: text::get_opt(row, "output")?,
                 is_error: row.try_get("is_error")?,
-                status: row.try_get("status")?,
+                status: text::get(row, "status")?,
                 started_at: row.try_get("started_at")?,
                 duration_ms: row.try_get("duration_ms")?,
             })

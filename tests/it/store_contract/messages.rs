@@ -164,3 +164,68 @@ pub async fn history_stops_at_the_turn_in_conversation_order(db: &Db) {
     assert_eq!(contents(store.history(pk, 2).await.unwrap()), ["one", "a1", "a1b", "two", "a2"]);
     assert!(store.history(pk, 0).await.unwrap().is_empty());
 }
+
+pub async fn any_text_round_trips_nul_characters_included(db: &Db) {
+    // What reaches the store is not always printable: a tool printing a binary file, a
+    // message holding "\u0000", an id typed into a URL. PostgreSQL's TEXT cannot hold NUL.
+    let odd = "nul \0 here, \u{10FFFF}0 and \u{10FFFF}\u{10FFFF}, emoji \u{1F600}, é";
+    let store = &db.store;
+    let (session, created) = store.open_session("alice", odd, Some(odd)).await.unwrap();
+    assert!(created);
+    assert_eq!((session.id.as_str(), session.name.as_deref()), (odd, Some(odd)));
+    assert_eq!(store.session("alice", odd).await.unwrap().unwrap().pk, session.pk);
+    assert!(store.session("alice", "nul \0 here").await.unwrap().is_none());
+    let message = NewMessage {
+        reasoning: Some(odd.into()),
+        turn_id: Some(odd.into()),
+        tool_calls: vec![parley::conversation::ToolCall {
+            id: odd.into(),
+            name: "shell".into(),
+            arguments: odd.into(),
+        }],
+        ..text(1, 1, Role::Assistant, odd)
+    };
+    store.create_turn(session.pk, odd, &message).await.unwrap();
+    let stored = &store.history(session.pk, 1).await.unwrap()[0];
+    assert_eq!((stored.content.as_str(), stored.reasoning.as_deref()), (odd, Some(odd)));
+    assert_eq!(stored.turn_id.as_deref(), Some(odd));
+    assert_eq!(stored.tool_calls, message.tool_calls);
+    let pk = store.start_tool_call(session.pk, odd, &call("c1", "shell")).await.unwrap();
+    store.finish_tool_call(pk, odd, false, "done", 1).await.unwrap();
+    let calls = store.tool_calls(session.pk).await.unwrap();
+    assert_eq!((calls[0].turn_id.as_str(), calls[0].output.as_deref()), (odd, Some(odd)));
+    store
+        .update_partials(&[PartialText { message_id: 1, content: odd.into(), reasoning: None }])
+        .await
+        .unwrap();
+    let renamed = store.rename_session("alice", odd, &format!("{odd}!")).await.unwrap();
+    assert_eq!(renamed.name.unwrap(), format!("{odd}!"));
+    assert_eq!(store.list_sessions("alice", 0, 1).await.unwrap().0[0].id, odd);
+    let pruned = store.prune(Some("alice"), 0, 0).await.unwrap();
+    assert!(pruned.is_empty());
+    store.delete_session("alice", odd).await.unwrap();
+
+    // Identity: lookups of such strings find nothing, and stored ones come back whole.
+    assert!(matches!(store.revoke_token("a\0b").await, Err(StoreError::NotFound)));
+    assert!(store.token_by_hash("a\0b").await.unwrap().is_none());
+    assert_eq!(store.pairing_code("a\0b").await.unwrap(), None);
+    let mut token = parley::auth::tokens::new_token("alice", false, Some(odd)).0;
+    token.id = format!("tok_{odd}");
+    store.create_token(&token).await.unwrap();
+    assert_eq!(
+        store.token_by_hash(&token.hash).await.unwrap().unwrap().label.as_deref(),
+        Some(odd)
+    );
+    assert_eq!(store.revoke_token(&token.id).await.unwrap().id, token.id);
+    assert_eq!(store.revoked_since(0).await.unwrap(), [token.id.clone()]);
+    let entry = parley::store::AuditEntry {
+        at: 1,
+        kind: "odd".into(),
+        user: Some("alice".into()),
+        ip: Some(odd.into()),
+        detail: Some(odd.into()),
+    };
+    store.audit(&entry).await.unwrap();
+    let logged = &store.audit_log(1).await.unwrap()[0];
+    assert_eq!((logged.ip.as_deref(), logged.detail.as_deref()), (Some(odd), Some(odd)));
+}
