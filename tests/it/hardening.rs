@@ -98,13 +98,16 @@ async fn a_pairing_code_never_grants_an_existing_user() {
 async fn the_operator_mints_device_codes_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let parley = env!("CARGO_BIN_EXE_parley");
+    // The commands and the server below share one store: SQLite in the folder, or the
+    // PostgreSQL schema of PARLEY_TEST_STORE=postgres.
+    let store = crate::common::postgres::store_url(dir.path());
     let run = |args: &[&str]| {
-        std::process::Command::new(parley)
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("PARLEY_DATABASE_URL")
-            .output()
-            .unwrap()
+        let mut command = std::process::Command::new(parley);
+        command.args(args).current_dir(dir.path()).env_remove("PARLEY_DATABASE_URL");
+        if let Some(url) = &store {
+            command.env("PARLEY_DATABASE_URL", url);
+        }
+        command.output().unwrap()
     };
     let created = run(&["token", "create", "--user", "carol"]);
     assert!(created.status.success());

@@ -3,6 +3,7 @@
 
 pub mod fake_provider;
 pub mod live;
+pub mod postgres;
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,11 +46,13 @@ pub struct TestServer {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// Test defaults: a free port, fast flushes and retries, the fake provider if given.
+/// Test defaults: a free port, fast flushes and retries, the fake provider if given; the
+/// store is SQLite in `data_dir`, or PostgreSQL with `PARLEY_TEST_STORE=postgres`.
 pub fn test_config(data_dir: &Path, provider: Option<&FakeProvider>) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
+        database_url: postgres::store_url(data_dir),
         ..Config::default()
     };
     config.provider.url = provider.map(FakeProvider::url);
