@@ -376,13 +376,18 @@ impl Config {
         self.data_dir.join("workspace")
     }
 
+    /// The store URL with its password replaced by `***`, for messages and logs.
+    pub fn redacted_database_url(&self) -> String {
+        redact_url(&self.database_url())
+    }
+
     /// The configuration as TOML with secrets replaced by `***`.
     pub fn redacted_toml(&self) -> String {
         let mut copy = self.clone();
         if copy.provider.api_key.is_some() {
             copy.provider.api_key = Some("***".into());
         }
-        copy.database_url = Some(redact_url(&self.database_url()));
+        copy.database_url = Some(self.redacted_database_url());
         copy.redis_url = copy.redis_url.as_deref().map(redact_url);
         toml_string(&copy)
     }
@@ -427,18 +432,33 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Hides the password of a URL like `postgres://user:secret@host/db`.
+/// Hides the password of a URL like `postgres://user:secret@host/db`, or one given as its
+/// `password=` query parameter.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    // The last `@` ends the credentials: a password may hold one unencoded.
+    let mut redacted = match authority_and_path.rsplit_once('@') {
         Some((creds, host)) => match creds.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
+            None => format!("{scheme}://{authority_and_path}"),
         },
-        None => url.to_owned(),
+        None => format!("{scheme}://{authority_and_path}"),
+    };
+    if let Some(query) = query {
+        let params: Vec<&str> = query
+            .split('&')
+            .map(|param| if param.starts_with("password=") { "password=***" } else { param })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&params.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
@@ -449,6 +469,14 @@ mod tests {
     fn redacts_url_passwords() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("sqlite://./data/parley.db"), "sqlite://./data/parley.db");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db?sslmode=require"),
+            "postgres://u:***@h/db?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=pw&options=-c%20search_path%3Dx"),
+            "postgres://u@h/db?password=***&options=-c%20search_path%3Dx"
+        );
     }
 
     #[test]

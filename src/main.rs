@@ -177,8 +177,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let url = config.database_url();
-    parley::store::open(&url).await.with_context(|| format!("opening the store {url}"))
+    parley::store::open(&config.database_url())
+        .await
+        .with_context(|| format!("opening the store {}", config.redacted_database_url()))
 }
 
 async fn token(action: TokenAction, config: Config) -> anyhow::Result<()> {

@@ -21,8 +21,9 @@ use crate::{providers, store};
 /// Opens the store (recovering what a crash left running), builds the provider, tools,
 /// bus and runtime.
 pub async fn build(config: Config) -> anyhow::Result<AppState> {
-    let url = config.database_url();
-    let store = store::open(&url).await.with_context(|| format!("opening the store {url}"))?;
+    let store = store::open(&config.database_url())
+        .await
+        .with_context(|| format!("opening the store {}", config.redacted_database_url()))?;
     let recovery = store.recover().await.context("recovering interrupted turns")?;
     if recovery != Default::default() {
         tracing::warn!(
