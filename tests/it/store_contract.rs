@@ -82,8 +82,7 @@ async fn new_schema(base: &str) -> (String, String) {
         .await
         .unwrap();
     admin.close().await.unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    (format!("{base}{separator}options=-c%20search_path%3D{schema}"), schema)
+    (crate::common::postgres::with_search_path(base, &schema), schema)
 }
 
 impl Db {

@@ -42,8 +42,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/postgres/0003_pairing_grants.sql")),
 ];
 
-/// The advisory lock key that serializes migrations across nodes ("parley" in ASCII). It is
-/// per database, so schemas of one database migrate one at a time; that costs nothing.
+/// The advisory lock key that serializes migrations across nodes ("parley" in ASCII).
+/// Advisory locks are per database, not per schema: stores in several schemas of one
+/// database (the contract tests' way) migrate one after the other, which only costs a wait.
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
 
 /// Connections per node: a turn writes a few rows at a time, so a handful suffices and

@@ -31,8 +31,14 @@ pub fn store_url(data_dir: &Path) -> Option<String> {
             schema
         })
         .clone();
+    Some(with_search_path(&base, &schema))
+}
+
+/// `base` with `schema` as the search path of every connection made from it (the URL's
+/// `options` parameter reaches the server as `-c search_path=…`).
+pub fn with_search_path(base: &str, schema: &str) -> String {
     let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
 }
 
 /// Creates `schema` (and first drops the schemas of test processes that are gone), on a
