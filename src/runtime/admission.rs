@@ -136,6 +136,10 @@ async fn admit(
         session.queue().admitting -= 1;
         return Err(RuntimeError::NotFound);
     }
+    if let Err(err) = session.ensure_reserved().await {
+        session.queue().admitting -= 1;
+        return Err(err.into());
+    }
     let turn_id = uuid::Uuid::new_v4().to_string();
     let slot = session.reserve_slot();
     let seq = slot.seq;

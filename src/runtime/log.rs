@@ -151,6 +151,18 @@ impl EventLog {
         event
     }
 
+    /// The bound to reserve now if fewer than half of `block` numbers past the last one
+    /// taken are durably reserved (a new session's first, or a renewal that lags), taking
+    /// it as asked for; `None` when the reservation is far enough ahead.
+    pub fn reservation_due(&self, block: u64) -> Option<u64> {
+        let mut ring = self.ring();
+        if ring.durable >= ring.taken + block / 2 {
+            return None;
+        }
+        ring.reserved = ring.reserved.max(ring.taken + block);
+        Some(ring.reserved)
+    }
+
     /// Records that the store holds a reservation up to `bound`, and publishes what
     /// waited for it.
     pub fn set_durable(&self, bound: u64) {

@@ -11,7 +11,7 @@ use super::TurnOutcome;
 use super::event::{Event, EventKind};
 use super::log::{EventLog, Watch};
 use crate::bus::Bus;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How many sequence numbers are reserved in the store at a time; the reservation is
 /// renewed when half of it is used. Events past the durable reservation wait for it, so a
@@ -132,6 +132,17 @@ impl LiveSession {
                 log.set_durable(up_to);
             }
         });
+    }
+
+    /// Makes sure numbers are durably reserved well ahead, waiting for the store if not
+    /// (a session's first turn after it was loaded): so the turn's events are published as
+    /// they happen instead of waiting for a reservation.
+    pub(crate) async fn ensure_reserved(&self) -> Result<(), StoreError> {
+        if let Some(up_to) = self.log.reservation_due(SEQ_BLOCK) {
+            self.store.reserve_seq(self.pk, up_to as i64).await?;
+            self.log.set_durable(up_to);
+        }
+        Ok(())
     }
 
     /// Records that a row stored under `seq` raised the session's durable bound to it.

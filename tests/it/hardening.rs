@@ -97,18 +97,7 @@ async fn a_pairing_code_never_grants_an_existing_user() {
 #[tokio::test]
 async fn the_operator_mints_device_codes_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let parley = env!("CARGO_BIN_EXE_parley");
-    // The commands and the server below share one store: SQLite in the folder, or the
-    // PostgreSQL schema of PARLEY_TEST_STORE=postgres.
-    let store = crate::common::postgres::store_url(dir.path());
-    let run = |args: &[&str]| {
-        let mut command = std::process::Command::new(parley);
-        command.args(args).current_dir(dir.path()).env_remove("PARLEY_DATABASE_URL");
-        if let Some(url) = &store {
-            command.env("PARLEY_DATABASE_URL", url);
-        }
-        command.output().unwrap()
-    };
+    let run = crate::common::parley_command(dir.path());
     let created = run(&["token", "create", "--user", "carol"]);
     assert!(created.status.success());
     let minted = run(&["pair", "--user", "carol"]);
@@ -279,14 +268,9 @@ async fn the_log_ties_a_failure_to_its_request_id() {
 #[tokio::test]
 async fn only_a_code_minted_as_an_admin_code_pairs_an_admin() {
     let dir = tempfile::tempdir().unwrap();
-    let parley = env!("CARGO_BIN_EXE_parley");
+    let command = crate::common::parley_command(dir.path());
     let run = |args: &[&str]| {
-        let output = std::process::Command::new(parley)
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("PARLEY_DATABASE_URL")
-            .output()
-            .unwrap();
+        let output = command(args);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     };

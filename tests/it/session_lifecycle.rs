@@ -214,15 +214,7 @@ async fn a_message_that_could_not_be_stored_is_never_echoed() {
     assert_eq!(watcher.next().await["type"], "session_start");
     // The store refuses the next turn of this session, as a full disk or a lost database
     // connection would.
-    let url = format!("sqlite://{}", dir.path().join("parley.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_turns BEFORE INSERT ON turns BEGIN \
-         SELECT RAISE(ABORT, 'injected failure'); END",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    let refusal = StoreFault::inject(dir.path()).await;
     let (status, body) =
         server.post("/api/sessions/fragile/messages", json!({"content": "lost"})).await;
     assert_eq!(status, 500, "{body}");
@@ -230,7 +222,7 @@ async fn a_message_that_could_not_be_stored_is_never_echoed() {
     let frame = watcher.next().await;
     assert_eq!(frame["type"], "error", "the watcher is told, and never sees an echo: {frame}");
     assert_eq!(frame["code"], "AGENT_ERROR");
-    sqlx::query("DROP TRIGGER refuse_turns").execute(&pool).await.unwrap();
+    refusal.lift().await;
     // The session goes on, its numbering intact.
     let (status, _) =
         server.post("/api/sessions/fragile/messages", json!({"content": "again"})).await;
@@ -242,4 +234,54 @@ async fn a_message_that_could_not_be_stored_is_never_echoed() {
     let detail = server.wait_idle("fragile").await;
     let contents: Vec<String> = transcript(&detail).into_iter().map(|(_, c)| c).collect();
     assert!(!contents.contains(&"lost".to_owned()), "{contents:?}");
+}
+
+/// A trigger that makes the store refuse every new turn, on whichever backend the test
+/// servers in `dir` use.
+enum StoreFault {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl StoreFault {
+    async fn inject(dir: &std::path::Path) -> Self {
+        match crate::common::postgres::store_url(dir) {
+            None => {
+                let url = format!("sqlite://{}", dir.join("parley.db").display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query(
+                    "CREATE TRIGGER refuse_turns BEFORE INSERT ON turns BEGIN \
+                     SELECT RAISE(ABORT, 'injected failure'); END",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                StoreFault::Sqlite(pool)
+            }
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                sqlx::raw_sql(
+                    "CREATE FUNCTION refuse_turn() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+                     CREATE TRIGGER refuse_turns BEFORE INSERT ON turns \
+                     FOR EACH ROW EXECUTE FUNCTION refuse_turn();",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                StoreFault::Postgres(pool)
+            }
+        }
+    }
+
+    async fn lift(self) {
+        match self {
+            StoreFault::Sqlite(pool) => {
+                sqlx::query("DROP TRIGGER refuse_turns").execute(&pool).await.unwrap();
+            }
+            StoreFault::Postgres(pool) => {
+                sqlx::query("DROP TRIGGER refuse_turns ON turns").execute(&pool).await.unwrap();
+            }
+        }
+    }
 }

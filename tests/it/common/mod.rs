@@ -151,6 +151,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs the `parley` command in `dir` on the same store as [`test_config`]'s servers there
+/// (SQLite in the folder, or the PostgreSQL schema of `PARLEY_TEST_STORE=postgres`).
+pub fn parley_command(dir: &Path) -> impl Fn(&[&str]) -> std::process::Output {
+    let (dir, store) = (dir.to_path_buf(), postgres::store_url(dir));
+    move |args| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
+        command.args(args).current_dir(&dir).env_remove("PARLEY_DATABASE_URL");
+        if let Some(url) = &store {
+            command.env("PARLEY_DATABASE_URL", url);
+        }
+        command.output().unwrap()
+    }
+}
+
 /// Status and JSON body of a response; panics if the body is not JSON.
 pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
