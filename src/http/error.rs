@@ -55,8 +55,22 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Whether the store could not be reached: 503 `STORE_UNAVAILABLE`, whatever layer
+    /// the failure came through.
+    fn store_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Store(StoreError::Unavailable(_))
+                | ApiError::Runtime(RuntimeError::Store(StoreError::Unavailable(_)))
+                | ApiError::Auth(AuthError::Store(StoreError::Unavailable(_)))
+        )
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
+        if self.store_unavailable() {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         match self {
             ApiError::Runtime(err) => match err {
                 RuntimeError::InvalidSessionId => StatusCode::BAD_REQUEST,
@@ -107,6 +121,9 @@ impl ApiError {
 
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
+        if self.store_unavailable() {
+            return "STORE_UNAVAILABLE";
+        }
         match self {
             ApiError::Runtime(err) => match err {
                 RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
@@ -173,6 +190,9 @@ impl ApiError {
 
     /// Seconds after which a refused request may be retried.
     fn retry_after(&self) -> Option<u64> {
+        if self.store_unavailable() {
+            return Some(2);
+        }
         match self {
             ApiError::Runtime(RuntimeError::QueueFull { .. }) => Some(1),
             ApiError::RateLimited { retry_after, .. }
@@ -199,7 +219,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if self.is_internal() && status.is_server_error() {
+        let message = if self.store_unavailable() {
+            tracing::warn!(error = %self, "the store is unavailable");
+            "the store is unavailable; try again shortly".to_owned()
+        } else if self.is_internal() && status.is_server_error() {
             tracing::error!(error = %self, "request failed");
             "internal error; see the server log".to_owned()
         } else {

@@ -29,6 +29,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("unsupported database url: {0}")]
     UnsupportedUrl(String),
+    /// The database cannot be reached now (down, unreachable, no connection in time).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error("storage failure: {0}")]
     Other(String),
 }
@@ -40,6 +43,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_owned())
             }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
             other => StoreError::Other(other.to_string()),
         }
     }

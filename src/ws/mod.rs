@@ -17,6 +17,7 @@ use crate::auth::Caller;
 use crate::config::StreamConfig;
 use crate::http::{ApiError, AppState, ConnectionCount};
 use crate::runtime::{ApprovalInfo, Event, RuntimeError};
+use crate::store::StoreError;
 
 pub(crate) use chat::ws_chat;
 pub(crate) use stream::chat_stream;
@@ -87,6 +88,7 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         RuntimeError::RateLimited { .. } => "RATE_LIMITED",
         RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
         RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
+        RuntimeError::Store(StoreError::Unavailable(_)) => "STORE_UNAVAILABLE",
         RuntimeError::ShuttingDown | RuntimeError::Store(_) => "AGENT_ERROR",
     }
 }
@@ -94,6 +96,10 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
 /// An error frame for a runtime refusal; storage details are logged, not sent.
 fn runtime_error_frame(err: &RuntimeError) -> Message {
     let message = match err {
+        RuntimeError::Store(StoreError::Unavailable(inner)) => {
+            tracing::warn!(%inner, "the store is unavailable");
+            "the store is unavailable; try again shortly".to_owned()
+        }
         RuntimeError::Store(inner) => {
             tracing::error!(%inner, "storage failed on a websocket request");
             "internal error; see the server log".to_owned()

@@ -15,5 +15,6 @@ mod reliability;
 mod security;
 mod session_lifecycle;
 mod store_contract;
+mod store_outage;
 mod tools;
 mod ws_chat;

@@ -47,7 +47,7 @@ pub struct Db {
 }
 
 /// The PostgreSQL database to test on, or `None` (after saying so) to skip.
-fn postgres_url() -> Option<String> {
+pub(crate) fn postgres_url() -> Option<String> {
     if let Ok(url) = std::env::var(POSTGRES_URL) {
         return Some(url);
     }

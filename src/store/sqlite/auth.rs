@@ -160,13 +160,23 @@ pub(super) async fn pair(
     if spent.rows_affected() != 1 {
         return Err(StoreError::NotFound);
     }
-    let user = if new_user {
-        "INSERT INTO users (id, created_at) VALUES ($1, $2)"
-    } else {
-        "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
-    };
-    sqlx::query(user).bind(&token.user).bind(now).execute(&mut *tx).await?;
-    insert_token(&mut tx, token).await?;
+    let created = sqlx::query(
+        "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&token.user)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if new_user && created == 0 {
+        // Dropping the transaction rolls the spending back: the code stays good.
+        return Err(StoreError::Conflict(format!("the user {:?} exists", token.user)));
+    }
+    insert_token(&mut tx, token).await.map_err(|err| match err {
+        // Token ids are random: a collision is a failure, not a taken user name.
+        StoreError::Conflict(message) => StoreError::Other(format!("token id taken: {message}")),
+        other => other,
+    })?;
     tx.commit().await?;
     Ok(())
 }

@@ -1,0 +1,114 @@
+//! The database going away and coming back, for real: PostgreSQL reached through a TCP
+//! proxy the test cuts and restores. While it is gone requests fail fast with 503
+//! `STORE_UNAVAILABLE` (nothing hangs, nothing leaks); when it is back, service resumes by
+//! itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::Connection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{TestServer, json_of, test_config};
+
+/// Forwards connections on `listen` to `upstream` until cut: then the listener closes and
+/// every forwarded connection is dropped, as when the database host goes away.
+async fn proxy(listen: SocketAddr, upstream: SocketAddr) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind(listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = CancellationToken::new();
+    let stop = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut inbound, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => continue,
+                },
+                () = stop.cancelled() => return,
+            };
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+/// `url` with its `host:port` replaced by `addr`, and the `host:port` it had.
+fn through(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (creds, rest) = rest.rsplit_once('@').map_or(("", rest), |(c, r)| (c, r));
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = if host.contains(':') { host.to_owned() } else { format!("{host}:5432") };
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host).unwrap().next().unwrap();
+    let at = if creds.is_empty() { String::new() } else { format!("{creds}@") };
+    (format!("{scheme}://{at}{addr}/{path}"), upstream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_fail_fast_while_postgres_is_down_and_service_resumes_after() {
+    let Some(base) = crate::store_contract::postgres_url() else { return };
+    let schema = format!("parley_outage_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (_, upstream) = through(&base, "127.0.0.1:1".parse().unwrap());
+    let (addr, cut) = proxy("127.0.0.1:0".parse().unwrap(), upstream).await;
+    let (url, _) = through(&base, addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), None);
+    config.database_url = Some(crate::common::postgres::with_search_path(&url, &schema));
+    let server = TestServer::start(config).await;
+    let (status, _) =
+        server.post("/api/sessions/kept/messages", json!({"content": "before"})).await;
+    assert_eq!(status, 202);
+
+    cut.cancel();
+    let limit = Duration::from_secs(30);
+    for (method, path) in [("GET", "/api/sessions"), ("POST", "/api/chat")] {
+        let request = match method {
+            "GET" => server.client.get(server.url(path)),
+            _ => server.client.post(server.url(path)).json(&json!({"content": "during"})),
+        };
+        let response = tokio::time::timeout(limit, request.send()).await.expect("no hang").unwrap();
+        assert!(response.headers().contains_key("retry-after"));
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(body["code"], "STORE_UNAVAILABLE", "{path}: {body}");
+        assert!(!body.to_string().contains(&addr.to_string()), "no internals: {body}");
+    }
+    let ready = tokio::time::timeout(limit, server.client.get(server.url("/health/ready")).send());
+    let (status, body) = json_of(ready.await.expect("no hang").unwrap()).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["components"]["store"], "unavailable");
+
+    // Back on the same address: the server recovers by itself.
+    let (_, restored) = proxy(addr, upstream).await;
+    let mut answered = false;
+    for _ in 0..300 {
+        let (status, _) = server.get("/api/sessions").await;
+        if status == 200 {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "service resumed once the database was back");
+    let (status, body) = server.get("/api/sessions/kept").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"][0]["content"], "before", "nothing stored was lost");
+    restored.cancel();
+    drop(server);
+    let drop_schema = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop_schema)).execute(&mut admin).await.unwrap();
+}
