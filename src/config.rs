@@ -434,7 +434,7 @@ fn host_name() -> String {
 
 /// Hides the password of a URL like `postgres://user:secret@host/db`, or one given as its
 /// `password=` query parameter.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

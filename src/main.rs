@@ -33,6 +33,11 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Move an installation's data between stores.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print a fresh one-time pairing code (valid for an hour). Without `--user` it creates
     /// a new user; with it, it pairs a new device of that user.
     Pair {
@@ -44,6 +49,24 @@ enum Command {
         admin: bool,
         #[command(flatten)]
         overrides: Overrides,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Copy every user, token, session, message, turn, tool call, pairing code and audit
+    /// entry of one store into another (`sqlite://PATH`, `postgres://…`), keys kept. Stop
+    /// the servers using them first.
+    Copy {
+        /// The store to read.
+        #[arg(long)]
+        from: String,
+        /// The store to fill; it must be empty unless `--replace`.
+        #[arg(long)]
+        to: String,
+        /// Delete everything in the target first.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -142,6 +165,9 @@ fn main() -> anyhow::Result<()> {
         Command::Token { action, overrides } => {
             runtime.block_on(token(action, overrides.load(&cli.config)?))
         }
+        Command::Store { action: StoreAction::Copy { from, to, replace } } => {
+            runtime.block_on(copy_store(&from, &to, replace))
+        }
         Command::Pair { user, admin, overrides } => runtime.block_on(async {
             if user.as_deref().is_some_and(|user| !tokens::valid_user(user)) {
                 anyhow::bail!("user names are 1-64 characters of A-Z a-z 0-9 . _ -");
@@ -225,6 +251,27 @@ async fn token(action: TokenAction, config: Config) -> anyhow::Result<()> {
             store.audit(&audit("token_revoked", &record.user, &record.id)).await?;
             println!("revoked {} ({})", record.id, record.user);
         }
+    }
+    Ok(())
+}
+
+async fn copy_store(from: &str, to: &str, replace: bool) -> anyhow::Result<()> {
+    use parley::config::redact_url;
+    use parley::store::copy;
+    if from == to {
+        anyhow::bail!("--from and --to name the same store");
+    }
+    let source = copy::open_tables(from)
+        .await
+        .with_context(|| format!("opening the store {}", redact_url(from)))?;
+    let target = copy::open_tables(to)
+        .await
+        .with_context(|| format!("opening the store {}", redact_url(to)))?;
+    let copied = copy::copy(source.as_ref(), target.as_ref(), replace)
+        .await
+        .with_context(|| format!("copying {} to {}", redact_url(from), redact_url(to)))?;
+    for (table, rows) in copied {
+        println!("{table}\t{rows}");
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! Everything is append-only per message: appending costs the same at message 10 000 as at
 //! message 1, and reading a session never touches another session's rows.
 
+pub mod copy;
 mod postgres;
 mod sqlite;
 

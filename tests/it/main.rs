@@ -15,6 +15,7 @@ mod reliability;
 mod security;
 mod session_lifecycle;
 mod store_contract;
+mod store_copy;
 mod store_outage;
 mod tools;
 mod ws_chat;

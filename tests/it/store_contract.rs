@@ -60,9 +60,9 @@ pub(crate) fn postgres_url() -> Option<String> {
     static SAID: Once = Once::new();
     SAID.call_once(|| {
         let line = format!(
-            "\n*** SKIPPED: the store contract on PostgreSQL (store_contract::postgres::* pass \
-             without running). Set {POSTGRES_URL}=postgres://postgres@127.0.0.1:5432/test \
-             to run it. ***\n\n"
+            "\n*** SKIPPED: the tests on PostgreSQL (store_contract::postgres::*, store_copy, \
+             store_outage) pass without running. Set \
+             {POSTGRES_URL}=postgres://postgres@127.0.0.1:5432/test to run them. ***\n\n"
         );
         // Straight to fd 2: libtest captures what a passing test prints with eprintln!, and
         // this line must be seen.

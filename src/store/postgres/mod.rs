@@ -14,6 +14,7 @@
 //! (`message_count + 1`, `GREATEST(last_seq, …)`), never read and written back.
 
 mod auth;
+mod copy;
 mod maintenance;
 mod messages;
 mod sessions;

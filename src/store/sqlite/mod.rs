@@ -5,6 +5,7 @@
 //! `store/postgres/` mirrors it file for file.
 
 mod auth;
+mod copy;
 mod maintenance;
 mod messages;
 mod sessions;

@@ -1,0 +1,255 @@
+//! `parley store copy`: every row of one store into another, keys kept, so a single-node
+//! installation moves to PostgreSQL (or back) with its users, tokens, sessions, messages,
+//! turns, tool calls, pairing codes and audit log. Tables are read in key order, in batches,
+//! and written in dependency order; the target must be empty unless told to replace.
+
+use async_trait::async_trait;
+
+use super::{PostgresStore, SqliteStore, StoreError};
+
+/// One value of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Text(String),
+}
+
+/// What a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    /// Stored as an integer by SQLite and as a BOOLEAN by PostgreSQL.
+    Bool,
+    Text,
+}
+
+/// A table as both backends have it: its columns (the key first) and whether the key is a
+/// generated integer (a PostgreSQL sequence to move past the copied keys).
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, Kind)],
+    pub serial: bool,
+}
+
+use Kind::{Bool, Int, Text};
+
+/// Every table, parents before children.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "users",
+        columns: &[("id", Text), ("is_admin", Bool), ("created_at", Int)],
+        serial: false,
+    },
+    Table {
+        name: "sessions",
+        columns: &[
+            ("pk", Int),
+            ("user_id", Text),
+            ("id", Text),
+            ("name", Text),
+            ("state", Text),
+            ("message_count", Int),
+            ("last_seq", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+        serial: true,
+    },
+    Table {
+        name: "turns",
+        columns: &[
+            ("id", Text),
+            ("session_pk", Int),
+            ("status", Text),
+            ("error_code", Text),
+            ("error_message", Text),
+            ("model", Text),
+            ("prompt_tokens", Int),
+            ("completion_tokens", Int),
+            ("total_tokens", Int),
+            ("created_at", Int),
+            ("started_at", Int),
+            ("finished_at", Int),
+            ("duration_ms", Int),
+        ],
+        serial: false,
+    },
+    Table {
+        name: "messages",
+        columns: &[
+            ("id", Int),
+            ("session_pk", Int),
+            ("seq", Int),
+            ("turn_seq", Int),
+            ("turn_id", Text),
+            ("role", Text),
+            ("content", Text),
+            ("reasoning", Text),
+            ("tool_calls", Text),
+            ("tool_call_id", Text),
+            ("tool_name", Text),
+            ("status", Text),
+            ("created_at", Int),
+        ],
+        serial: true,
+    },
+    Table {
+        name: "tool_calls",
+        columns: &[
+            ("pk", Int),
+            ("session_pk", Int),
+            ("turn_id", Text),
+            ("call_id", Text),
+            ("name", Text),
+            ("args", Text),
+            ("output", Text),
+            ("is_error", Bool),
+            ("status", Text),
+            ("started_at", Int),
+            ("duration_ms", Int),
+        ],
+        serial: true,
+    },
+    Table {
+        name: "tokens",
+        columns: &[
+            ("id", Text),
+            ("user_id", Text),
+            ("hash", Text),
+            ("label", Text),
+            ("is_admin", Bool),
+            ("created_at", Int),
+            ("revoked_at", Int),
+        ],
+        serial: false,
+    },
+    Table {
+        name: "pairing_codes",
+        columns: &[
+            ("hash", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("used_at", Int),
+            ("user_id", Text),
+            ("is_admin", Bool),
+        ],
+        serial: false,
+    },
+    Table {
+        name: "audit",
+        columns: &[
+            ("id", Int),
+            ("at", Int),
+            ("kind", Text),
+            ("user_id", Text),
+            ("ip", Text),
+            ("detail", Text),
+        ],
+        serial: true,
+    },
+];
+
+impl Table {
+    /// The columns, comma-separated.
+    pub(super) fn column_list(&self) -> String {
+        self.columns.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The key column.
+    pub(super) fn key(&self) -> &'static str {
+        self.columns[0].0
+    }
+}
+
+/// Rows read or written at a time.
+pub const BATCH: u64 = 500;
+
+/// Raw access to a store's tables, for copying.
+#[async_trait]
+pub trait Tables: Send + Sync {
+    /// How many rows `table` has.
+    async fn count(&self, table: &Table) -> Result<u64, StoreError>;
+
+    /// Up to `limit` rows of `table` in key order, after the key `after` (from the first
+    /// without one).
+    async fn read(
+        &self,
+        table: &Table,
+        after: Option<&Cell>,
+        limit: u64,
+    ) -> Result<Vec<Vec<Cell>>, StoreError>;
+
+    /// Inserts `rows` (keys included), in one transaction.
+    async fn write(&self, table: &Table, rows: &[Vec<Cell>]) -> Result<(), StoreError>;
+
+    /// Deletes every row of every table.
+    async fn clear(&self) -> Result<(), StoreError>;
+
+    /// After a copy: generated keys continue past the copied ones.
+    async fn finish(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store at `url` for copying (applying its migrations, as `open` does).
+pub async fn open_tables(url: &str) -> Result<Box<dyn Tables>, StoreError> {
+    match url.split_once("://") {
+        Some(("sqlite", path)) => {
+            Ok(Box::new(SqliteStore::open(std::path::Path::new(path)).await?))
+        }
+        Some(("postgres" | "postgresql", _)) => Ok(Box::new(PostgresStore::open(url).await?)),
+        Some((scheme, _)) => Err(StoreError::UnsupportedUrl(scheme.to_owned())),
+        None => Err(StoreError::UnsupportedUrl(url.to_owned())),
+    }
+}
+
+/// Why a copy did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(
+        "the target already holds data ({rows} rows in {table}); pass --replace to empty it first"
+    )]
+    NotEmpty { table: &'static str, rows: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Copies every table of `from` into `to`; with `replace`, empties `to` first, else refuses
+/// a `to` that holds any row. Returns the rows copied per table.
+pub async fn copy(
+    from: &dyn Tables,
+    to: &dyn Tables,
+    replace: bool,
+) -> Result<Vec<(&'static str, u64)>, CopyError> {
+    if replace {
+        to.clear().await?;
+    } else {
+        for table in TABLES {
+            let rows = to.count(table).await?;
+            if rows > 0 {
+                return Err(CopyError::NotEmpty { table: table.name, rows });
+            }
+        }
+    }
+    let mut copied = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        let mut rows_copied = 0;
+        let mut after: Option<Cell> = None;
+        loop {
+            let rows = from.read(table, after.as_ref(), BATCH).await?;
+            if rows.is_empty() {
+                break;
+            }
+            to.write(table, &rows).await?;
+            rows_copied += rows.len() as u64;
+            after = rows.last().and_then(|row| row.first()).cloned();
+            if (rows.len() as u64) < BATCH {
+                break;
+            }
+        }
+        copied.push((table.name, rows_copied));
+    }
+    to.finish().await?;
+    Ok(copied)
+}

@@ -1,0 +1,123 @@
+//! `parley store copy`: a single-node installation moved to PostgreSQL and back keeps
+//! everything — its users and tokens (the same token still signs in), sessions, messages
+//! (any text), tool calls, pairing codes and audit log — and goes on where it stopped.
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::common::{FakeProvider, Script, TestServer, client_with, test_config};
+
+/// What a user sees of an installation: sessions with their messages and tool calls.
+async fn snapshot(server: &TestServer, token: &str) -> Value {
+    let client = client_with(token);
+    let get = |path: String| {
+        let request = client.get(server.url(&path));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let list = get("/api/sessions?limit=500".into()).await;
+    let mut sessions = Vec::new();
+    for item in list["items"].as_array().unwrap() {
+        let id = item["id"].as_str().unwrap();
+        let mut detail = get(format!("/api/sessions/{id}?limit=500")).await;
+        // A loaded session shows its last event's seq, one in the store only the bound
+        // its numbering resumes from: which it is depends on the server, not on the copy.
+        detail.as_object_mut().unwrap().remove("last_seq");
+        let calls = get(format!("/api/sessions/{id}/tool-calls")).await;
+        sessions.push(json!({"detail": detail, "tool_calls": calls}));
+    }
+    // The audit log, for an admin (others get no request-specific refusal to compare).
+    let audit = get("/api/audit".into()).await;
+    let audit = if audit.get("items").is_some() { audit } else { Value::Null };
+    json!({"sessions": sessions, "audit": audit, "total": list["total"]})
+}
+
+fn run_copy(from: &str, to: &str, replace: bool) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
+    command.args(["store", "copy", "--from", from, "--to", to]);
+    if replace {
+        command.arg("--replace");
+    }
+    command.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installation_moves_to_postgres_and_back_with_everything() {
+    let Some(base) = crate::store_contract::postgres_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("single.db").display());
+    let provider = FakeProvider::start().await;
+    provider.push([
+        Script::tool_call("c1", "list_dir", json!({"path": "."}), 2),
+        Script::text(&["listed"]),
+    ]);
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.database_url = Some(sqlite.clone());
+    let server = TestServer::start(config.clone()).await;
+    let admin = server.token.clone();
+    let (status, _) = server.chat("tools", "look around").await;
+    assert_eq!(status, 200);
+    let (status, _) = server.chat("odd", "a nul \u{0} and a \u{10FFFF} in text").await;
+    assert_eq!(status, 200);
+    let alice = server.token_for("alice", false).await;
+    let response = client_with(&alice)
+        .post(server.url("/api/chat"))
+        .json(&json!({"content": "alice's", "session_id": "hers"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, minted) = server.post("/api/pairing-codes", json!({"user": "alice"})).await;
+    assert_eq!(status, 201);
+    let code = minted["code"].as_str().unwrap().to_owned();
+    let before = snapshot(&server, &admin).await;
+    let alice_before = snapshot(&server, &alice).await;
+    server.stop().await;
+
+    let schema = format!("parley_copy_{}", uuid::Uuid::new_v4().simple());
+    let mut pg = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let postgres = crate::common::postgres::with_search_path(&base, &schema);
+    let copied = run_copy(&sqlite, &postgres, false);
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    let report = String::from_utf8(copied.stdout).unwrap();
+    assert!(report.contains("messages\t") && report.contains("tool_calls\t1"), "{report}");
+    // A target that holds data is refused unless told.
+    let again = run_copy(&sqlite, &postgres, false);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--replace"));
+
+    let mut moved = config.clone();
+    moved.database_url = Some(postgres.clone());
+    let server = TestServer::start(moved).await;
+    assert_eq!(snapshot(&server, &admin).await, before, "the same token sees the same");
+    assert_eq!(snapshot(&server, &alice).await, alice_before);
+    // A pairing code minted before the move still pairs a device of alice's.
+    let (status, paired) = server.post("/api/pair", json!({"code": code})).await;
+    assert_eq!((status.as_u16(), &paired["user"]), (201, &json!("alice")), "{paired}");
+    // It goes on where it stopped: new messages get new keys and later seqs.
+    let (status, body) = server.chat("tools", "and now?").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, detail) = server.get("/api/sessions/tools?limit=500").await;
+    let seqs: Vec<u64> =
+        detail["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let after = snapshot(&server, &admin).await;
+    assert_ne!(after, before, "the pairing and the new turn are in it");
+    server.stop().await;
+
+    // And back to a fresh SQLite file, by replacing one that holds something else.
+    let back = format!("sqlite://{}", dir.path().join("back.db").display());
+    parley::store::open(&back).await.unwrap();
+    let returned = run_copy(&postgres, &back, true);
+    assert!(returned.status.success(), "{}", String::from_utf8_lossy(&returned.stderr));
+    let mut home = config;
+    home.database_url = Some(back);
+    let server = TestServer::start(home).await;
+    assert_eq!(snapshot(&server, &admin).await, after);
+    server.stop().await;
+    let drop_schema = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop_schema)).execute(&mut pg).await.unwrap();
+}
