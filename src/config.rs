@@ -33,7 +33,7 @@ pub struct Config {
     /// Redis URL for the multi-node bus; unset means the in-process bus.
     pub redis_url: Option<String>,
     /// This node's name in logs, status and (multi-node) leases: 1-64 of
-    /// `A-Z a-z 0-9 . _ -`; unset, one is made up at each start (`<host>-<random>`).
+    /// `A-Z a-z 0-9 . _ -`; unset, one is made up at each start (`node-<random>`).
     pub node_id: Option<String>,
     pub provider: ProviderConfig,
     pub agent: AgentConfig,
@@ -335,20 +335,13 @@ impl Config {
         Ok(())
     }
 
-    /// The configured node id, or a new one made of the host name and random digits.
+    /// The configured node id, or a new random one (`node-` and 6 hex digits; not the host
+    /// name, which `/health/ready` would show to anyone).
     pub fn node_id(&self) -> String {
-        if let Some(id) = &self.node_id {
-            return id.clone();
+        match &self.node_id {
+            Some(id) => id.clone(),
+            None => format!("node-{}", crate::auth::tokens::random_hex(3)),
         }
-        let host: String = host_name()
-            .chars()
-            .map(
-                |c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' },
-            )
-            .take(40)
-            .collect();
-        let host = if host.is_empty() { "node".to_owned() } else { host };
-        format!("{host}-{}", crate::auth::tokens::random_hex(3))
     }
 
     /// The trusted proxies and the header they write.
@@ -418,18 +411,6 @@ fn render_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
             render_toml(out, &name, value);
         }
     }
-}
-
-/// The machine's host name, or nothing if it cannot be read.
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Hides the password of a URL like `postgres://user:secret@host/db`, or one given as its

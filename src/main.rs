@@ -258,13 +258,10 @@ async fn token(action: TokenAction, config: Config) -> anyhow::Result<()> {
 async fn copy_store(from: &str, to: &str, replace: bool) -> anyhow::Result<()> {
     use parley::config::redact_url;
     use parley::store::copy;
-    if from == to {
-        anyhow::bail!("--from and --to name the same store");
-    }
-    let source = copy::open_tables(from)
+    let source = copy::open_tables(from, true)
         .await
         .with_context(|| format!("opening the store {}", redact_url(from)))?;
-    let target = copy::open_tables(to)
+    let target = copy::open_tables(to, false)
         .await
         .with_context(|| format!("opening the store {}", redact_url(to)))?;
     let copied = copy::copy(source.as_ref(), target.as_ref(), replace)

@@ -111,9 +111,9 @@ impl TrustedProxies {
     }
 
     /// The client's address: the peer's, unless the peer is a trusted proxy; then the
-    /// rightmost hop of `Forwarded` (or, without it, `X-Forwarded-For`) that is not itself
-    /// a trusted proxy. A hop that cannot be read stops the walk: the last address known
-    /// for certain is used.
+    /// rightmost hop of the configured header that is not itself a trusted proxy. A hop
+    /// that cannot be read (or a header line that is not text) stops the walk: the last
+    /// address known for certain is used.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);
         if !self.trusts(peer) {

@@ -163,6 +163,13 @@ impl EventLog {
         Some(ring.reserved)
     }
 
+    /// Forgets a reservation asked for that did not happen (the store failed): the next
+    /// event asks again, so nothing waits for a bound that will never come.
+    pub fn reservation_failed(&self) {
+        let mut ring = self.ring();
+        ring.reserved = ring.durable;
+    }
+
     /// Records that the store holds a reservation up to `bound`, and publishes what
     /// waited for it.
     pub fn set_durable(&self, bound: u64) {
@@ -269,7 +276,8 @@ pub enum WatchItem {
     Resync {
         last_seq: u64,
     },
-    /// The log is gone (its session was deleted).
+    /// The log's live feed closed (the log itself is gone); not seen in practice, since
+    /// every watcher keeps its log. A deleted session ends with its `session_deleted` event.
     Closed,
 }
 

@@ -309,28 +309,33 @@ impl Runtime {
         }
         // The map stays locked until the row is gone, so nobody loads it again meanwhile.
         let mut sessions = self.inner.sessions.lock().await;
-        let removed = sessions.remove(&(user.to_owned(), id.to_owned()));
+        let key = (user.to_owned(), id.to_owned());
+        let loaded = sessions.get(&key).cloned();
         // An admission in flight finishes first, so its turn is cancelled with the others;
         // the ones after it see the mark and refuse.
-        let admissions = match &removed {
+        let admissions = match &loaded {
             Some(session) => Some(session.admission.lock().await),
             None => None,
         };
-        if let Some(session) = &removed {
-            let mut queue = session.queue();
-            // Whoever still holds it (a submission in flight) must load the session anew.
-            queue.evicted = true;
-            queue.running.iter().for_each(|r| r.cancel.cancel());
-            queue.pending.iter().for_each(|p| p.cancel.cancel());
-        }
+        // The row goes first: if that fails, the session stays as it was, watchers and all.
         let deleted = self.inner.store.delete_session(user, id).await;
+        if deleted.is_ok() {
+            sessions.remove(&key);
+            if let Some(session) = &loaded {
+                let mut queue = session.queue();
+                // Whoever still holds it (a submission in flight) must load the session anew.
+                queue.evicted = true;
+                queue.running.iter().for_each(|r| r.cancel.cancel());
+                queue.pending.iter().for_each(|p| p.cancel.cancel());
+            }
+        }
         drop(admissions);
         drop(sessions);
         deleted.map_err(|err| match err {
             StoreError::NotFound => RuntimeError::NotFound,
             other => other.into(),
         })?;
-        self.inner.deleted(user, id, removed.as_deref());
+        self.inner.deleted(user, id, loaded.as_deref());
         Ok(())
     }
 

@@ -139,7 +139,10 @@ impl LiveSession {
     /// they happen instead of waiting for a reservation.
     pub(crate) async fn ensure_reserved(&self) -> Result<(), StoreError> {
         if let Some(up_to) = self.log.reservation_due(SEQ_BLOCK) {
-            self.store.reserve_seq(self.pk, up_to as i64).await?;
+            if let Err(err) = self.store.reserve_seq(self.pk, up_to as i64).await {
+                self.log.reservation_failed();
+                return Err(err);
+            }
             self.log.set_durable(up_to);
         }
         Ok(())

@@ -10,18 +10,24 @@ use super::{PostgresStore, SqliteStore, StoreError};
 /// One value of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cell {
+    /// SQL NULL.
     Null,
+    /// An integer (keys, counts, epoch milliseconds).
     Int(i64),
+    /// A flag.
     Bool(bool),
+    /// Text, exactly as the caller stored it (U+0000 included).
     Text(String),
 }
 
 /// What a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// INTEGER / BIGINT.
     Int,
     /// Stored as an integer by SQLite and as a BOOLEAN by PostgreSQL.
     Bool,
+    /// TEXT.
     Text,
 }
 
@@ -29,8 +35,11 @@ pub enum Kind {
 /// generated integer (a PostgreSQL sequence to move past the copied keys).
 #[derive(Debug)]
 pub struct Table {
+    /// The table's name.
     pub name: &'static str,
+    /// Its columns, the key first.
     pub columns: &'static [(&'static str, Kind)],
+    /// Whether the key is generated (BIGSERIAL / AUTOINCREMENT).
     pub serial: bool,
 }
 
@@ -190,13 +199,22 @@ pub trait Tables: Send + Sync {
 
     /// After a copy: generated keys continue past the copied ones.
     async fn finish(&self) -> Result<(), StoreError>;
+
+    /// What tells this store from any other: the database file, or the server, database
+    /// and schema; two handles on one store have the same identity.
+    async fn identity(&self) -> Result<String, StoreError>;
 }
 
-/// Opens the store at `url` for copying (applying its migrations, as `open` does).
-pub async fn open_tables(url: &str) -> Result<Box<dyn Tables>, StoreError> {
+/// Opens the store at `url` for copying (applying its migrations, as `open` does). A SQLite
+/// source must exist (`must_exist`): a mistyped path must not read as an empty store.
+pub async fn open_tables(url: &str, must_exist: bool) -> Result<Box<dyn Tables>, StoreError> {
     match url.split_once("://") {
         Some(("sqlite", path)) => {
-            Ok(Box::new(SqliteStore::open(std::path::Path::new(path)).await?))
+            let path = std::path::Path::new(path);
+            if must_exist && !path.is_file() {
+                return Err(StoreError::Other(format!("no SQLite database at {}", path.display())));
+            }
+            Ok(Box::new(SqliteStore::open(path).await?))
         }
         Some(("postgres" | "postgresql", _)) => Ok(Box::new(PostgresStore::open(url).await?)),
         Some((scheme, _)) => Err(StoreError::UnsupportedUrl(scheme.to_owned())),
@@ -207,10 +225,18 @@ pub async fn open_tables(url: &str) -> Result<Box<dyn Tables>, StoreError> {
 /// Why a copy did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    /// The target has rows and `replace` was not asked for.
     #[error(
         "the target already holds data ({rows} rows in {table}); pass --replace to empty it first"
     )]
     NotEmpty { table: &'static str, rows: u64 },
+    /// The source has no row at all: most likely a wrong URL.
+    #[error("the source holds no data: is --from the right store?")]
+    EmptySource,
+    /// Source and target are one store: with `--replace` the copy would empty it.
+    #[error("--from and --to are the same store")]
+    SameStore,
+    /// Reading or writing failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -222,6 +248,16 @@ pub async fn copy(
     to: &dyn Tables,
     replace: bool,
 ) -> Result<Vec<(&'static str, u64)>, CopyError> {
+    if from.identity().await? == to.identity().await? {
+        return Err(CopyError::SameStore);
+    }
+    let mut source_rows = 0;
+    for table in TABLES {
+        source_rows += from.count(table).await?;
+    }
+    if source_rows == 0 {
+        return Err(CopyError::EmptySource);
+    }
     if replace {
         to.clear().await?;
     } else {

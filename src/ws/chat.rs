@@ -371,6 +371,15 @@ impl Connection {
                     // The followed session only: one deleted meanwhile is not brought back.
                     Some(id) => match runtime.submit(user, Target::Existing(id), turn).await {
                         Err(RuntimeError::NotFound) => {
+                            // Deleted meanwhile: pass on what its log still holds (its
+                            // `session_deleted`) before starting anew.
+                            while let Some(item) =
+                                self.followed.as_mut().and_then(|(_, watch)| watch.try_next())
+                            {
+                                if self.forward(socket, item).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
                             self.detach();
                             None
                         }

@@ -274,8 +274,9 @@ async fn only_a_code_minted_as_an_admin_code_pairs_an_admin() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     };
-    // Minted while nobody can use the server: the owner's code.
+    // Minted while nobody can use the server: the owner's codes (one per start, say).
     let owner_code = run(&["pair"]);
+    let second_owner_code = run(&["pair"]);
     run(&["token", "create", "--user", "someone"]);
     let plain_code = run(&["pair"]);
     let mut config = test_config(dir.path(), None);
@@ -301,4 +302,7 @@ async fn only_a_code_minted_as_an_admin_code_pairs_an_admin() {
     // ...and only the owner's code makes an admin.
     let (status, body) = pair(owner_code).await;
     assert_eq!((status.as_u16(), &body["admin"]), (201, &json!(true)), "{body}");
+    // Once the owner has paired, the other owner codes are spent: no second owner.
+    let (status, body) = pair(second_owner_code).await;
+    assert_eq!(status, 401, "{body}");
 }

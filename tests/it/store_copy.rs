@@ -69,6 +69,21 @@ async fn an_installation_moves_to_postgres_and_back_with_everything() {
     let (status, minted) = server.post("/api/pairing-codes", json!({"user": "alice"})).await;
     assert_eq!(status, 201);
     let code = minted["code"].as_str().unwrap().to_owned();
+    // More rows than one batch, in tables keyed by text and by number.
+    for n in 0..600 {
+        parley::auth::tokens::issue(server.store.as_ref(), &format!("u{n}"), false, None)
+            .await
+            .unwrap();
+        let entry = parley::store::AuditEntry {
+            at: n,
+            kind: "filler".into(),
+            user: None,
+            ip: None,
+            detail: Some(format!("entry {n}")),
+        };
+        server.store.audit(&entry).await.unwrap();
+    }
+    let tokens_before = server.store.list_tokens().await.unwrap();
     let before = snapshot(&server, &admin).await;
     let alice_before = snapshot(&server, &alice).await;
     server.stop().await;
@@ -84,6 +99,8 @@ async fn an_installation_moves_to_postgres_and_back_with_everything() {
     assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
     let report = String::from_utf8(copied.stdout).unwrap();
     assert!(report.contains("messages\t") && report.contains("tool_calls\t1"), "{report}");
+    assert!(report.contains(&format!("tokens\t{}", tokens_before.len())), "{report}");
+    assert!(report.contains("users\t60"), "{report}");
     // A target that holds data is refused unless told.
     let again = run_copy(&sqlite, &postgres, false);
     assert!(!again.status.success());
@@ -92,6 +109,16 @@ async fn an_installation_moves_to_postgres_and_back_with_everything() {
     let mut moved = config.clone();
     moved.database_url = Some(postgres.clone());
     let server = TestServer::start(moved).await;
+    let mut tokens_after = server.store.list_tokens().await.unwrap();
+    tokens_after.retain(|token| token.label.as_deref() != Some("tests"));
+    let mut expected = tokens_before.clone();
+    expected.retain(|token| token.label.as_deref() != Some("tests"));
+    let ids = |tokens: &[parley::store::TokenRecord]| {
+        let mut ids: Vec<String> = tokens.iter().map(|t| format!("{} {}", t.id, t.user)).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&tokens_after), ids(&expected), "every token, keys kept");
     assert_eq!(snapshot(&server, &admin).await, before, "the same token sees the same");
     assert_eq!(snapshot(&server, &alice).await, alice_before);
     // A pairing code minted before the move still pairs a device of alice's.
@@ -108,16 +135,78 @@ async fn an_installation_moves_to_postgres_and_back_with_everything() {
     assert_ne!(after, before, "the pairing and the new turn are in it");
     server.stop().await;
 
-    // And back to a fresh SQLite file, by replacing one that holds something else.
+    // Copying a store onto itself, or from a file that is not there, is refused.
+    let alias = format!("sqlite://{}/./single.db", dir.path().display());
+    let itself = run_copy(&sqlite, &alias, true);
+    assert!(String::from_utf8_lossy(&itself.stderr).contains("same store"), "{itself:?}");
+    let missing = run_copy("sqlite:///nowhere/parley.db", &postgres, true);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no SQLite database"));
+    // And back to SQLite, replacing a file that holds something else.
     let back = format!("sqlite://{}", dir.path().join("back.db").display());
-    parley::store::open(&back).await.unwrap();
+    let other = parley::store::open(&back).await.unwrap();
+    parley::auth::tokens::issue(other.as_ref(), "stranger", true, None).await.unwrap();
+    drop(other);
+    let refused = run_copy(&postgres, &back, false);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--replace"));
     let returned = run_copy(&postgres, &back, true);
     assert!(returned.status.success(), "{}", String::from_utf8_lossy(&returned.stderr));
     let mut home = config;
     home.database_url = Some(back);
     let server = TestServer::start(home).await;
     assert_eq!(snapshot(&server, &admin).await, after);
+    let strangers = server.store.list_tokens().await.unwrap();
+    assert!(strangers.iter().all(|t| t.user != "stranger"), "--replace emptied it first");
     server.stop().await;
     let drop_schema = format!("DROP SCHEMA {schema} CASCADE");
     sqlx::raw_sql(sqlx::AssertSqlSafe(drop_schema)).execute(&mut pg).await.unwrap();
+}
+
+/// Every table and column the migrations make, as `name.column` in order.
+fn columns_of_tables() -> Vec<String> {
+    parley::store::copy::TABLES
+        .iter()
+        .flat_map(|table| {
+            table.columns.iter().map(move |(column, _)| format!("{}.{column}", table.name))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_copy_knows_every_table_and_column_of_both_backends() {
+    let mut expected = columns_of_tables();
+    expected.sort();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("schema.db").display());
+    drop(parley::store::open(&url).await.unwrap());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut sqlite: Vec<String> = sqlx::query_scalar(
+        "SELECT m.name || '.' || p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name NOT IN ('schema_migrations', 'sqlite_sequence')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    sqlite.sort();
+    assert_eq!(sqlite, expected, "store::copy::TABLES matches the SQLite migrations");
+    let Some(base) = crate::store_contract::postgres_url() else { return };
+    let schema = format!("parley_columns_{}", uuid::Uuid::new_v4().simple());
+    let mut pg = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let url = crate::common::postgres::with_search_path(&base, &schema);
+    drop(parley::store::open(&url).await.unwrap());
+    let mut postgres: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name || '.' || column_name FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name <> 'schema_migrations'",
+    )
+    .bind(&schema)
+    .fetch_all(&mut pg)
+    .await
+    .unwrap();
+    postgres.sort();
+    let drop_schema = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop_schema)).execute(&mut pg).await.unwrap();
+    assert_eq!(postgres, expected, "store::copy::TABLES matches the PostgreSQL migrations");
 }

@@ -11,6 +11,7 @@ use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::common::live::WsClient;
 use crate::common::{TestServer, json_of, test_config};
 
 /// Forwards connections on `listen` to `upstream` until cut: then the listener closes and
@@ -68,6 +69,9 @@ async fn requests_fail_fast_while_postgres_is_down_and_service_resumes_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), None);
     config.database_url = Some(crate::common::postgres::with_search_path(&url, &schema));
+    // Without authentication, requests reach the runtime's store calls (with it, the token
+    // lookup would be the first to fail).
+    config.auth.mode = "none".into();
     let server = TestServer::start(config).await;
     let (status, _) =
         server.post("/api/sessions/kept/messages", json!({"content": "before"})).await;
@@ -87,6 +91,12 @@ async fn requests_fail_fast_while_postgres_is_down_and_service_resumes_after() {
         assert_eq!(body["code"], "STORE_UNAVAILABLE", "{path}: {body}");
         assert!(!body.to_string().contains(&addr.to_string()), "no internals: {body}");
     }
+    // A WebSocket is told the same in its `error` frame.
+    let opened =
+        tokio::time::timeout(limit, WsClient::connect(&server, "/ws/chat?session_id=kept"));
+    let mut ws = opened.await.expect("no hang");
+    let error = tokio::time::timeout(limit, ws.next_of("error")).await.expect("no hang");
+    assert_eq!(error["code"], "STORE_UNAVAILABLE", "{error}");
     let ready = tokio::time::timeout(limit, server.client.get(server.url("/health/ready")).send());
     let (status, body) = json_of(ready.await.expect("no hang").unwrap()).await;
     assert_eq!(status, 503);

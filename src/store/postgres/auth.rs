@@ -177,6 +177,17 @@ pub(super) async fn pair(
         StoreError::Conflict(message) => StoreError::Other(format!("token id taken: {message}")),
         other => other,
     })?;
+    if new_user && token.admin {
+        // The server has its owner now: the other owner codes (one per start without a
+        // token, printed to a console or a log) must not make a second one.
+        sqlx::query(
+            "UPDATE pairing_codes SET used_at = $1 \
+             WHERE used_at IS NULL AND user_id IS NULL AND is_admin = TRUE",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -113,4 +113,16 @@ impl Tables for PostgresStore {
         }
         Ok(())
     }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        // The cluster's own identifier (the same however the server is reached), the
+        // database and the schema the tables live in.
+        let (cluster, database, schema): (i64, String, String) = sqlx::query_as(
+            "SELECT (SELECT system_identifier FROM pg_control_system()), current_database(), \
+             current_schema()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(format!("postgres:{cluster}/{database}/{schema}"))
+    }
 }

@@ -96,4 +96,14 @@ impl Tables for SqliteStore {
         // AUTOINCREMENT keys already continue past the largest key inserted.
         Ok(())
     }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        // The main database's file, as SQLite resolved it.
+        let file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&self.pool)
+                .await?;
+        let canonical = std::fs::canonicalize(&file).map_or(file, |p| p.display().to_string());
+        Ok(format!("sqlite:{canonical}"))
+    }
 }
