@@ -85,7 +85,7 @@ pub struct Auth {
     per_token: RateLimiter,
     per_ip: RateLimiter,
     failures: Lockouts,
-    pub pairing_failures: Lockouts,
+    pairing_failures: Lockouts,
     revocations: broadcast::Sender<String>,
 }
 

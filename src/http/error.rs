@@ -28,16 +28,12 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String },
     #[error("{0} not found")]
     NotFound(&'static str),
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
     #[error("the request body is too large")]
     BodyTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("this method is not allowed here")]
     MethodNotAllowed,
-    #[error("{0}")]
-    Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{message}")]
@@ -102,11 +98,9 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
@@ -150,14 +144,11 @@ impl ApiError {
             ApiError::Store(StoreError::NotFound) | ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Store(StoreError::Conflict(_)) => "CONFLICT",
             ApiError::Store(_) | ApiError::Internal(_) => "INTERNAL_ERROR",
-            ApiError::BadRequest { code, .. }
-            | ApiError::Unprocessable { code, .. }
-            | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::Turn { error, .. } => error.code(),
             ApiError::BodyTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ApiError::Unauthorized(_) => "AUTH_ERROR",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::TooManyConnections => "TOO_MANY_CONNECTIONS",

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::{PostgresStore, SqliteStore, StoreError};
+use super::{Backend, PostgresStore, SqliteStore, StoreError};
 
 /// One value of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,15 +162,39 @@ pub const TABLES: &[Table] = &[
 ];
 
 impl Table {
-    /// The columns, comma-separated.
-    pub(super) fn column_list(&self) -> String {
-        self.columns.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
-    }
-
     /// The key column.
     pub(super) fn key(&self) -> &'static str {
         self.columns[0].0
     }
+
+    /// `SELECT COUNT(*)` of the table.
+    pub(super) fn count_sql(&self) -> String {
+        format!("SELECT COUNT(*) FROM {}", self.name)
+    }
+
+    /// A page in key order: `$1` is the limit, or with `after`, `$1` the key to start
+    /// after and `$2` the limit. The same SQL on both backends.
+    pub(super) fn read_sql(&self, after: bool) -> String {
+        let columns = self.columns.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+        let (name, key) = (self.name, self.key());
+        if after {
+            format!("SELECT {columns} FROM {name} WHERE {key} > $1 ORDER BY {key} LIMIT $2")
+        } else {
+            format!("SELECT {columns} FROM {name} ORDER BY {key} LIMIT $1")
+        }
+    }
+
+    /// One row's `INSERT`, every column bound in order.
+    pub(super) fn insert_sql(&self) -> String {
+        let columns = self.columns.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+        let values: Vec<String> = (1..=self.columns.len()).map(|i| format!("${i}")).collect();
+        format!("INSERT INTO {} ({columns}) VALUES ({})", self.name, values.join(", "))
+    }
+}
+
+/// `DELETE` statements that empty every table, children first.
+pub(super) fn clear_sql() -> impl Iterator<Item = String> {
+    TABLES.iter().rev().map(|table| format!("DELETE FROM {}", table.name))
 }
 
 /// Rows read or written at a time.
@@ -208,17 +232,14 @@ pub trait Tables: Send + Sync {
 /// Opens the store at `url` for copying (applying its migrations, as `open` does). A SQLite
 /// source must exist (`must_exist`): a mistyped path must not read as an empty store.
 pub async fn open_tables(url: &str, must_exist: bool) -> Result<Box<dyn Tables>, StoreError> {
-    match url.split_once("://") {
-        Some(("sqlite", path)) => {
-            let path = std::path::Path::new(path);
+    match Backend::of(url)? {
+        Backend::Sqlite(path) => {
             if must_exist && !path.is_file() {
                 return Err(StoreError::Other(format!("no SQLite database at {}", path.display())));
             }
             Ok(Box::new(SqliteStore::open(path).await?))
         }
-        Some(("postgres" | "postgresql", _)) => Ok(Box::new(PostgresStore::open(url).await?)),
-        Some((scheme, _)) => Err(StoreError::UnsupportedUrl(scheme.to_owned())),
-        None => Err(StoreError::UnsupportedUrl(url.to_owned())),
+        Backend::Postgres => Ok(Box::new(PostgresStore::open(url).await?)),
     }
 }
 

@@ -448,11 +448,27 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store named by `url`, creating and migrating it as needed.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    match url.split_once("://") {
-        Some(("sqlite", path)) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
-        Some(("postgres" | "postgresql", _)) => Ok(Arc::new(PostgresStore::open(url).await?)),
-        Some((scheme, _)) => Err(StoreError::UnsupportedUrl(scheme.to_owned())),
-        None => Err(StoreError::UnsupportedUrl(url.to_owned())),
+    match Backend::of(url)? {
+        Backend::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
+        Backend::Postgres => Ok(Arc::new(PostgresStore::open(url).await?)),
+    }
+}
+
+/// The backend a store URL names.
+enum Backend<'a> {
+    Sqlite(&'a Path),
+    Postgres,
+}
+
+impl<'a> Backend<'a> {
+    /// `sqlite://PATH`, `postgres://…` or `postgresql://…`; anything else is refused.
+    fn of(url: &'a str) -> Result<Self, StoreError> {
+        match url.split_once("://") {
+            Some(("sqlite", path)) => Ok(Backend::Sqlite(Path::new(path))),
+            Some(("postgres" | "postgresql", _)) => Ok(Backend::Postgres),
+            Some((scheme, _)) => Err(StoreError::UnsupportedUrl(scheme.to_owned())),
+            None => Err(StoreError::UnsupportedUrl(url.to_owned())),
+        }
     }
 }
 

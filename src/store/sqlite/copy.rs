@@ -6,7 +6,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 
 use super::{SqliteStore, write};
 use crate::store::StoreError;
-use crate::store::copy::{Cell, Kind, TABLES, Table, Tables};
+use crate::store::copy::{Cell, Kind, Table, Tables, clear_sql};
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments>;
 
@@ -37,7 +37,7 @@ fn cells(table: &Table, row: &SqliteRow) -> Result<Vec<Cell>, sqlx::Error> {
 #[async_trait]
 impl Tables for SqliteStore {
     async fn count(&self, table: &Table) -> Result<u64, StoreError> {
-        let sql = format!("SELECT COUNT(*) FROM {}", table.name);
+        let sql = table.count_sql();
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await?;
         Ok(count as u64)
     }
@@ -48,14 +48,7 @@ impl Tables for SqliteStore {
         after: Option<&Cell>,
         limit: u64,
     ) -> Result<Vec<Vec<Cell>>, StoreError> {
-        let (columns, key, name) = (table.column_list(), table.key(), table.name);
-        let sql = match after {
-            None => format!("SELECT {columns} FROM {name} ORDER BY {key} LIMIT $1"),
-            Some(_) => {
-                format!("SELECT {columns} FROM {name} WHERE {key} > $1 ORDER BY {key} LIMIT $2")
-            }
-        };
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(table.read_sql(after.is_some())));
         if let Some(after) = after {
             query = bind(query, after);
         }
@@ -65,14 +58,7 @@ impl Tables for SqliteStore {
     }
 
     async fn write(&self, table: &Table, rows: &[Vec<Cell>]) -> Result<(), StoreError> {
-        let placeholders: Vec<String> =
-            (1..=table.columns.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            table.name,
-            table.column_list(),
-            placeholders.join(", ")
-        );
+        let sql = table.insert_sql();
         let mut tx = write(&self.pool).await?;
         for row in rows {
             let query = row.iter().fold(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), bind);
@@ -84,8 +70,7 @@ impl Tables for SqliteStore {
 
     async fn clear(&self) -> Result<(), StoreError> {
         let mut tx = write(&self.pool).await?;
-        for table in TABLES.iter().rev() {
-            let sql = format!("DELETE FROM {}", table.name);
+        for sql in clear_sql() {
             sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
         }
         tx.commit().await?;
