@@ -44,6 +44,9 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Seconds running turns get to finish on shutdown before they are cancelled.
     pub shutdown_grace_secs: u64,
+    /// Seconds a session's lease lasts unless its node renews it (every third of it): how
+    /// long, multi-node, a session whose node died waits before another node takes it over.
+    pub lease_secs: f64,
     /// Reverse proxies (addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-For`
     /// headers name the client; empty: those headers are ignored. From the environment, a
     /// comma-separated list (`PARLEY_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`).
@@ -86,6 +89,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             stream: StreamConfig::default(),
             shutdown_grace_secs: 10,
+            lease_secs: 15.0,
             trusted_proxies: Vec::new(),
             forwarded_header: "x-forwarded-for".into(),
         }

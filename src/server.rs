@@ -18,21 +18,12 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::tools::Registry;
 use crate::{providers, store};
 
-/// Opens the store (recovering what a crash left running), builds the provider, tools,
-/// bus and runtime.
+/// Opens the store, builds the provider, tools, bus and runtime, and takes over the
+/// sessions a crash left unfinished.
 pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let store = store::open(&config.database_url())
         .await
         .with_context(|| format!("opening the store {}", config.redacted_database_url()))?;
-    let recovery = store.recover().await.context("recovering interrupted turns")?;
-    if recovery != Default::default() {
-        tracing::warn!(
-            turns = recovery.turns,
-            messages = recovery.messages,
-            tool_calls = recovery.tool_calls,
-            "marked work left running by the last stop as interrupted"
-        );
-    }
     if config.redis_url.is_some() {
         anyhow::bail!("PARLEY_REDIS_URL is set, but the Redis bus is not available yet; unset it");
     }
@@ -65,8 +56,18 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
             page_hints: config.agent.page_hints.clone(),
             approval_timeout: Duration::try_from_secs_f64(config.tools.approval_timeout_secs)
                 .unwrap_or(Duration::from_secs(120)),
+            lease: Duration::try_from_secs_f64(config.lease_secs)
+                .unwrap_or(Duration::from_secs(15))
+                .max(Duration::from_secs(1)),
+            // No cluster bus: this node is the only one.
+            exclusive: config.redis_url.is_none(),
         },
     );
+    // What the last stop left unfinished: interrupted turns are marked, queued ones run.
+    let adopted = runtime.adopt_orphans().await.context("taking over unfinished sessions")?;
+    if adopted > 0 {
+        tracing::warn!(sessions = adopted, "took over sessions the last stop left unfinished");
+    }
     let auth = Arc::new(Auth::new(&config, runtime.store().clone()));
     let connections = Arc::new(Connections::new(
         config.limits.max_connections,

@@ -76,7 +76,9 @@ impl ApiError {
                 RuntimeError::QueueFull { .. } | RuntimeError::RateLimited { .. } => {
                     StatusCode::TOO_MANY_REQUESTS
                 }
-                RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                RuntimeError::ShuttingDown | RuntimeError::SessionBusy => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 RuntimeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Auth(err) => match err {
@@ -127,6 +129,7 @@ impl ApiError {
                 RuntimeError::QueueFull { .. } => "SESSION_QUEUE_FULL",
                 RuntimeError::RateLimited { .. } => "RATE_LIMITED",
                 RuntimeError::ShuttingDown => "SHUTTING_DOWN",
+                RuntimeError::SessionBusy => "SESSION_BUSY",
                 RuntimeError::Store(_) => "INTERNAL_ERROR",
             },
             ApiError::Auth(err) => match err {
@@ -185,7 +188,9 @@ impl ApiError {
             return Some(2);
         }
         match self {
-            ApiError::Runtime(RuntimeError::QueueFull { .. }) => Some(1),
+            ApiError::Runtime(RuntimeError::QueueFull { .. } | RuntimeError::SessionBusy) => {
+                Some(1)
+            }
             ApiError::RateLimited { retry_after, .. }
             | ApiError::Auth(AuthError::RateLimited { retry_after, .. })
             | ApiError::Runtime(RuntimeError::RateLimited { retry_after, .. }) => {

@@ -145,7 +145,7 @@ async fn admit(
     let seq = slot.seq;
     let message =
         NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
-    let stored = inner.store.create_turn(session.pk, &turn_id, &message).await;
+    let stored = inner.store.create_turn(session.fence, &turn_id, &message).await;
     let mut queue = session.queue();
     queue.admitting -= 1;
     if let Err(err) = stored {

@@ -35,6 +35,8 @@ struct Ring {
     /// Live delivery to this node's watchers; made by the first one, dropped when the
     /// last is gone (a log nobody watches keeps no buffered events).
     live: Option<broadcast::Sender<Arc<Event>>>,
+    /// Closed for good ([`EventLog::close`]): nothing more is published or delivered.
+    closed: bool,
 }
 
 /// Events a watcher may fall behind the live feed before it catches up from the ring.
@@ -85,6 +87,7 @@ impl EventLog {
             held: VecDeque::new(),
             terminal: None,
             live: None,
+            closed: false,
         };
         Self {
             ring: Mutex::new(ring),
@@ -141,6 +144,9 @@ impl EventLog {
     ) -> Arc<Event> {
         let event = Arc::new(Event::new(seq, session_id, turn_id, kind));
         let mut ring = self.ring();
+        if ring.closed {
+            return event;
+        }
         let index = seq.checked_sub(ring.published + 1).map(|i| i as usize);
         match index.and_then(|i| ring.held.get_mut(i)) {
             Some(slot @ None) => *slot = Some(event.clone()),
@@ -180,6 +186,10 @@ impl EventLog {
 
     /// Publishes held events from the front while they are made and durable.
     fn release(&self, ring: &mut Ring) {
+        if ring.closed {
+            ring.held.clear();
+            return;
+        }
         while ring.published < ring.durable && matches!(ring.held.front(), Some(Some(_))) {
             let Some(Some(event)) = ring.held.pop_front() else { break };
             if ring.terminal.is_some() {
@@ -201,6 +211,15 @@ impl EventLog {
             }
             ring.events.push_back(event);
         }
+    }
+
+    /// Stops publishing: events still held are dropped, and the live feed's end reaches
+    /// every watcher once it has read what was published.
+    pub fn close(&self) {
+        let mut ring = self.ring();
+        ring.held.clear();
+        ring.closed = true;
+        ring.live = None;
     }
 
     /// When the last event was appended (epoch ms).
@@ -242,7 +261,12 @@ impl EventLog {
         // is dropped from the live side by its seq.
         let live = {
             let mut ring = self.ring();
-            ring.live.get_or_insert_with(|| broadcast::channel(LIVE_CAPACITY).0).subscribe()
+            if ring.closed {
+                // The sender goes at once: the watcher sees the end after the replay.
+                broadcast::channel(1).0.subscribe()
+            } else {
+                ring.live.get_or_insert_with(|| broadcast::channel(LIVE_CAPACITY).0).subscribe()
+            }
         };
         let after = after.unwrap_or_else(|| self.last_seq());
         let mut watch =

@@ -7,6 +7,7 @@ mod admission;
 mod approvals;
 mod event;
 mod history;
+mod lease;
 mod log;
 mod partials;
 mod session;
@@ -53,6 +54,10 @@ pub enum RuntimeError {
     ShuttingDown,
     #[error("no pending approval with that id")]
     ApprovalNotFound,
+    /// Another node holds the session's lease (runs its turns) and this one cannot reach
+    /// it; the client should try again shortly.
+    #[error("the session is busy on another node; try again shortly")]
+    SessionBusy,
     #[error("{message}")]
     RateLimited { message: &'static str, retry_after: Duration },
     #[error(transparent)]
@@ -113,6 +118,12 @@ pub struct RuntimeConfig {
     pub page_hints: BTreeMap<String, String>,
     /// How long an `ask` tool call waits for a decision.
     pub approval_timeout: Duration,
+    /// How long a session's lease lasts unless renewed: the most a session whose node died
+    /// waits before another node takes it over.
+    pub lease: Duration,
+    /// Whether this node runs alone (no cluster bus): it then takes any session's lease,
+    /// since a holder other than itself can only be its own earlier, killed life.
+    pub exclusive: bool,
 }
 
 /// Lifecycle events each user's global feed keeps for resuming clients.
@@ -132,6 +143,10 @@ pub(crate) struct Inner {
     max_content_bytes: usize,
     turn_limiter: RateLimiter,
     max_concurrent_turns: usize,
+    lease: Duration,
+    exclusive: bool,
+    /// Stops the lease renewal, once the last turn has ended at shutdown.
+    leases_done: CancellationToken,
     sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<LiveSession>>>,
     approvals: Approvals,
     /// Each user's lifecycle feed, created on first use.
@@ -166,29 +181,34 @@ impl Runtime {
         agent: Agent,
         config: RuntimeConfig,
     ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                node_id: config.node_id,
-                partials: partials::Partials::start(store.clone()),
-                store,
-                bus,
-                agent,
-                system_prompt: config.system_prompt,
-                page_hints: config.page_hints,
-                approval_timeout: config.approval_timeout,
-                approvals: Approvals::default(),
-                feeds: std::sync::Mutex::new(HashMap::new()),
-                queue_depth: config.queue_depth,
-                event_log_capacity: config.event_log_capacity,
-                max_content_bytes: config.max_content_bytes,
-                turn_limiter: RateLimiter::per_minute(config.turns_per_minute),
-                max_concurrent_turns: config.max_concurrent_turns,
-                sessions: tokio::sync::Mutex::new(HashMap::new()),
-                tracker: TaskTracker::new(),
-                stopping: CancellationToken::new(),
-                hard_stop: CancellationToken::new(),
-            }),
-        }
+        let leases_done = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            node_id: config.node_id,
+            partials: partials::Partials::start(store.clone()),
+            store,
+            bus,
+            agent,
+            system_prompt: config.system_prompt,
+            page_hints: config.page_hints,
+            approval_timeout: config.approval_timeout,
+            approvals: Approvals::default(),
+            feeds: std::sync::Mutex::new(HashMap::new()),
+            queue_depth: config.queue_depth,
+            event_log_capacity: config.event_log_capacity,
+            max_content_bytes: config.max_content_bytes,
+            turn_limiter: RateLimiter::per_minute(config.turns_per_minute),
+            max_concurrent_turns: config.max_concurrent_turns,
+            lease: config.lease,
+            exclusive: config.exclusive,
+            leases_done: leases_done.clone(),
+            sessions: tokio::sync::Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        let every = (config.lease / 3).max(Duration::from_millis(100));
+        tokio::spawn(lease::keep(Arc::downgrade(&inner), every, leases_done));
+        Self { inner }
     }
 
     /// The store the runtime writes to.
@@ -230,11 +250,12 @@ impl Runtime {
             let stored = self.inner.store.session(user, id).await?.ok_or(RuntimeError::NotFound)?;
             (stored, false)
         };
+        let lease = self.inner.take_lease(stored.pk).await?;
         let session = Arc::new(LiveSession::new(
             user,
             id,
-            stored.pk,
-            stored.reserved_seq,
+            lease.fence,
+            lease.reserved_seq,
             self.inner.event_log_capacity,
             self.inner.store.clone(),
             self.inner.bus.clone(),
@@ -244,6 +265,7 @@ impl Runtime {
         if created {
             self.inner.lifecycle(&session, None, EventKind::SessionCreated);
         }
+        self.inner.adopt(&session, lease);
         Ok((session, created))
     }
 
@@ -453,7 +475,13 @@ impl Runtime {
         let idle_ms = idle.as_millis() as i64;
         let mut sessions = self.inner.sessions.lock().await;
         let before = sessions.len();
-        sessions.retain(|_, session| !session.try_evict(now, idle_ms));
+        sessions.retain(|_, session| {
+            let evict = session.try_evict(now, idle_ms);
+            if evict {
+                self.inner.release(session);
+            }
+            !evict
+        });
         before - sessions.len()
     }
 
@@ -466,6 +494,15 @@ impl Runtime {
             tracing::warn!("turns still running after the grace period; interrupting them");
             self.inner.hard_stop.cancel();
             self.inner.tracker.wait().await;
+        }
+        // Every turn has ended: the leases go, so another node can take the sessions at
+        // once instead of waiting for them to expire.
+        self.inner.leases_done.cancel();
+        let loaded: Vec<_> = self.inner.sessions.lock().await.drain().map(|(_, s)| s).collect();
+        for session in loaded {
+            if let Err(err) = self.inner.store.release_lease(session.fence).await {
+                tracing::warn!(%err, "releasing a session lease at shutdown failed");
+            }
         }
     }
 }

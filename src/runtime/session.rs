@@ -11,7 +11,7 @@ use super::TurnOutcome;
 use super::event::{Event, EventKind};
 use super::log::{EventLog, Watch};
 use crate::bus::Bus;
-use crate::store::{Store, StoreError};
+use crate::store::{Fence, Store, StoreError};
 
 /// How many sequence numbers are reserved in the store at a time; the reservation is
 /// renewed when half of it is used. Events past the durable reservation wait for it, so a
@@ -49,6 +49,8 @@ pub(crate) struct Queue {
     pub admitting: usize,
     /// Dropped from the runtime's map: whoever still holds it must load the session anew.
     pub evicted: bool,
+    /// Another node took the session's lease: nothing here may write or publish any more.
+    pub lost: bool,
 }
 
 /// A session in memory.
@@ -56,6 +58,10 @@ pub struct LiveSession {
     pub user: String,
     pub id: String,
     pub pk: i64,
+    /// The lease this node holds on the session; every write of its turns carries it.
+    pub(crate) fence: Fence,
+    /// When the lease was taken (epoch ms): a renewal that began earlier cannot have seen it.
+    pub(crate) leased_at: i64,
     log: Arc<EventLog>,
     queue: Mutex<Queue>,
     /// Tools the user approved with "always" in this session.
@@ -67,23 +73,27 @@ pub struct LiveSession {
 }
 
 impl LiveSession {
-    /// The session as loaded from the store, numbering events after `reserved_seq` (the
-    /// numbers up to it may have been used before a crash).
+    /// The session as loaded from the store under the lease `fence`, numbering events after
+    /// `reserved_seq` (the numbers up to it may have been used before a crash, or by the
+    /// lease's previous holder).
     pub(crate) fn new(
         user: &str,
         id: &str,
-        pk: i64,
+        fence: Fence,
         reserved_seq: i64,
         capacity: usize,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
     ) -> Self {
         let reserved = reserved_seq.max(0) as u64;
+        let pk = fence.session;
         let topic = format!("session:{pk}");
         Self {
             user: user.to_owned(),
             id: id.to_owned(),
             pk,
+            fence,
+            leased_at: crate::clock::now_ms(),
             log: Arc::new(EventLog::bounded(topic, reserved, reserved, capacity, bus)),
             queue: Mutex::new(Queue::default()),
             always: Mutex::new(HashSet::new()),
@@ -114,12 +124,14 @@ impl LiveSession {
     /// Reserves numbers up to `up_to` in the store, in the background, retrying while the
     /// store is down and the session is still in use; the log then publishes what waited.
     fn reserve(&self, up_to: u64) {
-        let (store, pk, log) = (self.store.clone(), self.pk, Arc::downgrade(&self.log));
+        let (store, fence, log) = (self.store.clone(), self.fence, Arc::downgrade(&self.log));
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(50);
             loop {
-                match store.reserve_seq(pk, up_to as i64).await {
+                match store.reserve_seq(fence, up_to as i64).await {
                     Ok(()) => break,
+                    // The lease moved on: these numbers are not this node's to publish.
+                    Err(StoreError::Fenced) => return,
                     Err(err) => tracing::error!(%err, "reserving sequence numbers failed"),
                 }
                 tokio::time::sleep(pause).await;
@@ -139,7 +151,7 @@ impl LiveSession {
     /// they happen instead of waiting for a reservation.
     pub(crate) async fn ensure_reserved(&self) -> Result<(), StoreError> {
         if let Some(up_to) = self.log.reservation_due(SEQ_BLOCK) {
-            if let Err(err) = self.store.reserve_seq(self.pk, up_to as i64).await {
+            if let Err(err) = self.store.reserve_seq(self.fence, up_to as i64).await {
                 self.log.reservation_failed();
                 return Err(err);
             }
@@ -177,6 +189,17 @@ impl LiveSession {
     /// Whether the runtime dropped this session from memory.
     pub(crate) fn evicted(&self) -> bool {
         self.queue().evicted
+    }
+
+    /// Whether another node took the session's lease from this one.
+    pub(crate) fn lost(&self) -> bool {
+        self.queue().lost
+    }
+
+    /// Ends the log's live feed: its watchers here get [`super::WatchItem::Closed`] once they
+    /// have what was published (a lost session publishes nothing more here).
+    pub(crate) fn close_log(&self) {
+        self.log.close();
     }
 
     /// Watches the session's events after `after` (`None`: from now on).

@@ -67,7 +67,16 @@ impl Recorder<'_> {
         };
         match message_id {
             Some(id) => {
-                self.store.update_message(id, &text, thinking.as_deref(), tool_calls, status).await
+                self.store
+                    .update_message(
+                        self.session.fence,
+                        id,
+                        &text,
+                        thinking.as_deref(),
+                        tool_calls,
+                        status,
+                    )
+                    .await
             }
             None => {
                 let message = NewMessage {
@@ -82,7 +91,7 @@ impl Recorder<'_> {
                         text,
                     )
                 };
-                let id = self.store.append_message(self.session.pk, &message).await?;
+                let id = self.store.append_message(self.session.fence, &message).await?;
                 self.step().message_id = Some(id);
                 Ok(())
             }
@@ -126,6 +135,7 @@ impl TurnObserver for Recorder<'_> {
             step.message_id.map(|message_id| {
                 step.flushed_len = step.text.len();
                 PartialText {
+                    fence: self.session.fence,
                     message_id,
                     content: step.text.clone(),
                     reasoning: (!step.thinking.is_empty()).then(|| step.thinking.clone()),
@@ -170,7 +180,7 @@ impl TurnObserver for Recorder<'_> {
             name: call.name.clone(),
             args: args_value(&call.arguments),
         });
-        let pk = self.store.start_tool_call(self.session.pk, self.turn_id, call).await?;
+        let pk = self.store.start_tool_call(self.session.fence, self.turn_id, call).await?;
         self.running_tools.lock().unwrap_or_else(|e| e.into_inner()).insert(call.id.clone(), pk);
         Ok(())
     }
@@ -264,8 +274,10 @@ impl TurnObserver for Recorder<'_> {
         let pk = self.running_tools.lock().unwrap_or_else(|e| e.into_inner()).remove(&call.id);
         if let Some(pk) = pk {
             let status = if outcome.interrupted { "interrupted" } else { "done" };
+            let fence = self.session.fence;
+            let (output, is_error) = (&outcome.output, outcome.is_error);
             self.store
-                .finish_tool_call(pk, &outcome.output, outcome.is_error, status, duration_ms as i64)
+                .finish_tool_call(fence, pk, output, is_error, status, duration_ms as i64)
                 .await?;
         }
         let message = NewMessage {
@@ -273,7 +285,7 @@ impl TurnObserver for Recorder<'_> {
             tool_name: Some(call.name.clone()),
             ..NewMessage::text(seq as i64, self.turn_seq, self.turn_id, Role::Tool, &outcome.output)
         };
-        self.store.append_message(self.session.pk, &message).await?;
+        self.store.append_message(self.session.fence, &message).await?;
         self.summaries.lock().unwrap_or_else(|e| e.into_inner()).push(ToolCallSummary {
             id: call.id.clone(),
             name: call.name.clone(),
@@ -324,6 +336,16 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         duration_ms,
         error: None,
     };
+    if session.lost() || matches!(&result, Err(AgentError::Store(err)) if super::lease::fenced(err))
+    {
+        // Another node took the session: the turn's rows are its to finish, and nothing
+        // more is published here.
+        inner.lose(session).await;
+        outcome.status = TurnStatus::Interrupted;
+        outcome.reply = recorder.partial();
+        tracing::warn!(turn_id = %turn.turn_id, "turn stopped: this node lost the session's lease");
+        return outcome;
+    }
     let kind = match result {
         Ok(answer) => {
             outcome.reply = answer.text;
@@ -362,7 +384,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         usage: outcome.usage,
         duration_ms: duration_ms as i64,
     };
-    if let Err(err) = inner.store.finish_turn(&turn.turn_id, &end).await {
+    if let Err(err) = inner.store.finish_turn(session.fence, &turn.turn_id, &end).await {
         tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
     }
     session.emit(Some(&turn.turn_id), kind);
@@ -387,7 +409,7 @@ async fn execute(
     turn: &PendingTurn,
     recorder: &Recorder<'_>,
 ) -> Result<crate::agent::Answer, AgentError> {
-    inner.store.start_turn(session.pk, &turn.turn_id).await?;
+    inner.store.start_turn(session.fence, &turn.turn_id).await?;
     let history = inner.store.history(session.pk, turn.user_seq as i64).await?;
     let mut messages = Vec::with_capacity(history.len() + 1);
     if !inner.system_prompt.is_empty() {

@@ -52,7 +52,7 @@ pub(super) async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
             let _ = reply.send(outcome);
         }
     }
-    if let Err(err) = inner.store.set_session_state(session.pk, "idle").await {
+    if let Err(err) = inner.store.set_session_state(session.fence, "idle").await {
         tracing::error!(%err, "marking a session idle failed");
     }
 }
@@ -67,7 +67,7 @@ async fn never_started(inner: &Inner, session: &LiveSession, turn: &PendingTurn)
         usage: Usage::default(),
         duration_ms: 0,
     };
-    if let Err(err) = inner.store.finish_turn(&turn.turn_id, &end).await {
+    if let Err(err) = inner.store.finish_turn(session.fence, &turn.turn_id, &end).await {
         tracing::error!(%err, "recording an interrupted turn failed");
     }
     session.emit(Some(&turn.turn_id), EventKind::Cancelled { partial: String::new() });

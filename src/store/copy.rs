@@ -64,6 +64,11 @@ pub const TABLES: &[Table] = &[
             ("last_seq", Int),
             ("created_at", Int),
             ("updated_at", Int),
+            // Leases travel as they are: a copy made while nodes run is refused anyway
+            // (the target must be empty), and a fence must never go back.
+            ("lease_node", Text),
+            ("lease_until", Int),
+            ("lease_fence", Int),
         ],
         serial: true,
     },

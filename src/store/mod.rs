@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The database cannot be reached now (down, unreachable, no connection in time).
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The write needs the session's lease and this node no longer holds it (another node
+    /// took it over, or the session is gone).
+    #[error("this node no longer holds the session's lease")]
+    Fenced,
     #[error("storage failure: {0}")]
     Other(String),
 }
@@ -116,6 +120,8 @@ impl MessageStatus {
 /// The text so far of a message being streamed.
 #[derive(Debug, Clone)]
 pub struct PartialText {
+    /// The lease the turn writing it runs under.
+    pub fence: Fence,
     pub message_id: i64,
     pub content: String,
     pub reasoning: Option<String>,
@@ -236,12 +242,46 @@ pub struct ToolCallRecord {
     pub duration_ms: Option<i64>,
 }
 
-/// What start-up recovery found left over from a crash.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Recovery {
-    pub turns: u64,
-    pub messages: u64,
-    pub tool_calls: u64,
+/// The right to write a session's turns: the session and the fencing token of the lease
+/// this node took on it. Every write of a turn carries it and fails with
+/// [`StoreError::Fenced`] once another node has taken the lease since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The session's key.
+    pub session: i64,
+    /// Raised on every acquisition of the session's lease, never reused.
+    pub token: i64,
+}
+
+/// A session's lease, just taken, and what its previous holder left behind (a crashed or
+/// partitioned node's turns), already cleaned up in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub fence: Fence,
+    /// The session's reserved `seq` bound when the lease was taken: the new holder numbers
+    /// events after it.
+    pub reserved_seq: i64,
+    /// Turns that were running under the previous holder, now marked interrupted, with the
+    /// partial answer each had stored.
+    pub interrupted: Vec<(String, String)>,
+    /// Turns accepted but not started, oldest first: the new holder runs them.
+    pub queued: Vec<QueuedTurn>,
+}
+
+/// A stored turn that waits to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedTurn {
+    pub turn_id: String,
+    /// The `seq` of its user message.
+    pub user_seq: i64,
+}
+
+/// A session with unfinished turns and no live lease: its node stopped (or lost the
+/// database) while it ran them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub user: String,
+    pub id: String,
 }
 
 /// An API token as stored (its secret is never stored, only its SHA-256).
@@ -320,18 +360,42 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a session and everything in it.
     async fn delete_session(&self, user: &str, id: &str) -> Result<(), StoreError>;
 
+    /// Takes the session's lease for `node` until `until` (epoch ms) if nobody else holds a
+    /// live one (or, with `steal`, whoever holds it: a node that runs alone), raising its
+    /// fence. In the same transaction, whatever the previous holder left unfinished is
+    /// cleaned up: running turns, streaming messages and tool calls are marked interrupted.
+    /// `None` when another node holds a live lease.
+    async fn acquire_lease(
+        &self,
+        session: i64,
+        node: &str,
+        until: i64,
+        steal: bool,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends every lease `node` holds to `until`; returns the fences it still holds.
+    async fn renew_leases(&self, node: &str, until: i64) -> Result<Vec<Fence>, StoreError>;
+
+    /// Gives the lease up (if it is still this fence's), so another node may take it at
+    /// once.
+    async fn release_lease(&self, fence: Fence) -> Result<(), StoreError>;
+
+    /// Sessions with queued or running turns whose lease is free or expired at `now`.
+    async fn orphans(&self, now: i64) -> Result<Vec<Orphan>, StoreError>;
+
     /// Records whether a turn is running in the session (`idle` / `running`).
-    async fn set_session_state(&self, session: i64, state: &str) -> Result<(), StoreError>;
+    async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError>;
 
     /// Raises the session's reserved sequence bound.
-    async fn reserve_seq(&self, session: i64, up_to: i64) -> Result<(), StoreError>;
+    async fn reserve_seq(&self, fence: Fence, up_to: i64) -> Result<(), StoreError>;
 
-    /// Appends a message and returns its id.
-    async fn append_message(&self, session: i64, message: &NewMessage) -> Result<i64, StoreError>;
+    /// Appends a message to the fenced session and returns its id.
+    async fn append_message(&self, fence: Fence, message: &NewMessage) -> Result<i64, StoreError>;
 
     /// Rewrites the one message still being produced (partial flush or completion).
     async fn update_message(
         &self,
+        fence: Fence,
         id: i64,
         content: &str,
         reasoning: Option<&str>,
@@ -340,7 +404,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Writes the partial text of messages still being produced, in one transaction;
-    /// a message no longer `streaming` keeps what it has.
+    /// a message no longer `streaming`, or whose session's fence moved on, keeps what it
+    /// has.
     async fn update_partials(&self, partials: &[PartialText]) -> Result<(), StoreError>;
 
     /// Up to `limit` messages in conversation order before the message numbered
@@ -359,21 +424,26 @@ pub trait Store: Send + Sync + 'static {
     /// Records a queued turn with the user message that asked for it, in one transaction.
     async fn create_turn(
         &self,
-        session: i64,
+        fence: Fence,
         turn_id: &str,
         message: &NewMessage,
     ) -> Result<(), StoreError>;
 
     /// Marks a turn, and its session, running.
-    async fn start_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError>;
+    async fn start_turn(&self, fence: Fence, turn_id: &str) -> Result<(), StoreError>;
 
     /// Records how a turn ended, with its usage.
-    async fn finish_turn(&self, turn_id: &str, end: &TurnEnd) -> Result<(), StoreError>;
+    async fn finish_turn(
+        &self,
+        fence: Fence,
+        turn_id: &str,
+        end: &TurnEnd,
+    ) -> Result<(), StoreError>;
 
     /// Records a tool call as running.
     async fn start_tool_call(
         &self,
-        session: i64,
+        fence: Fence,
         turn_id: &str,
         call: &ToolCall,
     ) -> Result<i64, StoreError>;
@@ -381,6 +451,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records a tool call's result.
     async fn finish_tool_call(
         &self,
+        fence: Fence,
         pk: i64,
         output: &str,
         is_error: bool,
@@ -390,9 +461,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The session's tool-call timeline, oldest first.
     async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError>;
-
-    /// Marks everything a crash left running or streaming as interrupted.
-    async fn recover(&self) -> Result<Recovery, StoreError>;
 
     /// Stores a new token (creating its user); `hash` is the hex SHA-256 of the secret.
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;

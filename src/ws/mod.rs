@@ -88,6 +88,7 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         RuntimeError::RateLimited { .. } => "RATE_LIMITED",
         RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
         RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
+        RuntimeError::SessionBusy => "SESSION_BUSY",
         RuntimeError::Store(StoreError::Unavailable(_)) => "STORE_UNAVAILABLE",
         RuntimeError::ShuttingDown | RuntimeError::Store(_) => "AGENT_ERROR",
     }

@@ -226,6 +226,67 @@ async fn after_a_crash_the_interrupted_turn_is_marked_and_the_session_goes_on() 
     process.child.wait().unwrap();
 }
 
+// Multi-threaded: the fake provider must keep streaming while the test blocks on the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_queued_behind_the_one_a_crash_cut_run_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let parts: Vec<&str> = std::iter::repeat_n("chunk ", 500).collect();
+    provider.push([Script::slow_text(&parts, Duration::from_millis(20))]);
+    let client = crate::common::client();
+    let mut process = spawn_parley(dir.path(), &provider, 5);
+    for content in ["the long one", "queued one", "queued two"] {
+        let response = client
+            .post(format!("{}/api/sessions/q/messages", process.base))
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{content} is acknowledged");
+    }
+    wait_streaming(&client, &process.base, "q").await;
+    process.child.kill().unwrap(); // SIGKILL: the two queued turns never started
+    process.child.wait().unwrap();
+
+    let mut process = spawn_parley(dir.path(), &provider, 5);
+    // They run once the node is back, without anyone asking, in order.
+    let mut detail = serde_json::Value::Null;
+    for _ in 0..1000 {
+        detail = get(&client, format!("{}/api/sessions/q", process.base)).await;
+        if detail["state"] == "idle" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let messages: Vec<(&str, &str)> = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            ("user", "complete"),
+            ("assistant", "interrupted"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+        ],
+        "{detail}"
+    );
+    let contents: Vec<&str> = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents[2..], ["queued one", "echo: queued one", "queued two", "echo: queued two"]);
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_running_turn_finish_before_exit() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ mod chat;
 mod durability;
 mod errors;
 mod hardening;
+mod leases;
 mod live_control;
 mod live_protocols;
 mod provider_failures;

@@ -150,6 +150,8 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
     }
 
     for (session, sent) in &acknowledged {
+        // Turns the last kill left queued run after the restart: wait for them.
+        wait_idle(&client, &process.base, session).await;
         let (status, detail) = json_of(
             client
                 .get(format!("{}/api/sessions/{session}?limit=500", process.base))
@@ -205,6 +207,27 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
             .await
             .unwrap();
     println!("{interrupted} turns were cut by a kill and marked interrupted");
+    // A kill cuts the turn each session was running; the turns queued behind it run after
+    // the restart instead of being dropped.
+    let kills = rounds(6) as i64;
+    assert!(
+        interrupted <= kills * sessions as i64,
+        "{interrupted} turns interrupted by {kills} kills"
+    );
+}
+
+/// Waits until the session has no turn running or queued.
+async fn wait_idle(client: &reqwest::Client, base: &str, session: &str) {
+    for _ in 0..2000 {
+        let (_, detail) =
+            json_of(client.get(format!("{base}/api/sessions/{session}")).send().await.unwrap())
+                .await;
+        if detail["state"] == "idle" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{session} never went idle");
 }
 
 #[tokio::test]

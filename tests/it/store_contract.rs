@@ -12,16 +12,18 @@
 
 mod concurrency;
 mod identity;
+mod leases;
 mod messages;
 mod sessions;
 mod turns;
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Once};
 
 use futures_util::FutureExt;
 use parley::conversation::{Role, ToolCall};
-use parley::store::{NewMessage, Store};
+use parley::store::{Fence, NewMessage, Store};
 use sqlx::Connection;
 use tempfile::TempDir;
 
@@ -44,6 +46,8 @@ pub struct Db {
     dir: TempDir,
     /// The PostgreSQL schemas this test made, dropped by [`Db::close`].
     schemas: Mutex<Vec<String>>,
+    /// The lease the test holds on each session it writes to, taken on first use.
+    fences: Mutex<HashMap<i64, Fence>>,
 }
 
 /// The PostgreSQL database to test on, or `None` (after saying so) to skip.
@@ -99,7 +103,19 @@ impl Db {
             }
         };
         let store = parley::store::open(&url).await.expect("the store opens");
-        Some(Self { store, url, kind, dir, schemas: Mutex::new(schemas) })
+        let fences = Mutex::new(HashMap::new());
+        Some(Self { store, url, kind, dir, schemas: Mutex::new(schemas), fences })
+    }
+
+    /// The fence of the test's lease on session `pk` (node `test`), taken on first use.
+    pub async fn fence(&self, pk: i64) -> Fence {
+        if let Some(fence) = self.fences.lock().unwrap().get(&pk) {
+            return *fence;
+        }
+        let lease = self.store.acquire_lease(pk, "test", i64::MAX, false).await.unwrap();
+        let fence = lease.expect("a session nobody holds can be leased").fence;
+        self.fences.lock().unwrap().insert(pk, fence);
+        fence
     }
 
     /// Another handle on the same database, as a second node would open it.
@@ -203,9 +219,14 @@ contract! {
     messages::history_stops_at_the_turn_in_conversation_order,
     messages::any_text_round_trips_nul_characters_included,
     turns::create_turn_stores_the_turn_and_its_message_together,
-    turns::start_and_finish_turn_are_seen_by_recovery,
-    turns::recover_interrupts_what_a_crash_left_running,
+    turns::start_and_finish_turn_are_recorded,
     turns::tool_calls_form_a_timeline,
+    leases::a_lease_is_held_until_it_expires_or_is_released,
+    leases::a_moved_fence_refuses_every_write_of_a_turn,
+    leases::taking_a_lease_interrupts_what_the_last_holder_left_running,
+    leases::renewing_extends_every_lease_a_node_holds,
+    leases::orphans_are_sessions_with_unfinished_turns_and_no_live_lease,
+    leases::two_nodes_racing_for_a_lease_get_one_holder,
     identity::tokens_are_created_found_listed_and_revoked_once,
     identity::pairing_code_lookup_ignores_used_and_expired_codes,
     identity::pairing_a_new_user_spends_the_code_once,

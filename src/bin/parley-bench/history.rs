@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use parley::conversation::Role;
-use parley::store::{NewMessage, SqliteStore, Store};
+use parley::store::{Fence, NewMessage, SqliteStore, Store};
 
 /// Append latency (mean of 50 appends) at each mark, then the time to read the newest
 /// page of 100 messages at 10 000 messages, then listing page 1 of 10 000 sessions.
@@ -17,17 +17,19 @@ pub struct History {
 pub async fn measure(dir: &std::path::Path, marks: &[u64]) -> History {
     let store = SqliteStore::open(&dir.join("history.db")).await.expect("store");
     let (session, _) = store.open_session("bench", "long", None).await.expect("session");
+    let lease = store.acquire_lease(session.pk, "bench", i64::MAX, true).await.expect("lease");
+    let fence = lease.expect("a lease on a fresh store").fence;
     let mut appends = Vec::new();
     let mut next = 1u64;
     let mut open_page = Duration::ZERO;
     for &mark in marks {
         while next < mark {
-            append(&store, session.pk, next).await;
+            append(&store, fence, next).await;
             next += 1;
         }
         let started = Instant::now();
         for _ in 0..50 {
-            append(&store, session.pk, next).await;
+            append(&store, fence, next).await;
             next += 1;
         }
         appends.push((mark, started.elapsed() / 50));
@@ -45,7 +47,7 @@ pub async fn measure(dir: &std::path::Path, marks: &[u64]) -> History {
     History { appends, open_page, list_page: started.elapsed() }
 }
 
-async fn append(store: &SqliteStore, pk: i64, seq: u64) {
+async fn append(store: &SqliteStore, fence: Fence, seq: u64) {
     let role = if seq % 2 == 1 { Role::User } else { Role::Assistant };
     let turn_seq = if seq % 2 == 1 { seq } else { seq - 1 } as i64;
     let message = NewMessage::text(
@@ -55,5 +57,5 @@ async fn append(store: &SqliteStore, pk: i64, seq: u64) {
         role,
         "a message of ordinary length, about a line of text",
     );
-    store.append_message(pk, &message).await.expect("append");
+    store.append_message(fence, &message).await.expect("append");
 }

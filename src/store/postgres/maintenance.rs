@@ -1,41 +1,11 @@
-//! The PostgreSQL store's maintenance: start-up recovery after a crash, and pruning.
+//! The PostgreSQL store's maintenance: pruning old sessions.
 
 use sqlx::postgres::PgPool;
 
+use super::bound;
 use super::text::{escape_opt, unescape};
-use super::{bound, write};
 use crate::clock::now_ms;
-use crate::store::{Recovery, StoreError};
-
-pub(super) async fn recover(pool: &PgPool) -> Result<Recovery, StoreError> {
-    let mut tx = write(pool).await?;
-    let turns = sqlx::query(
-        "UPDATE turns SET status = 'interrupted', finished_at = $1 \
-         WHERE status IN ('queued', 'running')",
-    )
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let messages =
-        sqlx::query("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    let tool_calls = sqlx::query(
-        "UPDATE tool_calls SET status = 'interrupted', is_error = TRUE, \
-         output = COALESCE(output, 'interrupted: the server stopped while this tool ran') \
-         WHERE status = 'running'",
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query("UPDATE sessions SET state = 'idle' WHERE state <> 'idle'")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Recovery { turns, messages, tool_calls })
-}
+use crate::store::StoreError;
 
 pub(super) async fn prune(
     pool: &PgPool,

@@ -15,6 +15,7 @@
 
 mod auth;
 mod copy;
+mod leases;
 mod maintenance;
 mod messages;
 mod sessions;
@@ -30,8 +31,8 @@ use sqlx::{Connection, Postgres, Transaction};
 use tracing::instrument;
 
 use super::{
-    AuditEntry, Message, MessageStatus, NewMessage, PairingGrant, PartialText, Recovery, Session,
-    Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd,
+    AuditEntry, Fence, Lease, Message, MessageStatus, NewMessage, Orphan, PairingGrant,
+    PartialText, Session, Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd,
 };
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
@@ -41,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../../migrations/postgres/0002_auth.sql")),
     (3, include_str!("../../../migrations/postgres/0003_pairing_grants.sql")),
+    (4, include_str!("../../../migrations/postgres/0004_leases.sql")),
 ];
 
 /// The advisory lock key that serializes migrations across nodes ("parley" in ASCII).
@@ -198,28 +200,53 @@ impl Store for PostgresStore {
         sessions::delete(&self.pool, user, id).await
     }
 
-    async fn set_session_state(&self, session: i64, state: &str) -> Result<(), StoreError> {
-        sessions::set_state(&self.pool, session, state).await
+    #[instrument(skip_all, fields(session))]
+    async fn acquire_lease(
+        &self,
+        session: i64,
+        node: &str,
+        until: i64,
+        steal: bool,
+    ) -> Result<Option<Lease>, StoreError> {
+        leases::acquire(&self.pool, session, node, until, steal).await
     }
 
-    async fn reserve_seq(&self, session: i64, up_to: i64) -> Result<(), StoreError> {
-        sessions::reserve_seq(&self.pool, session, up_to).await
+    async fn renew_leases(&self, node: &str, until: i64) -> Result<Vec<Fence>, StoreError> {
+        leases::renew(&self.pool, node, until).await
+    }
+
+    async fn release_lease(&self, fence: Fence) -> Result<(), StoreError> {
+        leases::release(&self.pool, fence).await
     }
 
     #[instrument(skip_all)]
-    async fn append_message(&self, session: i64, message: &NewMessage) -> Result<i64, StoreError> {
-        messages::append(&self.pool, session, message).await
+    async fn orphans(&self, now: i64) -> Result<Vec<Orphan>, StoreError> {
+        leases::orphans(&self.pool, now).await
+    }
+
+    async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError> {
+        sessions::set_state(&self.pool, fence, state).await
+    }
+
+    async fn reserve_seq(&self, fence: Fence, up_to: i64) -> Result<(), StoreError> {
+        sessions::reserve_seq(&self.pool, fence, up_to).await
+    }
+
+    #[instrument(skip_all)]
+    async fn append_message(&self, fence: Fence, message: &NewMessage) -> Result<i64, StoreError> {
+        messages::append(&self.pool, fence, message).await
     }
 
     async fn update_message(
         &self,
+        fence: Fence,
         id: i64,
         content: &str,
         reasoning: Option<&str>,
         tool_calls: &[ToolCall],
         status: MessageStatus,
     ) -> Result<(), StoreError> {
-        messages::update(&self.pool, id, content, reasoning, tool_calls, status).await
+        messages::update(&self.pool, fence, id, content, reasoning, tool_calls, status).await
     }
 
     #[instrument(skip_all)]
@@ -245,48 +272,49 @@ impl Store for PostgresStore {
     #[instrument(skip_all)]
     async fn create_turn(
         &self,
-        session: i64,
+        fence: Fence,
         turn_id: &str,
         message: &NewMessage,
     ) -> Result<(), StoreError> {
-        turns::create(&self.pool, session, turn_id, message).await
+        turns::create(&self.pool, fence, turn_id, message).await
     }
 
-    async fn start_turn(&self, session: i64, turn_id: &str) -> Result<(), StoreError> {
-        turns::start(&self.pool, session, turn_id).await
+    async fn start_turn(&self, fence: Fence, turn_id: &str) -> Result<(), StoreError> {
+        turns::start(&self.pool, fence, turn_id).await
     }
 
-    async fn finish_turn(&self, turn_id: &str, end: &TurnEnd) -> Result<(), StoreError> {
-        turns::finish(&self.pool, turn_id, end).await
+    async fn finish_turn(
+        &self,
+        fence: Fence,
+        turn_id: &str,
+        end: &TurnEnd,
+    ) -> Result<(), StoreError> {
+        turns::finish(&self.pool, fence, turn_id, end).await
     }
 
     async fn start_tool_call(
         &self,
-        session: i64,
+        fence: Fence,
         turn_id: &str,
         call: &ToolCall,
     ) -> Result<i64, StoreError> {
-        turns::start_tool_call(&self.pool, session, turn_id, call).await
+        turns::start_tool_call(&self.pool, fence, turn_id, call).await
     }
 
     async fn finish_tool_call(
         &self,
+        fence: Fence,
         pk: i64,
         output: &str,
         is_error: bool,
         status: &str,
         duration_ms: i64,
     ) -> Result<(), StoreError> {
-        turns::finish_tool_call(&self.pool, pk, output, is_error, status, duration_ms).await
+        turns::finish_tool_call(&self.pool, fence, pk, output, is_error, status, duration_ms).await
     }
 
     async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError> {
         turns::tool_calls(&self.pool, session).await
-    }
-
-    #[instrument(skip_all)]
-    async fn recover(&self) -> Result<Recovery, StoreError> {
-        maintenance::recover(&self.pool).await
     }
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {

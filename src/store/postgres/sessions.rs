@@ -6,7 +6,7 @@ use sqlx::{PgConnection, Row};
 use super::text::{self, escape, escape_opt};
 use super::{bound, write};
 use crate::clock::now_ms;
-use crate::store::{Session, StoreError};
+use crate::store::{Fence, Session, StoreError};
 
 const SESSION_COLUMNS: &str =
     "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at";
@@ -174,20 +174,30 @@ pub(super) async fn delete(pool: &PgPool, user: &str, id: &str) -> Result<(), St
     Ok(())
 }
 
-pub(super) async fn set_state(pool: &PgPool, session: i64, state: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2")
+pub(super) async fn set_state(pool: &PgPool, fence: Fence, state: &str) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2 AND lease_fence = $3")
         .bind(escape(state))
-        .bind(session)
+        .bind(fence.session)
+        .bind(fence.token)
         .execute(pool)
         .await?;
-    Ok(())
+    fenced(done.rows_affected())
 }
 
-pub(super) async fn reserve_seq(pool: &PgPool, session: i64, up_to: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET last_seq = GREATEST(last_seq, $1) WHERE pk = $2")
-        .bind(up_to)
-        .bind(session)
-        .execute(pool)
-        .await?;
-    Ok(())
+pub(super) async fn reserve_seq(pool: &PgPool, fence: Fence, up_to: i64) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET last_seq = GREATEST(last_seq, $1) WHERE pk = $2 AND lease_fence = $3",
+    )
+    .bind(up_to)
+    .bind(fence.session)
+    .bind(fence.token)
+    .execute(pool)
+    .await?;
+    fenced(done.rows_affected())
+}
+
+/// A fenced single-statement update of the session row changed nothing: the fence moved on
+/// (or the session is gone). The row lock the update takes orders it with acquisitions.
+fn fenced(rows: u64) -> Result<(), StoreError> {
+    if rows == 0 { Err(StoreError::Fenced) } else { Ok(()) }
 }

@@ -5,18 +5,20 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use super::text::{self, escape, escape_opt};
-use super::{messages, write};
+use super::{leases, messages, write};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
-use crate::store::{NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnStatus};
+use crate::store::{Fence, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnStatus};
 
 pub(super) async fn create(
     pool: &PgPool,
-    session: i64,
+    fence: Fence,
     turn_id: &str,
     message: &NewMessage,
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
+    leases::check(&mut tx, fence).await?;
+    let session = fence.session;
     sqlx::query("INSERT INTO turns (id, session_pk, status, created_at) VALUES ($1, $2, $3, $4)")
         .bind(escape(turn_id))
         .bind(session)
@@ -29,8 +31,9 @@ pub(super) async fn create(
     Ok(())
 }
 
-pub(super) async fn start(pool: &PgPool, session: i64, turn_id: &str) -> Result<(), StoreError> {
+pub(super) async fn start(pool: &PgPool, fence: Fence, turn_id: &str) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
+    leases::check(&mut tx, fence).await?;
     sqlx::query("UPDATE turns SET status = $1, started_at = $2 WHERE id = $3")
         .bind(TurnStatus::Running.as_str())
         .bind(now_ms())
@@ -38,14 +41,21 @@ pub(super) async fn start(pool: &PgPool, session: i64, turn_id: &str) -> Result<
         .execute(&mut *tx)
         .await?;
     sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1")
-        .bind(session)
+        .bind(fence.session)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(super) async fn finish(pool: &PgPool, turn_id: &str, end: &TurnEnd) -> Result<(), StoreError> {
+pub(super) async fn finish(
+    pool: &PgPool,
+    fence: Fence,
+    turn_id: &str,
+    end: &TurnEnd,
+) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    leases::check(&mut tx, fence).await?;
     sqlx::query(
         "UPDATE turns SET status = $1, error_code = $2, error_message = $3, model = $4, \
          prompt_tokens = $5, completion_tokens = $6, total_tokens = $7, finished_at = $8, \
@@ -61,40 +71,47 @@ pub(super) async fn finish(pool: &PgPool, turn_id: &str, end: &TurnEnd) -> Resul
     .bind(now_ms())
     .bind(end.duration_ms)
     .bind(escape(turn_id))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
 pub(super) async fn start_tool_call(
     pool: &PgPool,
-    session: i64,
+    fence: Fence,
     turn_id: &str,
     call: &ToolCall,
 ) -> Result<i64, StoreError> {
+    let mut tx = write(pool).await?;
+    leases::check(&mut tx, fence).await?;
     let pk = sqlx::query_scalar(
         "INSERT INTO tool_calls (session_pk, turn_id, call_id, name, args, status, started_at) \
          VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING pk",
     )
-    .bind(session)
+    .bind(fence.session)
     .bind(escape(turn_id))
     .bind(escape(&call.id))
     .bind(escape(&call.name))
     .bind(escape(&call.arguments))
     .bind(now_ms())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(pk)
 }
 
 pub(super) async fn finish_tool_call(
     pool: &PgPool,
+    fence: Fence,
     pk: i64,
     output: &str,
     is_error: bool,
     status: &str,
     duration_ms: i64,
 ) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    leases::check(&mut tx, fence).await?;
     sqlx::query(
         "UPDATE tool_calls SET output = $1, is_error = $2, status = $3, duration_ms = $4 \
          WHERE pk = $5",
@@ -104,8 +121,9 @@ pub(super) async fn finish_tool_call(
     .bind(escape(status))
     .bind(duration_ms)
     .bind(pk)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -4,10 +4,10 @@
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{bound, write};
+use super::{bound, leases, write};
 use crate::clock::now_ms;
 use crate::conversation::{Role, ToolCall};
-use crate::store::{Message, MessageStatus, NewMessage, PartialText, StoreError};
+use crate::store::{Fence, Message, MessageStatus, NewMessage, PartialText, StoreError};
 
 const MESSAGE_COLUMNS: &str = "id, seq, turn_seq, turn_id, role, content, reasoning, tool_calls, \
                                tool_call_id, tool_name, status, created_at";
@@ -82,23 +82,27 @@ pub(super) async fn insert(
 
 pub(super) async fn append(
     pool: &SqlitePool,
-    session: i64,
+    fence: Fence,
     message: &NewMessage,
 ) -> Result<i64, StoreError> {
     let mut tx = write(pool).await?;
-    let id = insert(&mut tx, session, message).await?;
+    leases::check(&mut tx, fence).await?;
+    let id = insert(&mut tx, fence.session, message).await?;
     tx.commit().await?;
     Ok(id)
 }
 
 pub(super) async fn update(
     pool: &SqlitePool,
+    fence: Fence,
     id: i64,
     content: &str,
     reasoning: Option<&str>,
     tool_calls: &[ToolCall],
     status: MessageStatus,
 ) -> Result<(), StoreError> {
+    let mut tx = write(pool).await?;
+    leases::check(&mut tx, fence).await?;
     sqlx::query(
         "UPDATE messages SET content = $1, reasoning = $2, tool_calls = $3, status = $4 \
          WHERE id = $5",
@@ -108,8 +112,9 @@ pub(super) async fn update(
     .bind(tool_calls_json(tool_calls))
     .bind(status.as_str())
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -121,11 +126,14 @@ pub(super) async fn update_partials(
     for partial in partials {
         sqlx::query(
             "UPDATE messages SET content = $1, reasoning = $2 \
-             WHERE id = $3 AND status = 'streaming'",
+             WHERE id = $3 AND status = 'streaming' AND EXISTS \
+             (SELECT 1 FROM sessions WHERE pk = $4 AND lease_fence = $5)",
         )
         .bind(&partial.content)
         .bind(&partial.reasoning)
         .bind(partial.message_id)
+        .bind(partial.fence.session)
+        .bind(partial.fence.token)
         .execute(&mut *tx)
         .await?;
     }

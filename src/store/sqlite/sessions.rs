@@ -5,7 +5,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::{bound, write};
 use crate::clock::now_ms;
-use crate::store::{Session, StoreError};
+use crate::store::{Fence, Session, StoreError};
 
 const SESSION_COLUMNS: &str =
     "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at";
@@ -169,26 +169,36 @@ pub(super) async fn delete(pool: &SqlitePool, user: &str, id: &str) -> Result<()
 
 pub(super) async fn set_state(
     pool: &SqlitePool,
-    session: i64,
+    fence: Fence,
     state: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2")
+    let done = sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2 AND lease_fence = $3")
         .bind(state)
-        .bind(session)
+        .bind(fence.session)
+        .bind(fence.token)
         .execute(pool)
         .await?;
-    Ok(())
+    fenced(done.rows_affected())
 }
 
 pub(super) async fn reserve_seq(
     pool: &SqlitePool,
-    session: i64,
+    fence: Fence,
     up_to: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET last_seq = MAX(last_seq, $1) WHERE pk = $2")
-        .bind(up_to)
-        .bind(session)
-        .execute(pool)
-        .await?;
-    Ok(())
+    let done = sqlx::query(
+        "UPDATE sessions SET last_seq = MAX(last_seq, $1) WHERE pk = $2 AND lease_fence = $3",
+    )
+    .bind(up_to)
+    .bind(fence.session)
+    .bind(fence.token)
+    .execute(pool)
+    .await?;
+    fenced(done.rows_affected())
+}
+
+/// A fenced single-statement update of the session row changed nothing: the fence moved on
+/// (or the session is gone).
+fn fenced(rows: u64) -> Result<(), StoreError> {
+    if rows == 0 { Err(StoreError::Fenced) } else { Ok(()) }
 }

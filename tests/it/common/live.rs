@@ -126,6 +126,21 @@ impl WsClient {
         self.until(kind).await.pop().unwrap()
     }
 
+    /// The frames that arrive until the server closes the socket.
+    pub async fn until_closed(&mut self) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(FRAME_WAIT, self.stream.next())
+                .await
+                .expect("closes in time")
+            {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return frames,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Waits for the close frame and returns its code.
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {

@@ -39,11 +39,12 @@ pub async fn two_nodes_append_to_one_session_without_losing_counts(db: &Db) {
     let second = db.second_node().await;
     let nodes = [db.store.clone(), second];
     let (session, _) = db.store.open_session("alice", "s", None).await.unwrap();
+    let fence = db.fence(session.pk).await;
     let appends = (1..=20).map(|seq| {
         let node = nodes[seq as usize % 2].clone();
         async move {
-            node.reserve_seq(session.pk, seq + 100).await?;
-            node.append_message(session.pk, &text(seq, seq, Role::User, "m")).await
+            node.reserve_seq(fence, seq + 100).await?;
+            node.append_message(fence, &text(seq, seq, Role::User, "m")).await
         }
     });
     for result in join_all(appends).await {

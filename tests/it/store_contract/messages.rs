@@ -25,9 +25,12 @@ pub async fn append_keeps_every_field_and_counts_the_message(db: &Db) {
         turn_id: None,
         ..text(3, 1, Role::Tool, "contents ✓ \u{1F600}")
     };
-    let first = store.append_message(session.pk, &text(1, 1, Role::User, "hi")).await.unwrap();
-    let second = store.append_message(session.pk, &asked).await.unwrap();
-    let third = store.append_message(session.pk, &answer).await.unwrap();
+    let first = store
+        .append_message(db.fence(session.pk).await, &text(1, 1, Role::User, "hi"))
+        .await
+        .unwrap();
+    let second = store.append_message(db.fence(session.pk).await, &asked).await.unwrap();
+    let third = store.append_message(db.fence(session.pk).await, &answer).await.unwrap();
     assert!(first < second && second < third, "ids grow: {first} {second} {third}");
 
     let stored = store.messages(session.pk, None, 10).await.unwrap();
@@ -59,20 +62,26 @@ pub async fn append_keeps_every_field_and_counts_the_message(db: &Db) {
 pub async fn duplicate_seq_is_a_conflict_and_changes_nothing(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
-    store.append_message(session.pk, &text(1, 1, Role::User, "first")).await.unwrap();
-    let again = store.append_message(session.pk, &text(1, 1, Role::User, "again")).await;
+    store
+        .append_message(db.fence(session.pk).await, &text(1, 1, Role::User, "first"))
+        .await
+        .unwrap();
+    let again =
+        store.append_message(db.fence(session.pk).await, &text(1, 1, Role::User, "again")).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    let turn = store.create_turn(session.pk, "turn-x", &text(1, 1, Role::User, "again")).await;
+    let turn = store
+        .create_turn(db.fence(session.pk).await, "turn-x", &text(1, 1, Role::User, "again"))
+        .await;
     assert!(matches!(turn, Err(StoreError::Conflict(_))), "{turn:?}");
     // Nothing of the refused writes is left: not the count, not the turn.
     let stored = store.messages(session.pk, None, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].content, "first");
     assert_eq!(store.session("alice", "s").await.unwrap().unwrap().message_count, 1);
-    assert_eq!(store.recover().await.unwrap().turns, 0);
+    assert!(store.orphans(i64::MAX).await.unwrap().is_empty(), "no turn was left behind");
     // The same seq in another session is fine.
     let (other, _) = store.open_session("alice", "t", None).await.unwrap();
-    store.append_message(other.pk, &text(1, 1, Role::User, "first")).await.unwrap();
+    store.append_message(db.fence(other.pk).await, &text(1, 1, Role::User, "first")).await.unwrap();
 }
 
 pub async fn update_message_rewrites_content_and_status(db: &Db) {
@@ -83,14 +92,34 @@ pub async fn update_message_rewrites_content_and_status(db: &Db) {
         reasoning: Some("hmm".into()),
         ..text(2, 1, Role::Assistant, "")
     };
-    let id = store.append_message(session.pk, &streaming).await.unwrap();
+    let id = store.append_message(db.fence(session.pk).await, &streaming).await.unwrap();
     let calls = [call("c9", "write_file")];
-    store.update_message(id, "done", None, &calls, MessageStatus::Complete).await.unwrap();
+    store
+        .update_message(
+            db.fence(session.pk).await,
+            id,
+            "done",
+            None,
+            &calls,
+            MessageStatus::Complete,
+        )
+        .await
+        .unwrap();
     let stored = store.messages(session.pk, None, 10).await.unwrap();
     let m = &stored[0];
     assert_eq!((m.content.as_str(), m.reasoning.as_deref()), ("done", None));
     assert_eq!((m.tool_calls.as_slice(), m.status), (calls.as_slice(), MessageStatus::Complete));
-    store.update_message(id, "cut", Some("r"), &[], MessageStatus::Interrupted).await.unwrap();
+    store
+        .update_message(
+            db.fence(session.pk).await,
+            id,
+            "cut",
+            Some("r"),
+            &[],
+            MessageStatus::Interrupted,
+        )
+        .await
+        .unwrap();
     let m = &store.messages(session.pk, None, 10).await.unwrap()[0];
     assert_eq!((m.content.as_str(), m.reasoning.as_deref()), ("cut", Some("r")));
     assert!(m.tool_calls.is_empty());
@@ -104,13 +133,20 @@ pub async fn update_partials_only_touch_streaming_messages(db: &Db) {
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let streaming =
         |seq| NewMessage { status: MessageStatus::Streaming, ..text(seq, 1, Role::Assistant, "") };
-    let a = store.append_message(session.pk, &streaming(2)).await.unwrap();
-    let b = store.append_message(session.pk, &streaming(3)).await.unwrap();
-    let done =
-        store.append_message(session.pk, &text(4, 1, Role::Assistant, "final")).await.unwrap();
-    store.update_message(b, "whole", None, &[], MessageStatus::Complete).await.unwrap();
+    let a = store.append_message(db.fence(session.pk).await, &streaming(2)).await.unwrap();
+    let b = store.append_message(db.fence(session.pk).await, &streaming(3)).await.unwrap();
+    let done = store
+        .append_message(db.fence(session.pk).await, &text(4, 1, Role::Assistant, "final"))
+        .await
+        .unwrap();
+    store
+        .update_message(db.fence(session.pk).await, b, "whole", None, &[], MessageStatus::Complete)
+        .await
+        .unwrap();
 
+    let fence = db.fence(session.pk).await;
     let partial = |id, content: &str| PartialText {
+        fence,
         message_id: id,
         content: content.into(),
         reasoning: Some(format!("r-{content}")),
@@ -130,11 +166,26 @@ pub async fn update_partials_only_touch_streaming_messages(db: &Db) {
 async fn interleaved_turns(db: &Db) -> i64 {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
-    store.create_turn(session.pk, "turn-1", &text(1, 1, Role::User, "one")).await.unwrap();
-    store.create_turn(session.pk, "turn-2", &text(2, 2, Role::User, "two")).await.unwrap();
-    store.append_message(session.pk, &text(3, 1, Role::Assistant, "a1")).await.unwrap();
-    store.append_message(session.pk, &text(4, 1, Role::Assistant, "a1b")).await.unwrap();
-    store.append_message(session.pk, &text(5, 2, Role::Assistant, "a2")).await.unwrap();
+    store
+        .create_turn(db.fence(session.pk).await, "turn-1", &text(1, 1, Role::User, "one"))
+        .await
+        .unwrap();
+    store
+        .create_turn(db.fence(session.pk).await, "turn-2", &text(2, 2, Role::User, "two"))
+        .await
+        .unwrap();
+    store
+        .append_message(db.fence(session.pk).await, &text(3, 1, Role::Assistant, "a1"))
+        .await
+        .unwrap();
+    store
+        .append_message(db.fence(session.pk).await, &text(4, 1, Role::Assistant, "a1b"))
+        .await
+        .unwrap();
+    store
+        .append_message(db.fence(session.pk).await, &text(5, 2, Role::Assistant, "a2"))
+        .await
+        .unwrap();
     session.pk
 }
 
@@ -185,17 +236,23 @@ pub async fn any_text_round_trips_nul_characters_included(db: &Db) {
         }],
         ..text(1, 1, Role::Assistant, odd)
     };
-    store.create_turn(session.pk, odd, &message).await.unwrap();
+    store.create_turn(db.fence(session.pk).await, odd, &message).await.unwrap();
     let stored = &store.history(session.pk, 1).await.unwrap()[0];
     assert_eq!((stored.content.as_str(), stored.reasoning.as_deref()), (odd, Some(odd)));
     assert_eq!(stored.turn_id.as_deref(), Some(odd));
     assert_eq!(stored.tool_calls, message.tool_calls);
-    let pk = store.start_tool_call(session.pk, odd, &call("c1", "shell")).await.unwrap();
-    store.finish_tool_call(pk, odd, false, "done", 1).await.unwrap();
+    let pk =
+        store.start_tool_call(db.fence(session.pk).await, odd, &call("c1", "shell")).await.unwrap();
+    store.finish_tool_call(db.fence(session.pk).await, pk, odd, false, "done", 1).await.unwrap();
     let calls = store.tool_calls(session.pk).await.unwrap();
     assert_eq!((calls[0].turn_id.as_str(), calls[0].output.as_deref()), (odd, Some(odd)));
     store
-        .update_partials(&[PartialText { message_id: 1, content: odd.into(), reasoning: None }])
+        .update_partials(&[PartialText {
+            fence: db.fence(session.pk).await,
+            message_id: 1,
+            content: odd.into(),
+            reasoning: None,
+        }])
         .await
         .unwrap();
     let renamed = store.rename_session("alice", odd, &format!("{odd}!")).await.unwrap();

@@ -74,7 +74,7 @@ pub async fn list_pages_newest_activity_first_with_total(db: &Db) {
     // Activity moves a session to the top (timestamps are in milliseconds).
     tokio::time::sleep(Duration::from_millis(3)).await;
     let (b, _) = store.open_session("alice", "b", None).await.unwrap();
-    store.append_message(b.pk, &text(1, 1, Role::User, "hi")).await.unwrap();
+    store.append_message(db.fence(b.pk).await, &text(1, 1, Role::User, "hi")).await.unwrap();
     let (page, _) = store.list_sessions("alice", 0, 2).await.unwrap();
     assert_eq!(ids(&page), ["b", "e"]);
 
@@ -103,18 +103,27 @@ pub async fn rename_changes_the_name_or_is_not_found(db: &Db) {
 pub async fn delete_takes_messages_turns_and_tool_calls_with_it(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "gone", None).await.unwrap();
-    store.create_turn(session.pk, "turn-1", &text(1, 1, Role::User, "hi")).await.unwrap();
-    store.start_turn(session.pk, "turn-1").await.unwrap();
-    store.start_tool_call(session.pk, "turn-1", &call("c1", "list_dir")).await.unwrap();
-    store.append_message(session.pk, &text(2, 1, Role::Assistant, "there")).await.unwrap();
+    store
+        .create_turn(db.fence(session.pk).await, "turn-1", &text(1, 1, Role::User, "hi"))
+        .await
+        .unwrap();
+    store.start_turn(db.fence(session.pk).await, "turn-1").await.unwrap();
+    store
+        .start_tool_call(db.fence(session.pk).await, "turn-1", &call("c1", "list_dir"))
+        .await
+        .unwrap();
+    store
+        .append_message(db.fence(session.pk).await, &text(2, 1, Role::Assistant, "there"))
+        .await
+        .unwrap();
 
     store.delete_session("alice", "gone").await.unwrap();
     assert!(store.session("alice", "gone").await.unwrap().is_none());
     assert!(store.messages(session.pk, None, 100).await.unwrap().is_empty());
     assert!(store.history(session.pk, i64::MAX).await.unwrap().is_empty());
     assert!(store.tool_calls(session.pk).await.unwrap().is_empty());
-    // The running turn went too: nothing is left for recovery to interrupt.
-    assert_eq!(store.recover().await.unwrap().turns, 0);
+    // The running turn went too: nothing is left for another node to take over.
+    assert!(store.orphans(i64::MAX).await.unwrap().is_empty());
     assert!(matches!(store.delete_session("alice", "gone").await, Err(StoreError::NotFound)));
 
     // The id can be used again, for a session that starts empty.
@@ -127,9 +136,9 @@ pub async fn delete_takes_messages_turns_and_tool_calls_with_it(db: &Db) {
 pub async fn set_session_state_is_stored(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
-    store.set_session_state(session.pk, "running").await.unwrap();
+    store.set_session_state(db.fence(session.pk).await, "running").await.unwrap();
     assert_eq!(store.session("alice", "s").await.unwrap().unwrap().state, "running");
-    store.set_session_state(session.pk, "idle").await.unwrap();
+    store.set_session_state(db.fence(session.pk).await, "idle").await.unwrap();
     assert_eq!(store.session("alice", "s").await.unwrap().unwrap().state, "idle");
 }
 
@@ -151,7 +160,7 @@ pub async fn prune_by_count_keeps_the_newest_and_running_sessions(db: &Db) {
         store.open_session("bob", id, None).await.unwrap();
     }
     let (a, _) = store.open_session("alice", "a", None).await.unwrap();
-    store.set_session_state(a.pk, "running").await.unwrap();
+    store.set_session_state(db.fence(a.pk).await, "running").await.unwrap();
 
     // Only alice's: her two newest stay, and the running oldest one is spared.
     let pruned = store.prune(Some("alice"), 2, 0).await.unwrap();
@@ -177,7 +186,7 @@ pub async fn prune_by_ttl_keeps_recent_and_running_sessions(db: &Db) {
         store.open_session(user, id, None).await.unwrap();
     }
     let (busy, _) = store.open_session("alice", "busy", None).await.unwrap();
-    store.set_session_state(busy.pk, "running").await.unwrap();
+    store.set_session_state(db.fence(busy.pk).await, "running").await.unwrap();
 
     // Nothing is an hour idle yet.
     assert!(store.prune(None, 0, 3_600_000).await.unwrap().is_empty());
@@ -195,11 +204,11 @@ pub async fn reserve_seq_never_goes_backwards(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let reserved = async || store.session("alice", "s").await.unwrap().unwrap().reserved_seq;
-    store.reserve_seq(session.pk, 10).await.unwrap();
+    store.reserve_seq(db.fence(session.pk).await, 10).await.unwrap();
     assert_eq!(reserved().await, 10);
-    store.reserve_seq(session.pk, 4).await.unwrap();
+    store.reserve_seq(db.fence(session.pk).await, 4).await.unwrap();
     assert_eq!(reserved().await, 10);
-    store.reserve_seq(session.pk, 25).await.unwrap();
+    store.reserve_seq(db.fence(session.pk).await, 25).await.unwrap();
     assert_eq!(reserved().await, 25);
     // Survives a reopen, as it must across a restart.
     let second = db.second_node().await;
@@ -210,12 +219,21 @@ pub async fn a_stored_message_raises_last_seq(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let reserved = async || store.session("alice", "s").await.unwrap().unwrap().reserved_seq;
-    store.create_turn(session.pk, "turn-3", &text(3, 3, Role::User, "hi")).await.unwrap();
+    store
+        .create_turn(db.fence(session.pk).await, "turn-3", &text(3, 3, Role::User, "hi"))
+        .await
+        .unwrap();
     assert_eq!(reserved().await, 3);
-    store.append_message(session.pk, &text(7, 3, Role::Assistant, "a")).await.unwrap();
+    store
+        .append_message(db.fence(session.pk).await, &text(7, 3, Role::Assistant, "a"))
+        .await
+        .unwrap();
     assert_eq!(reserved().await, 7);
     // A message below the bound leaves it where it is.
-    store.reserve_seq(session.pk, 20).await.unwrap();
-    store.append_message(session.pk, &text(8, 3, Role::Assistant, "b")).await.unwrap();
+    store.reserve_seq(db.fence(session.pk).await, 20).await.unwrap();
+    store
+        .append_message(db.fence(session.pk).await, &text(8, 3, Role::Assistant, "b"))
+        .await
+        .unwrap();
     assert_eq!(reserved().await, 20);
 }

@@ -1,11 +1,11 @@
-//! Turns and tool calls, and the recovery that interrupts what a crash left running.
+//! Turns and tool calls.
 
 use parley::conversation::{Role, Usage};
-use parley::store::{MessageStatus, NewMessage, Recovery, TurnEnd, TurnStatus};
+use parley::store::{TurnEnd, TurnStatus};
 
 use super::{Db, call, text};
 
-fn end(status: TurnStatus) -> TurnEnd {
+pub(super) fn end(status: TurnStatus) -> TurnEnd {
     TurnEnd {
         status,
         error_code: None,
@@ -19,7 +19,10 @@ fn end(status: TurnStatus) -> TurnEnd {
 pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
-    store.create_turn(session.pk, "turn-1", &text(1, 1, Role::User, "hello")).await.unwrap();
+    store
+        .create_turn(db.fence(session.pk).await, "turn-1", &text(1, 1, Role::User, "hello"))
+        .await
+        .unwrap();
     let stored = store.messages(session.pk, None, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!((stored[0].role, stored[0].content.as_str()), (Role::User, "hello"));
@@ -27,87 +30,60 @@ pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
     let session = store.session("alice", "s").await.unwrap().unwrap();
     assert_eq!((session.message_count, session.reserved_seq), (1, 1));
     // A turn id is used once; the refused turn leaves no message behind.
-    let again = store.create_turn(session.pk, "turn-1", &text(2, 2, Role::User, "again")).await;
+    let again = store
+        .create_turn(db.fence(session.pk).await, "turn-1", &text(2, 2, Role::User, "again"))
+        .await;
     assert!(matches!(again, Err(parley::store::StoreError::Conflict(_))), "{again:?}");
     assert_eq!(store.messages(session.pk, None, 10).await.unwrap().len(), 1);
 }
 
-pub async fn start_and_finish_turn_are_seen_by_recovery(db: &Db) {
+pub async fn start_and_finish_turn_are_recorded(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
-    store.create_turn(session.pk, "turn-1", &text(1, 1, Role::User, "a")).await.unwrap();
-    store.create_turn(session.pk, "turn-2", &text(2, 2, Role::User, "b")).await.unwrap();
-    store.create_turn(session.pk, "turn-3", &text(3, 3, Role::User, "c")).await.unwrap();
-    store.start_turn(session.pk, "turn-1").await.unwrap();
+    let fence = db.fence(session.pk).await;
+    store.create_turn(fence, "turn-1", &text(1, 1, Role::User, "a")).await.unwrap();
+    store.create_turn(fence, "turn-2", &text(2, 2, Role::User, "b")).await.unwrap();
+    store.create_turn(fence, "turn-3", &text(3, 3, Role::User, "c")).await.unwrap();
+    store.start_turn(fence, "turn-1").await.unwrap();
     assert_eq!(store.session("alice", "s").await.unwrap().unwrap().state, "running");
-    store.finish_turn("turn-1", &end(TurnStatus::Done)).await.unwrap();
+    store.finish_turn(fence, "turn-1", &end(TurnStatus::Done)).await.unwrap();
     let failed = TurnEnd {
         error_code: Some("PROVIDER_ERROR".into()),
         error_message: Some("boom".into()),
         ..end(TurnStatus::Error)
     };
-    store.start_turn(session.pk, "turn-2").await.unwrap();
-    store.finish_turn("turn-2", &failed).await.unwrap();
-    // Finished turns are left alone; the queued one is interrupted.
-    let recovered = store.recover().await.unwrap();
-    assert_eq!(recovered, Recovery { turns: 1, messages: 0, tool_calls: 0 });
-    assert_eq!(store.session("alice", "s").await.unwrap().unwrap().state, "idle");
-}
-
-pub async fn recover_interrupts_what_a_crash_left_running(db: &Db) {
-    let store = &db.store;
-    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
-    let (other, _) = store.open_session("bob", "s", None).await.unwrap();
-    store.create_turn(session.pk, "turn-1", &text(1, 1, Role::User, "go")).await.unwrap();
-    store.start_turn(session.pk, "turn-1").await.unwrap();
-    store.create_turn(session.pk, "turn-2", &text(2, 2, Role::User, "queued")).await.unwrap();
-    store.create_turn(other.pk, "turn-b", &text(1, 1, Role::User, "go")).await.unwrap();
-    store.start_turn(other.pk, "turn-b").await.unwrap();
-    let streaming =
-        NewMessage { status: MessageStatus::Streaming, ..text(3, 1, Role::Assistant, "half") };
-    store.append_message(session.pk, &streaming).await.unwrap();
-    store.append_message(session.pk, &text(4, 1, Role::Assistant, "whole")).await.unwrap();
-    store.start_tool_call(session.pk, "turn-1", &call("c1", "shell")).await.unwrap();
-    let finished = store.start_tool_call(other.pk, "turn-b", &call("c2", "shell")).await.unwrap();
-    store.finish_tool_call(finished, "ok", false, "done", 5).await.unwrap();
-
-    let recovered = store.recover().await.unwrap();
-    assert_eq!(recovered, Recovery { turns: 3, messages: 1, tool_calls: 1 });
-    for (user, id) in [("alice", "s"), ("bob", "s")] {
-        assert_eq!(store.session(user, id).await.unwrap().unwrap().state, "idle");
-    }
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
-    let statuses: Vec<_> = stored.iter().map(|m| (m.content.as_str(), m.status)).collect();
-    assert_eq!(
-        statuses,
-        [
-            ("go", MessageStatus::Complete),
-            ("half", MessageStatus::Interrupted),
-            ("whole", MessageStatus::Complete),
-            ("queued", MessageStatus::Complete),
-        ]
-    );
-    let calls = store.tool_calls(session.pk).await.unwrap();
-    assert_eq!((calls[0].status.as_str(), calls[0].is_error), ("interrupted", true));
-    assert!(
-        calls[0].output.as_deref().unwrap().starts_with("interrupted"),
-        "{:?}",
-        calls[0].output
-    );
-    let calls = store.tool_calls(other.pk).await.unwrap();
-    assert_eq!((calls[0].status.as_str(), calls[0].output.as_deref()), ("done", Some("ok")));
-    // Recovery is idempotent.
-    assert_eq!(store.recover().await.unwrap(), Recovery::default());
+    store.start_turn(fence, "turn-2").await.unwrap();
+    store.finish_turn(fence, "turn-2", &failed).await.unwrap();
+    store.set_session_state(fence, "idle").await.unwrap();
+    // Finished turns are left alone when the lease changes hands; the queued one is handed
+    // over to run.
+    store.release_lease(fence).await.unwrap();
+    let lease = store.acquire_lease(session.pk, "other", i64::MAX, false).await.unwrap().unwrap();
+    assert!(lease.interrupted.is_empty(), "{lease:?}");
+    let queued: Vec<_> = lease.queued.iter().map(|t| (t.turn_id.as_str(), t.user_seq)).collect();
+    assert_eq!(queued, [("turn-3", 3)]);
 }
 
 pub async fn tool_calls_form_a_timeline(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
-    store.create_turn(session.pk, "turn-1", &text(1, 1, Role::User, "go")).await.unwrap();
-    let first = store.start_tool_call(session.pk, "turn-1", &call("c1", "list_dir")).await.unwrap();
-    let second = store.start_tool_call(session.pk, "turn-1", &call("c2", "shell")).await.unwrap();
+    store
+        .create_turn(db.fence(session.pk).await, "turn-1", &text(1, 1, Role::User, "go"))
+        .await
+        .unwrap();
+    let first = store
+        .start_tool_call(db.fence(session.pk).await, "turn-1", &call("c1", "list_dir"))
+        .await
+        .unwrap();
+    let second = store
+        .start_tool_call(db.fence(session.pk).await, "turn-1", &call("c2", "shell"))
+        .await
+        .unwrap();
     assert_ne!(first, second);
-    store.finish_tool_call(second, "exit 1", true, "done", 40).await.unwrap();
+    store
+        .finish_tool_call(db.fence(session.pk).await, second, "exit 1", true, "done", 40)
+        .await
+        .unwrap();
 
     let calls = store.tool_calls(session.pk).await.unwrap();
     assert_eq!(calls.len(), 2);
@@ -122,7 +98,10 @@ pub async fn tool_calls_form_a_timeline(db: &Db) {
     assert!(c1.started_at > 0);
     assert_eq!((c2.id.as_str(), c2.output.as_deref(), c2.is_error), ("c2", Some("exit 1"), true));
     assert_eq!((c2.status.as_str(), c2.duration_ms), ("done", Some(40)));
-    store.finish_tool_call(first, "a b", false, "done", 1).await.unwrap();
+    store
+        .finish_tool_call(db.fence(session.pk).await, first, "a b", false, "done", 1)
+        .await
+        .unwrap();
     let calls = store.tool_calls(session.pk).await.unwrap();
     assert_eq!((calls[0].output.as_deref(), calls[0].is_error), (Some("a b"), false));
 }

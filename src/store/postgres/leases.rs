@@ -1,0 +1,149 @@
+//! The PostgreSQL store's session leases: taking one (and cleaning up what the previous
+//! holder left unfinished, in the same transaction), renewing and releasing them, finding
+//! sessions whose holder is gone, and the fence check every write of a turn makes first.
+
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+
+use super::text::{escape, unescape};
+use super::write;
+use crate::clock::now_ms;
+use crate::store::{Fence, Lease, Orphan, QueuedTurn, StoreError};
+
+/// Fails with [`StoreError::Fenced`] unless `fence` is still the session's. Called first in
+/// the write transaction: the row lock it takes (the one an `UPDATE` of the row takes) makes
+/// an acquisition wait until the write commits, and a write wait until an acquisition
+/// commits, after which it sees the new fence and refuses.
+pub(super) async fn check(conn: &mut PgConnection, fence: Fence) -> Result<(), StoreError> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM sessions WHERE pk = $1 AND lease_fence = $2 FOR NO KEY UPDATE",
+    )
+    .bind(fence.session)
+    .bind(fence.token)
+    .fetch_optional(conn)
+    .await?;
+    held.map(|_| ()).ok_or(StoreError::Fenced)
+}
+
+pub(super) async fn acquire(
+    pool: &PgPool,
+    session: i64,
+    node: &str,
+    until: i64,
+    steal: bool,
+) -> Result<Option<Lease>, StoreError> {
+    let now = now_ms();
+    let mut tx = write(pool).await?;
+    let taken = sqlx::query(
+        "UPDATE sessions SET lease_node = $1, lease_until = $2, lease_fence = lease_fence + 1 \
+         WHERE pk = $3 AND (lease_node IS NULL OR lease_node = $1 OR lease_until < $4 OR $5) \
+         RETURNING lease_fence, last_seq",
+    )
+    .bind(escape(node))
+    .bind(until)
+    .bind(session)
+    .bind(now)
+    .bind(steal)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = taken else {
+        return Ok(None);
+    };
+    let fence = Fence { session, token: row.try_get("lease_fence")? };
+    let reserved_seq = row.try_get("last_seq")?;
+    // What the previous holder was doing when it stopped: the running turn and the partial
+    // answer it had stored.
+    let interrupted: Vec<(String, String)> = sqlx::query_as(
+        "SELECT t.id, COALESCE(( \
+           SELECT string_agg(m.content, '' ORDER BY m.seq) FROM messages m \
+           WHERE m.session_pk = t.session_pk AND m.turn_id = t.id AND m.status = 'streaming'), '') \
+         FROM turns t WHERE t.session_pk = $1 AND t.status = 'running' ORDER BY t.created_at",
+    )
+    .bind(session)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE turns SET status = 'interrupted', finished_at = $1 \
+         WHERE session_pk = $2 AND status = 'running'",
+    )
+    .bind(now)
+    .bind(session)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE messages SET status = 'interrupted' \
+         WHERE session_pk = $1 AND status = 'streaming'",
+    )
+    .bind(session)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE tool_calls SET status = 'interrupted', is_error = TRUE, \
+         output = COALESCE(output, 'interrupted: the server stopped while this tool ran') \
+         WHERE session_pk = $1 AND status = 'running'",
+    )
+    .bind(session)
+    .execute(&mut *tx)
+    .await?;
+    let queued = sqlx::query_as(
+        "SELECT t.id, m.seq FROM turns t \
+         JOIN messages m ON m.session_pk = t.session_pk AND m.turn_id = t.id AND m.role = 'user' \
+         WHERE t.session_pk = $1 AND t.status = 'queued' ORDER BY m.seq",
+    )
+    .bind(session)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(turn_id, user_seq): (String, i64)| QueuedTurn { turn_id: unescape(turn_id), user_seq })
+    .collect::<Vec<_>>();
+    // Busy while the queued turns wait for the new holder's worker; idle otherwise.
+    let state = if queued.is_empty() { "idle" } else { "running" };
+    sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2")
+        .bind(state)
+        .bind(session)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let interrupted = interrupted
+        .into_iter()
+        .map(|(turn, partial)| (unescape(turn), unescape(partial)))
+        .collect();
+    Ok(Some(Lease { fence, reserved_seq, interrupted, queued }))
+}
+
+pub(super) async fn renew(pool: &PgPool, node: &str, until: i64) -> Result<Vec<Fence>, StoreError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "UPDATE sessions SET lease_until = $1 WHERE lease_node = $2 RETURNING pk, lease_fence",
+    )
+    .bind(until)
+    .bind(escape(node))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(session, token)| Fence { session, token }).collect())
+}
+
+pub(super) async fn release(pool: &PgPool, fence: Fence) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE sessions SET lease_node = NULL, lease_until = 0 \
+         WHERE pk = $1 AND lease_fence = $2",
+    )
+    .bind(fence.session)
+    .bind(fence.token)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn orphans(pool: &PgPool, now: i64) -> Result<Vec<Orphan>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.user_id, s.id FROM sessions s WHERE (s.lease_node IS NULL OR s.lease_until < $1) \
+         AND s.pk IN (SELECT session_pk FROM turns WHERE status IN ('queued', 'running'))",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, id)| Orphan { user: unescape(user), id: unescape(id) })
+        .collect())
+}
