@@ -32,6 +32,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Redis URL for the multi-node bus; unset means the in-process bus.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel Parley uses, so several clusters can share
+    /// one Redis.
+    pub redis_prefix: String,
     /// This node's name in logs, status and (multi-node) leases: 1-64 of
     /// `A-Z a-z 0-9 . _ -`; unset, one is made up at each start (`node-<random>`).
     pub node_id: Option<String>,
@@ -80,6 +83,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             redis_url: None,
+            redis_prefix: "parley:".into(),
             node_id: None,
             provider: ProviderConfig::default(),
             agent: AgentConfig::default(),
@@ -376,6 +380,11 @@ impl Config {
     /// The store URL with its password replaced by `***`, for messages and logs.
     pub fn redacted_database_url(&self) -> String {
         redact_url(&self.database_url())
+    }
+
+    /// The Redis URL (if any) with its password replaced by `***`.
+    pub fn redacted_redis_url(&self) -> String {
+        self.redis_url.as_deref().map(redact_url).unwrap_or_else(|| "(in-process)".into())
     }
 
     /// The configuration as TOML with secrets replaced by `***`.

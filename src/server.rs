@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::auth::Auth;
-use crate::bus::{Bus, LocalBus};
+use crate::bus::{self, RedisBusConfig};
 use crate::config::Config;
 use crate::http::{AppState, Connections, router, serve};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -24,10 +24,16 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let store = store::open(&config.database_url())
         .await
         .with_context(|| format!("opening the store {}", config.redacted_database_url()))?;
-    if config.redis_url.is_some() {
-        anyhow::bail!("PARLEY_REDIS_URL is set, but the Redis bus is not available yet; unset it");
-    }
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus);
+    let bus_config = RedisBusConfig {
+        prefix: config.redis_prefix.clone(),
+        stream_len: config.sessions.event_log_capacity.max(16),
+        // Well past idle eviction: a session loaded on its owner keeps its stream.
+        stream_ttl: Duration::from_secs_f64(config.sessions.idle_evict_secs.max(0.0) * 2.0)
+            .max(Duration::from_secs(3600)),
+    };
+    let bus = bus::open(config.redis_url.as_deref(), bus_config)
+        .await
+        .with_context(|| format!("connecting to the bus {}", config.redacted_redis_url()))?;
     let provider = providers::build(&config.provider).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(config.workspace_root())
         .with_context(|| format!("creating {}", config.workspace_root().display()))?;

@@ -1,20 +1,92 @@
 //! The bus: hands session events to the *other* nodes of a cluster. Watchers on the node
 //! where an event happens get it from its session's log directly; what crosses the bus is
 //! the event's frame, serialized once, with its `seq` — nothing in here knows runtime types.
-//! One node alone has nobody to hand events to ([`LocalBus`]); a Redis bus joins it for
-//! multi-node.
+//! One node alone has nobody to hand events to ([`LocalBus`]); [`RedisBus`] joins nodes:
+//! each topic is a bounded, expiring Redis stream (for catching up) plus a channel (for
+//! live delivery), over a fixed pair of connections per node.
 
 mod local;
+mod redis;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
+pub use self::redis::{RedisBus, RedisBusConfig};
 pub use local::LocalBus;
 
+/// Why the bus could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Redis cannot be reached now.
+    #[error("the bus is unavailable: {0}")]
+    Unavailable(String),
+    #[error("bus failure: {0}")]
+    Other(String),
+}
+
+/// What a follower of a topic receives.
+#[derive(Debug, Clone)]
+pub enum Followed {
+    /// The frame of event `seq`, as its owner published it.
+    Frame { seq: u64, frame: Bytes },
+    /// The bus was cut off and is back: frames may have been missed since the last one
+    /// received, so the follower catches up with [`Bus::replay`].
+    Resumed,
+}
+
+/// The frames a topic's stream still holds after some `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// Frames after the asked-for `seq`, oldest first, with the seq of the newest frame the
+    /// stream holds (0 if it holds none); the first frame may come later than the one right
+    /// after `seq` if the stream was trimmed.
+    Frames { frames: Vec<(u64, Bytes)>, newest: u64 },
+    /// The stream holds nothing: it expired (its topic was quiet), or Redis lost it.
+    Missing,
+}
+
+/// A subscription to one topic; dropping it ends it.
+pub struct Following {
+    pub(crate) frames: mpsc::Receiver<Followed>,
+    /// Removes the subscription when dropped.
+    pub(crate) _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl Following {
+    /// A subscription that never delivers anything (a bus with no other nodes).
+    pub fn none() -> Self {
+        let (_, frames) = mpsc::channel(1);
+        Self { frames, _guard: None }
+    }
+
+    /// The next delivery; `None` once the bus is gone.
+    pub async fn next(&mut self) -> Option<Followed> {
+        self.frames.recv().await
+    }
+}
+
 /// Carries serialized session events across nodes.
+#[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Hands the frame of event `seq` on `topic` to the other nodes; never blocks the
-    /// caller.
+    /// Hands the frame of event `seq` on `topic` to the other nodes (and this node's
+    /// followers of the topic); never blocks the caller.
     fn publish(&self, topic: &str, seq: u64, frame: &Bytes);
+
+    /// Follows `topic`: the frames published on it from now on, on this node or another.
+    /// One subscription per topic per node is enough: callers share theirs.
+    fn follow(&self, topic: &str) -> Following;
+
+    /// The frames `topic`'s stream still holds after `after`.
+    async fn replay(&self, topic: &str, after: u64) -> Result<Replayed, BusError>;
+
+    /// Whether other nodes exist to hand events to (whether sessions are watched through
+    /// followers rather than through their owner's log).
+    fn clustered(&self) -> bool {
+        false
+    }
 
     /// A short description for logs and status.
     fn describe(&self) -> &'static str;
@@ -22,5 +94,13 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the bus delivers across nodes right now (the in-process bus always does).
     fn healthy(&self) -> bool {
         true
+    }
+}
+
+/// Opens the bus: Redis at `url`, or the in-process bus if `None`.
+pub async fn open(url: Option<&str>, config: RedisBusConfig) -> Result<Arc<dyn Bus>, BusError> {
+    match url {
+        None => Ok(Arc::new(LocalBus)),
+        Some(url) => Ok(Arc::new(RedisBus::open(url, config).await?)),
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 mod browser;
+mod bus_contract;
 mod chat;
 mod durability;
 mod errors;

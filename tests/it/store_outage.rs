@@ -3,56 +3,14 @@
 //! `STORE_UNAVAILABLE` (nothing hangs, nothing leaks); when it is back, service resumes by
 //! itself.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
 use sqlx::Connection;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 use crate::common::live::WsClient;
+use crate::common::proxy::{proxy, through};
 use crate::common::{TestServer, json_of, test_config};
-
-/// Forwards connections on `listen` to `upstream` until cut: then the listener closes and
-/// every forwarded connection is dropped, as when the database host goes away.
-async fn proxy(listen: SocketAddr, upstream: SocketAddr) -> (SocketAddr, CancellationToken) {
-    let listener = TcpListener::bind(listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cut = CancellationToken::new();
-    let stop = cut.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut inbound, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(_) => continue,
-                },
-                () = stop.cancelled() => return,
-            };
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    () = stop.cancelled() => {}
-                }
-            });
-        }
-    });
-    (addr, cut)
-}
-
-/// `url` with its `host:port` replaced by `addr`, and the `host:port` it had.
-fn through(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (creds, rest) = rest.rsplit_once('@').map_or(("", rest), |(c, r)| (c, r));
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = if host.contains(':') { host.to_owned() } else { format!("{host}:5432") };
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host).unwrap().next().unwrap();
-    let at = if creds.is_empty() { String::new() } else { format!("{creds}@") };
-    (format!("{scheme}://{at}{addr}/{path}"), upstream)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_fail_fast_while_postgres_is_down_and_service_resumes_after() {

@@ -4,6 +4,8 @@
 pub mod fake_provider;
 pub mod live;
 pub mod postgres;
+pub mod proxy;
+pub mod redis;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,321 @@
+//! The Redis bus. Each topic is a stream `<prefix>log:<topic>` (entry ID `<seq>-0`, trimmed
+//! to about `stream_len` entries, expiring after `stream_ttl` without events) that a node
+//! catches up from, and a channel `<prefix>live:<topic>` that carries each frame once, live.
+//!
+//! Two connections per node, however many sessions it follows: one publishes, in batches
+//! (pipelined, in order); the other (RESP3, resubscribing by itself after a reconnect)
+//! holds the subscriptions, answers catch-up reads and is pinged every second, which is how
+//! an outage is noticed and its end announced to the followers, so they catch up.
+
+mod followers;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::streams::StreamRangeReply;
+use ::redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisError, Value};
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Bus, BusError, Following, Replayed};
+use followers::Followers;
+
+/// Settings of the Redis bus.
+#[derive(Debug, Clone)]
+pub struct RedisBusConfig {
+    /// Prepended to every key and channel, so several clusters (or test runs) can share
+    /// one Redis.
+    pub prefix: String,
+    /// About how many events each topic's stream keeps for catching up.
+    pub stream_len: usize,
+    /// How long a stream with no new event is kept.
+    pub stream_ttl: Duration,
+}
+
+/// Frames waiting for the publisher before new ones are dropped (Redis is down or slow):
+/// the nodes that miss them resync.
+const PUBLISH_QUEUE: usize = 100_000;
+
+/// How often the bus checks Redis answers.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+struct Shared {
+    config: RedisBusConfig,
+    /// Subscriptions, catch-up reads, pings.
+    conn: ConnectionManager,
+    followers: Arc<Followers>,
+    /// Identifies this node's own frames when Redis hands them back.
+    origin: u64,
+    queued: AtomicUsize,
+    healthy: AtomicBool,
+}
+
+/// A frame on its way to Redis.
+struct Outgoing {
+    topic: String,
+    seq: u64,
+    frame: Bytes,
+}
+
+/// [`Bus`] over Redis, for several nodes.
+pub struct RedisBus {
+    shared: Arc<Shared>,
+    publisher: mpsc::UnboundedSender<Outgoing>,
+}
+
+fn unavailable(err: RedisError) -> BusError {
+    BusError::Unavailable(err.to_string())
+}
+
+impl RedisBus {
+    /// Connects to Redis at `url` (`redis://…`), failing within seconds if it does not
+    /// answer, and starts the publisher, the push reader and the health check.
+    pub async fn open(url: &str, config: RedisBusConfig) -> Result<Self, BusError> {
+        let info = url.into_connection_info().map_err(|e| BusError::Other(e.to_string()))?;
+        let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = ::redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| BusError::Other(e.to_string()))?;
+        let (pushes, pushed) = mpsc::unbounded_channel();
+        let base = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client
+            .get_connection_manager_with_config(
+                base.clone().set_push_sender(pushes).set_automatic_resubscription(),
+            )
+            .await
+            .map_err(unavailable)?;
+        let publishing =
+            client.get_connection_manager_with_config(base).await.map_err(unavailable)?;
+        let mut origin = [0u8; 8];
+        getrandom::fill(&mut origin).map_err(|e| BusError::Other(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            config,
+            conn,
+            followers: Arc::new(Followers::default()),
+            origin: u64::from_be_bytes(origin),
+            queued: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+        });
+        let (publisher, outgoing) = mpsc::unbounded_channel();
+        tokio::spawn(publish_batches(Arc::downgrade(&shared), publishing, outgoing));
+        tokio::spawn(read_pushes(Arc::downgrade(&shared), pushed));
+        tokio::spawn(check_health(Arc::downgrade(&shared)));
+        Ok(Self { shared, publisher })
+    }
+}
+
+impl Shared {
+    fn stream(&self, topic: &str) -> String {
+        format!("{}log:{topic}", self.config.prefix)
+    }
+
+    fn channel(&self, topic: &str) -> String {
+        format!("{}live:{topic}", self.config.prefix)
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        let was = self.healthy.swap(healthy, Ordering::SeqCst);
+        if was && !healthy {
+            tracing::warn!("the Redis bus is unavailable; other nodes miss this node's events");
+        } else if !was && healthy {
+            tracing::info!("the Redis bus is back; followers catch up");
+            self.followers.resume_all();
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    fn publish(&self, topic: &str, seq: u64, frame: &Bytes) {
+        let shared = &self.shared;
+        shared.followers.deliver(&shared.channel(topic), seq, frame);
+        if shared.queued.fetch_add(1, Ordering::Relaxed) >= PUBLISH_QUEUE {
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let outgoing = Outgoing { topic: topic.to_owned(), seq, frame: frame.clone() };
+        // The publisher lives as long as the bus.
+        let _ = self.publisher.send(outgoing);
+    }
+
+    fn follow(&self, topic: &str) -> Following {
+        let channel = self.shared.channel(topic);
+        let (frames, guard) = self.shared.followers.add(&channel);
+        // The subscription is made before the follower reads the stream (see `subscribe`).
+        Following { frames, _guard: Some(Box::new(guard)) }
+    }
+
+    async fn replay(&self, topic: &str, after: u64) -> Result<Replayed, BusError> {
+        let shared = &self.shared;
+        subscribe(shared, &shared.channel(topic)).await?;
+        let key = shared.stream(topic);
+        let mut conn = shared.conn.clone();
+        let (range, newest): (StreamRangeReply, StreamRangeReply) = ::redis::pipe()
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg(format!("{}-0", after.saturating_add(1)))
+            .arg("+")
+            .cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(newest) = newest.ids.first() else {
+            return Ok(Replayed::Missing);
+        };
+        let frames = range.ids.iter().filter_map(entry).collect();
+        Ok(Replayed::Frames { frames, newest: entry_seq(&newest.id).unwrap_or(0) })
+    }
+
+    fn clustered(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> &'static str {
+        "redis"
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+}
+
+/// Subscribes the connection to `channel` unless it already is. Awaited before a follower
+/// reads the stream, so no frame falls between the read and the live feed.
+async fn subscribe(shared: &Shared, channel: &str) -> Result<(), BusError> {
+    let mut subscribed = shared.subscribed().await;
+    if !subscribed.contains(channel) {
+        shared.conn.clone().subscribe(channel).await.map_err(unavailable)?;
+        subscribed.insert(channel.to_owned());
+    }
+    Ok(())
+}
+
+impl Shared {
+    async fn subscribed(&self) -> tokio::sync::MutexGuard<'_, HashSet<String>> {
+        self.followers.subscribed.lock().await
+    }
+}
+
+fn entry_seq(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
+}
+
+fn entry(entry: &::redis::streams::StreamId) -> Option<(u64, Bytes)> {
+    let seq = entry_seq(&entry.id)?;
+    match entry.map.get("f")? {
+        Value::BulkString(bytes) => Some((seq, Bytes::copy_from_slice(bytes))),
+        _ => None,
+    }
+}
+
+/// Writes frames to Redis in batches, in order: each is appended to its topic's stream and
+/// published on its channel, and each stream's expiry is pushed back. A batch that fails
+/// is dropped (the nodes that needed it resync) and marks the bus unhealthy.
+async fn publish_batches(
+    shared: std::sync::Weak<Shared>,
+    mut conn: ConnectionManager,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut batch = Vec::new();
+    while outgoing.recv_many(&mut batch, 512).await > 0 {
+        let Some(shared) = shared.upgrade() else { return };
+        let mut pipe = ::redis::pipe();
+        let mut streams = HashSet::new();
+        for out in &batch {
+            let key = shared.stream(&out.topic);
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(shared.config.stream_len)
+                .arg(format!("{}-0", out.seq))
+                .arg("f")
+                .arg(out.frame.as_ref())
+                .ignore();
+            let payload = followers::payload(shared.origin, out.seq, &out.frame);
+            pipe.cmd("PUBLISH").arg(shared.channel(&out.topic)).arg(payload).ignore();
+            streams.insert(key);
+        }
+        let ttl = shared.config.stream_ttl.as_millis() as u64;
+        for key in streams {
+            pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+        }
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {}
+            // Redis ran every command; one refused (a stale owner's frame older than the
+            // stream's newest, say). Nothing to retry.
+            Err(err)
+                if err.kind()
+                    == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ResponseError) =>
+            {
+                tracing::debug!(%err, "Redis refused a published frame");
+            }
+            Err(err) => {
+                tracing::warn!(%err, frames = batch.len(), "publishing to Redis failed");
+                shared.set_healthy(false);
+            }
+        }
+        shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        batch.clear();
+    }
+}
+
+/// Hands frames other nodes published to this node's followers; notes disconnections.
+async fn read_pushes(
+    shared: std::sync::Weak<Shared>,
+    mut pushed: mpsc::UnboundedReceiver<PushInfo>,
+) {
+    while let Some(push) = pushed.recv().await {
+        let Some(shared) = shared.upgrade() else { return };
+        match push.kind {
+            PushKind::Message => {
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (push.data.first(), push.data.get(1))
+                else {
+                    continue;
+                };
+                let Some((origin, seq, frame)) = followers::parse(payload) else { continue };
+                if origin != shared.origin {
+                    shared.followers.deliver(&String::from_utf8_lossy(channel), seq, &frame);
+                }
+            }
+            PushKind::Disconnection => shared.set_healthy(false),
+            _ => {}
+        }
+    }
+}
+
+/// Pings Redis every second: an outage marks the bus unhealthy, its end tells followers
+/// to catch up. Also drops the subscriptions nobody follows any more.
+async fn check_health(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let mut conn = shared.conn.clone();
+        let pong = ::redis::cmd("PING").query_async::<String>(&mut conn).await;
+        shared.set_healthy(pong.is_ok());
+        if pong.is_ok() {
+            let mut subscribed = shared.subscribed().await;
+            let idle: Vec<String> =
+                subscribed.iter().filter(|c| !shared.followers.followed(c)).cloned().collect();
+            for channel in idle {
+                if conn.unsubscribe(&channel).await.is_ok() {
+                    subscribed.remove(&channel);
+                }
+            }
+        }
+    }
+}
