@@ -109,7 +109,7 @@ impl Runtime {
         let (turn_id, user_seq, outcome) = admitted.await.map_err(|err| {
             RuntimeError::Store(StoreError::Other(format!("admitting a message failed: {err}")))
         })??;
-        Ok(Submission { session, turn_id, user_seq, outcome })
+        Ok(Submission { session: session.reference(), turn_id, user_seq, outcome })
     }
 }
 
@@ -178,7 +178,7 @@ async fn admit(
     slot.fill(Some(&turn_id), EventKind::UserMessage { content: admission.content });
     if waiting > 0 {
         let detail = Some(format!("{waiting} ahead"));
-        session.emit(Some(&turn_id), EventKind::OperatorStatus { phase: "queued", detail });
+        session.emit(Some(&turn_id), EventKind::OperatorStatus { phase: "queued".into(), detail });
     }
     Ok((turn_id, seq, outcome))
 }

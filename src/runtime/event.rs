@@ -1,13 +1,15 @@
 //! Runtime events: what happens in a session, each with its per-session `seq`, serialized
 //! once into the JSON frame every watcher is sent.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::conversation::Usage;
 
 /// A tool call as reported at the end of a turn.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolCallSummary {
     pub id: String,
     pub name: String,
@@ -19,7 +21,7 @@ pub struct ToolCallSummary {
 
 /// Why a turn failed, as its stable wire code (`PROVIDER_ERROR`, ...); each protocol
 /// adapter maps it to its own status or shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TurnError {
     /// No provider URL is configured.
@@ -41,8 +43,10 @@ impl TurnError {
     }
 }
 
-/// What happened. The serde names are the `/ws/chat` frame types of DESIGN.md.
-#[derive(Debug, Clone, Serialize)]
+/// What happened. The serde names are the `/ws/chat` frame types of DESIGN.md. Nodes of a
+/// cluster read each other's frames back into it (fixed words are `Cow`s, borrowed when
+/// made here, owned when read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// A user message was accepted (so every watcher sees it, not only the sender).
@@ -51,7 +55,7 @@ pub enum EventKind {
     },
     /// What the turn is doing now: `queued`, `model`, `tool`, `approval`.
     OperatorStatus {
-        phase: &'static str,
+        phase: Cow<'static, str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
@@ -74,7 +78,7 @@ pub enum EventKind {
         duration_ms: u64,
         /// `TOOL_ERROR` when the tool failed (its output says why; the turn goes on).
         #[serde(skip_serializing_if = "Option::is_none")]
-        code: Option<&'static str>,
+        code: Option<Cow<'static, str>>,
     },
     /// The streamed draft so far belonged to a finished step; the next chunks start anew.
     ChunkReset,
@@ -106,7 +110,7 @@ pub enum EventKind {
     /// A pending approval was decided (`approve`, `deny`, `always` or `cancelled`).
     ApprovalResolved {
         request_id: String,
-        decision: &'static str,
+        decision: Cow<'static, str>,
     },
     /// Nobody answered an approval in time: the tool call was denied.
     ApprovalExpired {
@@ -119,7 +123,7 @@ pub enum EventKind {
     SessionCreated,
     TurnStarted,
     TurnFinished {
-        status: &'static str,
+        status: Cow<'static, str>,
     },
     ToolCalled {
         name: String,
@@ -152,7 +156,31 @@ struct Frame<'a> {
     turn_id: Option<&'a str>,
 }
 
+/// A frame read back (from another node).
+#[derive(Deserialize)]
+struct ReadFrame {
+    #[serde(flatten)]
+    kind: EventKind,
+    seq: u64,
+    session_id: String,
+    #[serde(default)]
+    turn_id: Option<String>,
+}
+
 impl Event {
+    /// The event a frame carries, keeping the frame's bytes as they are: read once per
+    /// node, never serialized again.
+    pub fn from_frame(json: Bytes) -> Result<Self, serde_json::Error> {
+        let frame: ReadFrame = serde_json::from_slice(&json)?;
+        Ok(Self {
+            seq: frame.seq,
+            session_id: frame.session_id,
+            turn_id: frame.turn_id,
+            kind: frame.kind,
+            json,
+        })
+    }
+
     /// Builds the event and its JSON frame.
     pub fn new(seq: u64, session_id: &str, turn_id: Option<&str>, kind: EventKind) -> Self {
         let frame = Frame { kind: &kind, seq, session_id, turn_id };
@@ -172,6 +200,44 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_frame() {
+        let kinds = [
+            EventKind::UserMessage { content: "hi \u{0} there".into() },
+            EventKind::OperatorStatus { phase: "queued".into(), detail: Some("1 ahead".into()) },
+            EventKind::Chunk { content: "a".into() },
+            EventKind::ToolResult {
+                id: "c1".into(),
+                name: "shell".into(),
+                output: "out".into(),
+                is_error: true,
+                duration_ms: 3,
+                code: Some("TOOL_ERROR".into()),
+            },
+            EventKind::ChunkReset,
+            EventKind::Done {
+                full_response: "done".into(),
+                usage: Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+                model: Some("m".into()),
+                duration_ms: 9,
+                tool_calls: Vec::new(),
+            },
+            EventKind::Error { message: "boom".into(), code: TurnError::ProviderError },
+            EventKind::ApprovalResolved { request_id: "r".into(), decision: "always".into() },
+            EventKind::SessionDeleted,
+            EventKind::TurnFinished { status: "done".into() },
+        ];
+        for kind in kinds {
+            let event = Event::new(7, "s1", Some("t1"), kind);
+            let read = Event::from_frame(event.json.clone()).unwrap();
+            assert_eq!((read.seq, read.session_id.as_str()), (7, "s1"));
+            assert_eq!(read.turn_id.as_deref(), Some("t1"));
+            let again = Event::new(7, "s1", Some("t1"), read.kind);
+            assert_eq!(again.json, event.json, "the same frame");
+        }
+        assert!(Event::from_frame(Bytes::from_static(b"{\"type\":\"nonsense\"}")).is_err());
+    }
 
     #[test]
     fn frames_carry_the_kind_and_where_it_belongs() {

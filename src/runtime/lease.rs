@@ -53,7 +53,7 @@ impl Inner {
         for (turn_id, partial) in lease.interrupted {
             tracing::warn!(turn_id, session = %session.id, "a turn was cut off by its node's end");
             session.emit(Some(&turn_id), EventKind::Cancelled { partial });
-            let finished = EventKind::TurnFinished { status: "interrupted" };
+            let finished = EventKind::TurnFinished { status: "interrupted".into() };
             self.lifecycle(session, Some(&turn_id), finished);
         }
         if lease.queued.is_empty() {

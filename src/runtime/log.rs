@@ -37,6 +37,9 @@ struct Ring {
     live: Option<broadcast::Sender<Arc<Event>>>,
     /// Closed for good ([`EventLog::close`]): nothing more is published or delivered.
     closed: bool,
+    /// Raised when a follower's numbering starts anew ([`EventLog::rebase`]): what a
+    /// watcher saw before says nothing about what comes next.
+    epoch: u64,
 }
 
 /// Events a watcher may fall behind the live feed before it catches up from the ring.
@@ -88,6 +91,7 @@ impl EventLog {
             terminal: None,
             live: None,
             closed: false,
+            epoch: 0,
         };
         Self {
             ring: Mutex::new(ring),
@@ -197,20 +201,62 @@ impl EventLog {
                 // for nobody.
                 continue;
             }
-            if matches!(event.kind, EventKind::SessionDeleted) {
-                ring.terminal = Some(event.clone());
-            }
-            ring.published = event.seq;
-            if ring.events.len() >= self.capacity {
-                ring.events.pop_front();
-            }
             self.bus.publish(&self.topic, event.seq, &event.json);
-            // A failed send means nobody watches any more.
-            if ring.live.as_ref().is_some_and(|live| live.send(event.clone()).is_err()) {
-                ring.live = None;
-            }
-            ring.events.push_back(event);
+            self.deliver(ring, event);
         }
+    }
+
+    /// Puts a published event in the ring and hands it to the watchers here.
+    fn deliver(&self, ring: &mut Ring, event: Arc<Event>) {
+        if matches!(event.kind, EventKind::SessionDeleted) {
+            ring.terminal = Some(event.clone());
+        }
+        ring.published = event.seq;
+        ring.taken = ring.taken.max(event.seq);
+        if ring.events.len() >= self.capacity {
+            ring.events.pop_front();
+        }
+        // A failed send means nobody watches any more.
+        if ring.live.as_ref().is_some_and(|live| live.send(event.clone()).is_err()) {
+            ring.live = None;
+        }
+        ring.events.push_back(event);
+    }
+
+    /// A follower's log: takes an event another node numbered, if it is the next one.
+    /// Returns `false` if it comes after a gap (the caller fetches what is missing, or
+    /// rebases); an event already held is ignored.
+    pub(crate) fn accept(&self, event: Arc<Event>) -> bool {
+        self.last_active.store(crate::clock::now_ms(), Ordering::Relaxed);
+        let mut ring = self.ring();
+        if ring.closed || ring.terminal.is_some() || event.seq <= ring.published {
+            return true;
+        }
+        if event.seq != ring.published + 1 {
+            return false;
+        }
+        self.deliver(&mut ring, event);
+        true
+    }
+
+    /// A follower's log starts anew after `to`: the events between what it held and what
+    /// comes next are lost to it (the bus lost them), so its watchers resync.
+    pub(crate) fn rebase(&self, to: u64) {
+        let mut ring = self.ring();
+        ring.events.clear();
+        ring.published = to;
+        ring.taken = to;
+        ring.epoch += 1;
+    }
+
+    /// Lets every watcher of this log go (they get [`WatchItem::Closed`] and reconnect);
+    /// the log itself goes on for new ones.
+    pub(crate) fn disconnect_watchers(&self) {
+        self.ring().live = None;
+    }
+
+    fn epoch(&self) -> u64 {
+        self.ring().epoch
     }
 
     /// Stops publishing: events still held are dropped, and the live feed's end reaches
@@ -269,8 +315,15 @@ impl EventLog {
             }
         };
         let after = after.unwrap_or_else(|| self.last_seq());
-        let mut watch =
-            Watch { log: self.clone(), live, backlog: VecDeque::new(), last: after, resync: false };
+        let epoch = self.epoch();
+        let mut watch = Watch {
+            log: self.clone(),
+            live,
+            backlog: VecDeque::new(),
+            last: after,
+            resync: false,
+            epoch,
+        };
         watch.refill();
         watch
     }
@@ -322,6 +375,8 @@ pub struct Watch {
     backlog: VecDeque<Arc<Event>>,
     last: u64,
     resync: bool,
+    /// The log's epoch when this watcher's position was last valid.
+    epoch: u64,
 }
 
 impl Watch {
@@ -330,6 +385,7 @@ impl Watch {
             Replay::Events(events) => self.backlog.extend(events),
             Replay::Resync => {
                 self.resync = true;
+                self.epoch = self.log.epoch();
                 self.last = self.log.last_seq();
                 // A watcher that fell behind still learns that the session is gone.
                 if let Some(terminal) = self.log.terminal() {
@@ -395,7 +451,17 @@ impl Watch {
     /// after a gap queued behind the missing events fetched from the ring.
     fn take(&mut self, event: Arc<Event>) -> Option<WatchItem> {
         if event.seq <= self.last {
-            return None;
+            let epoch = self.log.epoch();
+            if epoch == self.epoch {
+                return None;
+            }
+            // The log started anew below this watcher's position: resync from just before
+            // this event, which comes next.
+            self.epoch = epoch;
+            self.last = event.seq - 1;
+            self.backlog.clear();
+            self.backlog.push_back(event);
+            return Some(WatchItem::Resync { last_seq: self.last });
         }
         if event.seq > self.last + 1 {
             self.refill();

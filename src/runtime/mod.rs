@@ -6,6 +6,7 @@
 mod admission;
 mod approvals;
 mod event;
+mod follow;
 mod history;
 mod lease;
 mod log;
@@ -81,9 +82,29 @@ pub struct TurnOutcome {
     pub error: Option<(TurnError, String)>,
 }
 
+/// A session as the protocol adapters know it: whose it is, its id and its key.
+#[derive(Debug, Clone)]
+pub struct SessionRef {
+    pub user: String,
+    pub id: String,
+    pub pk: i64,
+}
+
+/// A watcher's start on a session.
+pub struct Watching {
+    pub session: SessionRef,
+    /// The session as stored when the watch began (its name, its message count).
+    pub stored: Session,
+    /// Whether the session was created for this watch.
+    pub created: bool,
+    pub watch: Watch,
+    /// Pending approvals the watcher would otherwise miss.
+    pub missed: Vec<ApprovalInfo>,
+}
+
 /// An accepted message.
 pub struct Submission {
-    pub session: Arc<LiveSession>,
+    pub session: SessionRef,
     pub turn_id: String,
     /// The `seq` of the stored user message: every event of the turn comes after it.
     pub user_seq: u64,
@@ -149,6 +170,8 @@ pub(crate) struct Inner {
     leases_done: CancellationToken,
     sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<LiveSession>>>,
     approvals: Approvals,
+    /// This node's follower logs of sessions watched here (in a cluster).
+    followers: follow::Followers,
     /// Each user's lifecycle feed, created on first use.
     feeds: std::sync::Mutex<HashMap<String, Arc<EventLog>>>,
     tracker: TaskTracker,
@@ -192,6 +215,7 @@ impl Runtime {
             page_hints: config.page_hints,
             approval_timeout: config.approval_timeout,
             approvals: Approvals::default(),
+            followers: follow::Followers::default(),
             feeds: std::sync::Mutex::new(HashMap::new()),
             queue_depth: config.queue_depth,
             event_log_capacity: config.event_log_capacity,
@@ -412,32 +436,74 @@ impl Runtime {
         sessions.values().filter(|s| s.user == user).cloned().collect()
     }
 
-    /// Watches the user's session after `after` (`None`: from now on), creating it if
-    /// `create`. Also returns the pending approvals the watcher would otherwise miss.
+    /// Watches the user's session after `after` (`None`: from now on), creating it (named
+    /// `name`) if `create`. Alone, the watcher follows the session's own log; in a cluster,
+    /// this node's follower log of it, whichever node runs its turns.
     pub async fn watch(
         &self,
         user: &str,
         id: Option<&str>,
+        name: Option<&str>,
         after: Option<u64>,
         create: bool,
-    ) -> Result<(Arc<LiveSession>, Watch, Vec<ApprovalInfo>), RuntimeError> {
-        let (session, watch) = loop {
-            let (session, _) = self.open_session(user, id, None, create).await?;
-            let watch = session.watch(after);
-            // A watcher made while the session was being evicted would watch a dead log.
-            if !session.evicted() {
-                break (session, watch);
-            }
+    ) -> Result<Watching, RuntimeError> {
+        let (stored, created, watch) = if self.inner.bus.clustered() {
+            let (stored, created) = self.stored(user, id, name, create).await?;
+            let log = self.inner.follow(&stored).await;
+            (stored, created, log.watch(after))
+        } else {
+            let (session, created, watch) = loop {
+                let (session, created) = self.open_session(user, id, name, create).await?;
+                let watch = session.watch(after);
+                // A watcher made while the session was being evicted would watch a dead log.
+                if !session.evicted() {
+                    break (session, created, watch);
+                }
+            };
+            let stored =
+                self.inner.store.session(user, &session.id).await?.ok_or(RuntimeError::NotFound)?;
+            (stored, created, watch)
         };
         let start = watch.last_seq();
         let missed = self
             .inner
             .approvals
-            .list(user, Some(&session.id))
+            .list(user, Some(&stored.id))
             .into_iter()
             .filter(|a| a.seq <= start)
             .collect();
-        Ok((session, watch, missed))
+        let session = SessionRef { user: user.to_owned(), id: stored.id.clone(), pk: stored.pk };
+        Ok(Watching { session, stored, created, watch, missed })
+    }
+
+    /// The user's stored session `id`, created (a new UUID when `None`) if `create`, without
+    /// loading it; and whether it was created.
+    async fn stored(
+        &self,
+        user: &str,
+        id: Option<&str>,
+        name: Option<&str>,
+        create: bool,
+    ) -> Result<(Session, bool), RuntimeError> {
+        let generated;
+        let id = match id {
+            Some(id) if valid_session_id(id) => id,
+            Some(_) => return Err(RuntimeError::InvalidSessionId),
+            None => {
+                generated = uuid::Uuid::new_v4().to_string();
+                &generated
+            }
+        };
+        if create {
+            let (stored, created) = self.inner.store.open_session(user, id, name).await?;
+            if created {
+                self.inner.feed(user).append(id, None, EventKind::SessionCreated, None);
+            }
+            Ok((stored, created))
+        } else {
+            let stored = self.inner.store.session(user, id).await?.ok_or(RuntimeError::NotFound)?;
+            Ok((stored, false))
+        }
     }
 
     /// Watches the user's lifecycle feed after `after` (`None`: from now on).

@@ -102,6 +102,11 @@ impl LiveSession {
         }
     }
 
+    /// How the adapters refer to it.
+    pub fn reference(&self) -> super::SessionRef {
+        super::SessionRef { user: self.user.clone(), id: self.id.clone(), pk: self.pk }
+    }
+
     /// Gives the event the next `seq`, appends it to the log and publishes it (once its
     /// number is durably reserved and every earlier one is published).
     pub fn emit(&self, turn_id: Option<&str>, kind: EventKind) -> Arc<Event> {

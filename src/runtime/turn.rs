@@ -106,7 +106,7 @@ impl Recorder<'_> {
 #[async_trait]
 impl TurnObserver for Recorder<'_> {
     async fn step_started(&self) -> Result<(), StoreError> {
-        let seq = self.emit(EventKind::OperatorStatus { phase: "model", detail: None });
+        let seq = self.emit(EventKind::OperatorStatus { phase: "model".into(), detail: None });
         *self.step() = Step { seq, ..Step::default() };
         Ok(())
     }
@@ -174,7 +174,10 @@ impl TurnObserver for Recorder<'_> {
             Some(self.turn_id),
             EventKind::ToolCalled { name: call.name.clone() },
         );
-        self.emit(EventKind::OperatorStatus { phase: "tool", detail: Some(call.name.clone()) });
+        self.emit(EventKind::OperatorStatus {
+            phase: "tool".into(),
+            detail: Some(call.name.clone()),
+        });
         self.emit(EventKind::ToolCall {
             id: call.id.clone(),
             name: call.name.clone(),
@@ -196,7 +199,10 @@ impl TurnObserver for Recorder<'_> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let timeout = self.inner.approval_timeout;
         let args = args_value(&call.arguments);
-        self.emit(EventKind::OperatorStatus { phase: "approval", detail: Some(call.name.clone()) });
+        self.emit(EventKind::OperatorStatus {
+            phase: "approval".into(),
+            detail: Some(call.name.clone()),
+        });
         let seq = self.emit(EventKind::ApprovalRequest {
             request_id: request_id.clone(),
             tool: call.name.clone(),
@@ -246,13 +252,13 @@ impl TurnObserver for Recorder<'_> {
         if label != "expired" {
             self.emit(EventKind::ApprovalResolved {
                 request_id: request_id.clone(),
-                decision: label,
+                decision: label.into(),
             });
         }
         self.inner.lifecycle(
             self.session,
             Some(self.turn_id),
-            EventKind::ApprovalResolved { request_id, decision: label },
+            EventKind::ApprovalResolved { request_id, decision: label.into() },
         );
         Ok(refusal.map(str::to_owned))
     }
@@ -269,7 +275,7 @@ impl TurnObserver for Recorder<'_> {
             output: outcome.output.clone(),
             is_error: outcome.is_error,
             duration_ms,
-            code: outcome.is_error.then_some("TOOL_ERROR"),
+            code: outcome.is_error.then_some("TOOL_ERROR".into()),
         });
         let pk = self.running_tools.lock().unwrap_or_else(|e| e.into_inner()).remove(&call.id);
         if let Some(pk) = pk {
@@ -391,7 +397,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
     inner.lifecycle(
         session,
         Some(&turn.turn_id),
-        EventKind::TurnFinished { status: outcome.status.as_str() },
+        EventKind::TurnFinished { status: outcome.status.as_str().into() },
     );
     tracing::info!(
         turn_id = %turn.turn_id,

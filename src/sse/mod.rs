@@ -46,9 +46,8 @@ pub(crate) async fn session_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after = resume_point(&headers, &query)?;
-    let (session, watch, missed) =
-        state.runtime.watch(&caller.user, Some(&id), after, false).await?;
-    respond(&state, &caller, Some(session.id.clone()), watch, missed)
+    let watching = state.runtime.watch(&caller.user, Some(&id), None, after, false).await?;
+    respond(&state, &caller, Some(watching.session.id), watching.watch, watching.missed)
 }
 
 /// The caller's lifecycle feed.

@@ -3,7 +3,6 @@
 //! `seq`, `resume {last_seq}` replays what was missed. A socket that never sends a frame
 //! is a listen-only watcher.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -24,7 +23,7 @@ use crate::auth::Caller;
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
 use crate::runtime::{
-    Decision, EventKind, LiveSession, NewTurn, RuntimeError, Target, Watch, WatchItem,
+    Decision, EventKind, NewTurn, RuntimeError, SessionRef, Target, Watch, WatchItem, Watching,
 };
 
 /// Query of the upgrade request.
@@ -91,7 +90,7 @@ struct Connection {
     caller: Caller,
     /// The session followed, and its events; `None` after it was deleted, until the next
     /// message starts a new one.
-    followed: Option<(Arc<LiveSession>, Watch)>,
+    followed: Option<(SessionRef, Watch)>,
     /// The seqs this socket has already been sent by the current watch, so a `resume`
     /// replays what the client missed without repeating what it has.
     sent: Option<(u64, u64)>,
@@ -189,17 +188,10 @@ async fn open(
     state: &AppState,
     caller: &Caller,
     opening: Opening<'_>,
-) -> Option<(Arc<LiveSession>, Watch)> {
+) -> Option<(SessionRef, Watch)> {
     let Opening { id, name, after, fresh } = opening;
-    let opened = async {
-        let (session, created) = state.runtime.open_session(&caller.user, id, name, true).await?;
-        let (stored, _) = state.runtime.find_session(&caller.user, &session.id).await?;
-        let (session, watch, missed) =
-            state.runtime.watch(&caller.user, Some(&session.id), after, false).await?;
-        Ok::<_, crate::runtime::RuntimeError>((session, watch, missed, stored, created))
-    }
-    .await;
-    let (session, watch, missed, stored, created) = match opened {
+    let opened = state.runtime.watch(&caller.user, id, name, after, true).await;
+    let Watching { session, stored, created, watch, missed } = match opened {
         Ok(opened) => opened,
         Err(err) => {
             let _ = socket.send(runtime_error_frame(&err)).await;
@@ -226,7 +218,7 @@ async fn open(
 const BATCH: usize = 64;
 
 /// The next event of the followed session; never, while none is followed.
-async fn next_item(followed: &mut Option<(Arc<LiveSession>, Watch)>) -> WatchItem {
+async fn next_item(followed: &mut Option<(SessionRef, Watch)>) -> WatchItem {
     match followed {
         Some((_, watch)) => watch.next().await,
         None => std::future::pending().await,
@@ -282,7 +274,7 @@ impl Connection {
     }
 
     /// Follows `session` from `watch` on.
-    fn follow(&mut self, session: Arc<LiveSession>, watch: Watch) {
+    fn follow(&mut self, session: SessionRef, watch: Watch) {
         self.followed = Some((session, watch));
         self.sent = None;
         self.skip = None;
@@ -291,7 +283,7 @@ impl Connection {
     /// The followed session; after a deletion, a new one (announced with `session_start`),
     /// as if the socket had just connected. `None` if the socket is gone or the session
     /// cannot be opened (the client was told).
-    async fn session(&mut self, socket: &mut WebSocket) -> Option<Arc<LiveSession>> {
+    async fn session(&mut self, socket: &mut WebSocket) -> Option<SessionRef> {
         if self.followed.is_none() {
             let (session, watch) =
                 open(socket, &self.state, &self.caller, Opening::default()).await?;
@@ -407,8 +399,8 @@ impl Connection {
                 let Some(id) = self.followed.as_ref().map(|(session, _)| session.id.clone()) else {
                     return socket.send(error_frame("NOT_FOUND", "no session to resume")).await;
                 };
-                match runtime.watch(user, Some(&id), Some(last_seq), false).await {
-                    Ok((session, watch, missed)) => {
+                match runtime.watch(user, Some(&id), None, Some(last_seq), false).await {
+                    Ok(Watching { session, watch, missed, .. }) => {
                         let skip = self.sent.take().filter(|(_, last)| *last > last_seq);
                         self.follow(session, watch);
                         self.skip = skip;

@@ -284,8 +284,9 @@ impl Connection {
         {
             return Ok(());
         }
-        let (session, watch, _) =
-            self.state.runtime.watch(&self.caller.user, Some(id), after, false).await?;
+        let watching =
+            self.state.runtime.watch(&self.caller.user, Some(id), None, after, false).await?;
+        let (session, watch) = (watching.session, watching.watch);
         let stop = self.closed.child_token();
         // A task still following a deleted session of the same id goes on until it has
         // sent that session's `session_deleted`.

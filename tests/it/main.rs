@@ -5,6 +5,7 @@ mod common;
 mod browser;
 mod bus_contract;
 mod chat;
+mod cluster;
 mod durability;
 mod errors;
 mod hardening;

@@ -51,7 +51,7 @@ pub struct Db {
 }
 
 /// The PostgreSQL database to test on, or `None` (after saying so) to skip.
-pub(crate) fn postgres_url() -> Option<String> {
+pub fn postgres_url() -> Option<String> {
     if let Ok(url) = std::env::var(POSTGRES_URL) {
         return Some(url);
     }

@@ -48,7 +48,23 @@ impl WsClient {
         token: Option<&str>,
         extra_headers: &[(&str, &str)],
     ) -> Result<Self, (u16, String)> {
-        let url = format!("{}{path}", server.base.replacen("http", "ws", 1));
+        Self::try_connect_at(&server.base, path, protocols, token, extra_headers).await
+    }
+
+    /// Connects to `path` on the server at `base` (`http://host:port`) with `token`.
+    pub async fn connect_at(base: &str, path: &str, token: &str) -> Self {
+        let connected = Self::try_connect_at(base, path, &["parley.v1"], Some(token), &[]).await;
+        connected.expect("websocket connects")
+    }
+
+    async fn try_connect_at(
+        base: &str,
+        path: &str,
+        protocols: &[&str],
+        token: Option<&str>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<Self, (u16, String)> {
+        let url = format!("{}{path}", base.replacen("http", "ws", 1));
         let mut request = url.into_client_request().unwrap();
         if let Some(token) = token {
             request
@@ -184,7 +200,8 @@ impl SseClient {
         Self::open(request).await
     }
 
-    async fn open(request: reqwest::RequestBuilder) -> Self {
+    /// Opens the stream `request` asks for.
+    pub async fn open(request: reqwest::RequestBuilder) -> Self {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();

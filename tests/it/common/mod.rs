@@ -1,6 +1,7 @@
 //! Shared test support: the real server on `127.0.0.1:0` with a temporary data folder, the
 //! fake provider, and small client helpers.
 
+pub mod cluster;
 pub mod fake_provider;
 pub mod live;
 pub mod postgres;

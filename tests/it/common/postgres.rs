@@ -19,6 +19,12 @@ pub fn store_url(data_dir: &Path) -> Option<String> {
     }
     let base = std::env::var("PARLEY_TEST_POSTGRES_URL")
         .expect("PARLEY_TEST_STORE=postgres needs PARLEY_TEST_POSTGRES_URL");
+    Some(url_for(&base, data_dir))
+}
+
+/// The URL of a schema of its own (made on first use) in the database at `base`, for the
+/// servers in `data_dir`.
+pub fn url_for(base: &str, data_dir: &Path) -> String {
     static SCHEMAS: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
     let mut schemas = SCHEMAS.lock().unwrap_or_else(|e| e.into_inner());
     let schemas = schemas.get_or_insert_with(HashMap::new);
@@ -27,11 +33,11 @@ pub fn store_url(data_dir: &Path) -> Option<String> {
         .entry(data_dir.to_path_buf())
         .or_insert_with(|| {
             let schema = format!("parley_it_{}_{count}", std::process::id());
-            create(&base, &schema);
+            create(base, &schema);
             schema
         })
         .clone();
-    Some(with_search_path(&base, &schema))
+    with_search_path(base, &schema)
 }
 
 /// `base` with `schema` as the search path of every connection made from it (the URL's
