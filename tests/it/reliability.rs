@@ -317,9 +317,11 @@ async fn churning_client(
     for m in 0..messages {
         ws.send(json!({"type": "message", "content": format!("{session} m{m}")})).await;
         let mut drop_after = if random.next(2) == 0 { Some(random.next(8)) } else { None };
-        let mut read = 0;
+        let (mut read, mut echoed) = (0, false);
         loop {
-            if drop_after == Some(read) {
+            // Only once the message is echoed (acknowledged): a socket dropped before that
+            // may take the unread message down with it (the client would send it again).
+            if echoed && drop_after.is_some_and(|after| read >= after) {
                 drop_after = None;
                 let last = seen.last().copied().unwrap_or(start);
                 ws = WsClient::connect(
@@ -331,6 +333,7 @@ async fn churning_client(
             }
             let frame = ws.next().await;
             read += 1;
+            echoed |= frame["type"] == "user_message";
             let Some(seq) = frame["seq"].as_u64() else { continue };
             seen.push(seq);
             if frame["type"] == "done" {
@@ -361,15 +364,18 @@ async fn churning_stream_client(
     for m in 0..messages {
         ws.send(json!({"type": "message", "content": format!("{session} m{m}")})).await;
         let mut drop_after = if random.next(2) == 0 { Some(random.next(8)) } else { None };
-        let (mut read, mut answer) = (0, String::new());
+        let (mut read, mut answer, mut accepted) = (0, String::new(), false);
         loop {
-            if drop_after == Some(read) {
+            // Only once the message is acknowledged: a socket dropped before that may take
+            // the unread message down with it (the client would send it again).
+            if accepted && drop_after.is_some_and(|after| read >= after) {
                 drop_after = None;
                 ws = WsClient::connect_with(server, "/api/chat/stream", &[]).await;
                 ws.send(json!({"type": "resume", "last_seq": last, "session_id": session})).await;
             }
             let frame = ws.next().await;
             read += 1;
+            accepted |= frame["type"] == "accepted";
             let Some(seq) = frame["seq"].as_u64() else { continue };
             assert!(
                 seq > last,
