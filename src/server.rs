@@ -24,7 +24,9 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let store = store::open(&config.database_url())
         .await
         .with_context(|| format!("opening the store {}", config.redacted_database_url()))?;
+    let node_id: Arc<str> = config.node_id().into();
     let bus_config = RedisBusConfig {
+        node: node_id.to_string(),
         prefix: config.redis_prefix.clone(),
         stream_len: config.sessions.event_log_capacity.max(16),
         // Well past idle eviction: a session loaded on its owner keeps its stream.
@@ -46,7 +48,6 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         max_iterations: config.agent.max_iterations.max(1),
         flush_every: Duration::from_millis(config.sessions.partial_flush_ms.max(10)),
     };
-    let node_id: Arc<str> = config.node_id().into();
     let runtime = Runtime::new(
         store,
         bus,

@@ -1,10 +1,13 @@
 //! The bus of a node that runs alone: there is no other node to hand events to, so
 //! publishing is free and the bus is always healthy.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Following, Replayed};
+use super::{Bus, BusError, Following, Replayed, Request};
 
 /// [`Bus`] for a single node (the embedded default).
 #[derive(Debug, Default)]
@@ -20,6 +23,26 @@ impl Bus for LocalBus {
 
     async fn replay(&self, _topic: &str, _after: u64) -> Result<Replayed, BusError> {
         Ok(Replayed::Missing)
+    }
+
+    async fn request(&self, node: &str, _: Bytes, _: Duration) -> Result<Bytes, BusError> {
+        Err(BusError::NoSuchNode(node.to_owned()))
+    }
+
+    fn requests(&self) -> Option<mpsc::Receiver<Request>> {
+        None
+    }
+
+    async fn put(&self, _: &str, _: &str, _: Bytes, _: Duration) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn remove(&self, _: &str, _: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn entries(&self, _: &str) -> Result<Vec<(String, Bytes)>, BusError> {
+        Ok(Vec::new())
     }
 
     fn describe(&self) -> &'static str {

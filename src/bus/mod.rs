@@ -9,6 +9,7 @@ mod local;
 mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +24,12 @@ pub enum BusError {
     /// Redis cannot be reached now.
     #[error("the bus is unavailable: {0}")]
     Unavailable(String),
+    /// Nobody listens for that node's requests (it stopped, or never was).
+    #[error("node {0} is not reachable")]
+    NoSuchNode(String),
+    /// The node did not answer in time.
+    #[error("node {0} did not answer in time")]
+    Timeout(String),
     #[error("bus failure: {0}")]
     Other(String),
 }
@@ -68,6 +75,25 @@ impl Following {
     }
 }
 
+/// A request another node sent this one; answer it with [`Request::reply`] (or drop it: the
+/// sender then times out).
+pub struct Request {
+    pub body: Bytes,
+    replier: Box<dyn FnOnce(Bytes) + Send>,
+}
+
+impl Request {
+    /// A request whose answer goes to `replier`.
+    pub fn new(body: Bytes, replier: impl FnOnce(Bytes) + Send + 'static) -> Self {
+        Self { body, replier: Box::new(replier) }
+    }
+
+    /// Sends the answer back to the node that asked.
+    pub fn reply(self, body: Bytes) {
+        (self.replier)(body);
+    }
+}
+
 /// Carries serialized session events across nodes.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -81,6 +107,29 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The frames `topic`'s stream still holds after `after`.
     async fn replay(&self, topic: &str, after: u64) -> Result<Replayed, BusError>;
+
+    /// Sends `body` to node `node` and waits up to `timeout` for its answer. Fails at once
+    /// if nobody listens for that node.
+    async fn request(&self, node: &str, body: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
+
+    /// The requests other nodes send this one; `None` after the first call (one reader).
+    fn requests(&self) -> Option<mpsc::Receiver<Request>>;
+
+    /// Puts `value` under `field` of the shared map `key`, which lasts at least `ttl` after
+    /// its last change (readers drop what is stale by its content).
+    async fn put(
+        &self,
+        key: &str,
+        field: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), BusError>;
+
+    /// Removes `field` from the shared map `key`.
+    async fn remove(&self, key: &str, field: &str) -> Result<(), BusError>;
+
+    /// The shared map `key`.
+    async fn entries(&self, key: &str) -> Result<Vec<(String, Bytes)>, BusError>;
 
     /// Whether other nodes exist to hand events to (whether sessions are watched through
     /// followers rather than through their owner's log).

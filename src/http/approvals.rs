@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::runtime::Decision;
 
 pub(super) async fn list(State(state): State<AppState>, caller: Caller) -> JsonResponse<Value> {
-    JsonResponse(json!({"items": state.runtime.approvals(&caller.user)}))
+    JsonResponse(json!({"items": state.runtime.approvals(&caller.user).await}))
 }
 
 pub(super) async fn decide(
@@ -19,7 +19,7 @@ pub(super) async fn decide(
     Path((id, decision)): Path<(String, String)>,
 ) -> Result<JsonResponse<Value>, ApiError> {
     let decision = Decision::parse(&decision).ok_or(ApiError::NotFound("route"))?;
-    state.runtime.decide(&caller.user, &id, decision)?;
+    state.runtime.decide(&caller.user, &id, decision).await?;
     let detail = format!("{id} {}", decision.as_str());
     state.auth.audit("approval_decided", Some(&caller.user), None, Some(&detail)).await;
     Ok(JsonResponse(json!({"request_id": id, "decision": decision.as_str()})))

@@ -12,7 +12,7 @@ use super::extract::{Json, Path, Query};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::clock::rfc3339;
-use crate::runtime::{EventKind, LiveSession, NewTurn, Target};
+use crate::runtime::{LiveSession, NewTurn, Target};
 use crate::store::{Message, Session};
 
 /// Largest page of sessions or messages.
@@ -216,9 +216,8 @@ pub(super) async fn notify(
     Path(id): Path<String>,
     Json(request): Json<NotifyRequest>,
 ) -> Result<Response, ApiError> {
-    let (session, _) = state.runtime.open_session(&caller.user, Some(&id), None, false).await?;
-    let event = session.emit(None, EventKind::AgentEvent { event: request.event });
-    Ok((StatusCode::ACCEPTED, JsonResponse(json!({"seq": event.seq}))).into_response())
+    let seq = state.runtime.notify(&caller.user, &id, request.event).await?;
+    Ok((StatusCode::ACCEPTED, JsonResponse(json!({"seq": seq}))).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

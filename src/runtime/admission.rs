@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::event::EventKind;
+use super::remote::Route;
 use super::session::{LiveSession, PendingTurn};
 use super::{Inner, Runtime, RuntimeError, Submission, TurnError, TurnOutcome, valid_session_id};
 use crate::conversation::Role;
@@ -83,6 +84,28 @@ impl Runtime {
             let message = "too many turns started this minute";
             return Err(RuntimeError::RateLimited { message, retry_after });
         }
+        if inner.bus.clustered() {
+            // The node holding the session's lease admits it; this one, if nobody does.
+            return match self.route(user, id, create).await? {
+                Route::Here(id) => self.admit_here(user, &id, false, turn).await,
+                Route::There { node, stored } => self.forward_submit(&node, &stored, turn).await,
+            };
+        }
+        self.admit_here(user, id.unwrap_or_default(), create && id.is_some(), turn).await
+    }
+
+    /// Admits a message checked already into a session this node runs (creating it first
+    /// if `create`; an empty `id` makes a new one).
+    pub(super) async fn admit_here(
+        &self,
+        user: &str,
+        id: &str,
+        create: bool,
+        turn: NewTurn<'_>,
+    ) -> Result<Submission, RuntimeError> {
+        let inner = &self.inner;
+        let content = turn.content;
+        let (id, create) = if id.is_empty() { (None, true) } else { (Some(id), create) };
         let session = loop {
             let (session, _) = self.open_session(user, id, None, create).await?;
             let mut queue = session.queue();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 /// A decision on a pending approval.
@@ -38,7 +38,7 @@ impl Decision {
 }
 
 /// A pending approval, as listed and re-sent to watchers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApprovalInfo {
     pub request_id: String,
     #[serde(skip)]

@@ -11,6 +11,7 @@ mod history;
 mod lease;
 mod log;
 mod partials;
+mod remote;
 mod session;
 mod turn;
 mod worker;
@@ -230,6 +231,9 @@ impl Runtime {
             stopping: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
         });
+        if let Some(requests) = inner.bus.requests() {
+            tokio::spawn(remote::serve(Arc::downgrade(&inner), requests));
+        }
         let every = (config.lease / 3).max(Duration::from_millis(100));
         tokio::spawn(lease::keep(Arc::downgrade(&inner), every, leases_done));
         Self { inner }
@@ -293,12 +297,22 @@ impl Runtime {
         Ok((session, created))
     }
 
-    /// Cancels the turn running in the user's session; returns its id.
+    /// Cancels the turn running in the user's session, on whichever node runs it; returns
+    /// its id.
     pub async fn abort_session(
         &self,
         user: &str,
         id: &str,
     ) -> Result<Option<String>, RuntimeError> {
+        let here = self.abort_here(user, id).await?;
+        if here.is_some() || !self.inner.bus.clustered() {
+            return Ok(here);
+        }
+        self.abort_elsewhere(user, id).await
+    }
+
+    /// Cancels the turn running in the user's session here.
+    async fn abort_here(&self, user: &str, id: &str) -> Result<Option<String>, RuntimeError> {
         let session = self.loaded(user, id).await?;
         Ok(session.and_then(|s| s.running()).map(|running| {
             running.cancel.cancel();
@@ -306,8 +320,15 @@ impl Runtime {
         }))
     }
 
-    /// Cancels one of the user's turns, running or queued. Returns whether it was found.
+    /// Cancels one of the user's turns, running or queued, on whichever node runs it.
+    /// Returns whether it was found.
     pub async fn cancel_turn(&self, user: &str, turn_id: &str) -> bool {
+        self.cancel_here(user, turn_id).await
+            || (self.inner.bus.clustered() && self.cancel_elsewhere(user, turn_id).await)
+    }
+
+    /// Cancels one of the user's turns running or queued here.
+    async fn cancel_here(&self, user: &str, turn_id: &str) -> bool {
         let sessions: Vec<_> = self.user_sessions(user).await;
         for session in sessions {
             let queue = session.queue();
@@ -348,11 +369,23 @@ impl Runtime {
     }
 
     /// Stops the session's turns and deletes it with everything in it. Its watchers get
-    /// `session_deleted` and are detached; its memory goes with the last of them.
+    /// `session_deleted` and are detached; its memory goes with the last of them. In a
+    /// cluster, the node running the session does it (this one if none does).
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<(), RuntimeError> {
         if !valid_session_id(id) {
             return Err(RuntimeError::InvalidSessionId);
         }
+        if self.inner.bus.clustered() {
+            return match self.route(user, Some(id), false).await? {
+                remote::Route::Here(_) => self.delete_here(user, id).await,
+                remote::Route::There { node, .. } => self.delete_there(&node, user, id).await,
+            };
+        }
+        self.delete_here(user, id).await
+    }
+
+    /// Deletes the session here.
+    async fn delete_here(&self, user: &str, id: &str) -> Result<(), RuntimeError> {
         // The map stays locked until the row is gone, so nobody loads it again meanwhile.
         let mut sessions = self.inner.sessions.lock().await;
         let key = (user.to_owned(), id.to_owned());
@@ -465,13 +498,13 @@ impl Runtime {
             (stored, created, watch)
         };
         let start = watch.last_seq();
-        let missed = self
-            .inner
-            .approvals
-            .list(user, Some(&stored.id))
-            .into_iter()
-            .filter(|a| a.seq <= start)
-            .collect();
+        let pending = if self.inner.bus.clustered() {
+            self.shared_approvals(user).await
+        } else {
+            self.inner.approvals.list(user, Some(&stored.id))
+        };
+        let missed =
+            pending.into_iter().filter(|a| a.session_id == stored.id && a.seq <= start).collect();
         let session = SessionRef { user: user.to_owned(), id: stored.id.clone(), pk: stored.pk };
         Ok(Watching { session, stored, created, watch, missed })
     }
@@ -511,22 +544,61 @@ impl Runtime {
         self.inner.feed(user).watch(after)
     }
 
-    /// Decides one of the user's pending approvals.
-    pub fn decide(
+    /// Decides one of the user's pending approvals, on whichever node it waits.
+    pub async fn decide(
         &self,
         user: &str,
         request_id: &str,
         decision: Decision,
     ) -> Result<(), RuntimeError> {
-        self.inner
-            .approvals
-            .decide(user, request_id, decision)
-            .map_err(|_| RuntimeError::ApprovalNotFound)
+        match self.inner.approvals.decide(user, request_id, decision) {
+            Ok(()) => Ok(()),
+            Err(_) if self.inner.bus.clustered() => {
+                self.decide_elsewhere(user, request_id, decision).await
+            }
+            Err(_) => Err(RuntimeError::ApprovalNotFound),
+        }
     }
 
-    /// The user's pending approvals.
-    pub fn approvals(&self, user: &str) -> Vec<ApprovalInfo> {
+    /// The user's pending approvals (on every node, in a cluster).
+    pub async fn approvals(&self, user: &str) -> Vec<ApprovalInfo> {
+        if self.inner.bus.clustered() {
+            return self.shared_approvals(user).await;
+        }
         self.inner.approvals.list(user, None)
+    }
+
+    /// Pushes an outside status event into the session's live view (never to the model);
+    /// returns its `seq`. In a cluster, the node running the session numbers it.
+    pub async fn notify(
+        &self,
+        user: &str,
+        id: &str,
+        event: serde_json::Value,
+    ) -> Result<u64, RuntimeError> {
+        if !valid_session_id(id) {
+            return Err(RuntimeError::InvalidSessionId);
+        }
+        if self.inner.bus.clustered() {
+            return match self.route(user, Some(id), false).await? {
+                remote::Route::Here(_) => self.notify_here(user, id, event).await,
+                remote::Route::There { node, .. } => {
+                    self.notify_there(&node, user, id, event).await
+                }
+            };
+        }
+        self.notify_here(user, id, event).await
+    }
+
+    /// Numbers and publishes an outside event in a session this node runs.
+    async fn notify_here(
+        &self,
+        user: &str,
+        id: &str,
+        event: serde_json::Value,
+    ) -> Result<u64, RuntimeError> {
+        let (session, _) = self.open_session(user, Some(id), None, false).await?;
+        Ok(session.emit(None, EventKind::AgentEvent { event }).seq)
     }
 
     /// Sessions held in memory now.

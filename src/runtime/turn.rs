@@ -209,7 +209,7 @@ impl TurnObserver for Recorder<'_> {
             args: args.clone(),
             timeout_secs: timeout.as_secs_f64(),
         });
-        let decided = self.inner.approvals.register(ApprovalInfo {
+        let info = ApprovalInfo {
             request_id: request_id.clone(),
             user: self.session.user.clone(),
             session_id: self.session.id.clone(),
@@ -219,7 +219,9 @@ impl TurnObserver for Recorder<'_> {
             timeout_secs: timeout.as_secs_f64(),
             expires_at: crate::clock::now_ms() + timeout.as_millis() as i64,
             seq,
-        });
+        };
+        self.inner.share_approval(&info);
+        let decided = self.inner.approvals.register(info);
         self.inner.lifecycle(
             self.session,
             Some(self.turn_id),
@@ -234,6 +236,7 @@ impl TurnObserver for Recorder<'_> {
             () = cancel.cancelled() => Some(Decision::Deny),
         };
         self.inner.approvals.remove(&request_id);
+        self.inner.unshare_approval(&self.session.user, &request_id);
         let (label, refusal) = match decision {
             Some(Decision::Approve) => ("approve", None),
             Some(Decision::Always) => {

@@ -383,6 +383,16 @@ pub trait Store: Send + Sync + 'static {
     /// Sessions with queued or running turns whose lease is free or expired at `now`.
     async fn orphans(&self, now: i64) -> Result<Vec<Orphan>, StoreError>;
 
+    /// The node holding a live lease (at `now`) on session `session`, if any.
+    async fn lease_holder(&self, session: i64, now: i64) -> Result<Option<String>, StoreError>;
+
+    /// The id and key of the user's session that turn `turn_id` belongs to.
+    async fn turn_session(
+        &self,
+        user: &str,
+        turn_id: &str,
+    ) -> Result<Option<(String, i64)>, StoreError>;
+
     /// Records whether a turn is running in the session (`idle` / `running`).
     async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError>;
 

@@ -418,7 +418,7 @@ impl Connection {
                         "INVALID_JSON",
                         "decision must be approve, deny or always",
                     )),
-                    Some(decision) => match runtime.decide(user, &request_id, decision) {
+                    Some(decision) => match runtime.decide(user, &request_id, decision).await {
                         Ok(()) => {
                             let detail = format!("{request_id} {}", decision.as_str());
                             let auth = &self.state.auth;

@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use parley::bus::{Bus, Followed, RedisBus, RedisBusConfig, Replayed};
+use parley::bus::{Bus, BusError, Followed, RedisBus, RedisBusConfig, Replayed};
 
 use crate::common::proxy::{proxy, through};
 use crate::common::redis;
 
 fn config(prefix: &str) -> RedisBusConfig {
     RedisBusConfig {
+        node: format!("node-{}", uuid::Uuid::new_v4().simple()),
         prefix: prefix.to_owned(),
         stream_len: 1000,
         stream_ttl: Duration::from_secs(60),
@@ -20,6 +21,11 @@ fn config(prefix: &str) -> RedisBusConfig {
 
 async fn bus(url: &str, prefix: &str) -> RedisBus {
     RedisBus::open(url, config(prefix)).await.expect("Redis answers")
+}
+
+async fn named(url: &str, prefix: &str, node: &str) -> RedisBus {
+    let config = RedisBusConfig { node: node.to_owned(), ..config(prefix) };
+    RedisBus::open(url, config).await.expect("Redis answers")
 }
 
 fn frame(seq: u64) -> Bytes {
@@ -150,4 +156,61 @@ async fn a_redis_that_does_not_answer_fails_the_start_quickly() {
     let opened = RedisBus::open("redis://127.0.0.1:1", config("x:")).await;
     assert!(opened.is_err());
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_node_answers_another_nodes_requests_and_a_missing_node_fails_fast() {
+    let Some(url) = redis::url() else { return };
+    let prefix = redis::prefix();
+    let (a, b) = (named(&url, &prefix, "a").await, named(&url, &prefix, "b").await);
+    let mut incoming = b.requests().expect("the requests, once");
+    assert!(b.requests().is_none());
+    tokio::spawn(async move {
+        while let Some(request) = incoming.recv().await {
+            let mut answer = b"re: ".to_vec();
+            answer.extend_from_slice(&request.body);
+            if request.body.as_ref() != b"ignore me" {
+                request.reply(answer.into());
+            }
+        }
+    });
+    let timeout = Duration::from_secs(2);
+    let answer = a.request("b", Bytes::from_static(b"hello"), timeout).await.unwrap();
+    assert_eq!(answer, Bytes::from_static(b"re: hello"));
+    // Several at once each get their own answer.
+    let asks = (0..20).map(|i| a.request("b", Bytes::from(format!("q{i}")), timeout));
+    let answers = futures_util::future::join_all(asks).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap(), Bytes::from(format!("re: q{i}")));
+    }
+    let started = std::time::Instant::now();
+    let missing = a.request("c", Bytes::from_static(b"anyone?"), timeout).await;
+    assert!(matches!(missing, Err(BusError::NoSuchNode(_))), "{missing:?}");
+    assert!(started.elapsed() < timeout, "fails at once, not by timing out");
+    let ignored =
+        a.request("b", Bytes::from_static(b"ignore me"), Duration::from_millis(300)).await;
+    assert!(matches!(ignored, Err(BusError::Timeout(_))), "{ignored:?}");
+}
+
+#[tokio::test]
+async fn shared_maps_are_seen_by_every_node() {
+    let Some(url) = redis::url() else { return };
+    let prefix = redis::prefix();
+    let (a, b) = (bus(&url, &prefix).await, bus(&url, &prefix).await);
+    let ttl = Duration::from_secs(60);
+    a.put("approvals:alice", "r1", Bytes::from_static(b"one"), ttl).await.unwrap();
+    a.put("approvals:alice", "r2", Bytes::from_static(b"two"), ttl).await.unwrap();
+    a.put("approvals:bob", "r3", Bytes::from_static(b"three"), ttl).await.unwrap();
+    let mut entries = b.entries("approvals:alice").await.unwrap();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("r1".to_owned(), Bytes::from_static(b"one")),
+            ("r2".to_owned(), Bytes::from_static(b"two"))
+        ]
+    );
+    b.remove("approvals:alice", "r1").await.unwrap();
+    assert_eq!(a.entries("approvals:alice").await.unwrap().len(), 1);
+    assert!(a.entries("approvals:nobody").await.unwrap().is_empty());
 }

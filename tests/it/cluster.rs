@@ -84,3 +84,117 @@ async fn a_watcher_on_one_node_sees_a_turn_run_on_the_other_and_resumes_anywhere
     assert_eq!(from_a["messages"], from_b["messages"]);
     assert_eq!(from_a["messages"][1]["content"], parts.concat());
 }
+
+async fn get(client: &reqwest::Client, node: &Node, path: &str) -> (u16, Value) {
+    let (status, body) = json_of(client.get(node.url(path)).send().await.unwrap()).await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_approvals_on_one_node_reach_the_turn_on_the_other() {
+    let Some(cluster) = Cluster::new(15.0).await else { return };
+    let token = cluster.token("alice");
+    let http = client(&token);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let endless: Vec<&str> = std::iter::repeat_n("more ", 2000).collect();
+    cluster.provider.push([
+        Script::slow_text(&endless, Duration::from_millis(10)),
+        Script::tool_call("c1", "shell", json!({"command": "echo approved on b"}), 1),
+        Script::text(&["all done"]),
+    ]);
+
+    // A turn runs on a; the Stop comes from a tab on b.
+    let (status, _) = post(&http, &a, "/api/sessions/s/messages", json!({"content": "go on"})).await;
+    assert_eq!(status, 202);
+    let mut on_b = WsClient::connect_at(&b.base, "/ws/chat?session_id=s", &token).await;
+    on_b.next_of("session_start").await;
+    on_b.send(json!({"type": "resume", "last_seq": 0})).await;
+    let turn_id = on_b.next_of("chunk").await["turn_id"].as_str().unwrap().to_owned();
+    on_b.send(json!({"type": "cancel"})).await;
+    let cancelled = on_b.next_of("cancelled").await;
+    assert_eq!(cancelled["turn_id"], turn_id.as_str());
+    let partial = cancelled["partial"].as_str().unwrap();
+    assert!(partial.starts_with("more ") && partial.len() < 2000 * 5, "{partial}");
+    let (_, detail) = get(&http, &a, "/api/sessions/s").await;
+    assert_eq!(detail["messages"][1]["status"], "interrupted", "{detail}");
+
+    // The next turn asks for approval; b lists it and approves it; a runs the tool.
+    let (status, _) = post(&http, &a, "/api/sessions/s/messages", json!({"content": "tool"})).await;
+    assert_eq!(status, 202);
+    let request = on_b.next_of("approval_request").await;
+    let (_, listed) = get(&http, &b, "/api/approvals").await;
+    assert_eq!(listed["items"][0]["request_id"], request["request_id"], "listed on b: {listed}");
+    let (_, listed) = get(&http, &a, "/api/approvals").await;
+    assert_eq!(listed["items"][0]["request_id"], request["request_id"], "and on a: {listed}");
+    on_b.send(json!({"type": "approval_response", "request_id": request["request_id"], "decision": "approve"})).await;
+    let result = on_b.next_of("tool_result").await;
+    assert_eq!(result["output"], "approved on b\n");
+    let done = on_b.next_of("done").await;
+    assert_eq!(done["full_response"], "all done");
+    let (_, listed) = get(&http, &b, "/api/approvals").await;
+    assert_eq!(listed["items"], json!([]), "decided: listed nowhere");
+    // Deciding it again, from either node, is a clear 404.
+    let id = request["request_id"].as_str().unwrap();
+    let (status, _) = post(&http, &b, &format!("/api/approvals/{id}/deny"), json!({})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_to_either_node_run_in_one_queue_on_the_session_s_node() {
+    let Some(cluster) = Cluster::new(15.0).await else { return };
+    let token = cluster.token("alice");
+    let http = client(&token);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    cluster.provider.slow_echo(Duration::from_millis(2));
+    let mut tab = WsClient::connect_at(&b.base, "/ws/chat?session_id=q", &token).await;
+    tab.next_of("session_start").await;
+    // Waiting chats on both nodes, for one session.
+    let chats = (0..6).map(|i| {
+        let (http, node) = (http.clone(), if i % 2 == 0 { &a } else { &b });
+        async move {
+            let body = json!({"content": format!("m{i}"), "session_id": "q"});
+            post(&http, node, "/api/chat", body).await
+        }
+    });
+    let answers = futures_util::future::join_all(chats).await;
+    for (i, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["reply"], format!("echo: ... m{i}"), "{body}");
+    }
+    // One queue: every turn stored once, each answer right after its message.
+    let (_, detail) = get(&http, &a, "/api/sessions/q").await;
+    let messages = detail["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 12, "{detail}");
+    for pair in messages.chunks(2) {
+        let asked = pair[0]["content"].as_str().unwrap();
+        assert_eq!(pair[1]["content"], format!("echo: ... {asked}"), "{detail}");
+    }
+    // The tab on b saw each of them once, in seq order.
+    let mut dones = 0;
+    let mut last = 0;
+    while dones < 6 {
+        let frame = tab.next().await;
+        if let Some(seq) = frame["seq"].as_u64() {
+            assert!(seq > last, "{frame}");
+            last = seq;
+        }
+        dones += usize::from(frame["type"] == "done");
+    }
+    // Notifications from b land in the session's live view too.
+    let (status, body) =
+        post(&http, &b, "/api/sessions/q/notify", json!({"event": {"ci": "green"}})).await;
+    assert_eq!(status, 202, "{body}");
+    let event = tab.next_of("agent_event").await;
+    assert_eq!(event["event"]["ci"], "green");
+    assert_eq!(event["seq"], body["seq"]);
+
+    // Deleting from b tells every watcher, on both nodes.
+    let mut on_a = WsClient::connect_at(&a.base, "/ws/chat?session_id=q", &token).await;
+    on_a.next_of("session_start").await;
+    let response = http.delete(b.url("/api/sessions/q")).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(on_a.next_of("session_deleted").await["session_id"], "q");
+    assert_eq!(tab.next_of("session_deleted").await["session_id"], "q");
+    let (status, _) = get(&http, &a, "/api/sessions/q").await;
+    assert_eq!(status, 404);
+}

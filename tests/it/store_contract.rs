@@ -227,6 +227,7 @@ contract! {
     leases::renewing_extends_every_lease_a_node_holds,
     leases::orphans_are_sessions_with_unfinished_turns_and_no_live_lease,
     leases::two_nodes_racing_for_a_lease_get_one_holder,
+    leases::the_live_holder_of_a_lease_and_the_session_of_a_turn_are_found,
     identity::tokens_are_created_found_listed_and_revoked_once,
     identity::pairing_code_lookup_ignores_used_and_expired_codes,
     identity::pairing_a_new_user_spends_the_code_once,

@@ -8,6 +8,7 @@
 //! an outage is noticed and its end announced to the followers, so they catch up.
 
 mod followers;
+mod requests;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,12 +22,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Following, Replayed};
+use super::{Bus, BusError, Following, Replayed, Request};
 use followers::Followers;
+use requests::Requests;
 
 /// Settings of the Redis bus.
 #[derive(Debug, Clone)]
 pub struct RedisBusConfig {
+    /// This node's name: other nodes send it requests by it.
+    pub node: String,
     /// Prepended to every key and channel, so several clusters (or test runs) can share
     /// one Redis.
     pub prefix: String,
@@ -48,6 +52,7 @@ struct Shared {
     /// Subscriptions, catch-up reads, pings.
     conn: ConnectionManager,
     followers: Arc<Followers>,
+    requests: Requests,
     /// Identifies this node's own frames when Redis hands them back.
     origin: u64,
     queued: AtomicUsize,
@@ -98,10 +103,17 @@ impl RedisBus {
             config,
             conn,
             followers: Arc::new(Followers::default()),
+            requests: Requests::default(),
             origin: u64::from_be_bytes(origin),
             queued: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
         });
+        // Requests for this node and answers to its own: subscribed for the bus's life (the
+        // connection resubscribes by itself after a reconnect).
+        let mut listening = shared.conn.clone();
+        let mine =
+            [shared.node_channel(&shared.config.node), shared.reply_channel(&shared.config.node)];
+        listening.subscribe(&mine).await.map_err(unavailable)?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
         tokio::spawn(publish_batches(Arc::downgrade(&shared), publishing, outgoing));
         tokio::spawn(read_pushes(Arc::downgrade(&shared), pushed));
@@ -117,6 +129,50 @@ impl Shared {
 
     fn channel(&self, topic: &str) -> String {
         format!("{}live:{topic}", self.config.prefix)
+    }
+
+    fn node_channel(&self, node: &str) -> String {
+        format!("{}node:{node}", self.config.prefix)
+    }
+
+    fn reply_channel(&self, node: &str) -> String {
+        format!("{}reply:{node}", self.config.prefix)
+    }
+
+    fn map(&self, key: &str) -> String {
+        format!("{}map:{key}", self.config.prefix)
+    }
+
+    /// A request from another node (or the answer to one of ours) arrived on `channel`.
+    fn request_message(self: &Arc<Self>, channel: &str, payload: &[u8]) -> bool {
+        let node = &self.config.node;
+        if channel == self.reply_channel(node) {
+            if let Some((id, _, body)) = requests::open(payload) {
+                self.requests.answered(id, body);
+            }
+            return true;
+        }
+        if channel != self.node_channel(node) {
+            return false;
+        }
+        let Some((id, from, body)) = requests::open(payload) else { return true };
+        let shared = Arc::downgrade(self);
+        self.requests.received(Request::new(body, move |answer: Bytes| {
+            let Some(shared) = shared.upgrade() else { return };
+            tokio::spawn(async move {
+                let envelope = requests::envelope(id, &shared.config.node, &answer);
+                let mut conn = shared.conn.clone();
+                let sent: Result<i64, _> = ::redis::cmd("PUBLISH")
+                    .arg(shared.reply_channel(&from))
+                    .arg(envelope)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(err) = sent {
+                    tracing::warn!(%err, node = %from, "answering a node's request failed");
+                }
+            });
+        }));
+        true
     }
 
     fn set_healthy(&self, healthy: bool) {
@@ -175,6 +231,84 @@ impl Bus for RedisBus {
         };
         let frames = range.ids.iter().filter_map(entry).collect();
         Ok(Replayed::Frames { frames, newest: entry_seq(&newest.id).unwrap_or(0) })
+    }
+
+    async fn request(&self, node: &str, body: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        let shared = &self.shared;
+        let (id, answer) = shared.requests.start();
+        let envelope = requests::envelope(id, &shared.config.node, &body);
+        let mut conn = shared.conn.clone();
+        let listeners: Result<i64, _> = ::redis::cmd("PUBLISH")
+            .arg(shared.node_channel(node))
+            .arg(envelope)
+            .query_async(&mut conn)
+            .await;
+        match listeners {
+            Ok(0) => {
+                shared.requests.forget(id);
+                return Err(BusError::NoSuchNode(node.to_owned()));
+            }
+            Ok(_) => {}
+            Err(err) => {
+                shared.requests.forget(id);
+                return Err(unavailable(err));
+            }
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            _ => {
+                shared.requests.forget(id);
+                Err(BusError::Timeout(node.to_owned()))
+            }
+        }
+    }
+
+    fn requests(&self) -> Option<mpsc::Receiver<Request>> {
+        self.shared.requests.take_incoming()
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        field: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let key = self.shared.map(key);
+        let mut conn = self.shared.conn.clone();
+        ::redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(field)
+            .arg(value.as_ref())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn remove(&self, key: &str, field: &str) -> Result<(), BusError> {
+        let mut conn = self.shared.conn.clone();
+        ::redis::cmd("HDEL")
+            .arg(self.shared.map(key))
+            .arg(field)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn entries(&self, key: &str) -> Result<Vec<(String, Bytes)>, BusError> {
+        let mut conn = self.shared.conn.clone();
+        let entries: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
+            .arg(self.shared.map(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(entries.into_iter().map(|(field, value)| (field, Bytes::from(value))).collect())
     }
 
     fn clustered(&self) -> bool {
@@ -285,9 +419,13 @@ async fn read_pushes(
                 else {
                     continue;
                 };
+                let channel = String::from_utf8_lossy(channel);
+                if shared.request_message(&channel, payload) {
+                    continue;
+                }
                 let Some((origin, seq, frame)) = followers::parse(payload) else { continue };
                 if origin != shared.origin {
-                    shared.followers.deliver(&String::from_utf8_lossy(channel), seq, &frame);
+                    shared.followers.deliver(&channel, seq, &frame);
                 }
             }
             PushKind::Disconnection => shared.set_healthy(false),

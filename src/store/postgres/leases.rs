@@ -147,3 +147,17 @@ pub(super) async fn orphans(pool: &PgPool, now: i64) -> Result<Vec<Orphan>, Stor
         .map(|(user, id)| Orphan { user: unescape(user), id: unescape(id) })
         .collect())
 }
+
+pub(super) async fn holder(
+    pool: &PgPool,
+    session: i64,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
+    let holder: Option<Option<String>> =
+        sqlx::query_scalar("SELECT lease_node FROM sessions WHERE pk = $1 AND lease_until >= $2")
+            .bind(session)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+    Ok(holder.flatten().map(unescape))
+}

@@ -154,3 +154,19 @@ pub(super) async fn tool_calls(
         })
         .collect()
 }
+
+pub(super) async fn session_of(
+    pool: &PgPool,
+    user: &str,
+    turn_id: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let found: Option<(String, i64)> = sqlx::query_as(
+        "SELECT s.id, s.pk FROM turns t JOIN sessions s ON s.pk = t.session_pk \
+         WHERE t.id = $1 AND s.user_id = $2",
+    )
+    .bind(escape(turn_id))
+    .bind(escape(user))
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(id, pk)| (text::unescape(id), pk)))
+}

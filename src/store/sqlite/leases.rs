@@ -141,3 +141,17 @@ pub(super) async fn orphans(pool: &SqlitePool, now: i64) -> Result<Vec<Orphan>, 
     .await?;
     Ok(rows.into_iter().map(|(user, id)| Orphan { user, id }).collect())
 }
+
+pub(super) async fn holder(
+    pool: &SqlitePool,
+    session: i64,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
+    let holder: Option<Option<String>> =
+        sqlx::query_scalar("SELECT lease_node FROM sessions WHERE pk = $1 AND lease_until >= $2")
+            .bind(session)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+    Ok(holder.flatten())
+}

@@ -188,6 +188,18 @@ impl Store for SqliteStore {
         leases::orphans(&self.pool, now).await
     }
 
+    async fn lease_holder(&self, session: i64, now: i64) -> Result<Option<String>, StoreError> {
+        leases::holder(&self.pool, session, now).await
+    }
+
+    async fn turn_session(
+        &self,
+        user: &str,
+        turn_id: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        turns::session_of(&self.pool, user, turn_id).await
+    }
+
     async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError> {
         sessions::set_state(&self.pool, fence, state).await
     }

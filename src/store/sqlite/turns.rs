@@ -157,3 +157,19 @@ pub(super) async fn tool_calls(
         })
         .collect()
 }
+
+pub(super) async fn session_of(
+    pool: &SqlitePool,
+    user: &str,
+    turn_id: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let found = sqlx::query_as(
+        "SELECT s.id, s.pk FROM turns t JOIN sessions s ON s.pk = t.session_pk \
+         WHERE t.id = $1 AND s.user_id = $2",
+    )
+    .bind(turn_id)
+    .bind(user)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found)
+}

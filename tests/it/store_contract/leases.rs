@@ -198,3 +198,21 @@ pub async fn two_nodes_racing_for_a_lease_get_one_holder(db: &Db) {
     let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().unwrap().as_ref()).collect();
     assert_eq!(won.len(), 1, "{results:?}");
 }
+
+pub async fn the_live_holder_of_a_lease_and_the_session_of_a_turn_are_found(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    let now = parley::clock::now_ms();
+    assert_eq!(store.lease_holder(session.pk, now).await.unwrap(), None);
+    let lease = store.acquire_lease(session.pk, "node-a", now + 60_000, false).await.unwrap();
+    let fence = lease.unwrap().fence;
+    assert_eq!(store.lease_holder(session.pk, now).await.unwrap().as_deref(), Some("node-a"));
+    assert_eq!(store.lease_holder(session.pk, now + 120_000).await.unwrap(), None, "expired");
+    store.create_turn(fence, "turn-1", &text(1, 1, Role::User, "go")).await.unwrap();
+    let found = store.turn_session("alice", "turn-1").await.unwrap();
+    assert_eq!(found, Some(("s".to_owned(), session.pk)));
+    assert_eq!(store.turn_session("bob", "turn-1").await.unwrap(), None, "only the owner's");
+    assert_eq!(store.turn_session("alice", "turn-2").await.unwrap(), None);
+    store.release_lease(fence).await.unwrap();
+    assert_eq!(store.lease_holder(session.pk, now).await.unwrap(), None);
+}
