@@ -25,6 +25,10 @@ impl Bus for LocalBus {
         Ok(Replayed::Missing)
     }
 
+    async fn newest(&self, _topic: &str) -> Result<Option<u64>, BusError> {
+        Ok(None)
+    }
+
     async fn request(&self, node: &str, _: Bytes, _: Duration) -> Result<Bytes, BusError> {
         Err(BusError::NoSuchNode(node.to_owned()))
     }

@@ -108,6 +108,9 @@ pub trait Bus: Send + Sync + 'static {
     /// The frames `topic`'s stream still holds after `after`.
     async fn replay(&self, topic: &str, after: u64) -> Result<Replayed, BusError>;
 
+    /// The seq of the newest frame `topic`'s stream holds; `None` if it holds none.
+    async fn newest(&self, topic: &str) -> Result<Option<u64>, BusError>;
+
     /// Sends `body` to node `node` and waits up to `timeout` for its answer. Fails at once
     /// if nobody listens for that node.
     async fn request(&self, node: &str, body: Bytes, timeout: Duration) -> Result<Bytes, BusError>;

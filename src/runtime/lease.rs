@@ -47,6 +47,22 @@ impl Inner {
             .ok_or(RuntimeError::SessionBusy)
     }
 
+    /// Where a new holder's numbering of events starts. Alone, after the reservation bound
+    /// (numbers up to it may have been seen before a crash; a restart's watchers resync). In
+    /// a cluster, right after the last number anyone can have seen: the newest in the
+    /// session's stream or the highest stored, so followers go on without a gap; after the
+    /// bound only when the stream is gone.
+    pub(super) async fn numbering_start(&self, lease: &Lease) -> u64 {
+        let reserved = lease.reserved_seq.max(0) as u64;
+        if !self.bus.clustered() {
+            return reserved;
+        }
+        match self.bus.newest(&super::follow::topic(lease.fence.session)).await {
+            Ok(Some(newest)) => newest.max(lease.stored_seq.max(0) as u64).min(reserved),
+            Ok(None) | Err(_) => reserved,
+        }
+    }
+
     /// Picks up after the lease's previous holder: its interrupted turns end for the
     /// watchers, and its queued turns are queued here, in order.
     pub(super) fn adopt(self: &Arc<Self>, session: &Arc<LiveSession>, lease: Lease) {
@@ -156,6 +172,34 @@ async fn renew(inner: &Arc<Inner>) {
             && let Err(err) = inner.store.release_lease(fence).await
         {
             tracing::warn!(%err, "releasing a stale session lease failed");
+        }
+    }
+}
+
+/// Takes over, every `every`, the sessions whose node died with turns unfinished (their
+/// lease ran out), so they go on within the lease time even if no client touches them.
+pub(super) async fn sweep(
+    inner: Weak<Inner>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stopping.is_cancelled() {
+            return;
+        }
+        match (Runtime { inner }).adopt_orphans().await {
+            Ok(0) => {}
+            Ok(adopted) => {
+                tracing::warn!(sessions = adopted, "took over sessions of a node that stopped")
+            }
+            Err(err) => tracing::warn!(%err, "looking for sessions to take over failed"),
         }
     }
 }

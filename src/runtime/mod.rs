@@ -235,6 +235,9 @@ impl Runtime {
             tokio::spawn(remote::serve(Arc::downgrade(&inner), requests));
         }
         let every = (config.lease / 3).max(Duration::from_millis(100));
+        if inner.bus.clustered() {
+            tokio::spawn(lease::sweep(Arc::downgrade(&inner), every, leases_done.clone()));
+        }
         tokio::spawn(lease::keep(Arc::downgrade(&inner), every, leases_done));
         Self { inner }
     }
@@ -279,11 +282,12 @@ impl Runtime {
             (stored, false)
         };
         let lease = self.inner.take_lease(stored.pk).await?;
+        let start = self.inner.numbering_start(&lease).await;
         let session = Arc::new(LiveSession::new(
             user,
             id,
             lease.fence,
-            lease.reserved_seq,
+            (start, lease.reserved_seq.max(0) as u64),
             self.inner.event_log_capacity,
             self.inner.store.clone(),
             self.inner.bus.clone(),

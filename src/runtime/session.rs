@@ -73,19 +73,18 @@ pub struct LiveSession {
 }
 
 impl LiveSession {
-    /// The session as loaded from the store under the lease `fence`, numbering events after
-    /// `reserved_seq` (the numbers up to it may have been used before a crash, or by the
-    /// lease's previous holder).
+    /// The session as loaded from the store under the lease `fence`, numbering events
+    /// after `start` and publishing them up to the stored reservation `reserved` until it is
+    /// raised.
     pub(crate) fn new(
         user: &str,
         id: &str,
         fence: Fence,
-        reserved_seq: i64,
+        (start, reserved): (u64, u64),
         capacity: usize,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
     ) -> Self {
-        let reserved = reserved_seq.max(0) as u64;
         let pk = fence.session;
         let topic = format!("session:{pk}");
         Self {
@@ -94,7 +93,7 @@ impl LiveSession {
             pk,
             fence,
             leased_at: crate::clock::now_ms(),
-            log: Arc::new(EventLog::bounded(topic, reserved, reserved, capacity, bus)),
+            log: Arc::new(EventLog::bounded(topic, start.min(reserved), reserved, capacity, bus)),
             queue: Mutex::new(Queue::default()),
             always: Mutex::new(HashSet::new()),
             store,

@@ -258,9 +258,12 @@ pub struct Fence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub fence: Fence,
-    /// The session's reserved `seq` bound when the lease was taken: the new holder numbers
-    /// events after it.
+    /// The session's reserved `seq` bound when the lease was taken: numbers up to it may
+    /// have been handed out.
     pub reserved_seq: i64,
+    /// The highest `seq` of a stored message: a new holder that knows which numbers were
+    /// published (a cluster's stream) numbers after both.
+    pub stored_seq: i64,
     /// Turns that were running under the previous holder, now marked interrupted, with the
     /// partial answer each had stored.
     pub interrupted: Vec<(String, String)>,

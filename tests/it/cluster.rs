@@ -104,7 +104,8 @@ async fn stop_and_approvals_on_one_node_reach_the_turn_on_the_other() {
     ]);
 
     // A turn runs on a; the Stop comes from a tab on b.
-    let (status, _) = post(&http, &a, "/api/sessions/s/messages", json!({"content": "go on"})).await;
+    let (status, _) =
+        post(&http, &a, "/api/sessions/s/messages", json!({"content": "go on"})).await;
     assert_eq!(status, 202);
     let mut on_b = WsClient::connect_at(&b.base, "/ws/chat?session_id=s", &token).await;
     on_b.next_of("session_start").await;
@@ -197,4 +198,69 @@ async fn messages_sent_to_either_node_run_in_one_queue_on_the_session_s_node() {
     assert_eq!(tab.next_of("session_deleted").await["session_id"], "q");
     let (status, _) = get(&http, &a, "/api/sessions/q").await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_node_running_a_turn_is_killed_the_other_takes_the_session_over() {
+    // Leases of 2 s: the takeover comes within that (plus a renewal period).
+    let Some(cluster) = Cluster::new(2.0).await else { return };
+    let token = cluster.token("alice");
+    let http = client(&token);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let endless: Vec<&str> = std::iter::repeat_n("more ", 5000).collect();
+    cluster.provider.push([
+        Script::slow_text(&endless, Duration::from_millis(10)),
+        Script::text(&["the queued one, answered"]),
+    ]);
+    let mut on_b = WsClient::connect_at(&b.base, "/ws/chat?session_id=k", &token).await;
+    on_b.next_of("session_start").await;
+    for content in ["long", "queued"] {
+        let (status, body) =
+            post(&http, &a, "/api/sessions/k/messages", json!({"content": content})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let cut = on_b.next_of("chunk").await["turn_id"].as_str().unwrap().to_owned();
+    // Wait until the partial answer is stored, then kill a: no chance to clean up.
+    loop {
+        let (_, detail) = get(&http, &b, "/api/sessions/k").await;
+        if detail["messages"][1]["status"] == "streaming" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(a);
+
+    // b takes the session over by itself: the cut turn ends as interrupted (its stored
+    // partial answer kept), the queued one runs on b.
+    let frames = on_b.until("done").await;
+    let cancelled = frames.iter().find(|f| f["type"] == "cancelled").expect("the cut turn ends");
+    assert_eq!(cancelled["turn_id"], cut.as_str());
+    assert!(cancelled["partial"].as_str().unwrap().starts_with("more "), "{cancelled}");
+    assert_eq!(frames.last().unwrap()["full_response"], "the queued one, answered");
+    // The new holder numbers on from what the watcher saw: no gap, so no resync.
+    assert!(frames.iter().all(|f| f["type"] != "resync"), "{frames:?}");
+    let seq: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    assert!(seq.windows(2).all(|w| w[1] > w[0]), "{seq:?}");
+    let (_, detail) = get(&http, &b, "/api/sessions/k").await;
+    let statuses: Vec<(&str, &str)> = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("user", "complete"),
+            ("assistant", "interrupted"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+        ],
+        "{detail}"
+    );
+    // And it takes new messages.
+    let (status, body) =
+        post(&http, &b, "/api/chat", json!({"content": "still there?", "session_id": "k"})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.logs());
+    assert_eq!(body["reply"], "echo: still there?");
 }

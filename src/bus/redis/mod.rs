@@ -311,6 +311,20 @@ impl Bus for RedisBus {
         Ok(entries.into_iter().map(|(field, value)| (field, Bytes::from(value))).collect())
     }
 
+    async fn newest(&self, topic: &str) -> Result<Option<u64>, BusError> {
+        let mut conn = self.shared.conn.clone();
+        let newest: StreamRangeReply = ::redis::cmd("XREVRANGE")
+            .arg(self.shared.stream(topic))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(newest.ids.first().and_then(|entry| entry_seq(&entry.id)))
+    }
+
     fn clustered(&self) -> bool {
         true
     }

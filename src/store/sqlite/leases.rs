@@ -100,8 +100,13 @@ pub(super) async fn acquire(
         .bind(session)
         .execute(&mut *tx)
         .await?;
+    let stored_seq: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_pk = $1")
+            .bind(session)
+            .fetch_one(&mut *tx)
+            .await?;
     tx.commit().await?;
-    Ok(Some(Lease { fence, reserved_seq, interrupted, queued }))
+    Ok(Some(Lease { fence, reserved_seq, stored_seq, interrupted, queued }))
 }
 
 pub(super) async fn renew(
