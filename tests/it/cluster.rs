@@ -264,3 +264,100 @@ async fn when_the_node_running_a_turn_is_killed_the_other_takes_the_session_over
     assert_eq!(status, 200, "{body}\n{}", b.logs());
     assert_eq!(body["reply"], "echo: still there?");
 }
+
+fn words(words: &[String]) -> Vec<&str> {
+    words.iter().map(String::as_str).collect()
+}
+
+/// Polls `node`'s `/health/ready` until its status is `status`.
+async fn ready_becomes(node: &Node, status: u16) -> Value {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        let (got, body) = json_of(http.get(node.url("/health/ready")).send().await.unwrap()).await;
+        if got.as_u16() == status {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never answered {status} on /health/ready", node.base);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_says_so_and_its_watchers_catch_up_or_resync_after() {
+    use crate::common::proxy::{proxy, through};
+    let Some(cluster) = Cluster::new(15.0).await else { return };
+    let token = cluster.token("alice");
+    let http = client(&token);
+    let (_, upstream) = through(&cluster.redis_url, "127.0.0.1:1".parse().unwrap());
+    let (addr, cut) = proxy("127.0.0.1:0".parse().unwrap(), upstream).await;
+    let (proxied, _) = through(&cluster.redis_url, addr);
+    let (a, b) = (cluster.node("a"), cluster.node_on("b", &proxied));
+    let slow = |n: usize| -> Vec<String> { (0..n).map(|i| format!("p{i} ")).collect() };
+    let (first, second) = (slow(60), slow(60));
+    cluster.provider.push([
+        Script::slow_text(&words(&first), Duration::from_millis(15)),
+        Script::slow_text(&words(&second), Duration::from_millis(15)),
+    ]);
+    let mut on_b = WsClient::connect_at(&b.base, "/ws/chat?session_id=r", &token).await;
+    on_b.next_of("session_start").await;
+    let mut on_a = WsClient::connect_at(&a.base, "/ws/chat?session_id=r", &token).await;
+    on_a.next_of("session_start").await;
+
+    // Cut off mid-answer: b says it is not ready; what it missed comes from the stream
+    // once Redis is back, in order, nothing lost.
+    post(&http, &a, "/api/sessions/r/messages", json!({"content": "one"})).await;
+    on_b.next_of("chunk").await;
+    cut.cancel();
+    let body = ready_becomes(&b, 503).await;
+    assert_eq!(body["components"]["bus"]["status"], "unavailable", "{body}");
+    ready_becomes(&a, 200).await;
+    let on_a_frames = turn_frames(&mut on_a).await;
+    let (_, restored) = proxy(addr, upstream).await;
+    ready_becomes(&b, 200).await;
+    let mut seen = turn_frames(&mut on_b).await;
+    assert!(seen.iter().all(|f| f["type"] != "resync"), "{seen:?}");
+    let tail = on_a_frames.iter().position(|f| f["seq"] == seen[0]["seq"]).unwrap();
+    assert_eq!(seen, on_a_frames[tail..], "b's watcher got every frame a's did");
+    seen.clear();
+
+    // Cut off again, and Redis loses the stream meanwhile (as on a restart): b's watcher is
+    // told to resync, and the stored answer is whole.
+    post(&http, &a, "/api/sessions/r/messages", json!({"content": "two"})).await;
+    on_b.next_of("chunk").await;
+    restored.cancel();
+    ready_becomes(&b, 503).await;
+    let redis = ::redis::Client::open(cluster.redis_url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    turn_frames(&mut on_a).await;
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{}log:*", cluster.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    let (_, again) = proxy(addr, upstream).await;
+    ready_becomes(&b, 200).await;
+    // Told on this socket, or by a closed socket whose resume is then told.
+    let mut resynced = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), on_b.stream_next()).await {
+            Ok(Some(frame)) if frame["type"] == "resync" => {
+                resynced = true;
+                break;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => panic!("b's watcher was never told\n{}", b.logs()),
+        }
+    }
+    if !resynced {
+        let mut back = WsClient::connect_at(&b.base, "/ws/chat?session_id=r", &token).await;
+        let start = back.next_of("session_start").await;
+        assert!(start["last_seq"].as_u64().is_some());
+        back.send(json!({"type": "resume", "last_seq": on_a_frames.last().unwrap()["seq"]})).await;
+        back.next_of("resync").await;
+    }
+    let (_, detail) = get(&http, &b, "/api/sessions/r").await;
+    assert_eq!(detail["messages"][3]["content"], second.concat(), "{detail}");
+    again.cancel();
+}

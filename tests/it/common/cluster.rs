@@ -76,6 +76,11 @@ impl Cluster {
 
     /// Starts node `name` and waits until it listens.
     pub fn node(&self, name: &str) -> Node {
+        self.node_on(name, &self.redis_url)
+    }
+
+    /// Starts node `name` reaching Redis at `redis_url` (a proxy the test controls).
+    pub fn node_on(&self, name: &str, redis_url: &str) -> Node {
         let data = self.dir.path().join(name);
         let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
             .arg("serve")
@@ -83,7 +88,7 @@ impl Cluster {
             .env("PARLEY_LISTEN", "127.0.0.1:0")
             .env("PARLEY_DATA_DIR", &data)
             .env("PARLEY_DATABASE_URL", &self.database_url)
-            .env("PARLEY_REDIS_URL", &self.redis_url)
+            .env("PARLEY_REDIS_URL", redis_url)
             .env("PARLEY_REDIS_PREFIX", &self.prefix)
             .env("PARLEY_NODE_ID", name)
             .env("PARLEY_LEASE_SECS", self.lease_secs.to_string())

@@ -124,6 +124,17 @@ impl WsClient {
         }
     }
 
+    /// The next JSON text frame, or `None` once the socket is closed.
+    pub async fn stream_next(&mut self) -> Option<Value> {
+        loop {
+            match self.stream.next().await {
+                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Frames up to and including the first of type `last`.
     pub async fn until(&mut self, last: &str) -> Vec<Value> {
         let mut frames = Vec::new();
