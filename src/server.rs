@@ -75,11 +75,13 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     if adopted > 0 {
         tracing::warn!(sessions = adopted, "took over sessions the last stop left unfinished");
     }
-    let auth = Arc::new(Auth::new(&config, runtime.store().clone()));
-    let connections = Arc::new(Connections::new(
+    let auth = Arc::new(Auth::new(&config, runtime.store().clone(), runtime.bus()));
+    let connections = Arc::new(Connections::shared(
         config.limits.max_connections,
         config.limits.max_connections_per_user,
+        Some((runtime.bus().clone(), node_id.to_string())),
     ));
+    tokio::spawn(Connections::keep_listed(Arc::downgrade(&connections)));
     Ok(AppState {
         runtime,
         provider: provider.describe().into(),

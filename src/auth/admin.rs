@@ -41,7 +41,7 @@ impl Auth {
         label: Option<&str>,
     ) -> Result<Paired, AuthError> {
         let key = ip.to_string();
-        if let Err(retry_after) = self.pairing_failures.check(&key) {
+        if let Err(retry_after) = self.pairing_failures.check(&key).await {
             return Err(AuthError::RateLimited {
                 message: "too many wrong pairing codes",
                 retry_after,
@@ -52,7 +52,7 @@ impl Auth {
         let Some(grant) = self.store.pairing_code(&hash).await? else {
             return Err(self.wrong_pairing_code(ip).await);
         };
-        self.pairing_failures.clear(&key);
+        self.pairing_failures.clear(&key).await;
         let (user, new_user) = match (grant.user, asked) {
             (Some(granted), Some(asked)) if granted != asked => {
                 return Err(AuthError::PairingForAnotherUser);
@@ -79,7 +79,7 @@ impl Auth {
 
     async fn wrong_pairing_code(&self, ip: IpAddr) -> AuthError {
         self.audit("pairing_failure", None, Some(ip), None).await;
-        if let Some(lock) = self.pairing_failures.fail(&ip.to_string()) {
+        if let Some(lock) = self.pairing_failures.fail(&ip.to_string()).await {
             let detail = format!("pairing, {} s", lock.as_secs());
             self.audit("lockout", None, Some(ip), Some(&detail)).await;
         }

@@ -18,6 +18,7 @@ use axum::http::header::{AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::request::Parts;
 use tokio::sync::broadcast;
 
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::limits::{Lockouts, RateLimiter};
 use crate::store::{AuditEntry, PairingGrant, Store, StoreError};
@@ -62,7 +63,7 @@ pub enum AuthError {
 pub const DEFAULT_USER: &str = "default";
 
 /// The authenticated user of a request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Caller {
     pub user: String,
     pub admin: bool,
@@ -90,33 +91,51 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Authentication as configured, over `store`.
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+    /// Authentication as configured, over `store`; limits, lockouts and tickets hold
+    /// across the cluster of `bus` if it is one.
+    pub fn new(config: &Config, store: Arc<dyn Store>, bus: &Arc<dyn Bus>) -> Self {
         let limits = &config.limits;
         let lock_for = Duration::from_secs(limits.lockout_secs);
+        let shared = crate::limits::shared(bus);
         Self {
             enabled: config.auth_enabled(),
             // `Config::validate` refused entries that do not parse.
             trusted_proxies: config.trusted_proxies().unwrap_or_default(),
             store,
             allowed_origins: config.auth.allowed_origins.clone(),
-            tickets: Tickets::default(),
-            per_token: RateLimiter::per_minute(limits.requests_per_minute_per_token),
-            per_ip: RateLimiter::per_minute(limits.requests_per_minute_per_ip),
-            failures: Lockouts::new(
+            tickets: Tickets::new(shared.clone()),
+            per_token: RateLimiter::shared_per_minute(
+                "token",
+                limits.requests_per_minute_per_token,
+                shared.clone(),
+            ),
+            per_ip: RateLimiter::shared_per_minute(
+                "ip",
+                limits.requests_per_minute_per_ip,
+                shared.clone(),
+            ),
+            failures: Lockouts::shared(
+                "auth",
                 limits.auth_failures_per_minute,
                 Duration::from_secs(60),
                 lock_for,
+                shared.clone(),
             ),
             // Pairing failures count for a whole lockout period, not per minute.
-            pairing_failures: Lockouts::new(limits.pairing_attempts, lock_for, lock_for),
+            pairing_failures: Lockouts::shared(
+                "pairing",
+                limits.pairing_attempts,
+                lock_for,
+                lock_for,
+                shared,
+            ),
             revocations: broadcast::channel(64).0,
         }
     }
 
     /// Counts a request against its IP's limit.
-    pub fn limit_ip(&self, ip: IpAddr) -> Result<(), AuthError> {
-        self.per_ip.check(&ip.to_string()).map_err(|retry| AuthError::RateLimited {
+    pub async fn limit_ip(&self, ip: IpAddr) -> Result<(), AuthError> {
+        self.per_ip.check(&ip.to_string()).await.map_err(|retry| AuthError::RateLimited {
             message: "too many requests from this address",
             retry_after: retry,
         })
@@ -143,24 +162,24 @@ impl Auth {
         let caller = match credential(&parts.headers, &query) {
             None => return Err(AuthError::Missing),
             Some(Credential::Token(secret)) => self.check_token(&secret).await?,
-            Some(Credential::Ticket(ticket)) => self.tickets.redeem(&ticket),
+            Some(Credential::Ticket(ticket)) => self.tickets.redeem(&ticket).await,
         };
         let Some(caller) = caller else {
-            if let Err(retry) = self.failures.check(&key) {
+            if let Err(retry) = self.failures.check(&key).await {
                 return Err(AuthError::RateLimited {
                     message: "too many failed authentications from this address",
                     retry_after: retry,
                 });
             }
             self.audit("auth_failure", None, Some(ip), None).await;
-            if let Some(lock) = self.failures.fail(&key) {
+            if let Some(lock) = self.failures.fail(&key).await {
                 tracing::warn!(client = %ip, "locked out after repeated failed authentications");
                 self.audit("lockout", None, Some(ip), Some(&format!("{} s", lock.as_secs()))).await;
             }
             return Err(AuthError::Invalid);
         };
         let token_key = caller.token_id.clone().unwrap_or_else(|| caller.user.clone());
-        self.per_token.check(&token_key).map_err(|retry| AuthError::RateLimited {
+        self.per_token.check(&token_key).await.map_err(|retry| AuthError::RateLimited {
             message: "too many requests with this token",
             retry_after: retry,
         })?;

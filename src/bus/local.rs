@@ -9,6 +9,10 @@ use tokio::sync::mpsc;
 
 use super::{Bus, BusError, Following, Replayed, Request};
 
+fn alone() -> BusError {
+    BusError::Other("a node alone shares nothing".into())
+}
+
 /// [`Bus`] for a single node (the embedded default).
 #[derive(Debug, Default)]
 pub struct LocalBus;
@@ -47,6 +51,27 @@ impl Bus for LocalBus {
 
     async fn entries(&self, _: &str) -> Result<Vec<(String, Bytes)>, BusError> {
         Ok(Vec::new())
+    }
+
+    // One node keeps its counters and values in memory (see `limits`): nothing is shared.
+    async fn count(&self, _: &str, _: Duration) -> Result<(u64, Duration), BusError> {
+        Err(alone())
+    }
+
+    async fn set(&self, _: &str, _: Bytes, _: Duration) -> Result<(), BusError> {
+        Err(alone())
+    }
+
+    async fn take(&self, _: &str) -> Result<Option<Bytes>, BusError> {
+        Err(alone())
+    }
+
+    async fn ttl(&self, _: &str) -> Result<Option<Duration>, BusError> {
+        Err(alone())
+    }
+
+    async fn delete(&self, _: &str) -> Result<(), BusError> {
+        Err(alone())
     }
 
     fn describe(&self) -> &'static str {

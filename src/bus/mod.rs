@@ -134,6 +134,22 @@ pub trait Bus: Send + Sync + 'static {
     /// The shared map `key`.
     async fn entries(&self, key: &str) -> Result<Vec<(String, Bytes)>, BusError>;
 
+    /// Counts one more event under `key` in its current window (which starts with its first
+    /// event and lasts `window`); returns the count so far and the time left in the window.
+    async fn count(&self, key: &str, window: Duration) -> Result<(u64, Duration), BusError>;
+
+    /// Sets the shared value `key` for `ttl`.
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BusError>;
+
+    /// Reads the shared value `key` and deletes it: only one caller gets it.
+    async fn take(&self, key: &str) -> Result<Option<Bytes>, BusError>;
+
+    /// How long the shared value `key` has left; `None` if there is none.
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, BusError>;
+
+    /// Deletes the shared value `key`.
+    async fn delete(&self, key: &str) -> Result<(), BusError>;
+
     /// Whether other nodes exist to hand events to (whether sessions are watched through
     /// followers rather than through their owner's log).
     fn clustered(&self) -> bool {

@@ -65,6 +65,6 @@ pub(super) async fn chat(
 
 /// Issues a one-time ticket for `/api/chat/stream`, `/ws/chat` or SSE (`?ticket=`).
 pub(super) async fn ticket(State(state): State<AppState>, caller: Caller) -> JsonResponse<Value> {
-    let ticket = state.auth.tickets.issue(&caller);
+    let ticket = state.auth.tickets.issue(&caller).await;
     JsonResponse(json!({"ticket": ticket, "expires_in": crate::auth::TICKET_TTL.as_secs()}))
 }

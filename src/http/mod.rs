@@ -132,7 +132,7 @@ async fn request_context(
 /// Counts every request, public ones included, against its client address's limit.
 async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(ClientAddr(ip)) = request.extensions().get::<ClientAddr>()
-        && let Err(err) = state.auth.limit_ip(*ip)
+        && let Err(err) = state.auth.limit_ip(*ip).await
     {
         return ApiError::from(err).into_response();
     }

@@ -72,7 +72,13 @@ impl Runtime {
             self.loaded(user, id).await?;
         }
         if inner.max_concurrent_turns > 0 {
-            let busy: usize = self.user_sessions(user).await.iter().map(|s| s.turns()).sum();
+            // In a cluster, the user's turns on every node (stored ones; those being admitted
+            // this very moment are not counted yet).
+            let busy = if inner.bus.clustered() {
+                inner.store.unfinished_turns(user).await? as usize
+            } else {
+                self.user_sessions(user).await.iter().map(|s| s.turns()).sum()
+            };
             if busy >= inner.max_concurrent_turns {
                 return Err(RuntimeError::RateLimited {
                     message: "too many of your turns are running or waiting",
@@ -80,7 +86,7 @@ impl Runtime {
                 });
             }
         }
-        if let Err(retry_after) = inner.turn_limiter.check(user) {
+        if let Err(retry_after) = inner.turn_limiter.check(user).await {
             let message = "too many turns started this minute";
             return Err(RuntimeError::RateLimited { message, retry_after });
         }

@@ -206,6 +206,7 @@ impl Runtime {
         config: RuntimeConfig,
     ) -> Self {
         let leases_done = CancellationToken::new();
+        let bus_for_limits = bus.clone();
         let inner = Arc::new(Inner {
             node_id: config.node_id,
             partials: partials::Partials::start(store.clone()),
@@ -221,7 +222,11 @@ impl Runtime {
             queue_depth: config.queue_depth,
             event_log_capacity: config.event_log_capacity,
             max_content_bytes: config.max_content_bytes,
-            turn_limiter: RateLimiter::per_minute(config.turns_per_minute),
+            turn_limiter: RateLimiter::shared_per_minute(
+                "turns",
+                config.turns_per_minute,
+                crate::limits::shared(&bus_for_limits),
+            ),
             max_concurrent_turns: config.max_concurrent_turns,
             lease: config.lease,
             exclusive: config.exclusive,

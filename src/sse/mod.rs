@@ -47,7 +47,7 @@ pub(crate) async fn session_events(
 ) -> Result<Response, ApiError> {
     let after = resume_point(&headers, &query)?;
     let watching = state.runtime.watch(&caller.user, Some(&id), None, after, false).await?;
-    respond(&state, &caller, Some(watching.session.id), watching.watch, watching.missed)
+    respond(&state, &caller, Some(watching.session.id), watching.watch, watching.missed).await
 }
 
 /// The caller's lifecycle feed.
@@ -59,19 +59,19 @@ pub(crate) async fn global_events(
 ) -> Result<Response, ApiError> {
     let after = resume_point(&headers, &query)?;
     let watch = state.runtime.watch_feed(&caller.user, after);
-    respond(&state, &caller, None, watch, Vec::new())
+    respond(&state, &caller, None, watch, Vec::new()).await
 }
 
 /// Streams `watch` as SSE. For a session (`session_id`), the stream ends after a
 /// `session_deleted` event (sent with that event name); the lifecycle feed goes on.
-fn respond(
+async fn respond(
     state: &AppState,
     caller: &Caller,
     session_id: Option<String>,
     watch: Watch,
     missed: Vec<ApprovalInfo>,
 ) -> Result<Response, ApiError> {
-    let counted = state.connections.open(&caller.user)?;
+    let counted = state.connections.open(&caller.user).await?;
     let approvals = stream::iter(missed.into_iter().map(|approval| {
         Ok::<_, Infallible>(SseEvent::default().data(approval.frame().to_string()))
     }));

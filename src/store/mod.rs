@@ -389,6 +389,9 @@ pub trait Store: Send + Sync + 'static {
     /// The node holding a live lease (at `now`) on session `session`, if any.
     async fn lease_holder(&self, session: i64, now: i64) -> Result<Option<String>, StoreError>;
 
+    /// How many of the user's turns are queued or running, over every session and node.
+    async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError>;
+
     /// The id and key of the user's session that turn `turn_id` belongs to.
     async fn turn_session(
         &self,

@@ -156,7 +156,7 @@ async fn close_after_error(socket: &mut WebSocket, err: axum::Error) {
 
 /// Everything checked before an upgrade: the session id, the `Origin`, the connection
 /// limits. Returns the configured upgrade and the connection's place in the count.
-fn admit(
+async fn admit(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
@@ -166,7 +166,7 @@ fn admit(
     check_session_id(session_id)?;
     state.auth.check_origin(headers)?;
     let ws = configure(ws?, &state.config.stream);
-    let counted = state.connections.open(&caller.user)?;
+    let counted = state.connections.open(&caller.user).await?;
     Ok((ws, counted))
 }
 

@@ -66,7 +66,7 @@ pub(crate) async fn chat_stream(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws)?;
+    let (ws, counted) = admit(&state, &caller, &headers, query.session_id.as_deref(), ws).await?;
     // Captured here: the upgrade callback runs in a task of its own.
     let context = crate::http::RequestContext::current();
     Ok(ws.on_upgrade(move |socket| {

@@ -361,3 +361,104 @@ async fn a_node_cut_off_from_redis_says_so_and_its_watchers_catch_up_or_resync_a
     assert_eq!(detail["messages"][3]["content"], second.concat(), "{detail}");
     again.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_tickets_lockouts_and_revocations_hold_across_nodes() {
+    let Some(mut cluster) = Cluster::new(15.0).await else { return };
+    cluster.env = vec![
+        ("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_TOKEN", "8".into()),
+        ("PARLEY_LIMITS__TURNS_PER_MINUTE", "3".into()),
+        ("PARLEY_LIMITS__AUTH_FAILURES_PER_MINUTE", "3".into()),
+        ("PARLEY_LIMITS__MAX_CONNECTIONS_PER_USER", "2".into()),
+    ];
+    let (alice, bob, carol) =
+        (cluster.token("alice"), cluster.token("bob"), cluster.token("carol"));
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let nodes = [&a, &b];
+
+    // Turns per minute, counted over both nodes: the fourth is refused, wherever it lands.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let body = json!({"content": format!("m{i}")});
+        statuses
+            .push(post(&client(&carol), nodes[i % 2], "/api/sessions/t/messages", body).await.0);
+    }
+    assert_eq!(statuses, [202, 202, 202, 429], "turns of one user, counted cluster-wide");
+
+    // Requests per token, counted over both nodes.
+    let mut ok = 0;
+    let mut refused = None;
+    for i in 0..10 {
+        let response = client(&alice).get(nodes[i % 2].url("/api/sessions")).send().await.unwrap();
+        match response.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                refused.get_or_insert(i);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((ok, refused), (8, Some(8)), "8 requests a minute for the token, over both nodes");
+
+    // Failed authentications lock the address out, counted over both nodes.
+    let forged = client("not-a-token");
+    let mut failures = Vec::new();
+    for i in 0..5 {
+        failures.push(
+            forged.get(nodes[i % 2].url("/api/sessions")).send().await.unwrap().status().as_u16(),
+        );
+    }
+    assert_eq!(failures, [401, 401, 401, 429, 429], "locked out after three, on both nodes");
+    // A valid credential from the same address still works.
+    let (status, _) = get(&client(&bob), &b, "/api/sessions").await;
+    assert_eq!(status, 200);
+
+    // A ticket issued by a works once, on b.
+    let (status, ticket) = post(&client(&bob), &a, "/api/chat/ticket", json!({})).await;
+    assert_eq!(status, 200);
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let ws_url =
+        |node: &Node| format!("{}/ws/chat?ticket={ticket}", node.base.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&b)).await.expect("redeemed on b");
+    drop(ws.close(None).await);
+    for node in nodes {
+        let again = tokio_tungstenite::connect_async(ws_url(node)).await;
+        assert!(again.is_err(), "a spent ticket is refused on {}", node.base);
+    }
+
+    // Connections per user, counted over both nodes.
+    let dave = cluster.token("dave");
+    let mut first = WsClient::connect_at(&a.base, "/ws/chat?session_id=c1", &dave).await;
+    first.next_of("session_start").await;
+    let mut second = WsClient::connect_at(&b.base, "/ws/chat?session_id=c2", &dave).await;
+    second.next_of("session_start").await;
+    let url = format!("{}/api/sessions/c1/events", a.base);
+    let third = client(&dave).get(&url).send().await.unwrap();
+    assert_eq!(third.status(), 429, "a third connection, on either node, is one too many");
+    drop(second);
+    let mut admitted = false;
+    for _ in 0..100 {
+        if client(&dave).get(&url).send().await.unwrap().status() == 200 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "a closed connection on b frees a place on a");
+
+    // Revoking bob's token on a closes his socket on b.
+    let mut socket = WsClient::connect_at(&b.base, "/ws/chat?session_id=x", &bob).await;
+    socket.next_of("session_start").await;
+    let admin = client(&cluster.admin_token("root"));
+    let (_, tokens) = get(&admin, &a, "/api/tokens").await;
+    let bobs = tokens["items"].as_array().unwrap().iter().find(|t| t["user"] == "bob");
+    let id = bobs.expect("bob's token is listed")["id"].as_str().unwrap().to_owned();
+    let response = admin.delete(a.url(&format!("/api/tokens/{id}"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    socket.until_closed().await;
+    // Refused there too (429 rather than 401: this address is still locked out, and a
+    // revoked token is a failed authentication).
+    let (status, _) = get(&client(&bob), &b, "/api/sessions").await;
+    assert_eq!(status, 429);
+}

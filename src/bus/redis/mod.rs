@@ -143,6 +143,10 @@ impl Shared {
         format!("{}map:{key}", self.config.prefix)
     }
 
+    fn value(&self, key: &str) -> String {
+        format!("{}kv:{key}", self.config.prefix)
+    }
+
     /// A request from another node (or the answer to one of ours) arrived on `channel`.
     fn request_message(self: &Arc<Self>, channel: &str, payload: &[u8]) -> bool {
         let node = &self.config.node;
@@ -309,6 +313,66 @@ impl Bus for RedisBus {
             .await
             .map_err(unavailable)?;
         Ok(entries.into_iter().map(|(field, value)| (field, Bytes::from(value))).collect())
+    }
+
+    async fn count(&self, key: &str, window: Duration) -> Result<(u64, Duration), BusError> {
+        let key = self.shared.value(key);
+        let mut conn = self.shared.conn.clone();
+        // The expiry is set by the window's first event only (`NX`): fixed windows.
+        let (count, _, left): (u64, i64, i64) = ::redis::pipe()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(window.as_millis() as u64)
+            .arg("NX")
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok((count, Duration::from_millis(left.max(0) as u64)))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BusError> {
+        let mut conn = self.shared.conn.clone();
+        ::redis::cmd("SET")
+            .arg(self.shared.value(key))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>, BusError> {
+        let mut conn = self.shared.conn.clone();
+        let value: Option<Vec<u8>> = ::redis::cmd("GETDEL")
+            .arg(self.shared.value(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, BusError> {
+        let mut conn = self.shared.conn.clone();
+        let left: i64 = ::redis::cmd("PTTL")
+            .arg(self.shared.value(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok((left > 0).then(|| Duration::from_millis(left as u64)))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BusError> {
+        let mut conn = self.shared.conn.clone();
+        ::redis::cmd("DEL")
+            .arg(self.shared.value(key))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 
     async fn newest(&self, topic: &str) -> Result<Option<u64>, BusError> {

@@ -228,6 +228,10 @@ impl Store for PostgresStore {
         leases::holder(&self.pool, session, now).await
     }
 
+    async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError> {
+        turns::unfinished(&self.pool, user).await
+    }
+
     async fn turn_session(
         &self,
         user: &str,

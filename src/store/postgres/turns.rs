@@ -170,3 +170,14 @@ pub(super) async fn session_of(
     .await?;
     Ok(found.map(|(id, pk)| (text::unescape(id), pk)))
 }
+
+pub(super) async fn unfinished(pool: &PgPool, user: &str) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM turns t JOIN sessions s ON s.pk = t.session_pk \
+         WHERE t.status IN ('queued', 'running') AND s.user_id = $1",
+    )
+    .bind(escape(user))
+    .fetch_one(pool)
+    .await?;
+    Ok(count.max(0) as u64)
+}

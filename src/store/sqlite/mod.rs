@@ -69,10 +69,28 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
+        // Two processes opening a new file at once can find it locked while the other
+        // switches it to WAL (a change the busy time-out does not cover): try again briefly.
+        let mut attempt = 0;
+        loop {
+            let opened = async {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options.clone())
+                    .await?;
+                let store = Self { pool };
+                store.migrate().await?;
+                Ok::<_, StoreError>(store)
+            }
+            .await;
+            match opened {
+                Err(StoreError::Other(message)) if attempt < 5 && message.contains("locked") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -190,6 +208,10 @@ impl Store for SqliteStore {
 
     async fn lease_holder(&self, session: i64, now: i64) -> Result<Option<String>, StoreError> {
         leases::holder(&self.pool, session, now).await
+    }
+
+    async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError> {
+        turns::unfinished(&self.pool, user).await
     }
 
     async fn turn_session(
@@ -355,5 +377,21 @@ impl Store for SqliteStore {
         ttl_ms: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
         maintenance::prune(&self.pool, user, max_sessions, ttl_ms).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_opening_a_new_file_at_once_both_open_it() {
+        // Without the retry, one of the two found the file locked within a few rounds.
+        for round in 0..60 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("parley.db");
+            let (a, b) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+            assert!(a.is_ok() && b.is_ok(), "round {round}: {:?} / {:?}", a.err(), b.err());
+        }
     }
 }

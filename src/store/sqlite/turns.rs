@@ -173,3 +173,14 @@ pub(super) async fn session_of(
     .await?;
     Ok(found)
 }
+
+pub(super) async fn unfinished(pool: &SqlitePool, user: &str) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM turns t JOIN sessions s ON s.pk = t.session_pk \
+         WHERE t.status IN ('queued', 'running') AND s.user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    Ok(count.max(0) as u64)
+}

@@ -20,6 +20,8 @@ pub struct Cluster {
     pub provider: FakeProvider,
     /// Seconds a session lease lasts.
     pub lease_secs: f64,
+    /// More settings for every node (after the defaults, so they win).
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// One `parley serve` process, killed (SIGKILL) when dropped.
@@ -59,13 +61,22 @@ impl Cluster {
         let database_url = super::postgres::url_for(&postgres, dir.path());
         let provider = FakeProvider::start().await;
         let prefix = super::redis::prefix();
-        Some(Self { dir, database_url, redis_url, prefix, provider, lease_secs })
+        Some(Self { dir, database_url, redis_url, prefix, provider, lease_secs, env: Vec::new() })
     }
 
     /// A new API token of `user`, made with the `parley` command on the shared store.
     pub fn token(&self, user: &str) -> String {
+        self.make_token(&["token", "create", "--user", user])
+    }
+
+    /// A new admin token of `user`.
+    pub fn admin_token(&self, user: &str) -> String {
+        self.make_token(&["token", "create", "--user", user, "--admin"])
+    }
+
+    fn make_token(&self, args: &[&str]) -> String {
         let output = Command::new(env!("CARGO_BIN_EXE_parley"))
-            .args(["token", "create", "--user", user])
+            .args(args)
             .current_dir(self.dir.path())
             .env("PARLEY_DATABASE_URL", &self.database_url)
             .output()
@@ -99,6 +110,7 @@ impl Cluster {
             .env("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_TOKEN", "0")
             .env("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_IP", "0")
             .env("PARLEY_LOG", "info")
+            .envs(self.env.iter().map(|(name, value)| (*name, value.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

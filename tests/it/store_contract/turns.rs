@@ -105,3 +105,22 @@ pub async fn tool_calls_form_a_timeline(db: &Db) {
     let calls = store.tool_calls(session.pk).await.unwrap();
     assert_eq!((calls[0].output.as_deref(), calls[0].is_error), (Some("a b"), false));
 }
+
+pub async fn unfinished_turns_are_counted_per_user(db: &Db) {
+    let store = &db.store;
+    let (mine, _) = store.open_session("alice", "a", None).await.unwrap();
+    let (also_mine, _) = store.open_session("alice", "b", None).await.unwrap();
+    let (theirs, _) = store.open_session("bob", "a", None).await.unwrap();
+    let fence = db.fence(mine.pk).await;
+    store.create_turn(fence, "t1", &text(1, 1, Role::User, "x")).await.unwrap();
+    store.create_turn(fence, "t2", &text(2, 2, Role::User, "x")).await.unwrap();
+    store.start_turn(fence, "t1").await.unwrap();
+    let other = db.fence(also_mine.pk).await;
+    store.create_turn(other, "t3", &text(1, 1, Role::User, "x")).await.unwrap();
+    store.finish_turn(other, "t3", &end(TurnStatus::Done)).await.unwrap();
+    let bobs = db.fence(theirs.pk).await;
+    store.create_turn(bobs, "t4", &text(1, 1, Role::User, "x")).await.unwrap();
+    assert_eq!(store.unfinished_turns("alice").await.unwrap(), 2);
+    assert_eq!(store.unfinished_turns("bob").await.unwrap(), 1);
+    assert_eq!(store.unfinished_turns("carol").await.unwrap(), 0);
+}
