@@ -462,3 +462,60 @@ async fn limits_tickets_lockouts_and_revocations_hold_across_nodes() {
     let (status, _) = get(&client(&bob), &b, "/api/sessions").await;
     assert_eq!(status, 429);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_turns_over_both_nodes_are_each_answered_and_stored_once() {
+    let Some(cluster) = Cluster::new(15.0).await else { return };
+    let token = cluster.token("alice");
+    let http = client(&token);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    cluster.provider.slow_echo(Duration::from_millis(1));
+    let (sessions, per_session) = (40, 5);
+    let chats = (0..sessions * per_session).map(|i| {
+        let (http, node) = (http.clone(), if i % 2 == 0 { &a } else { &b });
+        let (session, content) = (format!("load{}", i % sessions), format!("turn {i}"));
+        async move {
+            let body = json!({"content": content, "session_id": session});
+            let (status, reply) = post(&http, node, "/api/chat", body).await;
+            (status, reply, content)
+        }
+    });
+    let answers = futures_util::future::join_all(chats).await;
+    for (status, reply, content) in &answers {
+        assert_eq!(*status, 200, "{reply}");
+        assert_eq!(reply["reply"], format!("echo: ... {content}"), "{reply}");
+    }
+    for s in 0..sessions {
+        let (_, detail) = get(&http, &b, &format!("/api/sessions/load{s}?limit=100")).await;
+        let messages = detail["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 2 * per_session, "load{s}: {detail}");
+        let mut asked: Vec<&str> = Vec::new();
+        for pair in messages.chunks(2) {
+            let question = pair[0]["content"].as_str().unwrap();
+            assert_eq!(pair[1]["content"], format!("echo: ... {question}"), "load{s}: {detail}");
+            asked.push(question);
+        }
+        let mut expected: Vec<String> =
+            (0..per_session).map(|k| format!("turn {}", s + k * sessions)).collect();
+        expected.sort();
+        asked.sort();
+        assert_eq!(asked, expected, "each turn of load{s} stored once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_gracefully_hands_its_sessions_over_at_once() {
+    // A lease far longer than the test: only a released lease lets b take over in time.
+    let Some(cluster) = Cluster::new(600.0).await else { return };
+    let token = cluster.token("alice");
+    let http = client(&token);
+    let (mut a, b) = (cluster.node("a"), cluster.node("b"));
+    let (status, body) =
+        post(&http, &a, "/api/chat", json!({"content": "on a", "session_id": "h"})).await;
+    assert_eq!((status, body["reply"].as_str()), (200, Some("echo: on a")));
+    a.terminate();
+    let (status, body) =
+        post(&http, &b, "/api/chat", json!({"content": "on b", "session_id": "h"})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.logs());
+    assert_eq!(body["reply"], "echo: on b");
+}

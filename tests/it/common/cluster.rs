@@ -45,6 +45,13 @@ impl Node {
         format!("{}{path}", self.base)
     }
 
+    /// Stops the node with SIGTERM, as an orchestrator does, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        // SAFETY: sends SIGTERM to a child process this test started and still owns.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
     /// What the node logged so far, for a failing test's message.
     pub fn logs(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
