@@ -241,7 +241,10 @@ impl Runtime {
         }
         let every = (config.lease / 3).max(Duration::from_millis(100));
         if inner.bus.clustered() {
-            tokio::spawn(lease::sweep(Arc::downgrade(&inner), every, leases_done.clone()));
+            // At least every 5 s, whatever the lease time: a lease released by a node that
+            // stopped gracefully is free at once, and its queued turns should not wait.
+            let sweep_every = every.min(Duration::from_secs(5));
+            tokio::spawn(lease::sweep(Arc::downgrade(&inner), sweep_every, leases_done.clone()));
         }
         tokio::spawn(lease::keep(Arc::downgrade(&inner), every, leases_done));
         Self { inner }

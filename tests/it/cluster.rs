@@ -506,14 +506,41 @@ async fn two_hundred_turns_over_both_nodes_are_each_answered_and_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_gracefully_hands_its_sessions_over_at_once() {
     // A lease far longer than the test: only a released lease lets b take over in time.
-    let Some(cluster) = Cluster::new(600.0).await else { return };
+    let Some(mut cluster) = Cluster::new(600.0).await else { return };
+    cluster.env = vec![("PARLEY_SHUTDOWN_GRACE_SECS", "1".into())];
     let token = cluster.token("alice");
     let http = client(&token);
     let (mut a, b) = (cluster.node("a"), cluster.node("b"));
     let (status, body) =
         post(&http, &a, "/api/chat", json!({"content": "on a", "session_id": "h"})).await;
     assert_eq!((status, body["reply"].as_str()), (200, Some("echo: on a")));
+    // Another session has a turn running past the grace period and one queued behind it.
+    let endless: Vec<&str> = std::iter::repeat_n("long ", 2000).collect();
+    cluster.provider.push([Script::slow_text(&endless, Duration::from_millis(20))]);
+    for content in ["long", "waiting"] {
+        let body = json!({"content": content});
+        assert_eq!(post(&http, &a, "/api/sessions/q/messages", body).await.0, 202);
+    }
+    let mut on_b = WsClient::connect_at(&b.base, "/ws/chat?session_id=q", &token).await;
+    on_b.next_of("session_start").await;
+    on_b.send(json!({"type": "resume", "last_seq": 0})).await;
+    on_b.next_of("chunk").await;
     a.terminate();
+    // b runs the queued turn (found once a released the lease), without a client asking.
+    let done = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match on_b.stream_next().await {
+                Some(frame) if frame["type"] == "done" => return Some(frame),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    let Ok(Some(done)) = done else {
+        panic!("b never ran it ({done:?}):\n{}\n---\n{}", a.logs(), b.logs());
+    };
+    assert_eq!(done["full_response"], "echo: waiting");
     let (status, body) =
         post(&http, &b, "/api/chat", json!({"content": "on b", "session_id": "h"})).await;
     assert_eq!(status, 200, "{body}\n{}", b.logs());

@@ -316,6 +316,48 @@ async fn sigterm_lets_the_running_turn_finish_before_exit() {
     process.child.wait().unwrap();
 }
 
+// Multi-threaded: the fake provider must keep streaming while the test blocks on the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_still_queued_at_a_graceful_stop_run_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let parts: Vec<&str> = std::iter::repeat_n("long ", 2000).collect();
+    provider.push([Script::slow_text(&parts, Duration::from_millis(20))]);
+    let client = crate::common::client();
+    // A grace period shorter than the running answer: it is cut, the queued one waits.
+    let mut process = spawn_parley(dir.path(), &provider, 1);
+    for content in ["the long one", "waiting"] {
+        let response = client
+            .post(format!("{}/api/sessions/grace/messages", process.base))
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    wait_streaming(&client, &process.base, "grace").await;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(process.child.id() as i32, libc::SIGTERM) };
+    assert!(process.child.wait().unwrap().success());
+
+    let mut process = spawn_parley(dir.path(), &provider, 5);
+    let mut detail = serde_json::Value::Null;
+    for _ in 0..1000 {
+        detail = get(&client, format!("{}/api/sessions/grace", process.base)).await;
+        if detail["state"] == "idle" && detail["messages"].as_array().is_some_and(|m| m.len() == 4)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let messages = detail["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["status"], "interrupted", "{detail}");
+    assert_eq!(messages[2]["content"], "waiting");
+    assert_eq!(messages[3]["content"], "echo: waiting", "the queued turn ran: {detail}");
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+}
+
 #[tokio::test]
 async fn config_command_prints_the_effective_configuration_without_secrets() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 //! `cargo run --release --bin parley-bench -- --out docs/BENCHMARKS.md`; `--only soak`
 //! (or any other sections) measures some sections and replaces just those in the file.
 
+mod cluster;
 mod history;
 mod measure;
 mod process;
@@ -57,6 +58,12 @@ struct Cli {
     /// Clients of the soak.
     #[arg(long, default_value_t = 6)]
     soak_clients: usize,
+    /// PostgreSQL database for the cluster section (a schema of its own is made in it).
+    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Redis for the cluster section (keys under a prefix of their own).
+    #[arg(long, env = "PARLEY_TEST_REDIS_URL")]
+    redis: Option<String>,
     /// Sections to measure (comma-separated; all when absent). With `--out`, each replaces
     /// its section in the file, and the rest of the file stays.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -74,6 +81,7 @@ enum Section {
     History,
     Process,
     Soak,
+    Cluster,
 }
 
 impl Cli {
@@ -181,6 +189,23 @@ async fn run(cli: &Cli) -> String {
         let token = process::prepare(&data);
         let server = process::parley_with(&data, &provider, soak::ENV);
         out.push_str(&soak::run(&server, &token, cli.soak_clients, cli.soak_secs).await.section());
+    }
+    if cli.wants(Section::Cluster) {
+        match (&cli.postgres, &cli.redis) {
+            (Some(postgres), Some(redis)) => {
+                let services =
+                    cluster::Services { postgres: postgres.clone(), redis: redis.clone() };
+                let (runs, pace, chunks) = (cli.runs, cli.pace_ms, cli.paced_chunks);
+                let data = dir.join("cluster");
+                let section =
+                    cluster::section(&data, &services, &provider, runs, pace, chunks).await;
+                out.push_str(&section);
+            }
+            _ => {
+                writeln!(out, "\n## Cluster\n\nNot measured: needs `--postgres` and `--redis`.")
+                    .ok();
+            }
+        }
     }
     drop(parley);
     drop(relay);
