@@ -5,7 +5,6 @@
 //! commands each turn costs.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(dir: &Path, services: &Services, provider: &str) -> Cluster {
+    async fn start(dir: &std::path::Path, services: &Services, provider: &str) -> Cluster {
         let schema = format!("parley_bench_{}", std::process::id());
         let mut admin = sqlx::PgConnection::connect(&services.postgres).await.expect("PostgreSQL");
         let create = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
@@ -102,9 +101,13 @@ impl Cluster {
     }
 }
 
-/// The section, measured on a fresh two-node cluster.
+/// The section, measured on a fresh two-node cluster, against `single` (a node alone on
+/// SQLite, whose token is `single_token`) for reference.
+#[allow(clippy::too_many_arguments)]
 pub async fn section(
-    dir: &Path,
+    dir: &std::path::Path,
+    single: &Server,
+    single_token: &str,
     services: &Services,
     provider: &str,
     runs: usize,
@@ -117,8 +120,10 @@ pub async fn section(
     writeln!(
         out,
         "Latency at a model's pace ({paced_chunks} chunks per answer, one every {pace_ms} ms), \
-         provider chunk sent → watcher received: the turn runs on node a; the watcher is on \
-         a (same node) or on b (its events cross Redis). CPU is both nodes' per delivered chunk.\n"
+         provider chunk sent → watcher received. A node alone (SQLite, in-process bus); then \
+         the cluster, the turn run on node a and the watcher on a (same node) or on b (its \
+         events cross Redis). CPU is the nodes' (both, in the cluster) per delivered chunk; \
+         the ratio is to the node alone.\n"
     )
     .ok();
     writeln!(
@@ -130,12 +135,37 @@ pub async fn section(
     let content = format!("pace {pace_ms} {paced_chunks}");
     for (n, sessions) in [1usize, 100].into_iter().enumerate() {
         let mut figures = Vec::new();
-        for (label, watcher) in [("same node", &cluster.a), ("other node", &cluster.b)] {
+        let both = [&cluster.a, &cluster.b];
+        let alone = [single];
+        let paths = [
+            (
+                "node alone",
+                Route { submit: single, watch: single, nodes: &alone, token: single_token },
+            ),
+            (
+                "same node",
+                Route {
+                    submit: &cluster.a,
+                    watch: &cluster.a,
+                    nodes: &both,
+                    token: &cluster.token,
+                },
+            ),
+            (
+                "other node",
+                Route {
+                    submit: &cluster.a,
+                    watch: &cluster.b,
+                    nodes: &both,
+                    token: &cluster.token,
+                },
+            ),
+        ];
+        for (label, path) in &paths {
             let (mut p50, mut p99, mut cpu) = (vec![], vec![], vec![]);
             for run in 0..runs {
                 let id = format!("x{n}-{label}-{run}").replace(' ', "");
-                let (latencies, cpu_per_chunk) =
-                    paced(&cluster, watcher, sessions, &id, &content).await;
+                let (latencies, cpu_per_chunk) = paced(path, sessions, &id, &content).await;
                 p50.push(percentile(&latencies, 0.5) as f64 / 1e3);
                 p99.push(percentile(&latencies, 0.99) as f64 / 1e3);
                 cpu.push(cpu_per_chunk);
@@ -189,61 +219,68 @@ pub async fn section(
 
 /// `sessions` watchers on `watcher`, each session's turn run on node a at a model's pace;
 /// returns the sorted chunk latencies (ns) and both nodes' CPU per chunk (µs).
-async fn paced(
-    cluster: &Cluster,
-    watcher: &Server,
-    sessions: usize,
-    run: &str,
-    content: &str,
-) -> (Vec<u64>, f64) {
+/// Where a paced run submits its turns and watches them, and whose CPU it counts.
+struct Route<'a> {
+    submit: &'a Server,
+    watch: &'a Server,
+    nodes: &'a [&'a Server],
+    token: &'a str,
+}
+
+async fn paced(path: &Route<'_>, sessions: usize, run: &str, content: &str) -> (Vec<u64>, f64) {
     let mut sockets = Vec::new();
     for i in 0..sessions {
-        let url = format!("ws://{}/ws/chat?session_id={run}-{i}", watcher.addr);
+        let url = format!("ws://{}/ws/chat?session_id={run}-{i}", path.watch.addr);
         let mut request = url.into_client_request().expect("request");
-        let bearer = format!("Bearer {}", cluster.token).parse().expect("header");
+        let bearer = format!("Bearer {}", path.token).parse().expect("header");
         request.headers_mut().insert("authorization", bearer);
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
         socket.next().await.expect("session_start").expect("frame");
         sockets.push(socket);
     }
-    let cpu = cluster.a.cpu() + cluster.b.cpu();
+    // Reading before the messages go: the first chunks are not left waiting on the bench.
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut socket| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while let Some(Ok(message)) = socket.next().await {
+                    let Message::Text(text) = message else { continue };
+                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    match frame["type"].as_str() {
+                        Some("chunk") => {
+                            let stamp: u128 =
+                                frame["content"].as_str().unwrap_or("").trim().parse().unwrap_or(0);
+                            latencies.push(now_ns().saturating_sub(stamp) as u64);
+                        }
+                        Some("done") | Some("error") => break,
+                        _ => {}
+                    }
+                }
+                let _ = socket.close(None).await;
+                latencies
+            })
+        })
+        .collect();
+    let cpu_now = || path.nodes.iter().map(|node| node.cpu()).sum::<Duration>();
+    let cpu = cpu_now();
     let client = reqwest::Client::new();
     for i in 0..sessions {
-        let url = format!("http://{}/api/sessions/{run}-{i}/messages", cluster.a.addr);
+        let url = format!("http://{}/api/sessions/{run}-{i}/messages", path.submit.addr);
         let response = client
             .post(url)
-            .bearer_auth(&cluster.token)
+            .bearer_auth(path.token)
             .json(&serde_json::json!({"content": content}))
             .send()
             .await
             .expect("submit");
         assert_eq!(response.status(), 202);
     }
-    let readers = sockets.into_iter().map(|mut socket| {
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while let Some(Ok(message)) = socket.next().await {
-                let Message::Text(text) = message else { continue };
-                let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                match frame["type"].as_str() {
-                    Some("chunk") => {
-                        let stamp: u128 =
-                            frame["content"].as_str().unwrap_or("").trim().parse().unwrap_or(0);
-                        latencies.push(now_ns().saturating_sub(stamp) as u64);
-                    }
-                    Some("done") | Some("error") => break,
-                    _ => {}
-                }
-            }
-            let _ = socket.close(None).await;
-            latencies
-        })
-    });
     let mut latencies = Vec::new();
-    for reader in readers.collect::<Vec<_>>() {
+    for reader in readers {
         latencies.extend(reader.await.expect("reader"));
     }
-    let cpu = cluster.a.cpu() + cluster.b.cpu() - cpu;
+    let cpu = cpu_now() - cpu;
     latencies.sort_unstable();
     let per_chunk = cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64;
     (latencies, per_chunk)

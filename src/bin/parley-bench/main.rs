@@ -197,8 +197,10 @@ async fn run(cli: &Cli) -> String {
                     cluster::Services { postgres: postgres.clone(), redis: redis.clone() };
                 let (runs, pace, chunks) = (cli.runs, cli.pace_ms, cli.paced_chunks);
                 let data = dir.join("cluster");
-                let section =
-                    cluster::section(&data, &services, &provider, runs, pace, chunks).await;
+                let section = cluster::section(
+                    &data, &parley, &token, &services, &provider, runs, pace, chunks,
+                )
+                .await;
                 out.push_str(&section);
             }
             _ => {
