@@ -25,6 +25,12 @@ impl Bus for LocalBus {
         Following::none()
     }
 
+    async fn subscribe(&self, _topic: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn broadcast(&self, _topic: &str, _frame: &Bytes) {}
+
     async fn replay(&self, _topic: &str, _after: u64) -> Result<Replayed, BusError> {
         Ok(Replayed::Missing)
     }

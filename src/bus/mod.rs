@@ -101,9 +101,17 @@ pub trait Bus: Send + Sync + 'static {
     /// followers of the topic); never blocks the caller.
     fn publish(&self, topic: &str, seq: u64, frame: &Bytes);
 
-    /// Follows `topic`: the frames published on it from now on, on this node or another.
-    /// One subscription per topic per node is enough: callers share theirs.
+    /// Follows `topic`: the frames published on it from now on, on this node or another,
+    /// once the node is subscribed to it ([`Bus::subscribe`], or a [`Bus::replay`], which
+    /// subscribes first). One subscription per topic per node is enough: callers share it.
     fn follow(&self, topic: &str) -> Following;
+
+    /// Subscribes this node to `topic`'s live frames (if it is not already).
+    async fn subscribe(&self, topic: &str) -> Result<(), BusError>;
+
+    /// Hands `frame` to the other nodes' followers of `topic`, live only: no stream keeps
+    /// it, and it carries no `seq` of its own (0). Never blocks the caller.
+    fn broadcast(&self, topic: &str, frame: &Bytes);
 
     /// The frames `topic`'s stream still holds after `after`.
     async fn replay(&self, topic: &str, after: u64) -> Result<Replayed, BusError>;

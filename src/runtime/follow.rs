@@ -20,10 +20,11 @@ use crate::store::Session;
 /// How often a follower checks whether anybody still watches.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 
-/// This node's follower logs, by session key.
+/// This node's follower logs, by session key, and the users whose feed it follows.
 #[derive(Default)]
 pub(super) struct Followers {
     logs: Mutex<HashMap<i64, Weak<EventLog>>>,
+    feeds: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Followers {
@@ -47,6 +48,50 @@ impl Followers {
 /// The topic a session's events cross nodes on.
 pub(super) fn topic(pk: i64) -> String {
     format!("session:{pk}")
+}
+
+/// The topic a user's lifecycle events are broadcast on.
+pub(super) fn feed_topic(user: &str) -> String {
+    format!("feed:{user}")
+}
+
+/// Makes this node's copy of the user's lifecycle feed take in the events other nodes
+/// broadcast (once per user: from the first watcher here on, for the node's life). The
+/// copy numbers them itself, so a feed resumes exactly on the node that numbered it.
+pub(super) async fn feed(inner: &Arc<Inner>, user: &str) {
+    {
+        let mut feeds = inner.followers.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if !feeds.insert(user.to_owned()) {
+            return;
+        }
+    }
+    let topic = feed_topic(user);
+    let mut following = inner.bus.follow(&topic);
+    // Subscribed before the first watcher starts: it misses nothing another node does.
+    if let Err(err) = inner.bus.subscribe(&topic).await {
+        tracing::warn!(%err, "following a lifecycle feed failed; retried when the bus is back");
+    }
+    let (inner, user) = (Arc::downgrade(inner), user.to_owned());
+    tokio::spawn(async move {
+        while let Some(next) = following.next().await {
+            let Some(inner) = inner.upgrade() else { return };
+            match next {
+                Followed::Frame { frame, .. } => match Event::from_frame(frame) {
+                    Ok(event) => {
+                        let session = event.session_id.clone();
+                        let turn = event.turn_id.clone();
+                        inner.feed(&user).append(&session, turn.as_deref(), event.kind, None);
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "a lifecycle event from another node could not be read")
+                    }
+                },
+                Followed::Resumed => {
+                    let _ = inner.bus.subscribe(&topic).await;
+                }
+            }
+        }
+    });
 }
 
 impl Inner {

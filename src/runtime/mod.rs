@@ -542,7 +542,7 @@ impl Runtime {
         if create {
             let (stored, created) = self.inner.store.open_session(user, id, name).await?;
             if created {
-                self.inner.feed(user).append(id, None, EventKind::SessionCreated, None);
+                self.inner.feed_append(user, id, None, EventKind::SessionCreated);
             }
             Ok((stored, created))
         } else {
@@ -552,7 +552,10 @@ impl Runtime {
     }
 
     /// Watches the user's lifecycle feed after `after` (`None`: from now on).
-    pub fn watch_feed(&self, user: &str, after: Option<u64>) -> Watch {
+    pub async fn watch_feed(&self, user: &str, after: Option<u64>) -> Watch {
+        if self.inner.bus.clustered() {
+            follow::feed(&self.inner, user).await;
+        }
         self.inner.feed(user).watch(after)
     }
 
@@ -664,14 +667,12 @@ impl Inner {
         feeds
             .entry(user.to_owned())
             .or_insert_with(|| {
-                // Start from the clock so ids keep growing across restarts.
+                // Start from the clock so ids keep growing across restarts. Each node numbers
+                // its own copy of a user's feed (other nodes' events arrive by broadcast), so
+                // nothing of it goes on the bus from here.
                 let start = crate::clock::now_ms().max(0) as u64;
-                Arc::new(EventLog::new(
-                    format!("feed:{user}"),
-                    start,
-                    FEED_CAPACITY,
-                    self.bus.clone(),
-                ))
+                let quiet: Arc<dyn Bus> = Arc::new(crate::bus::LocalBus);
+                Arc::new(EventLog::new(format!("feed:{user}"), start, FEED_CAPACITY, quiet))
             })
             .clone()
     }
@@ -681,11 +682,20 @@ impl Inner {
         if let Some(session) = loaded {
             session.emit(None, EventKind::SessionDeleted);
         }
-        self.feed(user).append(id, None, EventKind::SessionDeleted, None);
+        self.feed_append(user, id, None, EventKind::SessionDeleted);
     }
 
     /// Records a lifecycle event (no content) on the session owner's feed.
     fn lifecycle(&self, session: &LiveSession, turn_id: Option<&str>, kind: EventKind) {
-        self.feed(&session.user).append(&session.id, turn_id, kind, None);
+        self.feed_append(&session.user, &session.id, turn_id, kind);
+    }
+
+    /// Appends to the user's feed here and, in a cluster, hands the event to the other
+    /// nodes' copies of it.
+    fn feed_append(&self, user: &str, session_id: &str, turn_id: Option<&str>, kind: EventKind) {
+        let (event, _) = self.feed(user).append(session_id, turn_id, kind, None);
+        if self.bus.clustered() {
+            self.bus.broadcast(&follow::feed_topic(user), &event.json);
+        }
     }
 }

@@ -58,7 +58,7 @@ pub(crate) async fn global_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after = resume_point(&headers, &query)?;
-    let watch = state.runtime.watch_feed(&caller.user, after);
+    let watch = state.runtime.watch_feed(&caller.user, after).await;
     respond(&state, &caller, None, watch, Vec::new()).await
 }
 

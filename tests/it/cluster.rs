@@ -546,3 +546,23 @@ async fn a_node_stopped_gracefully_hands_its_sessions_over_at_once() {
     assert_eq!(status, 200, "{body}\n{}", b.logs());
     assert_eq!(body["reply"], "echo: on b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_feed_on_one_node_shows_what_happens_on_the_other() {
+    let Some(cluster) = Cluster::new(15.0).await else { return };
+    let token = cluster.token("alice");
+    let http = client(&token);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let mut feed = SseClient::open(http.get(b.url("/api/events"))).await;
+    let (status, _) =
+        post(&http, &a, "/api/chat", json!({"content": "hi", "session_id": "f"})).await;
+    assert_eq!(status, 200);
+    let mut kinds = Vec::new();
+    while kinds.last().is_none_or(|k| k != "turn_finished") {
+        let (id, event) = feed.next().await;
+        assert!(id.is_some(), "every event has an id");
+        assert_eq!(event["session_id"], "f");
+        kinds.push(event["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds, ["session_created", "turn_started", "turn_finished"]);
+}

@@ -64,6 +64,8 @@ struct Outgoing {
     topic: String,
     seq: u64,
     frame: Bytes,
+    /// Whether the topic's stream keeps it (events), or it goes out live only (broadcasts).
+    kept: bool,
 }
 
 /// [`Bus`] over Redis, for several nodes.
@@ -199,8 +201,23 @@ impl Bus for RedisBus {
             shared.queued.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let outgoing = Outgoing { topic: topic.to_owned(), seq, frame: frame.clone() };
+        let outgoing = Outgoing { topic: topic.to_owned(), seq, frame: frame.clone(), kept: true };
         // The publisher lives as long as the bus.
+        let _ = self.publisher.send(outgoing);
+    }
+
+    async fn subscribe(&self, topic: &str) -> Result<(), BusError> {
+        subscribe(&self.shared, &self.shared.channel(topic)).await
+    }
+
+    fn broadcast(&self, topic: &str, frame: &Bytes) {
+        let shared = &self.shared;
+        if shared.queued.fetch_add(1, Ordering::Relaxed) >= PUBLISH_QUEUE {
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let outgoing =
+            Outgoing { topic: topic.to_owned(), seq: 0, frame: frame.clone(), kept: false };
         let _ = self.publisher.send(outgoing);
     }
 
@@ -445,19 +462,21 @@ async fn publish_batches(
         let mut pipe = ::redis::pipe();
         let mut streams = HashSet::new();
         for out in &batch {
-            let key = shared.stream(&out.topic);
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(shared.config.stream_len)
-                .arg(format!("{}-0", out.seq))
-                .arg("f")
-                .arg(out.frame.as_ref())
-                .ignore();
+            if out.kept {
+                let key = shared.stream(&out.topic);
+                pipe.cmd("XADD")
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(shared.config.stream_len)
+                    .arg(format!("{}-0", out.seq))
+                    .arg("f")
+                    .arg(out.frame.as_ref())
+                    .ignore();
+                streams.insert(key);
+            }
             let payload = followers::payload(shared.origin, out.seq, &out.frame);
             pipe.cmd("PUBLISH").arg(shared.channel(&out.topic)).arg(payload).ignore();
-            streams.insert(key);
         }
         let ttl = shared.config.stream_ttl.as_millis() as u64;
         for key in streams {
