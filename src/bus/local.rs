@@ -19,7 +19,11 @@ pub struct LocalBus;
 
 #[async_trait]
 impl Bus for LocalBus {
-    fn publish(&self, _topic: &str, _seq: u64, _frame: &Bytes) {}
+    fn publish(&self, _topic: &str, _seq: u64, _epoch: u64, _frame: &Bytes) {}
+
+    async fn claim(&self, _topic: &str, _epoch: u64) -> Result<(), BusError> {
+        Ok(())
+    }
 
     fn follow(&self, _topic: &str) -> Following {
         Following::none()

@@ -98,8 +98,13 @@ impl Request {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Hands the frame of event `seq` on `topic` to the other nodes (and this node's
-    /// followers of the topic); never blocks the caller.
-    fn publish(&self, topic: &str, seq: u64, frame: &Bytes);
+    /// followers of the topic); never blocks the caller. The bus drops it if the topic was
+    /// claimed for a later `epoch` meanwhile ([`Bus::claim`]).
+    fn publish(&self, topic: &str, seq: u64, epoch: u64, frame: &Bytes);
+
+    /// Claims `topic` for `epoch`: from now on, frames published for an earlier epoch (by
+    /// a node that lost the topic and has not noticed yet) are dropped.
+    async fn claim(&self, topic: &str, epoch: u64) -> Result<(), BusError>;
 
     /// Follows `topic`: the frames published on it from now on, on this node or another,
     /// once the node is subscribed to it ([`Bus::subscribe`], or a [`Bus::replay`], which

@@ -57,7 +57,13 @@ impl Inner {
         if !self.bus.clustered() {
             return reserved;
         }
-        match self.bus.newest(&super::follow::topic(lease.fence.session)).await {
+        let topic = super::follow::topic(lease.fence.session);
+        // Claimed first: the previous holder's frames (if it runs on, not knowing yet) are
+        // refused from here on, so the newest frame read next is the last it can publish.
+        if self.bus.claim(&topic, lease.fence.token.max(0) as u64).await.is_err() {
+            return reserved;
+        }
+        match self.bus.newest(&topic).await {
             Ok(Some(newest)) => newest.max(lease.stored_seq.max(0) as u64).min(reserved),
             Ok(None) | Err(_) => reserved,
         }

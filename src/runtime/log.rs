@@ -63,6 +63,9 @@ pub struct EventLog {
     capacity: usize,
     topic: String,
     bus: Arc<dyn Bus>,
+    /// The publisher's claim on the topic (its lease's fence): the bus drops this log's
+    /// frames once a later holder claimed it.
+    epoch: u64,
 }
 
 impl EventLog {
@@ -99,7 +102,14 @@ impl EventLog {
             capacity: capacity.max(16),
             topic,
             bus,
+            epoch: 0,
         }
+    }
+
+    /// The log, publishing under `epoch` (see [`Bus::claim`]).
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {
@@ -201,7 +211,7 @@ impl EventLog {
                 // for nobody.
                 continue;
             }
-            self.bus.publish(&self.topic, event.seq, &event.json);
+            self.bus.publish(&self.topic, event.seq, self.epoch, &event.json);
             self.deliver(ring, event);
         }
     }

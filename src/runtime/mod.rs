@@ -188,6 +188,15 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
+/// The client's session id, checked, or a new UUID when there is none.
+fn session_id(id: Option<&str>) -> Result<std::borrow::Cow<'_, str>, RuntimeError> {
+    match id {
+        Some(id) if valid_session_id(id) => Ok(id.into()),
+        Some(_) => Err(RuntimeError::InvalidSessionId),
+        None => Ok(uuid::Uuid::new_v4().to_string().into()),
+    }
+}
+
 /// Whether `id` is a valid client-chosen session id.
 pub fn valid_session_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -269,15 +278,8 @@ impl Runtime {
         name: Option<&str>,
         create: bool,
     ) -> Result<(Arc<LiveSession>, bool), RuntimeError> {
-        let generated;
-        let id = match id {
-            Some(id) if valid_session_id(id) => id,
-            Some(_) => return Err(RuntimeError::InvalidSessionId),
-            None => {
-                generated = uuid::Uuid::new_v4().to_string();
-                &generated
-            }
-        };
+        let id = session_id(id)?;
+        let id = id.as_ref();
         let key = (user.to_owned(), id.to_owned());
         let mut sessions = self.inner.sessions.lock().await;
         if let Some(session) = sessions.get(&key) {
@@ -530,15 +532,8 @@ impl Runtime {
         name: Option<&str>,
         create: bool,
     ) -> Result<(Session, bool), RuntimeError> {
-        let generated;
-        let id = match id {
-            Some(id) if valid_session_id(id) => id,
-            Some(_) => return Err(RuntimeError::InvalidSessionId),
-            None => {
-                generated = uuid::Uuid::new_v4().to_string();
-                &generated
-            }
-        };
+        let id = session_id(id)?;
+        let id = id.as_ref();
         if create {
             let (stored, created) = self.inner.store.open_session(user, id, name).await?;
             if created {

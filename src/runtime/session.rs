@@ -93,7 +93,10 @@ impl LiveSession {
             pk,
             fence,
             leased_at: crate::clock::now_ms(),
-            log: Arc::new(EventLog::bounded(topic, start.min(reserved), reserved, capacity, bus)),
+            log: Arc::new(
+                EventLog::bounded(topic, start.min(reserved), reserved, capacity, bus)
+                    .with_epoch(fence.token.max(0) as u64),
+            ),
             queue: Mutex::new(Queue::default()),
             always: Mutex::new(HashSet::new()),
             store,

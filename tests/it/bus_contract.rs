@@ -55,7 +55,7 @@ async fn frames_reach_the_other_node_in_order_once_and_can_be_caught_up() {
     let mut on_a = a.follow("session:1");
     a.replay("session:1", 0).await.unwrap();
     for seq in 1..=50 {
-        a.publish("session:1", seq, &frame(seq));
+        a.publish("session:1", seq, 1, &frame(seq));
     }
     for seq in 1..=50 {
         assert_eq!(next_frame(&mut on_b).await, (seq, frame(seq)));
@@ -63,8 +63,8 @@ async fn frames_reach_the_other_node_in_order_once_and_can_be_caught_up() {
         assert_eq!(next_frame(&mut on_a).await, (seq, frame(seq)));
     }
     // Another topic's frames go to its own followers only.
-    a.publish("session:2", 1, &frame(1));
-    a.publish("session:1", 51, &frame(51));
+    a.publish("session:2", 1, 1, &frame(1));
+    a.publish("session:1", 51, 1, &frame(51));
     assert_eq!(next_frame(&mut on_b).await.0, 51);
 
     // A node that comes late catches up from the stream, then follows.
@@ -88,7 +88,7 @@ async fn a_quiet_stream_expires() {
     let prefix = redis::prefix();
     let short = RedisBusConfig { stream_ttl: Duration::from_millis(200), ..config(&prefix) };
     let a = RedisBus::open(&url, short).await.unwrap();
-    a.publish("session:1", 1, &frame(1));
+    a.publish("session:1", 1, 1, &frame(1));
     let mut held = false;
     for _ in 0..100 {
         match a.replay("session:1", 0).await.unwrap() {
@@ -112,7 +112,7 @@ async fn an_outage_is_noticed_and_its_end_announced() {
     let a = bus(&url, &prefix).await;
     let mut on_b = b.follow("session:1");
     b.replay("session:1", 0).await.unwrap();
-    a.publish("session:1", 1, &frame(1));
+    a.publish("session:1", 1, 1, &frame(1));
     assert_eq!(next_frame(&mut on_b).await.0, 1);
 
     cut.cancel();
@@ -126,7 +126,7 @@ async fn an_outage_is_noticed_and_its_end_announced() {
     assert!(a.healthy(), "a node that still reaches Redis is fine");
     assert!(b.replay("session:1", 0).await.is_err(), "reads fail fast");
     // What is published meanwhile misses b, but stays in the stream.
-    a.publish("session:1", 2, &frame(2));
+    a.publish("session:1", 2, 1, &frame(2));
 
     let (_, restored) = proxy(addr, upstream).await;
     let resumed = tokio::time::timeout(Duration::from_secs(15), async {
@@ -145,7 +145,7 @@ async fn an_outage_is_noticed_and_its_end_announced() {
     };
     assert_eq!(frames, [(2, frame(2))]);
     // Live delivery works again (the subscription came back by itself).
-    a.publish("session:1", 3, &frame(3));
+    a.publish("session:1", 3, 1, &frame(3));
     assert_eq!(next_frame(&mut on_b).await.0, 3);
     restored.cancel();
 }
@@ -213,4 +213,33 @@ async fn shared_maps_are_seen_by_every_node() {
     b.remove("approvals:alice", "r1").await.unwrap();
     assert_eq!(a.entries("approvals:alice").await.unwrap().len(), 1);
     assert!(a.entries("approvals:nobody").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_node_that_lost_a_topic_publishes_nothing_more_on_it() {
+    let Some(url) = redis::url() else { return };
+    let prefix = redis::prefix();
+    let (old, new, watcher) =
+        (bus(&url, &prefix).await, bus(&url, &prefix).await, bus(&url, &prefix).await);
+    let mut following = watcher.follow("session:7");
+    watcher.replay("session:7", 0).await.unwrap();
+    old.claim("session:7", 1).await.unwrap();
+    old.publish("session:7", 1, 1, &frame(1));
+    assert_eq!(next_frame(&mut following).await.0, 1);
+    // Another node takes the session over (epoch 2); the old one has not noticed yet.
+    new.claim("session:7", 2).await.unwrap();
+    // A claim never goes back.
+    old.claim("session:7", 1).await.unwrap();
+    old.publish("session:7", 2, 1, &frame(2));
+    new.publish("session:7", 2, 2, &frame(2));
+    let (seq, frame_seen) = next_frame(&mut following).await;
+    assert_eq!((seq, frame_seen), (2, frame(2)));
+    old.publish("session:7", 3, 1, &frame(3));
+    new.publish("session:7", 3, 2, &Bytes::from_static(b"{\"from\":\"new\"}"));
+    assert_eq!(next_frame(&mut following).await.1, Bytes::from_static(b"{\"from\":\"new\"}"));
+    let Replayed::Frames { frames, .. } = watcher.replay("session:7", 0).await.unwrap() else {
+        panic!("the stream holds the frames");
+    };
+    let from_new = Bytes::from_static(b"{\"from\":\"new\"}");
+    assert_eq!(frames, [(1, frame(1)), (2, frame(2)), (3, from_new)], "only the holder's");
 }

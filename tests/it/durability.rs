@@ -1,6 +1,5 @@
 //! Durability: restarts, crashes, cancel and graceful shutdown lose nothing acknowledged.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -143,25 +142,19 @@ pub(crate) fn spawn_parley_with(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines.next().expect("parley printed its address").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the process never blocks on a full pipe.
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
+    let (base, log) = crate::common::listening(&mut child);
     Process { child, base, log }
+}
+
+/// Sends a message to be queued in `session`; it must be acknowledged (202).
+async fn accept(client: &reqwest::Client, base: &str, session: &str, content: &str) {
+    let response = client
+        .post(format!("{base}/api/sessions/{session}/messages"))
+        .json(&json!({"content": content}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{content} is acknowledged");
 }
 
 async fn get(client: &reqwest::Client, url: String) -> serde_json::Value {
@@ -236,13 +229,7 @@ async fn turns_queued_behind_the_one_a_crash_cut_run_after_the_restart() {
     let client = crate::common::client();
     let mut process = spawn_parley(dir.path(), &provider, 5);
     for content in ["the long one", "queued one", "queued two"] {
-        let response = client
-            .post(format!("{}/api/sessions/q/messages", process.base))
-            .json(&json!({"content": content}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202, "{content} is acknowledged");
+        accept(&client, &process.base, "q", content).await;
     }
     wait_streaming(&client, &process.base, "q").await;
     process.child.kill().unwrap(); // SIGKILL: the two queued turns never started
@@ -327,13 +314,7 @@ async fn turns_still_queued_at_a_graceful_stop_run_at_the_next_start() {
     // A grace period shorter than the running answer: it is cut, the queued one waits.
     let mut process = spawn_parley(dir.path(), &provider, 1);
     for content in ["the long one", "waiting"] {
-        let response = client
-            .post(format!("{}/api/sessions/grace/messages", process.base))
-            .json(&json!({"content": content}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
+        accept(&client, &process.base, "grace", content).await;
     }
     wait_streaming(&client, &process.base, "grace").await;
     // SAFETY: sending a signal to our own child process.

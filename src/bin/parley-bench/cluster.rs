@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sqlx::Connection;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::measure::{median, percentile};
+use super::measure::{median, percentile, read_answer};
 use super::process::{self, Server};
-use super::upstream::now_ns;
 
 /// Where the cluster's shared services are.
 pub struct Services {
@@ -243,20 +241,7 @@ async fn paced(path: &Route<'_>, sessions: usize, run: &str, content: &str) -> (
         .into_iter()
         .map(|mut socket| {
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while let Some(Ok(message)) = socket.next().await {
-                    let Message::Text(text) = message else { continue };
-                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    match frame["type"].as_str() {
-                        Some("chunk") => {
-                            let stamp: u128 =
-                                frame["content"].as_str().unwrap_or("").trim().parse().unwrap_or(0);
-                            latencies.push(now_ns().saturating_sub(stamp) as u64);
-                        }
-                        Some("done") | Some("error") => break,
-                        _ => {}
-                    }
-                }
+                let latencies = read_answer(&mut socket).await;
                 let _ = socket.close(None).await;
                 latencies
             })

@@ -43,7 +43,7 @@ async fn connect(addr: &str, target: Target, session: &str, token: &str) -> Sock
 }
 
 /// Reads frames until `done`, returning the latency of each chunk (ns).
-async fn read_answer(socket: &mut Socket) -> Vec<u64> {
+pub async fn read_answer(socket: &mut Socket) -> Vec<u64> {
     let mut latencies = Vec::new();
     while let Some(Ok(message)) = socket.next().await {
         let Message::Text(text) = message else { continue };

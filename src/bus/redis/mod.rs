@@ -44,6 +44,28 @@ pub struct RedisBusConfig {
 /// the nodes that miss them resync.
 const PUBLISH_QUEUE: usize = 100_000;
 
+/// Appends a frame to its topic's stream and publishes it, in one step, unless the topic
+/// was claimed for a later epoch (the publisher lost the session to another node) or the
+/// stream holds a later entry already: such a frame goes nowhere.
+/// KEYS: stream, epoch key. ARGV: epoch, stream length, entry id, frame, channel, payload,
+/// stream time to live (ms).
+const PUBLISH: &str = r"
+local claimed = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) < claimed then return 0 end
+local ok = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], 'f', ARGV[4])
+if not ok then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+";
+
+/// Raises a topic's epoch (never lowers it). KEYS: epoch key. ARGV: epoch, time to live.
+const CLAIM: &str = r"
+local claimed = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > claimed then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return 1
+";
+
 /// How often the bus checks Redis answers.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
@@ -63,6 +85,8 @@ struct Shared {
 struct Outgoing {
     topic: String,
     seq: u64,
+    /// The publisher's claim on the topic ([`Bus::claim`]).
+    epoch: u64,
     frame: Bytes,
     /// Whether the topic's stream keeps it (events), or it goes out live only (broadcasts).
     kept: bool,
@@ -114,7 +138,7 @@ impl RedisBus {
         // connection resubscribes by itself after a reconnect).
         let mut listening = shared.conn.clone();
         let mine =
-            [shared.node_channel(&shared.config.node), shared.reply_channel(&shared.config.node)];
+            [shared.key("node", &shared.config.node), shared.key("reply", &shared.config.node)];
         listening.subscribe(&mine).await.map_err(unavailable)?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
         tokio::spawn(publish_batches(Arc::downgrade(&shared), publishing, outgoing));
@@ -124,41 +148,36 @@ impl RedisBus {
     }
 }
 
+impl RedisBus {
+    /// Hands a frame to the publisher, unless too many wait already (Redis is down or
+    /// slow): then it is dropped, and the nodes that needed it resync.
+    fn enqueue(&self, outgoing: Outgoing) {
+        let queued = &self.shared.queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= PUBLISH_QUEUE {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        // The publisher lives as long as the bus.
+        let _ = self.publisher.send(outgoing);
+    }
+}
+
 impl Shared {
-    fn stream(&self, topic: &str) -> String {
-        format!("{}log:{topic}", self.config.prefix)
-    }
-
-    fn channel(&self, topic: &str) -> String {
-        format!("{}live:{topic}", self.config.prefix)
-    }
-
-    fn node_channel(&self, node: &str) -> String {
-        format!("{}node:{node}", self.config.prefix)
-    }
-
-    fn reply_channel(&self, node: &str) -> String {
-        format!("{}reply:{node}", self.config.prefix)
-    }
-
-    fn map(&self, key: &str) -> String {
-        format!("{}map:{key}", self.config.prefix)
-    }
-
-    fn value(&self, key: &str) -> String {
-        format!("{}kv:{key}", self.config.prefix)
+    /// The Redis name of `name` in `space` (`log`, `live`, `node`, `reply`, `map`, `kv`).
+    fn key(&self, space: &str, name: &str) -> String {
+        format!("{}{space}:{name}", self.config.prefix)
     }
 
     /// A request from another node (or the answer to one of ours) arrived on `channel`.
     fn request_message(self: &Arc<Self>, channel: &str, payload: &[u8]) -> bool {
         let node = &self.config.node;
-        if channel == self.reply_channel(node) {
+        if channel == self.key("reply", node) {
             if let Some((id, _, body)) = requests::open(payload) {
                 self.requests.answered(id, body);
             }
             return true;
         }
-        if channel != self.node_channel(node) {
+        if channel != self.key("node", node) {
             return false;
         }
         let Some((id, from, body)) = requests::open(payload) else { return true };
@@ -169,7 +188,7 @@ impl Shared {
                 let envelope = requests::envelope(id, &shared.config.node, &answer);
                 let mut conn = shared.conn.clone();
                 let sent: Result<i64, _> = ::redis::cmd("PUBLISH")
-                    .arg(shared.reply_channel(&from))
+                    .arg(shared.key("reply", &from))
                     .arg(envelope)
                     .query_async(&mut conn)
                     .await;
@@ -194,35 +213,37 @@ impl Shared {
 
 #[async_trait]
 impl Bus for RedisBus {
-    fn publish(&self, topic: &str, seq: u64, frame: &Bytes) {
+    fn publish(&self, topic: &str, seq: u64, epoch: u64, frame: &Bytes) {
         let shared = &self.shared;
-        shared.followers.deliver(&shared.channel(topic), seq, frame);
-        if shared.queued.fetch_add(1, Ordering::Relaxed) >= PUBLISH_QUEUE {
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        let outgoing = Outgoing { topic: topic.to_owned(), seq, frame: frame.clone(), kept: true };
-        // The publisher lives as long as the bus.
-        let _ = self.publisher.send(outgoing);
+        shared.followers.deliver(&shared.key("live", topic), seq, frame);
+        let frame = frame.clone();
+        self.enqueue(Outgoing { topic: topic.to_owned(), seq, epoch, frame, kept: true });
+    }
+
+    async fn claim(&self, topic: &str, epoch: u64) -> Result<(), BusError> {
+        let mut conn = self.shared.conn.clone();
+        ::redis::cmd("EVAL")
+            .arg(CLAIM)
+            .arg(1)
+            .arg(self.shared.key("epoch", topic))
+            .arg(epoch)
+            .arg(self.shared.config.stream_ttl.as_millis() as u64)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 
     async fn subscribe(&self, topic: &str) -> Result<(), BusError> {
-        subscribe(&self.shared, &self.shared.channel(topic)).await
+        subscribe(&self.shared, &self.shared.key("live", topic)).await
     }
 
     fn broadcast(&self, topic: &str, frame: &Bytes) {
-        let shared = &self.shared;
-        if shared.queued.fetch_add(1, Ordering::Relaxed) >= PUBLISH_QUEUE {
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        let outgoing =
-            Outgoing { topic: topic.to_owned(), seq: 0, frame: frame.clone(), kept: false };
-        let _ = self.publisher.send(outgoing);
+        let frame = frame.clone();
+        self.enqueue(Outgoing { topic: topic.to_owned(), seq: 0, epoch: 0, frame, kept: false });
     }
 
     fn follow(&self, topic: &str) -> Following {
-        let channel = self.shared.channel(topic);
+        let channel = self.shared.key("live", topic);
         let (frames, guard) = self.shared.followers.add(&channel);
         // The subscription is made before the follower reads the stream (see `subscribe`).
         Following { frames, _guard: Some(Box::new(guard)) }
@@ -230,8 +251,8 @@ impl Bus for RedisBus {
 
     async fn replay(&self, topic: &str, after: u64) -> Result<Replayed, BusError> {
         let shared = &self.shared;
-        subscribe(shared, &shared.channel(topic)).await?;
-        let key = shared.stream(topic);
+        subscribe(shared, &shared.key("live", topic)).await?;
+        let key = shared.key("log", topic);
         let mut conn = shared.conn.clone();
         let (range, newest): (StreamRangeReply, StreamRangeReply) = ::redis::pipe()
             .cmd("XRANGE")
@@ -260,7 +281,7 @@ impl Bus for RedisBus {
         let envelope = requests::envelope(id, &shared.config.node, &body);
         let mut conn = shared.conn.clone();
         let listeners: Result<i64, _> = ::redis::cmd("PUBLISH")
-            .arg(shared.node_channel(node))
+            .arg(shared.key("node", node))
             .arg(envelope)
             .query_async(&mut conn)
             .await;
@@ -295,7 +316,7 @@ impl Bus for RedisBus {
         value: Bytes,
         ttl: Duration,
     ) -> Result<(), BusError> {
-        let key = self.shared.map(key);
+        let key = self.shared.key("map", key);
         let mut conn = self.shared.conn.clone();
         ::redis::pipe()
             .cmd("HSET")
@@ -315,7 +336,7 @@ impl Bus for RedisBus {
     async fn remove(&self, key: &str, field: &str) -> Result<(), BusError> {
         let mut conn = self.shared.conn.clone();
         ::redis::cmd("HDEL")
-            .arg(self.shared.map(key))
+            .arg(self.shared.key("map", key))
             .arg(field)
             .query_async::<()>(&mut conn)
             .await
@@ -325,7 +346,7 @@ impl Bus for RedisBus {
     async fn entries(&self, key: &str) -> Result<Vec<(String, Bytes)>, BusError> {
         let mut conn = self.shared.conn.clone();
         let entries: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
-            .arg(self.shared.map(key))
+            .arg(self.shared.key("map", key))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -333,7 +354,7 @@ impl Bus for RedisBus {
     }
 
     async fn count(&self, key: &str, window: Duration) -> Result<(u64, Duration), BusError> {
-        let key = self.shared.value(key);
+        let key = self.shared.key("kv", key);
         let mut conn = self.shared.conn.clone();
         // The expiry is set by the window's first event only (`NX`): fixed windows.
         let (count, _, left): (u64, i64, i64) = ::redis::pipe()
@@ -354,7 +375,7 @@ impl Bus for RedisBus {
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BusError> {
         let mut conn = self.shared.conn.clone();
         ::redis::cmd("SET")
-            .arg(self.shared.value(key))
+            .arg(self.shared.key("kv", key))
             .arg(value.as_ref())
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
@@ -366,7 +387,7 @@ impl Bus for RedisBus {
     async fn take(&self, key: &str) -> Result<Option<Bytes>, BusError> {
         let mut conn = self.shared.conn.clone();
         let value: Option<Vec<u8>> = ::redis::cmd("GETDEL")
-            .arg(self.shared.value(key))
+            .arg(self.shared.key("kv", key))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -376,7 +397,7 @@ impl Bus for RedisBus {
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, BusError> {
         let mut conn = self.shared.conn.clone();
         let left: i64 = ::redis::cmd("PTTL")
-            .arg(self.shared.value(key))
+            .arg(self.shared.key("kv", key))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -386,7 +407,7 @@ impl Bus for RedisBus {
     async fn delete(&self, key: &str) -> Result<(), BusError> {
         let mut conn = self.shared.conn.clone();
         ::redis::cmd("DEL")
-            .arg(self.shared.value(key))
+            .arg(self.shared.key("kv", key))
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
@@ -395,7 +416,7 @@ impl Bus for RedisBus {
     async fn newest(&self, topic: &str) -> Result<Option<u64>, BusError> {
         let mut conn = self.shared.conn.clone();
         let newest: StreamRangeReply = ::redis::cmd("XREVRANGE")
-            .arg(self.shared.stream(topic))
+            .arg(self.shared.key("log", topic))
             .arg("+")
             .arg("-")
             .arg("COUNT")
@@ -448,9 +469,10 @@ fn entry(entry: &::redis::streams::StreamId) -> Option<(u64, Bytes)> {
     }
 }
 
-/// Writes frames to Redis in batches, in order: each is appended to its topic's stream and
-/// published on its channel, and each stream's expiry is pushed back. A batch that fails
-/// is dropped (the nodes that needed it resync) and marks the bus unhealthy.
+/// Writes frames to Redis in batches, in order: each event is appended to its topic's
+/// stream and published on its channel in one step (refused if its publisher lost the
+/// topic), each broadcast published. A batch that fails for want of Redis is tried again,
+/// in order, until Redis is back (frames queue meanwhile, up to `PUBLISH_QUEUE`).
 async fn publish_batches(
     shared: std::sync::Weak<Shared>,
     mut conn: ConnectionManager,
@@ -458,46 +480,52 @@ async fn publish_batches(
 ) {
     let mut batch = Vec::new();
     while outgoing.recv_many(&mut batch, 512).await > 0 {
-        let Some(shared) = shared.upgrade() else { return };
-        let mut pipe = ::redis::pipe();
-        let mut streams = HashSet::new();
-        for out in &batch {
-            if out.kept {
-                let key = shared.stream(&out.topic);
-                pipe.cmd("XADD")
-                    .arg(&key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(shared.config.stream_len)
-                    .arg(format!("{}-0", out.seq))
-                    .arg("f")
-                    .arg(out.frame.as_ref())
-                    .ignore();
-                streams.insert(key);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let Some(shared) = shared.upgrade() else { return };
+            let ttl = shared.config.stream_ttl.as_millis() as u64;
+            let mut pipe = ::redis::pipe();
+            for out in &batch {
+                let payload = followers::payload(shared.origin, out.seq, &out.frame);
+                let channel = shared.key("live", &out.topic);
+                if out.kept {
+                    pipe.cmd("EVAL")
+                        .arg(PUBLISH)
+                        .arg(2)
+                        .arg(shared.key("log", &out.topic))
+                        .arg(shared.key("epoch", &out.topic))
+                        .arg(out.epoch)
+                        .arg(shared.config.stream_len)
+                        .arg(format!("{}-0", out.seq))
+                        .arg(out.frame.as_ref())
+                        .arg(channel)
+                        .arg(payload)
+                        .arg(ttl)
+                        .ignore();
+                } else {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
             }
-            let payload = followers::payload(shared.origin, out.seq, &out.frame);
-            pipe.cmd("PUBLISH").arg(shared.channel(&out.topic)).arg(payload).ignore();
-        }
-        let ttl = shared.config.stream_ttl.as_millis() as u64;
-        for key in streams {
-            pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
-        }
-        match pipe.query_async::<()>(&mut conn).await {
-            Ok(()) => {}
-            // Redis ran every command; one refused (a stale owner's frame older than the
-            // stream's newest, say). Nothing to retry.
-            Err(err)
-                if err.kind()
-                    == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ResponseError) =>
-            {
-                tracing::debug!(%err, "Redis refused a published frame");
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => break,
+                Err(err)
+                    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() =>
+                {
+                    tracing::warn!(%err, frames = batch.len(), "publishing to Redis failed; retrying");
+                    shared.set_healthy(false);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, frames = batch.len(), "Redis refused published frames");
+                    break;
+                }
             }
-            Err(err) => {
-                tracing::warn!(%err, frames = batch.len(), "publishing to Redis failed");
-                shared.set_healthy(false);
-            }
+            drop(shared);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
-        shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        if let Some(shared) = shared.upgrade() {
+            shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        }
         batch.clear();
     }
 }

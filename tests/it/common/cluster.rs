@@ -3,7 +3,6 @@
 //! cluster. Needs `PARLEY_TEST_POSTGRES_URL` and `PARLEY_TEST_REDIS_URL`: under `CI=true`
 //! their absence fails the test, elsewhere it skips, loudly.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -122,27 +121,7 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let log = Arc::new(Mutex::new(String::new()));
-        let base = loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!("node {name} exited before listening:\n{}", log.lock().unwrap());
-            };
-            log.lock().unwrap().push_str(&format!("{line}\n"));
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining the log so the node never blocks on a full pipe.
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let (base, log) = super::listening(&mut child);
         Node { child, base, log }
     }
 }

@@ -188,3 +188,31 @@ pub fn transcript(detail: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Reads a `parley serve` child's standard output until its `listening on ADDR` line;
+/// returns the base URL and its log so far, which a thread keeps filling (so the child never
+/// blocks on a full pipe). Panics, with the log, if the child exits first.
+pub fn listening(child: &mut std::process::Child) -> (String, Arc<std::sync::Mutex<String>>) {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("parley exited before listening:\n{}", log.lock().unwrap());
+        };
+        log.lock().unwrap().push_str(&format!("{line}\n"));
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (base, log)
+}
