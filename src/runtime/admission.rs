@@ -181,6 +181,12 @@ async fn admit(
         drop(queue);
         let message = "the message could not be stored".into();
         slot.fill(Some(&turn_id), EventKind::Error { message, code: TurnError::AgentError });
+        if matches!(err, StoreError::Fenced) {
+            // Another node holds the session now: the client tries again and reaches it.
+            let (inner, session) = (inner.clone(), session.clone());
+            tokio::spawn(async move { inner.lose(&session).await });
+            return Err(RuntimeError::SessionBusy);
+        }
         return Err(err.into());
     }
     let (reply, outcome) = if admission.wait {

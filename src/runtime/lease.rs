@@ -8,6 +8,7 @@
 //! A node that runs alone (no cluster bus) takes any lease it needs: a holder that is not
 //! itself can only be its own earlier life, killed before it could release.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -159,10 +160,21 @@ async fn renew(inner: &Arc<Inner>) {
     let began = crate::clock::now_ms();
     let until = began + inner.lease.as_millis() as i64;
     let held = match inner.store.renew_leases(&inner.node_id, until).await {
-        Ok(held) => held,
+        Ok(held) => {
+            inner.renewed_at.store(began, Ordering::Relaxed);
+            held
+        }
         Err(err) => {
-            // Not yet lost: the leases run until they expire, and the next tick retries.
             tracing::warn!(%err, "renewing session leases failed");
+            // Not lost while the leases run; once they have run out, another node may
+            // have taken the sessions (a cluster's), so this one stops acting on them.
+            let renewed = inner.renewed_at.load(Ordering::Relaxed);
+            if !inner.exclusive && began > renewed + inner.lease.as_millis() as i64 {
+                let loaded: Vec<_> = inner.sessions.lock().await.values().cloned().collect();
+                for session in &loaded {
+                    inner.lose(session).await;
+                }
+            }
             return;
         }
     };

@@ -167,6 +167,8 @@ pub(crate) struct Inner {
     max_concurrent_turns: usize,
     lease: Duration,
     exclusive: bool,
+    /// When this node's leases were last renewed (epoch ms).
+    renewed_at: std::sync::atomic::AtomicI64,
     /// Stops the lease renewal, once the last turn has ended at shutdown.
     leases_done: CancellationToken,
     sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<LiveSession>>>,
@@ -239,6 +241,7 @@ impl Runtime {
             max_concurrent_turns: config.max_concurrent_turns,
             lease: config.lease,
             exclusive: config.exclusive,
+            renewed_at: std::sync::atomic::AtomicI64::new(crate::clock::now_ms()),
             leases_done: leases_done.clone(),
             sessions: tokio::sync::Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),

@@ -233,13 +233,19 @@ impl Runtime {
         turn_id: &str,
         user_seq: u64,
     ) -> oneshot::Receiver<TurnOutcome> {
-        let (tx, rx) = oneshot::channel();
+        let (mut tx, rx) = oneshot::channel();
         let (inner, turn_id) = (self.inner.clone(), turn_id.to_owned());
         tokio::spawn(async move {
             let mut watch = inner.follow(&stored).await.watch(Some(user_seq));
             let started = std::time::Instant::now();
             loop {
-                let event = match watch.next().await {
+                // Until the turn ends, the caller goes away, or this node stops.
+                let item = tokio::select! {
+                    item = watch.next() => item,
+                    () = tx.closed() => return,
+                    () = inner.stopping.cancelled() => return,
+                };
+                let event = match item {
                     WatchItem::Event(event) => event,
                     WatchItem::Resync { .. } => continue,
                     WatchItem::Closed => return,
@@ -391,7 +397,11 @@ impl Runtime {
                     wait: false,
                     request_id: request_id.as_ref(),
                 };
-                // Only if this node still runs the session: never forwarded twice.
+                // Only if this node still runs the session (and is not stopping): never
+                // forwarded twice.
+                if self.inner.stopping.is_cancelled() {
+                    return Answer::Refused { refusal: Refusal::SessionBusy };
+                }
                 match self.route(&user, Some(&session), false).await {
                     Ok(Route::Here(id)) => self
                         .admit_here(&user, &id, false, turn)

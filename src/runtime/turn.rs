@@ -393,8 +393,17 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         usage: outcome.usage,
         duration_ms: duration_ms as i64,
     };
-    if let Err(err) = inner.store.finish_turn(session.fence, &turn.turn_id, &end).await {
-        tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
+    match inner.store.finish_turn(session.fence, &turn.turn_id, &end).await {
+        Ok(()) => {}
+        Err(StoreError::Fenced) => {
+            // Taken over just now: the end is the new holder's to record and announce.
+            inner.lose(session).await;
+            outcome.status = TurnStatus::Interrupted;
+            return outcome;
+        }
+        Err(err) => {
+            tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
+        }
     }
     session.emit(Some(&turn.turn_id), kind);
     inner.lifecycle(

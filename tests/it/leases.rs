@@ -13,8 +13,9 @@ use crate::common::{FakeProvider, Script, TestServer, test_config};
 async fn a_node_that_lost_a_lease_writes_nothing_more_and_lets_the_session_go() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
-    let parts: Vec<&str> = std::iter::repeat_n("chunk ", 2000).collect();
-    provider.push([Script::slow_text(&parts, Duration::from_millis(5))]);
+    // An answer of about a second: without fencing, the node would finish and store it.
+    let parts: Vec<&str> = std::iter::repeat_n("chunk ", 100).collect();
+    provider.push([Script::slow_text(&parts, Duration::from_millis(10))]);
     let mut config = test_config(dir.path(), Some(&provider));
     // Renewed (and found lost) every 100 ms.
     config.lease_secs = 0.3;
@@ -29,19 +30,21 @@ async fn a_node_that_lost_a_lease_writes_nothing_more_and_lets_the_session_go() 
     let session = server.store.session("default", "s").await.unwrap().unwrap();
     let intruder = server.store.acquire_lease(session.pk, "intruder", i64::MAX, true).await;
     let intruder = intruder.unwrap().expect("a stolen lease");
-    // The watcher is let go once the node notices.
+    // The watcher is let go once the node notices, before the answer ends.
     let frames = tab.until_closed().await;
     assert!(frames.iter().all(|f| f["type"] != "done"), "{frames:?}");
 
-    // The turn stopped here without recording an end: the row stays as the takeover left
-    // it, and the partial answer stops growing.
+    // The turn stopped here without recording its end or its answer: the rows stay as the
+    // takeover left them, also once the provider's answer would have been complete.
     let stored = server.wait_for("s", |d| d["running_turn"].is_null()).await;
     let partial = stored["messages"][1]["content"].as_str().unwrap().len();
     assert_eq!(stored["messages"][1]["status"], "interrupted", "{stored}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(partial < "chunk ".len() * 100, "{stored}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, later) = server.get("/api/sessions/s").await;
-    assert_eq!(later["messages"][1]["content"].as_str().unwrap().len(), partial);
     assert_eq!(later["messages"].as_array().unwrap().len(), 2, "{later}");
+    assert_eq!(later["messages"][1]["status"], "interrupted", "{later}");
+    assert_eq!(later["messages"][1]["content"].as_str().unwrap().len(), partial);
 
     // The intruder gives the lease back (or it expires): the session takes messages again.
     server.store.release_lease(intruder.fence).await.unwrap();

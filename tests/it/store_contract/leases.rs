@@ -83,9 +83,22 @@ pub async fn a_moved_fence_refuses_every_write_of_a_turn(db: &Db) {
     assert_eq!(calls[0].status, "interrupted");
     let stored = store.session("alice", "s").await.unwrap().unwrap();
     assert_eq!(stored.reserved_seq, 2);
-    // The new holder writes.
+    // The new holder writes; the old one's partial flushes do not touch its messages.
     store.create_turn(new, "turn-2", &text(3, 3, Role::User, "now")).await.unwrap();
     store.reserve_seq(new, 100).await.unwrap();
+    let theirs =
+        NewMessage { status: MessageStatus::Streaming, ..text(6, 3, Role::Assistant, "new") };
+    let theirs = store.append_message(new, &theirs).await.unwrap();
+    let stale =
+        PartialText { fence: old, message_id: theirs, content: "old".into(), reasoning: None };
+    store.update_partials(&[stale]).await.unwrap();
+    let last = store.messages(session.pk, None, 10).await.unwrap().pop().unwrap();
+    assert_eq!(last.content, "new", "a stale fence's flush changes nothing");
+    let current =
+        PartialText { fence: new, message_id: theirs, content: "newer".into(), reasoning: None };
+    store.update_partials(&[current]).await.unwrap();
+    let last = store.messages(session.pk, None, 10).await.unwrap().pop().unwrap();
+    assert_eq!((last.content.as_str(), last.status), ("newer", MessageStatus::Streaming));
     // A deleted session fences everyone out.
     store.delete_session("alice", "s").await.unwrap();
     let gone = store.append_message(new, &text(5, 3, Role::Assistant, "x")).await;
