@@ -5,6 +5,7 @@
 
 mod admission;
 mod approvals;
+mod control;
 mod event;
 mod follow;
 mod history;
@@ -314,127 +315,6 @@ impl Runtime {
         Ok((session, created))
     }
 
-    /// Cancels the turn running in the user's session, on whichever node runs it; returns
-    /// its id.
-    pub async fn abort_session(
-        &self,
-        user: &str,
-        id: &str,
-    ) -> Result<Option<String>, RuntimeError> {
-        let here = self.abort_here(user, id).await?;
-        if here.is_some() || !self.inner.bus.clustered() {
-            return Ok(here);
-        }
-        self.abort_elsewhere(user, id).await
-    }
-
-    /// Cancels the turn running in the user's session here.
-    async fn abort_here(&self, user: &str, id: &str) -> Result<Option<String>, RuntimeError> {
-        let session = self.loaded(user, id).await?;
-        Ok(session.and_then(|s| s.running()).map(|running| {
-            running.cancel.cancel();
-            running.turn_id
-        }))
-    }
-
-    /// Cancels one of the user's turns, running or queued, on whichever node runs it.
-    /// Returns whether it was found.
-    pub async fn cancel_turn(&self, user: &str, turn_id: &str) -> bool {
-        self.cancel_here(user, turn_id).await
-            || (self.inner.bus.clustered() && self.cancel_elsewhere(user, turn_id).await)
-    }
-
-    /// Cancels one of the user's turns running or queued here.
-    async fn cancel_here(&self, user: &str, turn_id: &str) -> bool {
-        let sessions: Vec<_> = self.user_sessions(user).await;
-        for session in sessions {
-            let queue = session.queue();
-            if let Some(running) = queue.running.as_ref().filter(|r| r.turn_id == turn_id) {
-                running.cancel.cancel();
-                return true;
-            }
-            if let Some(pending) = queue.pending.iter().find(|p| p.turn_id == turn_id) {
-                pending.cancel.cancel();
-                return true;
-            }
-        }
-        false
-    }
-
-    /// The user's running turns.
-    pub async fn running_turns(&self, user: &str) -> Vec<TurnInfo> {
-        self.user_sessions(user)
-            .await
-            .into_iter()
-            .filter_map(|session| {
-                let queue = session.queue();
-                queue.running.as_ref().map(|running| TurnInfo {
-                    turn_id: running.turn_id.clone(),
-                    session_id: session.id.clone(),
-                    node_id: self.inner.node_id.to_string(),
-                    started_at: running.started_at,
-                    queued: queue.pending.len(),
-                })
-            })
-            .collect()
-    }
-
-    /// Turns running now, over all users.
-    pub async fn active_turns(&self) -> usize {
-        let sessions = self.inner.sessions.lock().await;
-        sessions.values().filter(|s| s.running().is_some()).count()
-    }
-
-    /// Stops the session's turns and deletes it with everything in it. Its watchers get
-    /// `session_deleted` and are detached; its memory goes with the last of them. In a
-    /// cluster, the node running the session does it (this one if none does).
-    pub async fn delete_session(&self, user: &str, id: &str) -> Result<(), RuntimeError> {
-        if !valid_session_id(id) {
-            return Err(RuntimeError::InvalidSessionId);
-        }
-        if self.inner.bus.clustered() {
-            return match self.route(user, Some(id), false).await? {
-                remote::Route::Here(_) => self.delete_here(user, id).await,
-                remote::Route::There { node, .. } => self.delete_there(&node, user, id).await,
-            };
-        }
-        self.delete_here(user, id).await
-    }
-
-    /// Deletes the session here.
-    async fn delete_here(&self, user: &str, id: &str) -> Result<(), RuntimeError> {
-        // The map stays locked until the row is gone, so nobody loads it again meanwhile.
-        let mut sessions = self.inner.sessions.lock().await;
-        let key = (user.to_owned(), id.to_owned());
-        let loaded = sessions.get(&key).cloned();
-        // An admission in flight finishes first, so its turn is cancelled with the others;
-        // the ones after it see the mark and refuse.
-        let admissions = match &loaded {
-            Some(session) => Some(session.admission.lock().await),
-            None => None,
-        };
-        // The row goes first: if that fails, the session stays as it was, watchers and all.
-        let deleted = self.inner.store.delete_session(user, id).await;
-        if deleted.is_ok() {
-            sessions.remove(&key);
-            if let Some(session) = &loaded {
-                let mut queue = session.queue();
-                // Whoever still holds it (a submission in flight) must load the session anew.
-                queue.evicted = true;
-                queue.running.iter().for_each(|r| r.cancel.cancel());
-                queue.pending.iter().for_each(|p| p.cancel.cancel());
-            }
-        }
-        drop(admissions);
-        drop(sessions);
-        deleted.map_err(|err| match err {
-            StoreError::NotFound => RuntimeError::NotFound,
-            other => other.into(),
-        })?;
-        self.inner.deleted(user, id, loaded.as_deref());
-        Ok(())
-    }
-
     /// The stored session and, if it is loaded, its live state.
     pub async fn find_session(
         &self,
@@ -555,63 +435,6 @@ impl Runtime {
             follow::feed(&self.inner, user).await;
         }
         self.inner.feed(user).watch(after)
-    }
-
-    /// Decides one of the user's pending approvals, on whichever node it waits.
-    pub async fn decide(
-        &self,
-        user: &str,
-        request_id: &str,
-        decision: Decision,
-    ) -> Result<(), RuntimeError> {
-        match self.inner.approvals.decide(user, request_id, decision) {
-            Ok(()) => Ok(()),
-            Err(_) if self.inner.bus.clustered() => {
-                self.decide_elsewhere(user, request_id, decision).await
-            }
-            Err(_) => Err(RuntimeError::ApprovalNotFound),
-        }
-    }
-
-    /// The user's pending approvals (on every node, in a cluster).
-    pub async fn approvals(&self, user: &str) -> Vec<ApprovalInfo> {
-        if self.inner.bus.clustered() {
-            return self.shared_approvals(user).await;
-        }
-        self.inner.approvals.list(user, None)
-    }
-
-    /// Pushes an outside status event into the session's live view (never to the model);
-    /// returns its `seq`. In a cluster, the node running the session numbers it.
-    pub async fn notify(
-        &self,
-        user: &str,
-        id: &str,
-        event: serde_json::Value,
-    ) -> Result<u64, RuntimeError> {
-        if !valid_session_id(id) {
-            return Err(RuntimeError::InvalidSessionId);
-        }
-        if self.inner.bus.clustered() {
-            return match self.route(user, Some(id), false).await? {
-                remote::Route::Here(_) => self.notify_here(user, id, event).await,
-                remote::Route::There { node, .. } => {
-                    self.notify_there(&node, user, id, event).await
-                }
-            };
-        }
-        self.notify_here(user, id, event).await
-    }
-
-    /// Numbers and publishes an outside event in a session this node runs.
-    async fn notify_here(
-        &self,
-        user: &str,
-        id: &str,
-        event: serde_json::Value,
-    ) -> Result<u64, RuntimeError> {
-        let (session, _) = self.open_session(user, Some(id), None, false).await?;
-        Ok(session.emit(None, EventKind::AgentEvent { event }).seq)
     }
 
     /// Sessions held in memory now.
