@@ -133,7 +133,7 @@ impl Auth {
             StoreError::NotFound => AuthError::NoSuchToken,
             other => other.into(),
         })?;
-        self.announce_revocation(&record.id);
+        self.revoked_here(&record.id);
         self.audit("token_revoked", Some(&record.user), None, Some(&record.id)).await;
         Ok(record)
     }

@@ -59,6 +59,9 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// The bus topic revoked token ids are broadcast on.
+const REVOCATIONS: &str = "revocations";
+
 /// The user every request acts as when `auth.mode = "none"`.
 pub const DEFAULT_USER: &str = "default";
 
@@ -88,6 +91,8 @@ pub struct Auth {
     failures: Lockouts,
     pairing_failures: Lockouts,
     revocations: broadcast::Sender<String>,
+    /// The cluster's bus (none alone): revocations made here reach the other nodes at once.
+    cluster: crate::limits::Shared,
 }
 
 impl Auth {
@@ -97,6 +102,7 @@ impl Auth {
         let limits = &config.limits;
         let lock_for = Duration::from_secs(limits.lockout_secs);
         let shared = crate::limits::shared(bus);
+        let cluster = shared.clone();
         Self {
             enabled: config.auth_enabled(),
             // `Config::validate` refused entries that do not parse.
@@ -130,6 +136,7 @@ impl Auth {
                 shared,
             ),
             revocations: broadcast::channel(64).0,
+            cluster,
         }
     }
 
@@ -219,6 +226,14 @@ impl Auth {
         let _ = self.revocations.send(token_id.to_owned());
     }
 
+    /// Tells open connections here and on every other node that a token was revoked.
+    fn revoked_here(&self, token_id: &str) {
+        self.announce_revocation(token_id);
+        if let Some(bus) = &self.cluster {
+            bus.broadcast(REVOCATIONS, &bytes::Bytes::from(token_id.to_owned()));
+        }
+    }
+
     /// Resolves when `token_id` is revoked (never, without a token).
     pub fn revoked(
         &self,
@@ -260,8 +275,34 @@ impl Auth {
     }
 
     /// Forwards revocations made by other processes (`parley token revoke`) to open
-    /// connections, polling the store every second until `stop`.
+    /// connections, polling the store every second until `stop`; in a cluster, the other
+    /// nodes' revocations also arrive at once over the bus.
     pub async fn watch_revocations(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if let Some(bus) = self.cluster.clone() {
+            let mut following = bus.follow(REVOCATIONS);
+            if let Err(err) = bus.subscribe(REVOCATIONS).await {
+                tracing::warn!(%err, "following revocations on the bus failed; the store's poll remains");
+            }
+            let (auth, stop) = (Arc::downgrade(&self), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        next = following.next() => next,
+                        () = stop.cancelled() => return,
+                    };
+                    let Some(auth) = auth.upgrade() else { return };
+                    match next {
+                        Some(crate::bus::Followed::Frame { frame, .. }) => {
+                            auth.announce_revocation(&String::from_utf8_lossy(&frame));
+                        }
+                        Some(crate::bus::Followed::Resumed) => {
+                            let _ = bus.subscribe(REVOCATIONS).await;
+                        }
+                        None => return,
+                    }
+                }
+            });
+        }
         let mut since = crate::clock::now_ms();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
