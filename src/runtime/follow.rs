@@ -69,7 +69,10 @@ pub(super) async fn feed(inner: &Arc<Inner>, user: &str) {
     let mut following = inner.bus.follow(&topic);
     // Subscribed before the first watcher starts: it misses nothing another node does.
     if let Err(err) = inner.bus.subscribe(&topic).await {
-        tracing::warn!(%err, "following a lifecycle feed failed; retried when the bus is back");
+        // The next watcher tries again.
+        tracing::warn!(%err, "following a lifecycle feed failed");
+        inner.followers.feeds.lock().unwrap_or_else(|e| e.into_inner()).remove(user);
+        return;
     }
     let (inner, user) = (Arc::downgrade(inner), user.to_owned());
     tokio::spawn(async move {

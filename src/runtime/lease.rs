@@ -114,7 +114,7 @@ impl Inner {
             // Waiting callers learn the turn is not theirs to wait for here.
             queue.pending.clear();
         }
-        tracing::warn!(session = %session.id, "another node took this session's lease");
+        tracing::warn!(session = %session.id, "this node no longer holds the session's lease");
         session.close_log();
         let mut sessions = self.sessions.lock().await;
         let key = (session.user.clone(), session.id.clone());
@@ -159,7 +159,15 @@ pub(super) async fn keep(
 async fn renew(inner: &Arc<Inner>) {
     let began = crate::clock::now_ms();
     let until = began + inner.lease.as_millis() as i64;
-    let held = match inner.store.renew_leases(&inner.node_id, until).await {
+    // A renewal that hangs (a database cut off without a word) counts as failed.
+    let renewal =
+        tokio::time::timeout(inner.lease / 3, inner.store.renew_leases(&inner.node_id, until));
+    let renewed = match renewal.await {
+        Ok(Ok(held)) => Ok(held),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer in time".to_owned()),
+    };
+    let held = match renewed {
         Ok(held) => {
             inner.renewed_at.store(began, Ordering::Relaxed);
             held
@@ -169,7 +177,8 @@ async fn renew(inner: &Arc<Inner>) {
             // Not lost while the leases run; once they have run out, another node may
             // have taken the sessions (a cluster's), so this one stops acting on them.
             let renewed = inner.renewed_at.load(Ordering::Relaxed);
-            if !inner.exclusive && began > renewed + inner.lease.as_millis() as i64 {
+            let now = crate::clock::now_ms();
+            if !inner.exclusive && now > renewed + inner.lease.as_millis() as i64 {
                 let loaded: Vec<_> = inner.sessions.lock().await.values().cloned().collect();
                 for session in &loaded {
                     inner.lose(session).await;

@@ -46,7 +46,8 @@ const PUBLISH_QUEUE: usize = 100_000;
 
 /// Appends a frame to its topic's stream and publishes it, in one step, unless the topic
 /// was claimed for a later epoch (the publisher lost the session to another node) or the
-/// stream holds a later entry already: such a frame goes nowhere.
+/// stream holds a later entry already: such a frame goes nowhere. A published frame also
+/// claims the topic for its epoch (and keeps the claim as long as the stream).
 /// KEYS: stream, epoch key. ARGV: epoch, stream length, entry id, frame, channel, payload,
 /// stream time to live (ms).
 const PUBLISH: &str = r"
@@ -55,6 +56,11 @@ if tonumber(ARGV[1]) < claimed then return 0 end
 local ok = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], 'f', ARGV[4])
 if not ok then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
+if tonumber(ARGV[1]) > claimed then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[7])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 ";
@@ -509,7 +515,15 @@ async fn publish_batches(
             match pipe.query_async::<()>(&mut conn).await {
                 Ok(()) => break,
                 Err(err)
-                    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() =>
+                    if err.is_io_error()
+                        || err.is_timeout()
+                        || err.is_connection_dropped()
+                        || matches!(
+                            err.retry_method(),
+                            ::redis::RetryMethod::WaitAndRetry
+                                | ::redis::RetryMethod::RetryImmediately
+                                | ::redis::RetryMethod::Reconnect
+                        ) =>
                 {
                     tracing::warn!(%err, frames = batch.len(), "publishing to Redis failed; retrying");
                     shared.set_healthy(false);
