@@ -112,7 +112,7 @@ impl Inner {
             queue.evicted = true;
             queue.running.iter().for_each(|r| r.cancel.cancel());
             // Waiting callers learn the turn is not theirs to wait for here.
-            queue.pending.clear();
+            queue.pending.drain(..).for_each(|turn| turn.hand_over(&session.id));
         }
         tracing::warn!(session = %session.id, "this node no longer holds the session's lease");
         session.close_log();

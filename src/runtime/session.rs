@@ -31,6 +31,26 @@ pub(crate) struct PendingTurn {
     pub request_id: Option<Arc<str>>,
 }
 
+impl PendingTurn {
+    /// Tells a caller waiting for this turn that it stays queued in the store, to be run
+    /// by this node's next start or by another node: it has no outcome here.
+    pub fn hand_over(mut self, session_id: &str) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(TurnOutcome {
+                turn_id: self.turn_id,
+                session_id: session_id.to_owned(),
+                status: crate::store::TurnStatus::Queued,
+                reply: String::new(),
+                tool_calls: Vec::new(),
+                usage: crate::conversation::Usage::default(),
+                model: None,
+                duration_ms: 0,
+                error: None,
+            });
+        }
+    }
+}
+
 /// The turn a session's worker is running.
 #[derive(Clone)]
 pub struct RunningTurn {

@@ -19,8 +19,8 @@ pub(super) async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
             if inner.stopping.is_cancelled() && !queue.pending.is_empty() {
                 // Shutting down: the turns still waiting stay queued in the store, where
                 // this node's next start (or, in a cluster, another node once the lease is
-                // released) finds them and runs them. Their waiting callers are let go.
-                queue.pending.clear();
+                // released) finds them and runs them. Waiting callers are told it is queued.
+                queue.pending.drain(..).for_each(|turn| turn.hand_over(&session.id));
                 queue.running = None;
                 queue.worker = false;
                 handed_over = true;

@@ -313,12 +313,28 @@ async fn turns_still_queued_at_a_graceful_stop_run_at_the_next_start() {
     let client = crate::common::client();
     // A grace period shorter than the running answer: it is cut, the queued one waits.
     let mut process = spawn_parley(dir.path(), &provider, 1);
-    for content in ["the long one", "waiting"] {
-        accept(&client, &process.base, "grace", content).await;
-    }
+    accept(&client, &process.base, "grace", "the long one").await;
     wait_streaming(&client, &process.base, "grace").await;
+    // The second one's sender waits for its answer.
+    let waiting = tokio::spawn(
+        client
+            .post(format!("{}/api/chat", process.base))
+            .json(&json!({"content": "waiting", "session_id": "grace"}))
+            .send(),
+    );
+    for _ in 0..1000 {
+        let detail = get(&client, format!("{}/api/sessions/grace", process.base)).await;
+        if detail["queued"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(process.child.id() as i32, libc::SIGTERM) };
+    // It is told the turn stays queued (not an error): it runs after the restart.
+    let (status, body) = json_of(waiting.await.unwrap().unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["status"].as_str(), body["reply"].as_str()), (Some("queued"), Some("")));
     assert!(process.child.wait().unwrap().success());
 
     let mut process = spawn_parley(dir.path(), &provider, 5);
