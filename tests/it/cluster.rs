@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::common::cluster::{Cluster, Node};
 use crate::common::live::{SseClient, WsClient};
-use crate::common::{Script, json_of};
+use crate::common::{Script, json_of, statuses};
 
 fn client(token: &str) -> reqwest::Client {
     crate::common::client_with(token)
@@ -242,14 +242,8 @@ async fn when_the_node_running_a_turn_is_killed_the_other_takes_the_session_over
     let seq: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
     assert!(seq.windows(2).all(|w| w[1] > w[0]), "{seq:?}");
     let (_, detail) = get(&http, &b, "/api/sessions/k").await;
-    let statuses: Vec<(&str, &str)> = detail["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["role"].as_str().unwrap(), m["status"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        statuses,
+        statuses(&detail),
         [
             ("user", "complete"),
             ("assistant", "interrupted"),

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{FakeProvider, Script, TestServer, json_of, transcript};
+use crate::common::{
+    FakeProvider, Script, TestServer, json_of, statuses, transcript, wait_for_session,
+};
 
 #[tokio::test]
 async fn a_session_survives_a_restart_with_its_messages_and_tool_calls() {
@@ -162,17 +164,10 @@ async fn get(client: &reqwest::Client, url: String) -> serde_json::Value {
 }
 
 async fn wait_streaming(client: &reqwest::Client, base: &str, session: &str) {
-    for _ in 0..1000 {
-        let detail = get(client, format!("{base}/api/sessions/{session}")).await;
-        if detail["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["status"] == "streaming"))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the answer never started streaming");
+    let streaming = |d: &serde_json::Value| {
+        d["messages"].as_array().is_some_and(|m| m.iter().any(|m| m["status"] == "streaming"))
+    };
+    wait_for_session(client, base, session, streaming).await;
 }
 
 // Multi-threaded: the fake provider must keep streaming while the test blocks on the child.
@@ -184,13 +179,7 @@ async fn after_a_crash_the_interrupted_turn_is_marked_and_the_session_goes_on() 
     provider.push([Script::slow_text(&parts, Duration::from_millis(20))]);
     let client = crate::common::client();
     let mut process = spawn_parley(dir.path(), &provider, 5);
-    let response = client
-        .post(format!("{}/api/sessions/crash/messages", process.base))
-        .json(&json!({"content": "acknowledged message"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    accept(&client, &process.base, "crash", "acknowledged message").await;
     wait_streaming(&client, &process.base, "crash").await;
     process.child.kill().unwrap(); // SIGKILL: no chance to clean up
     process.child.wait().unwrap();
@@ -237,20 +226,8 @@ async fn turns_queued_behind_the_one_a_crash_cut_run_after_the_restart() {
 
     let mut process = spawn_parley(dir.path(), &provider, 5);
     // They run once the node is back, without anyone asking, in order.
-    let mut detail = serde_json::Value::Null;
-    for _ in 0..1000 {
-        detail = get(&client, format!("{}/api/sessions/q", process.base)).await;
-        if detail["state"] == "idle" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let messages: Vec<(&str, &str)> = detail["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["role"].as_str().unwrap(), m["status"].as_str().unwrap()))
-        .collect();
+    let detail = wait_for_session(&client, &process.base, "q", |d| d["state"] == "idle").await;
+    let messages = statuses(&detail);
     assert_eq!(
         messages,
         [
@@ -322,13 +299,7 @@ async fn turns_still_queued_at_a_graceful_stop_run_at_the_next_start() {
             .json(&json!({"content": "waiting", "session_id": "grace"}))
             .send(),
     );
-    for _ in 0..1000 {
-        let detail = get(&client, format!("{}/api/sessions/grace", process.base)).await;
-        if detail["queued"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_session(&client, &process.base, "grace", |d| d["queued"] == 1).await;
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(process.child.id() as i32, libc::SIGTERM) };
     // It is told the turn stays queued (not an error): it runs after the restart.
@@ -338,15 +309,10 @@ async fn turns_still_queued_at_a_graceful_stop_run_at_the_next_start() {
     assert!(process.child.wait().unwrap().success());
 
     let mut process = spawn_parley(dir.path(), &provider, 5);
-    let mut detail = serde_json::Value::Null;
-    for _ in 0..1000 {
-        detail = get(&client, format!("{}/api/sessions/grace", process.base)).await;
-        if detail["state"] == "idle" && detail["messages"].as_array().is_some_and(|m| m.len() == 4)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let settled = |d: &serde_json::Value| {
+        d["state"] == "idle" && d["messages"].as_array().is_some_and(|m| m.len() == 4)
+    };
+    let detail = wait_for_session(&client, &process.base, "grace", settled).await;
     let messages = detail["messages"].as_array().unwrap();
     assert_eq!(messages[1]["status"], "interrupted", "{detail}");
     assert_eq!(messages[2]["content"], "waiting");

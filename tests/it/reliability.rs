@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{FakeProvider, Script, Step, TestServer, json_of};
+use crate::common::{FakeProvider, Script, Step, TestServer, json_of, wait_for_session};
 use crate::durability::spawn_parley;
 
 fn rounds(default: u64) -> u64 {
@@ -151,7 +151,7 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
 
     for (session, sent) in &acknowledged {
         // Turns the last kill left queued run after the restart: wait for them.
-        wait_idle(&client, &process.base, session).await;
+        wait_for_session(&client, &process.base, session, |d| d["state"] == "idle").await;
         let (status, detail) = json_of(
             client
                 .get(format!("{}/api/sessions/{session}?limit=500", process.base))
@@ -214,20 +214,6 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
         interrupted <= kills * sessions as i64,
         "{interrupted} turns interrupted by {kills} kills"
     );
-}
-
-/// Waits until the session has no turn running or queued.
-async fn wait_idle(client: &reqwest::Client, base: &str, session: &str) {
-    for _ in 0..2000 {
-        let (_, detail) =
-            json_of(client.get(format!("{base}/api/sessions/{session}")).send().await.unwrap())
-                .await;
-        if detail["state"] == "idle" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{session} never went idle");
 }
 
 #[tokio::test]

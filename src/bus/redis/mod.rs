@@ -265,12 +265,7 @@ impl Bus for RedisBus {
             .arg(&key)
             .arg(format!("{}-0", after.saturating_add(1)))
             .arg("+")
-            .cmd("XREVRANGE")
-            .arg(&key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
+            .add_command(newest_entry(&key))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -421,12 +416,7 @@ impl Bus for RedisBus {
 
     async fn newest(&self, topic: &str) -> Result<Option<u64>, BusError> {
         let mut conn = self.shared.conn.clone();
-        let newest: StreamRangeReply = ::redis::cmd("XREVRANGE")
-            .arg(self.shared.key("log", topic))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
+        let newest: StreamRangeReply = newest_entry(&self.shared.key("log", topic))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -461,6 +451,13 @@ impl Shared {
     async fn subscribed(&self) -> tokio::sync::MutexGuard<'_, HashSet<String>> {
         self.followers.subscribed.lock().await
     }
+}
+
+/// Reads the newest entry of the stream `key`.
+fn newest_entry(key: &str) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("XREVRANGE");
+    cmd.arg(key).arg("+").arg("-").arg("COUNT").arg(1);
+    cmd
 }
 
 fn entry_seq(id: &str) -> Option<u64> {

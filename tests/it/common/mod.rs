@@ -130,14 +130,7 @@ impl TestServer {
     /// Polls the session until `done` holds for its detail (no fixed sleeps: a short poll
     /// with an overall limit).
     pub async fn wait_for(&self, session: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..1000 {
-            let (status, body) = self.get(&format!("/api/sessions/{session}?limit=500")).await;
-            if status == StatusCode::OK && done(&body) {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("session {session} never reached the expected state");
+        wait_for_session(&self.client, &self.base, session, done).await
     }
 
     /// Waits until the session has no running or queued turn.
@@ -178,6 +171,33 @@ pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// The messages of a session detail as `(role, content)` pairs.
+/// Polls session `session` of the server at `base` until its detail satisfies `done`
+/// (within about ten seconds); returns that detail.
+pub async fn wait_for_session(
+    client: &reqwest::Client,
+    base: &str,
+    session: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let url = format!("{base}/api/sessions/{session}?limit=500");
+    let mut last = Value::Null;
+    for _ in 0..1000 {
+        let (status, body) = json_of(client.get(&url).send().await.unwrap()).await;
+        if status == StatusCode::OK && done(&body) {
+            return body;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("session {session} never reached the expected state: {last}");
+}
+
+/// Each message's role and status, in order.
+pub fn statuses(detail: &Value) -> Vec<(&str, &str)> {
+    let messages = detail["messages"].as_array().unwrap().iter();
+    messages.map(|m| (m["role"].as_str().unwrap(), m["status"].as_str().unwrap())).collect()
+}
+
 pub fn transcript(detail: &Value) -> Vec<(String, String)> {
     detail["messages"]
         .as_array()
