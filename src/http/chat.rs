@@ -31,8 +31,13 @@ pub(super) async fn chat(
     let content = request.content.unwrap_or_default();
     let target = request.session_id.as_deref().map_or(Target::New, Target::Id);
     let request_id = crate::request_id::current();
-    let turn =
-        NewTurn { content: &content, page: None, wait: true, request_id: request_id.as_ref() };
+    let turn = NewTurn {
+        content: &content,
+        page: None,
+        wait: true,
+        request_id: request_id.as_ref(),
+        context: &[],
+    };
     let submission = state.runtime.submit(&caller.user, target, turn).await?;
     let outcome = submission
         .outcome

@@ -171,8 +171,13 @@ pub(super) async fn post_message(
 ) -> Result<Response, ApiError> {
     let content = request.content.unwrap_or_default();
     let request_id = crate::request_id::current();
-    let turn =
-        NewTurn { content: &content, page: None, wait: false, request_id: request_id.as_ref() };
+    let turn = NewTurn {
+        content: &content,
+        page: None,
+        wait: false,
+        request_id: request_id.as_ref(),
+        context: &[],
+    };
     let submission = state.runtime.submit(&caller.user, Target::Id(&id), turn).await?;
     let body = json!({"turn_id": submission.turn_id, "session_id": submission.session.id});
     Ok((StatusCode::ACCEPTED, JsonResponse(body)).into_response())

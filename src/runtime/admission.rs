@@ -11,7 +11,7 @@ use super::event::EventKind;
 use super::remote::Route;
 use super::session::{LiveSession, PendingTurn};
 use super::{Inner, Runtime, RuntimeError, Submission, TurnError, TurnOutcome, valid_session_id};
-use crate::conversation::Role;
+use crate::conversation::{ChatMessage, Role};
 use crate::store::{NewMessage, StoreError};
 
 /// Which session a message goes to.
@@ -36,6 +36,10 @@ pub struct NewTurn<'a> {
     pub wait: bool,
     /// The request that sent it, for the turn's log lines.
     pub request_id: Option<&'a Arc<str>>,
+    /// Messages the client sends before this one, given to the model ahead of the
+    /// session's history and never stored (a stateless OpenAI request's conversation, a
+    /// request's instructions). Lost if the turn waits in the store across a restart.
+    pub context: &'a [ChatMessage],
 }
 
 impl Runtime {
@@ -131,6 +135,7 @@ impl Runtime {
             hint: turn.page.and_then(|page| inner.page_hints.get(page)).cloned(),
             request_id: turn.request_id.cloned(),
             wait: turn.wait,
+            context: turn.context.to_vec(),
         };
         // In a task of its own: a caller that goes away midway (an HTTP client hanging up)
         // must not leave a stored message without its turn.
@@ -148,6 +153,7 @@ struct Admission {
     hint: Option<String>,
     request_id: Option<Arc<str>>,
     wait: bool,
+    context: Vec<ChatMessage>,
 }
 
 /// Numbers the message, makes it durable, queues its turn, and only then echoes it to the
@@ -203,6 +209,7 @@ async fn admit(
         reply,
         hint: admission.hint,
         request_id: admission.request_id,
+        context: admission.context,
     });
     if !queue.worker {
         queue.worker = true;

@@ -4,7 +4,16 @@
 use std::sync::Arc;
 
 use super::{LiveSession, Runtime, RuntimeError};
-use crate::store::{Message, Session, StoreError, ToolCallRecord};
+use crate::store::{Message, Session, StoreError, ToolCallRecord, TurnRecord};
+
+/// A turn as stored, with what it said and did.
+pub struct TurnView {
+    pub record: TurnRecord,
+    /// Its messages in order: the user's, then each step's answer and tool results.
+    pub messages: Vec<Message>,
+    /// Its tool calls, in the order they started.
+    pub tool_calls: Vec<ToolCallRecord>,
+}
 
 /// A page of a user's sessions, newest first.
 pub struct SessionPage {
@@ -68,6 +77,16 @@ impl Runtime {
     ) -> Result<Vec<ToolCallRecord>, RuntimeError> {
         let (session, _) = self.find_session(user, id).await?;
         Ok(self.inner.store.tool_calls(session.pk).await?)
+    }
+
+    /// One of the user's turns, looked up by its id, with its messages and tool calls.
+    pub async fn turn(&self, user: &str, turn_id: &str) -> Result<TurnView, RuntimeError> {
+        let store = &self.inner.store;
+        let record = store.turn(user, turn_id).await?.ok_or(RuntimeError::NotFound)?;
+        let messages = store.turn_messages(record.session_pk, record.user_seq).await?;
+        let mut tool_calls = store.tool_calls(record.session_pk).await?;
+        tool_calls.retain(|call| call.turn_id == record.id);
+        Ok(TurnView { record, messages, tool_calls })
     }
 
     /// Whether the store answers.

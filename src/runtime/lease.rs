@@ -92,6 +92,7 @@ impl Inner {
                 reply: None,
                 hint: None,
                 request_id: None,
+                context: Vec::new(),
             });
         }
         if !queue.worker {

@@ -36,7 +36,7 @@ pub use admission::{NewTurn, Target};
 use approvals::Approvals;
 pub use approvals::{ApprovalInfo, Decision};
 pub use event::{Event, EventKind, ToolCallSummary, TurnError};
-pub use history::SessionPage;
+pub use history::{SessionPage, TurnView};
 pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
 pub use session::LiveSession;
 
@@ -266,6 +266,11 @@ impl Runtime {
     /// The store the runtime writes to.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The model turns ask for, if one is configured.
+    pub fn model(&self) -> Option<&str> {
+        self.inner.agent.provider.model()
     }
 
     /// The bus the runtime publishes on.

@@ -17,7 +17,7 @@ use super::event::EventKind;
 use super::log::WatchItem;
 use super::{Inner, NewTurn, Runtime, RuntimeError, SessionRef, Submission, TurnOutcome};
 use crate::bus::{BusError, Request};
-use crate::conversation::Usage;
+use crate::conversation::{ChatMessage, Usage};
 use crate::store::{Session, StoreError, TurnStatus};
 
 /// How long a node waits for another node's answer.
@@ -41,6 +41,8 @@ enum Command {
         content: String,
         page: Option<String>,
         request_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        context: Vec<ChatMessage>,
     },
     Abort {
         user: String,
@@ -216,6 +218,7 @@ impl Runtime {
             content: turn.content.to_owned(),
             page: turn.page.map(str::to_owned),
             request_id: turn.request_id.map(|id| id.to_string()),
+            context: turn.context.to_vec(),
         };
         let Answer::Submitted { turn_id, user_seq } = self.ask(node, &command).await? else {
             return Err(RuntimeError::Store(StoreError::Other("unexpected answer".into())));
@@ -389,13 +392,14 @@ impl Runtime {
     /// Answers one command from another node.
     async fn answer(&self, command: Command) -> Answer {
         let result = match command {
-            Command::Submit { user, session, content, page, request_id } => {
+            Command::Submit { user, session, content, page, request_id, context } => {
                 let request_id = request_id.map(Arc::<str>::from);
                 let turn = NewTurn {
                     content: &content,
                     page: page.as_deref(),
                     wait: false,
                     request_id: request_id.as_ref(),
+                    context: &context,
                 };
                 // Only if this node still runs the session (and is not stopping): never
                 // forwarded twice.

@@ -29,6 +29,8 @@ pub(crate) struct PendingTurn {
     pub hint: Option<String>,
     /// The request that submitted the turn, for its log lines.
     pub request_id: Option<Arc<str>>,
+    /// Messages for the model before the session's history (see `NewTurn::context`).
+    pub context: Vec<crate::conversation::ChatMessage>,
 }
 
 impl PendingTurn {

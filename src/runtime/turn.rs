@@ -429,10 +429,11 @@ async fn execute(
 ) -> Result<crate::agent::Answer, AgentError> {
     inner.store.start_turn(session.fence, &turn.turn_id).await?;
     let history = inner.store.history(session.pk, turn.user_seq as i64).await?;
-    let mut messages = Vec::with_capacity(history.len() + 1);
+    let mut messages = Vec::with_capacity(history.len() + turn.context.len() + 1);
     if !inner.system_prompt.is_empty() {
         messages.push(ChatMessage::text(Role::System, inner.system_prompt.clone()));
     }
+    messages.extend(turn.context.iter().cloned());
     messages.extend(provider_history(history));
     if let Some(hint) = &turn.hint {
         // Just before the user's message, so the model reads it as context for it.

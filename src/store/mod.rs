@@ -202,6 +202,23 @@ pub enum TurnStatus {
 }
 
 impl TurnStatus {
+    /// Reads a stored status name (an unknown one reads as `error`).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "queued" => TurnStatus::Queued,
+            "running" => TurnStatus::Running,
+            "done" => TurnStatus::Done,
+            "cancelled" => TurnStatus::Cancelled,
+            "interrupted" => TurnStatus::Interrupted,
+            _ => TurnStatus::Error,
+        }
+    }
+
+    /// Whether the turn has ended.
+    pub fn finished(self) -> bool {
+        !matches!(self, TurnStatus::Queued | TurnStatus::Running)
+    }
+
     /// The storage and wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -213,6 +230,23 @@ impl TurnStatus {
             TurnStatus::Interrupted => "interrupted",
         }
     }
+}
+
+/// A turn as stored, for clients that look one up by its id.
+#[derive(Debug, Clone)]
+pub struct TurnRecord {
+    pub id: String,
+    pub session_id: String,
+    pub session_pk: i64,
+    /// The seq of its user message, which is its messages' `turn_seq`.
+    pub user_seq: i64,
+    pub status: TurnStatus,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
 }
 
 /// The end of a turn.
@@ -398,6 +432,12 @@ pub trait Store: Send + Sync + 'static {
         user: &str,
         turn_id: &str,
     ) -> Result<Option<(String, i64)>, StoreError>;
+
+    /// The user's turn `turn_id`, if it exists.
+    async fn turn(&self, user: &str, turn_id: &str) -> Result<Option<TurnRecord>, StoreError>;
+
+    /// The messages of the turn whose user message has `turn_seq`, in order.
+    async fn turn_messages(&self, session: i64, turn_seq: i64) -> Result<Vec<Message>, StoreError>;
 
     /// Records whether a turn is running in the session (`idle` / `running`).
     async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError>;

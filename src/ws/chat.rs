@@ -357,6 +357,7 @@ impl Connection {
                     page: page_context.as_deref(),
                     wait: false,
                     request_id: request_id.as_ref(),
+                    context: &[],
                 };
                 let followed = self.followed.as_ref().map(|(session, _)| session.id.clone());
                 let submitted = match &followed {

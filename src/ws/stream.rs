@@ -202,6 +202,7 @@ impl Connection {
                     page: None,
                     wait: false,
                     request_id: request_id.as_ref(),
+                    context: &[],
                 };
                 // Every check comes before anything is created or followed: a refused message
                 // leaves no session and no watcher behind. A named session is created if

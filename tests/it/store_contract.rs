@@ -221,6 +221,7 @@ contract! {
     turns::create_turn_stores_the_turn_and_its_message_together,
     turns::start_and_finish_turn_are_recorded,
     turns::tool_calls_form_a_timeline,
+    turns::a_turn_is_found_by_its_id_with_its_own_messages,
     turns::unfinished_turns_are_counted_per_user,
     leases::a_lease_is_held_until_it_expires_or_is_released,
     leases::a_moved_fence_refuses_every_write_of_a_turn,

@@ -32,7 +32,7 @@ use tracing::instrument;
 
 use super::{
     AuditEntry, Fence, Lease, Message, MessageStatus, NewMessage, Orphan, PairingGrant,
-    PartialText, Session, Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd,
+    PartialText, Session, Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd, TurnRecord,
 };
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
@@ -238,6 +238,16 @@ impl Store for PostgresStore {
         turn_id: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
         turns::session_of(&self.pool, user, turn_id).await
+    }
+
+    #[instrument(skip_all)]
+    async fn turn(&self, user: &str, turn_id: &str) -> Result<Option<TurnRecord>, StoreError> {
+        turns::record(&self.pool, user, turn_id).await
+    }
+
+    #[instrument(skip_all)]
+    async fn turn_messages(&self, session: i64, turn_seq: i64) -> Result<Vec<Message>, StoreError> {
+        messages::of_turn(&self.pool, session, turn_seq).await
     }
 
     async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError> {

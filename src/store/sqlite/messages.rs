@@ -181,3 +181,17 @@ pub(super) async fn history(
         .await?;
     rows.iter().map(message_from_row).collect()
 }
+
+pub(super) async fn of_turn(
+    pool: &SqlitePool,
+    session: i64,
+    turn_seq: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND turn_seq = $2 \
+         ORDER BY seq"
+    );
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session).bind(turn_seq).fetch_all(pool).await?;
+    rows.iter().map(message_from_row).collect()
+}

@@ -7,7 +7,10 @@ use sqlx::sqlite::SqlitePool;
 use super::{leases, messages, write};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
-use crate::store::{Fence, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnStatus};
+use crate::conversation::Usage;
+use crate::store::{
+    Fence, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnRecord, TurnStatus,
+};
 
 pub(super) async fn create(
     pool: &SqlitePool,
@@ -183,4 +186,48 @@ pub(super) async fn unfinished(pool: &SqlitePool, user: &str) -> Result<u64, Sto
     .fetch_one(pool)
     .await?;
     Ok(count.max(0) as u64)
+}
+
+pub(super) async fn record(
+    pool: &SqlitePool,
+    user: &str,
+    turn_id: &str,
+) -> Result<Option<TurnRecord>, StoreError> {
+    // The turn's user message numbers its messages (`turn_seq`); it is found within the
+    // session's messages, by the session's index.
+    let row = sqlx::query(
+        "SELECT t.id, s.id AS session_id, s.pk, t.status, t.error_code, t.error_message, \
+         t.model, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.created_at, \
+         t.finished_at, (SELECT MIN(m.seq) FROM messages m \
+         WHERE m.session_pk = s.pk AND m.turn_id = t.id) AS user_seq \
+         FROM turns t JOIN sessions s ON s.pk = t.session_pk \
+         WHERE t.id = $1 AND s.user_id = $2",
+    )
+    .bind(turn_id)
+    .bind(user)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let count =
+        |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
+    let status: String = row.try_get("status")?;
+    Ok(Some(TurnRecord {
+        id: row.try_get("id")?,
+        session_id: row.try_get("session_id")?,
+        session_pk: row.try_get("pk")?,
+        user_seq: row.try_get::<Option<i64>, _>("user_seq")?.unwrap_or_default(),
+        status: TurnStatus::parse(&status),
+        error_code: row.try_get("error_code")?,
+        error_message: row.try_get::<Option<String>, _>("error_message")?,
+        model: row.try_get::<Option<String>, _>("model")?,
+        usage: Usage {
+            prompt_tokens: count("prompt_tokens")?,
+            completion_tokens: count("completion_tokens")?,
+            total_tokens: count("total_tokens")?,
+        },
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    }))
 }

@@ -124,3 +124,41 @@ pub async fn unfinished_turns_are_counted_per_user(db: &Db) {
     assert_eq!(store.unfinished_turns("bob").await.unwrap(), 1);
     assert_eq!(store.unfinished_turns("carol").await.unwrap(), 0);
 }
+
+pub async fn a_turn_is_found_by_its_id_with_its_own_messages(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    let fence = db.fence(session.pk).await;
+    store.create_turn(fence, "turn-1", &text(1, 1, Role::User, "first")).await.unwrap();
+    store.append_message(fence, &text(2, 1, Role::Assistant, "one")).await.unwrap();
+    store.finish_turn(fence, "turn-1", &end(TurnStatus::Done)).await.unwrap();
+    // Another turn queued before the first answered: its message comes between by seq.
+    store.create_turn(fence, "turn-3", &text(3, 3, Role::User, "second \u{0}")).await.unwrap();
+    let failed = TurnEnd {
+        error_code: Some("PROVIDER_ERROR".into()),
+        error_message: Some("the model \u{0} failed".into()),
+        ..end(TurnStatus::Error)
+    };
+    store.finish_turn(fence, "turn-3", &failed).await.unwrap();
+
+    let found = store.turn("alice", "turn-1").await.unwrap().unwrap();
+    assert_eq!((found.id.as_str(), found.session_id.as_str()), ("turn-1", "s"));
+    assert_eq!((found.session_pk, found.user_seq), (session.pk, 1));
+    assert_eq!(found.status, TurnStatus::Done);
+    assert_eq!(found.usage.total_tokens, 7);
+    assert_eq!(found.model.as_deref(), Some("m"));
+    assert!(found.finished_at.is_some());
+    let messages = store.turn_messages(session.pk, found.user_seq).await.unwrap();
+    let said: Vec<_> = messages.iter().map(|m| (m.role, m.content.as_str())).collect();
+    assert_eq!(said, [(Role::User, "first"), (Role::Assistant, "one")]);
+
+    let third = store.turn("alice", "turn-3").await.unwrap().unwrap();
+    assert_eq!((third.status, third.user_seq), (TurnStatus::Error, 3));
+    assert_eq!(third.error_code.as_deref(), Some("PROVIDER_ERROR"));
+    assert_eq!(third.error_message.as_deref(), Some("the model \u{0} failed"));
+    let messages = store.turn_messages(session.pk, 3).await.unwrap();
+    assert_eq!(messages[0].content, "second \u{0}");
+    // Only the owner's, and only turns that exist.
+    assert!(store.turn("bob", "turn-1").await.unwrap().is_none());
+    assert!(store.turn("alice", "turn-9").await.unwrap().is_none());
+}
