@@ -2,8 +2,9 @@
 //!
 //! The layers, from the wire inwards (see DESIGN.md "Architecture"):
 //!
-//! - [`http`], [`ws`], [`sse`]: the protocol adapters (REST, WebSocket, Server-Sent
-//!   Events); they translate between their wire format and runtime events, nothing more.
+//! - [`http`], [`ws`], [`sse`], [`openai`]: the protocol adapters (REST, WebSocket,
+//!   Server-Sent Events, the OpenAI APIs); they translate between their wire format and
+//!   runtime events, nothing more.
 //! - [`auth`]: who is calling.
 //! - [`runtime`]: owns turns: a FIFO queue per session, the event log with its `seq`, and
 //!   cancellation. A turn never belongs to the connection that started it.
@@ -25,6 +26,7 @@ pub mod conversation;
 pub mod fuzzing;
 pub mod http;
 pub mod limits;
+pub mod openai;
 pub mod providers;
 pub mod request_id;
 pub mod runtime;

@@ -26,6 +26,9 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// A request field that is wrong (named in the body's `param`).
+    #[error("{message}")]
+    InvalidParam { param: String, message: String },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("the request body is too large")]
@@ -97,7 +100,7 @@ impl ApiError {
             ApiError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::InvalidParam { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,6 +151,7 @@ impl ApiError {
             ApiError::Store(StoreError::Conflict(_)) => "CONFLICT",
             ApiError::Store(_) | ApiError::Internal(_) => "INTERNAL_ERROR",
             ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
+            ApiError::InvalidParam { .. } => "INVALID_REQUEST",
             ApiError::Turn { error, .. } => error.code(),
             ApiError::BodyTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -169,6 +173,9 @@ impl ApiError {
             }
             ApiError::Runtime(RuntimeError::QueueFull { limit }) => {
                 extra.insert("limit".into(), json!(limit));
+            }
+            ApiError::InvalidParam { param, .. } => {
+                extra.insert("param".into(), json!(param));
             }
             ApiError::Turn { turn_id, session_id, .. } => {
                 extra.insert("turn_id".into(), json!(turn_id));
@@ -212,6 +219,17 @@ impl ApiError {
     }
 }
 
+/// What an error response said, kept on the response for adapters that answer errors in
+/// their protocol's own shape.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub code: &'static str,
+    /// The client-safe message.
+    pub message: String,
+    /// The request field at fault, if one is.
+    pub param: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -225,12 +243,16 @@ impl IntoResponse for ApiError {
             self.to_string()
         };
         let mut body = self.extra();
+        let param = body.get("param").and_then(Value::as_str).map(str::to_owned);
         body.insert("error".into(), json!(message));
         body.insert("code".into(), json!(self.code()));
         if let Some(id) = crate::request_id::current() {
             body.insert("request_id".into(), json!(&*id));
         }
+        let info = ErrorInfo { code: self.code(), message, param };
         let mut response = (status, axum::Json(Value::Object(body))).into_response();
+        // For adapters whose protocol has its own error shape (`/v1`).
+        response.extensions_mut().insert(info);
         if let Some(secs) = self.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

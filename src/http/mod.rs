@@ -34,7 +34,7 @@ use crate::runtime::Runtime;
 use crate::{request_id, sse, ws};
 
 pub use connections::{ConnectionCount, Connections};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorInfo};
 pub use listener::serve;
 
 /// What every handler can reach.
@@ -94,10 +94,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workspace/file/{*path}", get(workspace::file))
         .route("/api/agents", get(turns::list))
         .route("/api/agents/{turn_id}/kill", post(turns::kill))
+        .merge(crate::openai::routes())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_ip))
+        .layer(axum::middleware::from_fn(crate::openai::error_shape))
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state)
 }

@@ -130,6 +130,8 @@ struct Shared {
     requests: Vec<Value>,
     /// Pause before each part of the default echo answer.
     echo_pause: Duration,
+    /// Streams whose client went away before their end.
+    abandoned: usize,
 }
 
 /// A running fake provider.
@@ -168,6 +170,12 @@ impl FakeProvider {
         self.shared.lock().unwrap().echo_pause = pause;
     }
 
+    /// How many streamed replies the client dropped before their end (the provider
+    /// request was cancelled).
+    pub fn abandoned(&self) -> usize {
+        self.shared.lock().unwrap().abandoned
+    }
+
     /// The request bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.lock().unwrap().requests.clone()
@@ -193,7 +201,7 @@ async fn complete(State(shared): State<Arc<Mutex<Shared>>>, Json(body): Json<Val
             Script::slow_text(&["echo", ": ", "..", ".", " ", &last_user], pause)
         }
     });
-    respond(script).await
+    respond(script, shared).await
 }
 
 /// Queues scripts given as JSON.
@@ -211,11 +219,32 @@ async fn control(
     }
 }
 
-async fn respond(script: Script) -> Response {
+/// Counts a stream dropped before its end as abandoned.
+struct EndWatch {
+    shared: Arc<Mutex<Shared>>,
+    ended: bool,
+}
+
+impl EndWatch {
+    /// The stream ended on the provider's side (finished or cut by the script).
+    fn end(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for EndWatch {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shared.lock().unwrap().abandoned += 1;
+        }
+    }
+}
+
+async fn respond(script: Script, shared: Arc<Mutex<Shared>>) -> Response {
     match script {
         Script::Slow(pause, next) => {
             tokio::time::sleep(pause).await;
-            Box::pin(respond(*next)).await
+            Box::pin(respond(*next, shared)).await
         }
         Script::Status { status, retry_after, body } => {
             let mut response = (StatusCode::from_u16(status).unwrap(), Json(body)).into_response();
@@ -225,20 +254,28 @@ async fn respond(script: Script) -> Response {
             response
         }
         Script::Stream(steps) => {
-            let stream = futures_util::stream::unfold(steps.into_iter(), |mut steps| async move {
+            let watch = EndWatch { shared, ended: false };
+            let state = (steps.into_iter(), watch);
+            let stream = futures_util::stream::unfold(state, |(mut steps, mut watch)| async move {
                 loop {
-                    match steps.next()? {
+                    let Some(step) = steps.next() else {
+                        watch.end();
+                        return None;
+                    };
+                    match step {
                         Step::Delay(pause) => tokio::time::sleep(pause).await,
                         Step::Chunk(value) => {
                             let bytes = Bytes::from(format!("data: {value}\n\n"));
-                            return Some((Ok(bytes), steps));
+                            return Some((Ok(bytes), (steps, watch)));
                         }
                         Step::Raw(text) => {
-                            return Some((Ok(Bytes::from_static(text.as_bytes())), steps));
+                            let bytes = Bytes::from_static(text.as_bytes());
+                            return Some((Ok(bytes), (steps, watch)));
                         }
                         Step::Cut => {
+                            watch.end();
                             let err = std::io::Error::other("cut");
-                            return Some((Err(err), steps));
+                            return Some((Err(err), (steps, watch)));
                         }
                     }
                 }
