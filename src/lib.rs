@@ -3,8 +3,8 @@
 //! The layers, from the wire inwards (see DESIGN.md "Architecture"):
 //!
 //! - [`http`], [`ws`], [`sse`], [`openai`]: the protocol adapters (REST, WebSocket,
-//!   Server-Sent Events, the OpenAI APIs); they translate between their wire format and
-//!   runtime events, nothing more.
+//!   Server-Sent Events, the OpenAI APIs) and [`agui`] (AG-UI); they translate between
+//!   their wire format and runtime events, nothing more.
 //! - [`auth`]: who is calling.
 //! - [`runtime`]: owns turns: a FIFO queue per session, the event log with its `seq`, and
 //!   cancellation. A turn never belongs to the connection that started it.
@@ -17,6 +17,7 @@
 //! - [`request_id`]: the id that ties a request's logs, errors and turns together.
 
 pub mod agent;
+pub mod agui;
 pub mod auth;
 pub mod bus;
 pub mod clock;

@@ -92,6 +92,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         auth,
         connections,
         node_id,
+        agui_runs: Default::default(),
     })
 }
 

@@ -55,6 +55,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// This node's name in logs and status.
     pub node_id: Arc<str>,
+    /// AG-UI streams attached to each running turn.
+    pub agui_runs: Arc<crate::agui::Attached>,
 }
 
 /// All routes of the server.
@@ -92,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/notify", post(sessions::notify))
         .route("/api/workspace/tree", get(workspace::tree))
         .route("/api/workspace/file/{*path}", get(workspace::file))
+        .route("/api/ag-ui", post(crate::agui::run))
         .route("/api/agents", get(turns::list))
         .route("/api/agents/{turn_id}/kill", post(turns::kill))
         .merge(crate::openai::routes())

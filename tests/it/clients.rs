@@ -1,7 +1,7 @@
 //! The ecosystem's own clients against the real server and the fake provider: the official
 //! `openai` Python package (`tests/clients/python`, for `/v1/chat/completions`,
-//! `/v1/models` and `/v1/responses`). `scripts/test` installs them, pinned, into folders
-//! git ignores.
+//! `/v1/models` and `/v1/responses`) and `@ag-ui/client` (`tests/clients/agui`, for
+//! `/api/ag-ui`). `scripts/test` installs them, pinned, into folders git ignores.
 //!
 //! A missing client fails the test when clients are required (`CI=true`, or
 //! `PARLEY_REQUIRE_CLIENTS=1`, which `scripts/test` sets), and otherwise skips with a
@@ -44,6 +44,46 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs a client's check script against `server`; fails with its output.
+async fn run_checks(program: PathBuf, script: PathBuf, server: &TestServer, fake: &FakeProvider) {
+    let output = tokio::task::spawn_blocking({
+        let (base, token) = (server.base.clone(), server.token.clone());
+        let fake = format!("http://{}", fake.addr);
+        move || {
+            Command::new(program)
+                .arg(script)
+                .env("PARLEY_URL", base)
+                .env("PARLEY_TOKEN", token)
+                .env("FAKE_URL", fake)
+                .output()
+                .expect("the client runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "client checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("checks passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_ag_ui_client_works_against_ag_ui() {
+    let modules = root().join("tests/clients/agui/node_modules/@ag-ui/client");
+    let install = "`./scripts/test` installs it (or: `npm ci --prefix tests/clients/agui`)";
+    if !present("the_official_ag_ui_client_works_against_ag_ui", &modules, install) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.tools.approval.insert("shell".into(), "ask".into());
+    let server = TestServer::start(config).await;
+    let script = root().join("tests/clients/agui/agui.mjs");
+    run_checks("node".into(), script, &server, &provider).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_python_package_works_against_v1() {
     let python = root().join("tests/clients/python/.venv/bin/python");
@@ -59,25 +99,6 @@ async fn the_official_openai_python_package_works_against_v1() {
     // One turn may wait behind the running one: the script checks the 429 past it.
     config.sessions.queue_depth = 1;
     let server = TestServer::start(config).await;
-    let output = tokio::task::spawn_blocking({
-        let (base, token) = (server.base.clone(), server.token.clone());
-        let fake = format!("http://{}", provider.addr);
-        let script = root().join("tests/clients/python/openai_clients.py");
-        move || {
-            Command::new(python)
-                .arg(script)
-                .env("PARLEY_URL", base)
-                .env("PARLEY_TOKEN", token)
-                .env("FAKE_URL", fake)
-                .output()
-                .expect("python runs")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(output.status.success(), "openai client checks failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("all openai client checks passed"), "{stdout}");
+    let script = root().join("tests/clients/python/openai_clients.py");
+    run_checks(python, script, &server, &provider).await;
 }

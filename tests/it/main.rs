@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agui;
 mod browser;
 mod bus_contract;
 mod chat;

@@ -1,0 +1,71 @@
+//! `/api/ag-ui` refusals as a raw HTTP client sees them (the official client's view is
+//! `clients.rs`): each names what is wrong, and nobody reaches another user's runs.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::{FakeProvider, TestServer, client_with, json_of};
+
+#[tokio::test]
+async fn bad_runs_are_refused_by_name_and_runs_stay_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let run = |body: serde_json::Value| server.post("/api/ag-ui", body);
+    let user = json!([{"id": "u1", "role": "user", "content": "hi"}]);
+
+    let (status, body) = run(json!({"threadId": "a b", "runId": "r", "messages": user})).await;
+    assert_eq!((status, body["param"].as_str()), (StatusCode::BAD_REQUEST, Some("threadId")));
+    let assistant_last = json!([{"id": "a1", "role": "assistant", "content": "hello"}]);
+    let (status, body) =
+        run(json!({"threadId": "t", "runId": "r", "messages": assistant_last})).await;
+    assert_eq!((status, body["param"].as_str()), (StatusCode::BAD_REQUEST, Some("messages")));
+    let resume = json!([{"interruptId": "nope", "status": "resolved"}]);
+    let (status, body) =
+        run(json!({"threadId": "t", "runId": "r", "messages": user, "resume": resume})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["param"], "resume[0].interruptId", "{body}");
+    let (status, _) = run(json!({"threadId": "t", "runId": "r"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "messages are required");
+    assert!(provider.requests().is_empty(), "nothing refused reached the model");
+
+    // A run of ours, read to its end.
+    let body = json!({"threadId": "mine", "runId": "r1", "messages": user});
+    let response = server.client.post(server.url("/api/ag-ui")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    let ids: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert!(text.contains("\"RUN_FINISHED\""), "{text}");
+    let first = ids[0].to_owned();
+
+    // Someone else cannot resume it, nor reach its thread through it.
+    let other = client_with(&server.token_for("mallory", false).await);
+    let response = other
+        .post(server.url("/api/ag-ui"))
+        .header("last-event-id", &first)
+        .json(&json!({"threadId": "mine", "runId": "r1", "messages": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(response).await.0, StatusCode::NOT_FOUND);
+    // Nor can the owner graft it onto another thread.
+    let response = server
+        .client
+        .post(server.url("/api/ag-ui"))
+        .header("last-event-id", &first)
+        .json(&json!({"threadId": "elsewhere", "runId": "r1", "messages": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(response).await.0, StatusCode::NOT_FOUND);
+    let response = server
+        .client
+        .post(server.url("/api/ag-ui"))
+        .header("last-event-id", "garbage")
+        .json(&json!({"threadId": "mine", "runId": "r1", "messages": user}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, body["param"].as_str()), (StatusCode::BAD_REQUEST, Some("Last-Event-ID")));
+}
