@@ -12,12 +12,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::input::{self, InputMessage};
-use super::stream::{TurnEvents, TurnItem};
 use super::{TurnGuard, data_event, model_name, named_session, stream_error, unix_now};
 use crate::auth::Caller;
+use crate::http::ConnectionCount;
 use crate::http::extract::Json;
 use crate::http::{ApiError, AppState};
-use crate::runtime::{EventKind, NewTurn, Target, TurnView};
+use crate::runtime::{EventKind, NewTurn, Target, TurnItem, TurnView, TurnWatch, ends_turn};
 use crate::store::{TurnRecord, TurnStatus};
 
 /// The request body (fields Parley does not use are accepted and ignored: `temperature`,
@@ -74,18 +74,18 @@ pub(super) async fn completions(
         context: &context,
     };
     let runtime = &state.runtime;
+    // A stream counts among the caller's connections: refused before anything is queued.
+    let connection =
+        if request.stream { Some(state.connections.open(&caller.user).await?) } else { None };
     let submission = runtime.submit(&caller.user, target, turn).await?;
     let keep = !stateless || request.store != Some(false);
     let session_id = submission.session.id.clone();
     let mut guard =
         TurnGuard::new(runtime, &caller.user, &submission.turn_id, &session_id, stateless, keep);
     let id = format!("chatcmpl-{}", submission.turn_id);
-    if request.stream {
-        let connection = state.connections.open(&caller.user).await?;
-        let watching = runtime
-            .watch(&caller.user, Some(&session_id), None, Some(submission.user_seq), false)
-            .await?;
-        let events = TurnEvents::new(watching.watch, &submission.turn_id, Some(connection));
+    if let Some(connection) = connection {
+        let (user, turn) = (&caller.user, &submission.turn_id);
+        let events = runtime.watch_turn(user, &session_id, turn, submission.user_seq).await?;
         let chunks = Chunks {
             id,
             created: unix_now(),
@@ -96,7 +96,8 @@ pub(super) async fn completions(
             sent_text: false,
             new_step: false,
         };
-        return Ok(super::sse(&state, &caller, stream_chunks(events, chunks, guard)));
+        let stream = stream_chunks(events, chunks, guard, connection);
+        return Ok(crate::sse::live(&state, &caller, stream));
     }
     let outcome = submission
         .outcome
@@ -227,6 +228,7 @@ impl Chunks {
                 let resync = json!({"type": "resync", "session_id": self.session_id});
                 return vec![Some(self.activity(resync.to_string().as_bytes()))];
             }
+            TurnItem::Lost => return vec![Some(lost(&self.session_id))],
         };
         match &event.kind {
             EventKind::Chunk { content } => {
@@ -295,17 +297,27 @@ impl Chunks {
     }
 }
 
+/// The error that ends a stream whose session's events can no longer be followed.
+pub(super) fn lost(session_id: &str) -> Value {
+    let message = format!(
+        "the session's events can no longer be followed; the turn goes on: read it with \
+         GET /api/sessions/{session_id}"
+    );
+    stream_error("STREAM_LOST", &message)
+}
+
 /// The SSE events of a streamed completion. The guard lives as long as the stream: a
 /// client that goes away mid-answer drops it.
 fn stream_chunks(
-    events: TurnEvents,
+    events: TurnWatch,
     chunks: Chunks,
     guard: TurnGuard,
+    connection: ConnectionCount,
 ) -> impl futures_util::Stream<Item = axum::response::sse::Event> + Send + 'static {
     let first = chunks.first();
     let rest = stream::unfold(
-        (events, chunks, guard, false),
-        |(mut events, mut chunks, mut guard, done)| async move {
+        (events, chunks, guard, false, connection),
+        |(mut events, mut chunks, mut guard, done, connection)| async move {
             if done {
                 return None;
             }
@@ -314,7 +326,11 @@ fn stream_chunks(
                 return None;
             };
             let mapped = chunks.map(&item);
-            let last = matches!(&item, TurnItem::Event(e) if super::stream::ends_turn(&e.kind));
+            let last = match &item {
+                TurnItem::Event(event) => ends_turn(&event.kind),
+                TurnItem::Lost => true,
+                TurnItem::Resync { .. } => false,
+            };
             if last {
                 guard.answered();
             }
@@ -325,7 +341,7 @@ fn stream_chunks(
                     None => axum::response::sse::Event::default().data("[DONE]"),
                 })
                 .collect();
-            Some((stream::iter(sse), (events, chunks, guard, last)))
+            Some((stream::iter(sse), (events, chunks, guard, last, connection)))
         },
     );
     stream::once(async move { data_event(&first) }).chain(rest.flatten())

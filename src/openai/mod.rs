@@ -7,7 +7,6 @@ mod chat;
 mod input;
 mod response_events;
 mod responses;
-mod stream;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
@@ -219,26 +218,4 @@ impl Drop for TurnGuard {
 /// A `data:`-only SSE event of a JSON value, as OpenAI streams them.
 fn data_event(value: &Value) -> axum::response::sse::Event {
     axum::response::sse::Event::default().data(value.to_string())
-}
-
-/// An SSE response whose stream ends with the server or the caller's token.
-fn sse<S>(state: &AppState, caller: &Caller, events: S) -> Response
-where
-    S: futures_util::Stream<Item = axum::response::sse::Event> + Send + 'static,
-{
-    use futures_util::StreamExt;
-    let end = futures_util::future::select(
-        Box::pin(state.shutdown.clone().cancelled_owned()),
-        Box::pin(state.auth.revoked(caller.token_id.clone())),
-    );
-    let events = events.map(Ok::<_, std::convert::Infallible>).take_until(end);
-    let keep_alive = std::time::Duration::try_from_secs_f64(state.config.stream.sse_keepalive_secs)
-        .unwrap_or(std::time::Duration::from_secs(15));
-    let mut response = axum::response::sse::Sse::new(events)
-        .keep_alive(axum::response::sse::KeepAlive::new().interval(keep_alive).text("keep-alive"))
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
-    response
 }

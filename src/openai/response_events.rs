@@ -6,9 +6,8 @@
 
 use serde_json::{Value, json};
 
-use super::stream::TurnItem;
 use crate::conversation::Role;
-use crate::runtime::{EventKind, TurnView};
+use crate::runtime::{ApprovalInfo, EventKind, TurnItem, TurnView};
 use crate::store::TurnStatus;
 
 /// Stream events one Parley event may become, at most.
@@ -46,8 +45,8 @@ pub(super) struct Echo {
     pub metadata: Value,
 }
 
-/// The `response` object of a stored turn.
-pub(super) fn response_object(view: &TurnView, echo: &Echo) -> Value {
+/// The `response` object of a stored turn, with the approvals it waits for (`pending`).
+pub(super) fn response_object(view: &TurnView, echo: &Echo, pending: &[ApprovalInfo]) -> Value {
     let record = &view.record;
     let mut output = Vec::new();
     for message in view.messages.iter().filter(|m| m.role == Role::Assistant) {
@@ -61,6 +60,7 @@ pub(super) fn response_object(view: &TurnView, echo: &Echo) -> Value {
             output.push(mcp_item(&call.id, &call.name, &call.arguments, output_text, is_error));
         }
     }
+    output.extend(pending.iter().map(|a| approval_item(&a.request_id, &a.tool, &a.args)));
     let error = (record.status == TurnStatus::Error).then(|| {
         json!({
             "code": "server_error",
@@ -157,6 +157,17 @@ fn mcp_item(
             (true, false) => "completed",
             (true, true) => "failed",
         },
+    })
+}
+
+/// A tool call waiting for the user's decision.
+fn approval_item(request_id: &str, tool: &str, args: &Value) -> Value {
+    json!({
+        "id": format!("mcpr_{request_id}"),
+        "type": "mcp_approval_request",
+        "server_label": "parley",
+        "name": tool,
+        "arguments": args.to_string(),
     })
 }
 
@@ -303,13 +314,7 @@ impl ResponseEvents {
             EventKind::ApprovalRequest { request_id, tool, args, .. } => {
                 let index = self.next_index;
                 self.next_index += 1;
-                let item = json!({
-                    "id": format!("mcpr_{request_id}"),
-                    "type": "mcp_approval_request",
-                    "server_label": "parley",
-                    "name": tool,
-                    "arguments": args.to_string(),
-                });
+                let item = approval_item(request_id, tool, args);
                 out.push(json!({
                     "type": "response.output_item.added", "output_index": index, "item": item,
                 }));

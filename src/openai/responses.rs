@@ -18,13 +18,15 @@ use serde_json::{Map, Value, json};
 use super::response_events::{
     Echo, Ending, Mapped, PER_EVENT, ResponseEvents, base_object, response_object, turn_id,
 };
-use super::stream::{TurnEvents, TurnItem, ends_turn};
 use super::{TurnGuard, input, model_name, named_session};
 use crate::auth::Caller;
 use crate::conversation::{ChatMessage, Role};
 use crate::http::extract::{Json, Path, Query};
-use crate::http::{ApiError, AppState};
-use crate::runtime::{Decision, NewTurn, Runtime, Target, WatchItem};
+use crate::http::{ApiError, AppState, ConnectionCount};
+use crate::runtime::{
+    ApprovalInfo, Decision, EventKind, NewTurn, Runtime, RuntimeError, Target, TurnItem, TurnView,
+    TurnWatch,
+};
 
 /// The request body (fields Parley does not use — `temperature`, `tools`, ... — are
 /// accepted and ignored).
@@ -77,6 +79,7 @@ pub(super) async fn create(
         return Err(invalid("background", "a background response must be stored (store: true)"));
     }
     let runtime = &state.runtime;
+    let user = &caller.user;
     let echo = Echo {
         model: model_name(runtime),
         instructions: request.instructions.clone(),
@@ -85,19 +88,25 @@ pub(super) async fn create(
         store,
         metadata: request.metadata.clone().map_or(json!({}), Value::Object),
     };
-    if let Some(answered) = approval_responses(runtime, &caller.user, &request.input).await? {
+    let responses = Responses { runtime: runtime.clone(), user: user.clone(), echo };
+    // A stream counts among the caller's connections: refused before anything happens.
+    let connection = if request.stream { Some(state.connections.open(user).await?) } else { None };
+    if let Some(answers) = approval_answers(runtime, user, &request.input).await? {
         // Answering approvals continues the response that asked for them.
-        let view = runtime.turn(&caller.user, &answered.turn_id).await?;
-        if request.stream {
-            let after = answered.seq * PER_EVENT + PER_EVENT - 1;
-            let (user_seq, session) = (view.record.user_seq as u64, view.record.session_id);
-            let events =
-                turn_events(&state, &caller, &session, &answered.turn_id, user_seq, true).await?;
-            let responses = Responses { runtime: runtime.clone(), user: caller.user.clone(), echo };
-            let stream = responses.stream(events, &answered.turn_id, Vec::new(), Some(after), None);
-            return Ok(super::sse(&state, &caller, stream));
+        let (turn, seq) =
+            answers.last().map(|(info, _)| (info.turn_id.clone(), info.seq)).unwrap_or_default();
+        for (info, decision) in answers {
+            runtime.decide(user, &info.request_id, decision).await?;
         }
-        return Ok(JsonResponse(response_object(&view, &echo)).into_response());
+        let view = runtime.turn(user, &turn).await?;
+        let Some(connection) = connection else {
+            return Ok(JsonResponse(responses.object(&view).await).into_response());
+        };
+        let after = seq * PER_EVENT + PER_EVENT - 1;
+        let (session, user_seq) = (&view.record.session_id, view.record.user_seq.max(0) as u64);
+        let events = runtime.watch_turn(user, session, &turn, user_seq).await?;
+        let stream = responses.stream(events, connection, Vec::new(), Some(after), None);
+        return Ok(crate::sse::live(&state, &caller, stream));
     }
     let conversation = input::from_input(&request.input)?;
     let mut context = Vec::with_capacity(conversation.context.len() + 1);
@@ -108,8 +117,8 @@ pub(super) async fn create(
     let previous = match request.previous_response_id.as_deref() {
         Some(id) => {
             let turn = turn_id(id).ok_or(ApiError::NotFound("previous response"))?;
-            let view = runtime.turn(&caller.user, turn).await.map_err(|err| match err {
-                crate::runtime::RuntimeError::NotFound => ApiError::NotFound("previous response"),
+            let view = runtime.turn(user, turn).await.map_err(|err| match err {
+                RuntimeError::NotFound => ApiError::NotFound("previous response"),
                 other => other.into(),
             })?;
             Some(view.record.session_id)
@@ -122,55 +131,60 @@ pub(super) async fn create(
         (None, Some(session)) => Target::Id(session),
         (None, None) => Target::New,
     };
+    // `store: false` forgets a conversation this request started, never an earlier one.
+    let keep = store || !matches!(target, Target::New);
     let request_id = crate::request_id::current();
-    let wait = !request.stream && !request.background;
     let turn = NewTurn {
         content: &conversation.content,
         page: None,
-        wait,
+        wait: false,
         request_id: request_id.as_ref(),
         context: &context,
     };
-    let submission = runtime.submit(&caller.user, target, turn).await?;
+    let submission = runtime.submit(user, target, turn).await?;
     let (turn, session) = (submission.turn_id.clone(), submission.session.id.clone());
     // A response the client waits for stops when it goes away, as OpenAI's does; one in
     // the background runs on.
-    let mut guard =
-        TurnGuard::new(runtime, &caller.user, &turn, &session, !request.background, store);
-    let responses = Responses { runtime: runtime.clone(), user: caller.user.clone(), echo };
-    if request.stream {
-        let events =
-            turn_events(&state, &caller, &session, &turn, submission.user_seq, true).await?;
-        let created = base_object(&turn, crate::clock::now_ms() / 1000, "queued", &responses.echo);
+    let mut guard = TurnGuard::new(runtime, user, &turn, &session, !request.background, keep);
+    let mut events = runtime.watch_turn(user, &session, &turn, submission.user_seq).await?;
+    if let Some(connection) = connection {
+        let now = crate::clock::now_ms() / 1000;
+        let created = base_object(&turn, now, "queued", &responses.echo);
         let start = ResponseEvents::new().start(submission.user_seq, created);
-        let stream = responses.stream(events, &turn, start, None, Some(guard));
-        return Ok(super::sse(&state, &caller, stream));
+        let stream = responses.stream(events, connection, start, None, Some(guard));
+        return Ok(crate::sse::live(&state, &caller, stream));
     }
     if request.background {
         guard.answered();
-        let view = runtime.turn(&caller.user, &turn).await?;
-        return Ok(JsonResponse(response_object(&view, &responses.echo)).into_response());
+        let view = runtime.turn(user, &turn).await?;
+        return Ok(JsonResponse(responses.object(&view).await).into_response());
     }
-    let outcome = submission
-        .outcome
-        .ok_or_else(|| ApiError::Internal("no outcome channel".into()))?
-        .await
-        .map_err(|_| ApiError::Internal("the turn ended without an outcome".into()))?;
+    // Waiting: until the turn ends, or asks for an approval the client must answer.
+    while let Some(item) = events.next().await {
+        let TurnItem::Event(event) = item else { continue };
+        match &event.kind {
+            EventKind::ApprovalRequest { .. } => break,
+            EventKind::Error { message, code } => {
+                guard.answered();
+                let (error, message) = (*code, message.clone());
+                return Err(ApiError::Turn { error, message, turn_id: turn, session_id: session });
+            }
+            _ => {}
+        }
+    }
     guard.answered();
-    if let Some((error, message)) = outcome.error {
-        return Err(ApiError::Turn { error, message, turn_id: turn, session_id: session });
-    }
-    let view = runtime.turn(&caller.user, &turn).await?;
-    Ok(JsonResponse(response_object(&view, &responses.echo)).into_response())
+    let view = runtime.turn(user, &turn).await?;
+    Ok(JsonResponse(responses.object(&view).await).into_response())
 }
 
-/// The approval a request's `mcp_approval_response` items answered (the last of them), or
-/// `None` if the input holds no such items. A mix with other items is refused.
-async fn approval_responses(
+/// The approvals a request's `mcp_approval_response` items answer, with their decisions,
+/// or `None` if the input holds no such items. Every item is checked before any is
+/// decided; a mix with other items is refused.
+async fn approval_answers(
     runtime: &Runtime,
     user: &str,
     input: &Value,
-) -> Result<Option<crate::runtime::ApprovalInfo>, ApiError> {
+) -> Result<Option<Vec<(ApprovalInfo, Decision)>>, ApiError> {
     let Value::Array(items) = input else {
         return Ok(None);
     };
@@ -184,7 +198,7 @@ async fn approval_responses(
         return Err(invalid("input", "send approval responses without other input items"));
     }
     let pending = runtime.approvals(user).await;
-    let mut answered = None;
+    let mut answered = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let param = format!("input[{i}].approval_request_id");
         let id = item.get("approval_request_id").and_then(Value::as_str).unwrap_or_default();
@@ -192,32 +206,11 @@ async fn approval_responses(
         let approve = item.get("approve").and_then(Value::as_bool).unwrap_or(false);
         let info =
             pending.iter().find(|a| a.request_id == request_id).cloned().ok_or_else(|| {
-                ApiError::InvalidParam {
-                    param: param.clone(),
-                    message: "no such pending approval".into(),
-                }
+                ApiError::InvalidParam { param, message: "no such pending approval".into() }
             })?;
-        let decision = if approve { Decision::Approve } else { Decision::Deny };
-        runtime.decide(user, request_id, decision).await?;
-        answered = Some(info);
+        answered.push((info, if approve { Decision::Approve } else { Decision::Deny }));
     }
-    Ok(answered)
-}
-
-/// A watch of the turn's events from its start, counted as one of the caller's
-/// connections if `count`.
-async fn turn_events(
-    state: &AppState,
-    caller: &Caller,
-    session: &str,
-    turn: &str,
-    user_seq: u64,
-    count: bool,
-) -> Result<TurnEvents, ApiError> {
-    let connection = if count { Some(state.connections.open(&caller.user).await?) } else { None };
-    let runtime = &state.runtime;
-    let watching = runtime.watch(&caller.user, Some(session), None, Some(user_seq), false).await?;
-    Ok(TurnEvents::new(watching.watch, turn, connection))
+    Ok(Some(answered))
 }
 
 pub(super) async fn retrieve(
@@ -228,19 +221,20 @@ pub(super) async fn retrieve(
 ) -> Result<Response, ApiError> {
     let turn = turn_id(&id).ok_or(ApiError::NotFound("response"))?;
     let runtime = &state.runtime;
-    let view = runtime.turn(&caller.user, turn).await?;
+    let user = &caller.user;
+    let view = runtime.turn(user, turn).await?;
     let echo = Echo { model: model_name(runtime), store: true, ..Echo::default() };
+    let responses = Responses { runtime: runtime.clone(), user: user.clone(), echo };
     if !query.stream {
-        return Ok(JsonResponse(response_object(&view, &echo)).into_response());
+        return Ok(JsonResponse(responses.object(&view).await).into_response());
     }
-    let user_seq = view.record.user_seq as u64;
-    let events =
-        turn_events(&state, &caller, &view.record.session_id, turn, user_seq, true).await?;
-    let created = base_object(turn, view.record.created_at / 1000, "queued", &echo);
+    let connection = state.connections.open(user).await?;
+    let user_seq = view.record.user_seq.max(0) as u64;
+    let events = runtime.watch_turn(user, &view.record.session_id, turn, user_seq).await?;
+    let created = base_object(turn, view.record.created_at / 1000, "queued", &responses.echo);
     let start = ResponseEvents::new().start(user_seq, created);
-    let responses = Responses { runtime: runtime.clone(), user: caller.user.clone(), echo };
-    let stream = responses.stream(events, turn, start, query.starting_after, None);
-    Ok(super::sse(&state, &caller, stream))
+    let stream = responses.stream(events, connection, start, query.starting_after, None);
+    Ok(crate::sse::live(&state, &caller, stream))
 }
 
 pub(super) async fn cancel(
@@ -250,34 +244,23 @@ pub(super) async fn cancel(
 ) -> Result<JsonResponse<Value>, ApiError> {
     let turn = turn_id(&id).ok_or(ApiError::NotFound("response"))?;
     let runtime = &state.runtime;
-    let view = runtime.turn(&caller.user, turn).await?;
+    let user = &caller.user;
+    let view = runtime.turn(user, turn).await?;
     let echo = Echo { model: model_name(runtime), store: true, ..Echo::default() };
+    let responses = Responses { runtime: runtime.clone(), user: user.clone(), echo };
     if view.record.status.finished() {
-        return Ok(JsonResponse(response_object(&view, &echo)));
+        return Ok(JsonResponse(responses.object(&view).await));
     }
     // Watch first, so the turn's end is seen however soon it comes.
-    let watching =
-        runtime.watch(&caller.user, Some(&view.record.session_id), None, None, false).await?;
-    let mut watch = watching.watch;
-    if runtime.cancel_turn(&caller.user, turn).await {
-        let ended = async {
-            loop {
-                match watch.next().await {
-                    WatchItem::Event(e)
-                        if e.turn_id.as_deref() == Some(turn) && ends_turn(&e.kind) =>
-                    {
-                        break;
-                    }
-                    WatchItem::Closed => break,
-                    _ => {}
-                }
-            }
-        };
+    let (session, user_seq) = (&view.record.session_id, view.record.user_seq.max(0) as u64);
+    let mut events = runtime.watch_turn(user, session, turn, user_seq).await?;
+    if runtime.cancel_turn(user, turn).await {
         // The turn stops within a second; the answer says how far it got meanwhile.
+        let ended = async { while events.next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(5), ended).await;
     }
-    let view = runtime.turn(&caller.user, turn).await?;
-    Ok(JsonResponse(response_object(&view, &echo)))
+    let view = runtime.turn(user, turn).await?;
+    Ok(JsonResponse(responses.object(&view).await))
 }
 
 /// Streams responses of one user.
@@ -288,22 +271,34 @@ struct Responses {
 }
 
 impl Responses {
+    /// A stored turn's `response` object, with the approvals it waits for.
+    async fn object(&self, view: &TurnView) -> Value {
+        let pending: Vec<ApprovalInfo> = if view.record.status.finished() {
+            Vec::new()
+        } else {
+            let mut all = self.runtime.approvals(&self.user).await;
+            all.retain(|a| a.turn_id == view.record.id);
+            all
+        };
+        response_object(view, &self.echo, &pending)
+    }
+
     /// The SSE events of a turn's response: `start` first, then its mapped events, those
     /// numbered at most `after` skipped. The guard (if any) lives as long as the stream.
     fn stream(
         self,
-        events: TurnEvents,
-        turn: &str,
+        events: TurnWatch,
+        connection: ConnectionCount,
         start: Vec<Mapped>,
         after: Option<u64>,
         guard: Option<TurnGuard>,
     ) -> impl futures_util::Stream<Item = axum::response::sse::Event> + Send + 'static {
         let keep = move |(number, _): &Mapped| after.is_none_or(|after| *number > after);
         let start: Vec<_> = start.into_iter().filter(keep).map(sse_event).collect();
-        let state = (self, events, ResponseEvents::new(), guard, turn.to_owned(), false);
+        let state = (self, events, ResponseEvents::new(), guard, connection, false);
         let rest = stream::unfold(
             state,
-            move |(responses, mut events, mut mapper, mut guard, turn, done)| async move {
+            move |(responses, mut events, mut mapper, mut guard, connection, done)| async move {
                 if done {
                     return None;
                 }
@@ -313,24 +308,7 @@ impl Responses {
                     }
                     return None;
                 };
-                let (mapped, ending) = match &item {
-                    TurnItem::Resync { last_seq } => {
-                        // The log no longer holds the turn's events: what is stored tells
-                        // how it ended, if it did.
-                        match responses.runtime.turn(&responses.user, &turn).await {
-                            Ok(view) if view.record.status.finished() => {
-                                let object = response_object(&view, &responses.echo);
-                                let ending = match object["status"].as_str() {
-                                    Some("completed") => Ending::Completed,
-                                    Some("failed") => Ending::Failed,
-                                    _ => Ending::Cancelled,
-                                };
-                                let last = json!({"type": ending.event_type(), "response": object});
-                                (vec![(last_seq * PER_EVENT + PER_EVENT - 1, last)], Some(ending))
-                            }
-                            _ => (Vec::new(), None),
-                        }
-                    }
+                let (mapped, ended) = match &item {
                     TurnItem::Event(event) => {
                         let (values, ending) = mapper.map(&item);
                         let base = event.seq * PER_EVENT;
@@ -341,18 +319,25 @@ impl Responses {
                             .collect();
                         if let Some(ending) = ending {
                             let number = base + numbered.len() as u64;
-                            numbered.push((number, responses.last(&turn, ending).await));
+                            let turn = event.turn_id.as_deref().unwrap_or_default();
+                            numbered.push((number, responses.last(turn, ending).await));
                         }
-                        (numbered, ending)
+                        (numbered, ending.is_some())
+                    }
+                    TurnItem::Resync { .. } => (Vec::new(), false),
+                    TurnItem::Lost => {
+                        let message = "the session's events can no longer be followed; \
+                                       the response goes on: retrieve it later";
+                        let error =
+                            json!({"type": "error", "code": "STREAM_LOST", "message": message});
+                        (vec![(u64::MAX, error)], true)
                     }
                 };
-                if ending.is_some()
-                    && let Some(guard) = &mut guard
-                {
+                if ended && let Some(guard) = &mut guard {
                     guard.answered();
                 }
                 let sse: Vec<_> = mapped.into_iter().filter(keep).map(sse_event).collect();
-                let next = (responses, events, mapper, guard, turn, ending.is_some());
+                let next = (responses, events, mapper, guard, connection, ended);
                 Some((stream::iter(sse), next))
             },
         );
@@ -362,15 +347,15 @@ impl Responses {
     /// The event that ends a response: its final object as stored.
     async fn last(&self, turn: &str, ending: Ending) -> Value {
         if ending == Ending::Deleted {
-            return json!({"type": "error", "code": "not_found", "message": "the conversation was deleted"});
+            let message = "the conversation was deleted";
+            return json!({"type": "error", "code": "NOT_FOUND", "message": message});
         }
         match self.runtime.turn(&self.user, turn).await {
-            Ok(view) => {
-                json!({"type": ending.event_type(), "response": response_object(&view, &self.echo)})
-            }
+            Ok(view) => json!({"type": ending.event_type(), "response": self.object(&view).await}),
             Err(err) => {
                 tracing::warn!(%err, "reading a finished response failed");
-                json!({"type": "error", "code": "server_error", "message": "the response could not be read"})
+                let message = "the response could not be read";
+                json!({"type": "error", "code": "INTERNAL_ERROR", "message": message})
             }
         }
     }

@@ -33,6 +33,15 @@ pub enum TurnError {
 }
 
 impl TurnError {
+    /// The error a stored wire code names (an unknown one reads as `AgentError`).
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "PROVIDER_NOT_CONFIGURED" => TurnError::ProviderNotConfigured,
+            "PROVIDER_ERROR" => TurnError::ProviderError,
+            _ => TurnError::AgentError,
+        }
+    }
+
     /// The wire code.
     pub fn code(self) -> &'static str {
         match self {

@@ -15,6 +15,7 @@ mod partials;
 mod remote;
 mod session;
 mod turn;
+mod turn_watch;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,7 @@ pub use event::{Event, EventKind, ToolCallSummary, TurnError};
 pub use history::{SessionPage, TurnView};
 pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
 pub use session::LiveSession;
+pub use turn_watch::{TurnItem, TurnWatch, ends_turn};
 
 /// Why the runtime refused something.
 #[derive(Debug, thiserror::Error)]

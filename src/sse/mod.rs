@@ -124,3 +124,24 @@ where
         .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response()
 }
+
+/// An SSE response of a protocol adapter's own events (the OpenAI APIs, AG-UI): it ends
+/// with the server or the caller's token, keeps proxies from buffering, and sends
+/// keep-alive comments.
+pub(crate) fn live<S>(state: &AppState, caller: &Caller, events: S) -> Response
+where
+    S: Stream<Item = SseEvent> + Send + 'static,
+{
+    let end = futures_util::future::select(
+        Box::pin(state.shutdown.clone().cancelled_owned()),
+        Box::pin(state.auth.revoked(caller.token_id.clone())),
+    );
+    let events = events.map(Ok::<_, Infallible>).take_until(end);
+    let keep_alive = Duration::try_from_secs_f64(state.config.stream.sse_keepalive_secs)
+        .unwrap_or(Duration::from_secs(15));
+    let mut response = sse_response(events, keep_alive);
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    response
+}

@@ -26,7 +26,7 @@ async fn bad_runs_are_refused_by_name_and_runs_stay_private() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["param"], "resume[0].interruptId", "{body}");
     let (status, _) = run(json!({"threadId": "t", "runId": "r"})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "messages are required");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "messages are required");
     assert!(provider.requests().is_empty(), "nothing refused reached the model");
 
     // A run of ours, read to its end.
@@ -68,4 +68,64 @@ async fn bad_runs_are_refused_by_name_and_runs_stay_private() {
         .unwrap();
     let (status, body) = json_of(response).await;
     assert_eq!((status, body["param"].as_str()), (StatusCode::BAD_REQUEST, Some("Last-Event-ID")));
+}
+
+/// The `data:` JSON of every event of an AG-UI response body.
+fn agui_events(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn thinking_is_reasoning_and_a_failed_turn_is_a_run_error() {
+    use crate::common::{Script, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let delta = |d: serde_json::Value| Step::Chunk(json!({"choices": [{"index": 0, "delta": d}]}));
+    provider.push([Script::Stream(vec![
+        delta(json!({"reasoning_content": "Let me think"})),
+        delta(json!({"reasoning_content": " hard."})),
+        delta(json!({"content": "Forty-two."})),
+        Step::Chunk(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+        Step::Raw("data: [DONE]\n\n"),
+    ])]);
+    let user = json!([{"id": "u1", "role": "user", "content": "meaning?"}]);
+    let body = json!({"threadId": "think", "runId": "r1", "messages": user});
+    let response = server.client.post(server.url("/api/ag-ui")).json(&body).send().await.unwrap();
+    let events = agui_events(&response.text().await.unwrap());
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "RUN_STARTED",
+            "REASONING_START",
+            "REASONING_MESSAGE_START",
+            "REASONING_MESSAGE_CONTENT",
+            "REASONING_MESSAGE_CONTENT",
+            "REASONING_MESSAGE_END",
+            "REASONING_END",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "RUN_FINISHED",
+        ]
+    );
+    assert_eq!(events[3]["delta"], "Let me think");
+    assert_eq!(events[8]["delta"], "Forty-two.");
+    assert_eq!(events[10]["outcome"]["type"], "success");
+
+    provider.push([Script::status(400, "bad request upstream")]);
+    let user = json!([{"id": "u2", "role": "user", "content": "again"}]);
+    let body = json!({"threadId": "think", "runId": "r2", "messages": user});
+    let response = server.client.post(server.url("/api/ag-ui")).json(&body).send().await.unwrap();
+    let events = agui_events(&response.text().await.unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_str()),
+        (Some("RUN_ERROR"), Some("PROVIDER_ERROR"))
+    );
+    assert!(!last["message"].as_str().unwrap().contains("bad request upstream"), "{last}");
 }

@@ -9,7 +9,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use crate::common::{FakeProvider, TestServer, test_config};
 
@@ -44,23 +44,23 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs a client's check script against `server`; fails with its output.
+/// Runs a client's check script against `server`; fails with its output (or if it runs
+/// for more than three minutes: a hung client must not hang the suite).
 async fn run_checks(program: PathBuf, script: PathBuf, server: &TestServer, fake: &FakeProvider) {
-    let output = tokio::task::spawn_blocking({
-        let (base, token) = (server.base.clone(), server.token.clone());
-        let fake = format!("http://{}", fake.addr);
-        move || {
-            Command::new(program)
-                .arg(script)
-                .env("PARLEY_URL", base)
-                .env("PARLEY_TOKEN", token)
-                .env("FAKE_URL", fake)
-                .output()
-                .expect("the client runs")
-        }
-    })
-    .await
-    .unwrap();
+    let child = tokio::process::Command::new(program)
+        .arg(script)
+        .env("PARLEY_URL", &server.base)
+        .env("PARLEY_TOKEN", &server.token)
+        .env("FAKE_URL", format!("http://{}", fake.addr))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the client starts");
+    let output = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("the client checks finish within three minutes")
+        .expect("the client's output is readable");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");

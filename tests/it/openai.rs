@@ -129,8 +129,15 @@ async fn a_stateless_stream_whose_client_leaves_stops_the_provider_request() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(provider.abandoned(), 1, "the provider request was not dropped");
-    let (status, view) = server.get(&format!("/v1/responses/resp_{turn}")).await;
-    assert_eq!(status, StatusCode::OK);
+    // The provider sees the drop before the turn's end is stored: wait for that.
+    let mut view = Value::Null;
+    for _ in 0..500 {
+        view = server.get(&format!("/v1/responses/resp_{turn}")).await.1;
+        if view["status"] != "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(view["status"], "cancelled", "{view}");
 
     // The same for a client that waits for the whole answer and gives up.
@@ -345,9 +352,121 @@ async fn a_tool_call_waiting_for_approval_is_answered_with_an_approval_response(
     // The first stream saw the same ending.
     let first_end = stream.until("response.completed").await;
     assert_eq!(first_end.last().unwrap().1["response"]["status"], "completed");
+    // A response the client waits for returns once it needs a decision; so does its
+    // retrieval: both show the approval to answer.
+    provider.push([
+        Script::tool_call("call_2", "list_dir", json!({"path": "."}), 2),
+        Script::text(&["Listed again."]),
+    ]);
+    let (status, waiting) = server.post("/v1/responses", json!({"input": "list again"})).await;
+    assert_eq!(status, StatusCode::OK, "{waiting}");
+    assert_eq!(waiting["status"], "in_progress");
+    let pending = waiting["output"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(pending["type"], "mcp_approval_request", "{waiting}");
+    let (_, read) = server.get(&format!("/v1/responses/{}", waiting["id"].as_str().unwrap())).await;
+    assert_eq!(read["output"].as_array().unwrap().last().unwrap()["id"], pending["id"]);
+    let answer = json!({"input": [{"type": "mcp_approval_response", "approval_request_id": pending["id"], "approve": false}]});
+    let (status, _) = server.post("/v1/responses", answer).await;
+    assert_eq!(status, StatusCode::OK);
     // An approval nobody asked for is refused by name.
     let bogus = json!({"input": [{"type": "mcp_approval_response", "approval_request_id": "mcpr_x", "approve": true}]});
     let (status, body) = server.post("/v1/responses", bogus).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["param"], "input[0].approval_request_id", "{body}");
+}
+
+#[tokio::test]
+async fn store_false_forgets_only_a_conversation_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let (_, first) = server.post("/v1/responses", json!({"input": "keep me"})).await;
+    let session = first["parley"]["session_id"].as_str().unwrap().to_owned();
+    let body = json!({"input": "and this?", "previous_response_id": first["id"], "store": false});
+    let (status, second) = server.post("/v1/responses", body).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let detail = server.wait_idle(&session).await;
+    assert_eq!(detail["messages"].as_array().unwrap().len(), 4, "{detail}");
+    let (status, _) = server.get(&format!("/v1/responses/{}", first["id"].as_str().unwrap())).await;
+    assert_eq!(status, StatusCode::OK);
+    // A new conversation sent with store:false is gone once answered.
+    let (_, third) =
+        server.post("/v1/responses", json!({"input": "forget me", "store": false})).await;
+    let gone = third["parley"]["session_id"].as_str().unwrap().to_owned();
+    for _ in 0..500 {
+        if server.get(&format!("/api/sessions/{gone}")).await.0 == StatusCode::NOT_FOUND {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the store:false conversation is still there");
+}
+
+#[tokio::test]
+async fn a_finished_response_resumes_to_its_end_after_its_events_left_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.sessions.event_log_capacity = 8;
+    let server = TestServer::start(config).await;
+    let parts: Vec<String> = (0..40).map(|i| format!("p{i} ")).collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    provider.push([Script::text(&parts)]);
+    let (status, done) = server.post("/v1/responses", json!({"input": "long"})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let id = done["id"].as_str().unwrap().to_owned();
+    // Resume from the very start: the log holds only the last 8 events by now.
+    let path = format!("/v1/responses/{id}?stream=true&starting_after=0");
+    let mut stream = SseClient::open(server.client.get(server.url(&path))).await;
+    let events = stream.until("response.completed").await;
+    let last = &events.last().unwrap().1["response"];
+    assert_eq!(last["status"], "completed");
+    assert_eq!(last["output"][0]["content"][0]["text"], parts.concat());
+    assert!(stream.ends().await, "the stream ends with the response");
+
+    // The same for an AG-UI run resumed after its events left the log.
+    provider.push([Script::text(&parts)]);
+    let user = json!([{"id": "u1", "role": "user", "content": "long"}]);
+    let body = json!({"threadId": "t-wrap", "runId": "r1", "messages": user});
+    let text = server.client.post(server.url("/api/ag-ui")).json(&body).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    let first_id = text.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_owned();
+    let again = server
+        .client
+        .post(server.url("/api/ag-ui"))
+        .header("last-event-id", first_id)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let text = again.text().await.unwrap();
+    assert!(text.contains("\"RUN_STARTED\"") && text.contains("\"RUN_FINISHED\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_stream_refused_for_too_many_connections_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.limits.max_connections_per_user = 0;
+    let server = TestServer::start(config).await;
+    let chat = json!({"messages": [{"role": "user", "content": "hi"}], "stream": true});
+    let response = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .header("x-session-id", "full")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = server.post("/v1/responses", json!({"input": "hi", "stream": true})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let user = json!([{"id": "u1", "role": "user", "content": "hi"}]);
+    let (status, _) = server
+        .post("/api/ag-ui", json!({"threadId": "full", "runId": "r", "messages": user}))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(provider.requests().is_empty(), "nothing ran");
+    assert_eq!(server.get("/api/sessions/full").await.0, StatusCode::NOT_FOUND);
 }

@@ -157,7 +157,8 @@ def _():
         assert "upstream exploded" not in str(err.body), "provider internals leaked"
     # The session's queue holds one waiting turn: a third message is refused with 429.
     session = "py-busy-%d" % time.time_ns()
-    script({"text": ["slow"] * 20, "delay_ms": 100}, {"text": ["queued"]})
+    # The first turn streams for 10 s unless cancelled: ample time for the next two.
+    script({"text": ["slow"] * 100, "delay_ms": 100}, {"text": ["queued"]})
     busy = client.responses.create(input="one", background=True, metadata={"session_id": session})
     two = client.responses.create(input="two", background=True, previous_response_id=busy.id)
     try:
