@@ -560,3 +560,76 @@ async fn the_lifecycle_feed_on_one_node_shows_what_happens_on_the_other() {
     }
     assert_eq!(kinds, ["session_created", "turn_started", "turn_finished"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_apis_and_ag_ui_work_through_either_node() {
+    let Some(cluster) = Cluster::new(15.0).await else { return };
+    let token = cluster.token("alice");
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let http = client(&token);
+    // Node a runs session s.
+    let (status, _) =
+        post(&http, &a, "/api/chat", json!({"content": "first", "session_id": "s"})).await;
+    assert_eq!(status, 200);
+
+    // A streamed completion in s through b: forwarded to a, streamed back through b.
+    cluster.provider.push([Script::text(&["through ", "b"])]);
+    let body = json!({"messages": [{"role": "user", "content": "via b"}], "stream": true});
+    let response = http
+        .post(b.url("/v1/chat/completions"))
+        .header("x-session-id", "s")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text =
+        tokio::time::timeout(Duration::from_secs(20), response.text()).await.unwrap().unwrap();
+    let content: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(content, "through b", "{text}\n{}\n{}", a.logs(), b.logs());
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    // A background response started on b, resumed on a after its first events.
+    let parts: Vec<String> = (0..20).map(|i| format!("r{i} ")).collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    cluster.provider.push([Script::slow_text(&parts, Duration::from_millis(20))]);
+    let (status, started) =
+        post(&http, &b, "/v1/responses", json!({"input": "go", "background": true})).await;
+    assert_eq!(status, 200, "{started}");
+    let id = started["id"].as_str().unwrap();
+    let path = format!("/v1/responses/{id}?stream=true&starting_after=0");
+    let mut stream = SseClient::open(http.get(a.url(&path))).await;
+    let events = stream.until("response.completed").await;
+    let deltas: String = events
+        .iter()
+        .filter(|(_, e)| e["type"] == "response.output_text.delta")
+        .map(|(_, e)| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, parts.concat());
+    let numbers: Vec<u64> =
+        events.iter().map(|(_, e)| e["sequence_number"].as_u64().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+
+    // An AG-UI run on thread s through b.
+    cluster.provider.push([Script::text(&["agui ", "via b"])]);
+    let user = json!([{"id": "u1", "role": "user", "content": "hi"}]);
+    let body = json!({"threadId": "s", "runId": "r1", "messages": user});
+    let response = http.post(b.url("/api/ag-ui")).json(&body).send().await.unwrap();
+    let text =
+        tokio::time::timeout(Duration::from_secs(20), response.text()).await.unwrap().unwrap();
+    let deltas: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| e["type"] == "TEXT_MESSAGE_CONTENT")
+        .map(|e| e["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(deltas, "agui via b", "{text}");
+    assert!(text.contains("\"RUN_FINISHED\""), "{text}");
+}
