@@ -4,36 +4,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::invalid;
-use crate::conversation::{ChatMessage, Role, ToolCall};
+use crate::conversation::{ChatMessage, Role};
 use crate::http::ApiError;
+pub(crate) use crate::openai::input::InputMessage;
 use crate::runtime::Decision;
-
-/// A message of the thread as the client holds it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct InputMessage {
-    role: String,
-    #[serde(default)]
-    content: Value,
-    #[serde(default)]
-    tool_calls: Vec<InputToolCall>,
-    #[serde(default)]
-    tool_call_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InputToolCall {
-    id: String,
-    function: InputFunction,
-}
-
-#[derive(Debug, Deserialize)]
-struct InputFunction {
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
 
 /// An answer to an interrupt.
 #[derive(Debug, Deserialize)]
@@ -85,28 +59,5 @@ pub(super) fn chat_message(
         "tool" => Role::Tool,
         _ => return Ok(None),
     };
-    let content = match &message.content {
-        Value::String(text) => text.clone(),
-        Value::Null => String::new(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => return Err(invalid(format!("messages[{i}].content"), "content must be text")),
-    };
-    let tool_calls = message
-        .tool_calls
-        .iter()
-        .map(|call| ToolCall {
-            id: call.id.clone(),
-            name: call.function.name.clone(),
-            arguments: call.function.arguments.clone(),
-        })
-        .collect();
-    let tool_call_id = message.tool_call_id.clone();
-    if role == Role::Tool && tool_call_id.is_none() {
-        return Err(invalid(format!("messages[{i}].toolCallId"), "a tool message needs its id"));
-    }
-    Ok(Some(ChatMessage { role, content, tool_calls, tool_call_id }))
+    message.to_chat(role, &format!("messages[{i}]")).map(Some)
 }

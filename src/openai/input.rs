@@ -8,16 +8,38 @@ use serde_json::Value;
 use crate::conversation::{ChatMessage, Role, ToolCall};
 use crate::http::ApiError;
 
-/// A message of a Chat Completions request.
+/// A message of a Chat Completions request (also of an AG-UI run, which names its fields
+/// in camelCase).
 #[derive(Debug, Deserialize)]
-pub(super) struct InputMessage {
-    role: String,
+pub(crate) struct InputMessage {
+    pub(crate) role: String,
     #[serde(default)]
     content: Value,
-    #[serde(default)]
+    #[serde(default, alias = "toolCalls")]
     tool_calls: Vec<InputToolCall>,
-    #[serde(default)]
+    #[serde(default, alias = "toolCallId")]
     tool_call_id: Option<String>,
+}
+
+impl InputMessage {
+    /// The message for the model, said by `role`; `param` names it in refusals.
+    pub(crate) fn to_chat(&self, role: Role, param: &str) -> Result<ChatMessage, ApiError> {
+        let content = text_of(&self.content, &format!("{param}.content"))?;
+        let tool_calls = self
+            .tool_calls
+            .iter()
+            .map(|call| ToolCall {
+                id: call.id.clone(),
+                name: call.function.name.clone(),
+                arguments: call.function.arguments.clone(),
+            })
+            .collect();
+        if role == Role::Tool && self.tool_call_id.is_none() {
+            return Err(invalid(format!("{param}.tool_call_id"), "a tool message needs its id"));
+        }
+        let tool_call_id = self.tool_call_id.clone();
+        Ok(ChatMessage { role, content, tool_calls, tool_call_id })
+    }
 }
 
 /// A tool call of an earlier assistant message.
@@ -86,25 +108,7 @@ pub(super) fn from_messages(messages: &[InputMessage]) -> Result<Conversation, A
     for (i, message) in messages.iter().enumerate() {
         let param = format!("messages[{i}]");
         let role = role(&message.role, format!("{param}.role"))?;
-        let content = text_of(&message.content, &format!("{param}.content"))?;
-        let tool_calls = message
-            .tool_calls
-            .iter()
-            .map(|call| ToolCall {
-                id: call.id.clone(),
-                name: call.function.name.clone(),
-                arguments: call.function.arguments.clone(),
-            })
-            .collect();
-        if role == Role::Tool && message.tool_call_id.is_none() {
-            return Err(invalid(format!("{param}.tool_call_id"), "a tool message needs its id"));
-        }
-        context.push(ChatMessage {
-            role,
-            content,
-            tool_calls,
-            tool_call_id: message.tool_call_id.clone(),
-        });
+        context.push(message.to_chat(role, &param)?);
     }
     last_user(context, "messages")
 }

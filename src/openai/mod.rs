@@ -4,7 +4,7 @@
 //! on `/v1` answer in OpenAI's shape, so SDKs raise their usual exceptions.
 
 mod chat;
-mod input;
+pub(crate) mod input;
 mod response_events;
 mod responses;
 

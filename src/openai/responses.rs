@@ -219,12 +219,8 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
     Query(query): Query<RetrieveQuery>,
 ) -> Result<Response, ApiError> {
-    let turn = turn_id(&id).ok_or(ApiError::NotFound("response"))?;
-    let runtime = &state.runtime;
-    let user = &caller.user;
-    let view = runtime.turn(user, turn).await?;
-    let echo = Echo { model: model_name(runtime), store: true, ..Echo::default() };
-    let responses = Responses { runtime: runtime.clone(), user: user.clone(), echo };
+    let (responses, view) = Responses::find(&state, &caller, &id).await?;
+    let (runtime, user, turn) = (&state.runtime, &caller.user, view.record.id.as_str());
     if !query.stream {
         return Ok(JsonResponse(responses.object(&view).await).into_response());
     }
@@ -242,12 +238,8 @@ pub(super) async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Value>, ApiError> {
-    let turn = turn_id(&id).ok_or(ApiError::NotFound("response"))?;
-    let runtime = &state.runtime;
-    let user = &caller.user;
-    let view = runtime.turn(user, turn).await?;
-    let echo = Echo { model: model_name(runtime), store: true, ..Echo::default() };
-    let responses = Responses { runtime: runtime.clone(), user: user.clone(), echo };
+    let (responses, view) = Responses::find(&state, &caller, &id).await?;
+    let (runtime, user, turn) = (&state.runtime, &caller.user, view.record.id.as_str());
     if view.record.status.finished() {
         return Ok(JsonResponse(responses.object(&view).await));
     }
@@ -271,6 +263,19 @@ struct Responses {
 }
 
 impl Responses {
+    /// The caller's response `id`, as stored, to read or act on.
+    async fn find(
+        state: &AppState,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(Self, TurnView), ApiError> {
+        let turn = turn_id(id).ok_or(ApiError::NotFound("response"))?;
+        let runtime = &state.runtime;
+        let view = runtime.turn(&caller.user, turn).await?;
+        let echo = Echo { model: model_name(runtime), store: true, ..Echo::default() };
+        Ok((Self { runtime: runtime.clone(), user: caller.user.clone(), echo }, view))
+    }
+
     /// A stored turn's `response` object, with the approvals it waits for.
     async fn object(&self, view: &TurnView) -> Value {
         let pending: Vec<ApprovalInfo> = if view.record.status.finished() {

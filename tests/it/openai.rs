@@ -37,6 +37,20 @@ async fn read_chunks(mut response: reqwest::Response) -> (Vec<Value>, bool) {
     }
 }
 
+/// Polls `done` until it holds (within about five seconds).
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    for _ in 0..500 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
 fn content_of(chunks: &[Value]) -> String {
     let deltas = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str());
     deltas.collect()
@@ -91,13 +105,10 @@ async fn a_stateless_request_gives_the_model_its_whole_conversation() {
     assert_eq!(completion["choices"][0]["message"]["content"], "echo: forget me");
     let gone = completion["parley"]["session_id"].as_str().unwrap().to_owned();
     let url = format!("/api/sessions/{gone}");
-    for _ in 0..500 {
-        if server.get(&url).await.0 == StatusCode::NOT_FOUND {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the store:false session is still there");
+    eventually("the store:false session goes", || async {
+        server.get(&url).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -122,13 +133,7 @@ async fn a_stateless_stream_whose_client_leaves_stops_the_provider_request() {
         serde_json::from_str(seen.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
     let turn = first["id"].as_str().unwrap().trim_start_matches("chatcmpl-").to_owned();
     drop(response);
-    for _ in 0..500 {
-        if provider.abandoned() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(provider.abandoned(), 1, "the provider request was not dropped");
+    eventually("the provider request is dropped", || async { provider.abandoned() == 1 }).await;
     // The provider sees the drop before the turn's end is stored: wait for that.
     let mut view = Value::Null;
     for _ in 0..500 {
@@ -151,13 +156,10 @@ async fn a_stateless_stream_whose_client_leaves_stops_the_provider_request() {
         .send()
         .await;
     assert!(impatient.is_err_and(|e| e.is_timeout()));
-    for _ in 0..500 {
-        if provider.abandoned() == 2 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the provider request of an abandoned non-streaming request was not dropped");
+    eventually("the abandoned non-stream request's provider request is dropped", || async {
+        provider.abandoned() == 2
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -392,14 +394,11 @@ async fn store_false_forgets_only_a_conversation_it_started() {
     // A new conversation sent with store:false is gone once answered.
     let (_, third) =
         server.post("/v1/responses", json!({"input": "forget me", "store": false})).await;
-    let gone = third["parley"]["session_id"].as_str().unwrap().to_owned();
-    for _ in 0..500 {
-        if server.get(&format!("/api/sessions/{gone}")).await.0 == StatusCode::NOT_FOUND {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the store:false conversation is still there");
+    let url = format!("/api/sessions/{}", third["parley"]["session_id"].as_str().unwrap());
+    eventually("the store:false conversation goes", || async {
+        server.get(&url).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
 }
 
 #[tokio::test]
