@@ -84,8 +84,7 @@ impl Runtime {
         let store = &self.inner.store;
         let record = store.turn(user, turn_id).await?.ok_or(RuntimeError::NotFound)?;
         let messages = store.turn_messages(record.session_pk, record.user_seq).await?;
-        let mut tool_calls = store.tool_calls(record.session_pk).await?;
-        tool_calls.retain(|call| call.turn_id == record.id);
+        let tool_calls = store.turn_tool_calls(record.session_pk, &record.id).await?;
         Ok(TurnView { record, messages, tool_calls })
     }
 

@@ -518,6 +518,13 @@ pub trait Store: Send + Sync + 'static {
     /// The session's tool-call timeline, oldest first.
     async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError>;
 
+    /// Turn `turn_id`'s tool calls in the session, in the order they started.
+    async fn turn_tool_calls(
+        &self,
+        session: i64,
+        turn_id: &str,
+    ) -> Result<Vec<ToolCallRecord>, StoreError>;
+
     /// Stores a new token (creating its user); `hash` is the hex SHA-256 of the secret.
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
 

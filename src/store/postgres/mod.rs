@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/postgres/0002_auth.sql")),
     (3, include_str!("../../../migrations/postgres/0003_pairing_grants.sql")),
     (4, include_str!("../../../migrations/postgres/0004_leases.sql")),
+    (5, include_str!("../../../migrations/postgres/0005_turn_lookup.sql")),
 ];
 
 /// The advisory lock key that serializes migrations across nodes ("parley" in ASCII).
@@ -340,7 +341,15 @@ impl Store for PostgresStore {
     }
 
     async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError> {
-        turns::tool_calls(&self.pool, session).await
+        turns::tool_calls(&self.pool, session, None).await
+    }
+
+    async fn turn_tool_calls(
+        &self,
+        session: i64,
+        turn_id: &str,
+    ) -> Result<Vec<ToolCallRecord>, StoreError> {
+        turns::tool_calls(&self.pool, session, Some(turn_id)).await
     }
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {

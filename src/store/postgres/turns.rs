@@ -130,17 +130,26 @@ pub(super) async fn finish_tool_call(
     Ok(())
 }
 
+/// The session's tool calls (only turn `turn`'s, if given), in the order they started.
 pub(super) async fn tool_calls(
     pool: &PgPool,
     session: i64,
+    turn: Option<&str>,
 ) -> Result<Vec<ToolCallRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT call_id, turn_id, name, args, output, is_error, status, started_at, \
-         duration_ms FROM tool_calls WHERE session_pk = $1 ORDER BY pk",
-    )
-    .bind(session)
-    .fetch_all(pool)
-    .await?;
+    const COLUMNS: &str = "call_id, turn_id, name, args, output, is_error, status, \
+                           started_at, duration_ms";
+    let query = match turn {
+        None => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tool_calls WHERE session_pk = $1 ORDER BY pk"
+        )))
+        .bind(session),
+        Some(turn) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tool_calls WHERE session_pk = $1 AND turn_id = $2 ORDER BY pk"
+        )))
+        .bind(session)
+        .bind(escape(turn)),
+    };
+    let rows = query.fetch_all(pool).await?;
     rows.iter()
         .map(|row| {
             Ok(ToolCallRecord {

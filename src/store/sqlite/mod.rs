@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/sqlite/0002_auth.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_pairing_grants.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_leases.sql")),
+    (5, include_str!("../../../migrations/sqlite/0005_turn_lookup.sql")),
 ];
 
 /// [`super::Store`] on a SQLite file.
@@ -322,7 +323,15 @@ impl Store for SqliteStore {
     }
 
     async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError> {
-        turns::tool_calls(&self.pool, session).await
+        turns::tool_calls(&self.pool, session, None).await
+    }
+
+    async fn turn_tool_calls(
+        &self,
+        session: i64,
+        turn_id: &str,
+    ) -> Result<Vec<ToolCallRecord>, StoreError> {
+        turns::tool_calls(&self.pool, session, Some(turn_id)).await
     }
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {

@@ -158,6 +158,15 @@ pub async fn a_turn_is_found_by_its_id_with_its_own_messages(db: &Db) {
     assert_eq!(third.error_message.as_deref(), Some("the model \u{0} failed"));
     let messages = store.turn_messages(session.pk, 3).await.unwrap();
     assert_eq!(messages[0].content, "second \u{0}");
+    // Each turn's own tool calls.
+    store.start_tool_call(fence, "turn-1", &call("c1", "list_dir")).await.unwrap();
+    store.start_tool_call(fence, "turn-3", &call("c2", "shell")).await.unwrap();
+    store.start_tool_call(fence, "turn-1", &call("c3", "read_file")).await.unwrap();
+    let calls = store.turn_tool_calls(session.pk, "turn-1").await.unwrap();
+    let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c1", "c3"]);
+    assert_eq!(store.turn_tool_calls(session.pk, "turn-3").await.unwrap().len(), 1);
+    assert_eq!(store.tool_calls(session.pk).await.unwrap().len(), 3);
     // Only the owner's, and only turns that exist.
     assert!(store.turn("bob", "turn-1").await.unwrap().is_none());
     assert!(store.turn("alice", "turn-9").await.unwrap().is_none());
