@@ -130,7 +130,7 @@ fn completion(id: &str, model: &str, view: &TurnView) -> Value {
             "logprobs": null,
         }],
         "usage": usage(record),
-        "parley": summary(record, Some(view)),
+        "parley": summary(view),
     })
 }
 
@@ -152,25 +152,23 @@ fn usage(record: &TurnRecord) -> Value {
 }
 
 /// The `parley` extension of a completion: where the turn lives and what its tools did.
-fn summary(record: &TurnRecord, view: Option<&TurnView>) -> Value {
+fn summary(view: &TurnView) -> Value {
     let tool_calls: Vec<Value> = view
-        .map(|v| {
-            v.tool_calls
-                .iter()
-                .map(|call| {
-                    json!({
-                        "id": call.id,
-                        "name": call.name,
-                        "args": serde_json::from_str::<Value>(&call.args)
-                            .unwrap_or_else(|_| Value::String(call.args.clone())),
-                        "output": call.output,
-                        "is_error": call.is_error,
-                        "duration_ms": call.duration_ms,
-                    })
-                })
-                .collect()
+        .tool_calls
+        .iter()
+        .map(|call| {
+            json!({
+                "id": call.id,
+                "name": call.name,
+                "args": serde_json::from_str::<Value>(&call.args)
+                    .unwrap_or_else(|_| Value::String(call.args.clone())),
+                "output": call.output,
+                "is_error": call.is_error,
+                "duration_ms": call.duration_ms,
+            })
         })
-        .unwrap_or_default();
+        .collect();
+    let record = &view.record;
     json!({
         "session_id": record.session_id,
         "turn_id": record.id,
