@@ -10,11 +10,11 @@ pub(super) struct ListDir;
 
 #[async_trait]
 impl Tool for ListDir {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "list_dir"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "List the entries of a folder in the workspace (default: the workspace root). Folders end with '/'."
     }
 

@@ -9,7 +9,7 @@ mod write_file;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,18 +80,24 @@ pub struct ToolContext {
 #[async_trait]
 pub trait Tool: Send + Sync + 'static {
     /// The name the model calls it by.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// What it does, for the model.
-    fn description(&self) -> &'static str;
+    fn description(&self) -> &str;
     /// JSON schema of its arguments.
     fn parameters(&self) -> serde_json::Value;
+    /// Its approval policy when the configuration names none for it (`None`: the
+    /// configured default). A tool from outside may ask by default.
+    fn default_policy(&self) -> Option<Policy> {
+        None
+    }
     /// Runs it.
     async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<String, ToolError>;
 }
 
-/// The tools available to turns, by name.
+/// The tools available to turns, by name. Tools may join and leave while the server runs
+/// (the tools of a server started later, or whose list changed).
 pub struct Registry {
-    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+    tools: RwLock<BTreeMap<String, Arc<dyn Tool>>>,
     config: ToolsConfig,
     root: PathBuf,
     policies: BTreeMap<String, Policy>,
@@ -110,8 +116,9 @@ impl Registry {
         let tools = all
             .into_iter()
             .filter(|tool| !config.disabled.iter().any(|d| d == tool.name()))
-            .map(|tool| (tool.name(), tool))
+            .map(|tool| (tool.name().to_owned(), tool))
             .collect();
+        let tools = RwLock::new(tools);
         let parse = |name: &str, text: &str| {
             Policy::parse(text).ok_or_else(|| {
                 format!("tool policy of {name} must be auto, ask or deny, not {text:?}")
@@ -126,14 +133,39 @@ impl Registry {
         Ok(Self { tools, config: config.clone(), root, policies, default_policy })
     }
 
-    /// The approval policy of `tool`.
+    /// The approval policy of `tool`: the configured one, else the tool's own default,
+    /// else the configured default.
     pub fn policy(&self, tool: &str) -> Policy {
-        self.policies.get(tool).copied().unwrap_or(self.default_policy)
+        if let Some(policy) = self.policies.get(tool) {
+            return *policy;
+        }
+        let own = self.tools().get(tool).and_then(|t| t.default_policy());
+        own.unwrap_or(self.default_policy)
+    }
+
+    fn tools(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<dyn Tool>>> {
+        self.tools.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `tools`, replacing any of the same names (unless disabled by configuration).
+    pub fn insert(&self, tools: impl IntoIterator<Item = Arc<dyn Tool>>) {
+        let mut all = self.tools.write().unwrap_or_else(|e| e.into_inner());
+        for tool in tools {
+            if !self.config.disabled.iter().any(|d| d == tool.name()) {
+                all.insert(tool.name().to_owned(), tool);
+            }
+        }
+    }
+
+    /// Removes the tools whose names start with `prefix`.
+    pub fn remove_prefixed(&self, prefix: &str) {
+        let mut all = self.tools.write().unwrap_or_else(|e| e.into_inner());
+        all.retain(|name, _| !name.starts_with(prefix));
     }
 
     /// The specs offered to the model.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools
+        self.tools()
             .values()
             .map(|tool| ToolSpec {
                 name: tool.name().into(),
@@ -160,7 +192,8 @@ impl Registry {
         name: &str,
         arguments: &str,
     ) -> Result<String, ToolError> {
-        let tool = self.tools.get(name).ok_or_else(|| ToolError::Unknown(name.into()))?;
+        let tool = self.tools().get(name).cloned();
+        let tool = tool.ok_or_else(|| ToolError::Unknown(name.into()))?;
         let args: serde_json::Value = serde_json::from_str(arguments)
             .map_err(|e| ToolError::InvalidArguments(format!("not valid JSON: {e}")))?;
         if !args.is_object() {
@@ -190,4 +223,56 @@ fn cap_output(mut text: String, max: usize) -> String {
     text.truncate(end);
     text.push_str(&format!("\n[output truncated: {total} bytes, showing the first {end}]"));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool from outside, asking by default.
+    struct Outside(&'static str);
+
+    #[async_trait]
+    impl Tool for Outside {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn description(&self) -> &str {
+            "outside"
+        }
+        fn parameters(&self) -> serde_json::Value {
+            serde_json::json!({"type": "object"})
+        }
+        fn default_policy(&self) -> Option<Policy> {
+            Some(Policy::Ask)
+        }
+        async fn call(&self, _: &ToolContext, _: serde_json::Value) -> Result<String, ToolError> {
+            Ok(format!("{} ran", self.0))
+        }
+    }
+
+    #[tokio::test]
+    async fn tools_join_and_leave_with_their_own_default_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ToolsConfig::default();
+        config.approval.clear();
+        config.approval.insert("srv__b".into(), "deny".into());
+        config.disabled.push("srv__off".into());
+        let registry = Registry::new(&config, dir.path().to_path_buf()).unwrap();
+        let builtin = registry.specs().len();
+        registry.insert([
+            Arc::new(Outside("srv__a")) as Arc<dyn Tool>,
+            Arc::new(Outside("srv__b")),
+            Arc::new(Outside("srv__off")),
+        ]);
+        assert_eq!(registry.specs().len(), builtin + 2, "the disabled one stays out");
+        assert_eq!(registry.policy("srv__a"), Policy::Ask, "its own default");
+        assert_eq!(registry.policy("srv__b"), Policy::Deny, "configuration wins");
+        assert_eq!(registry.policy("list_dir"), registry.default_policy);
+        let ctx = registry.context("alice", CancellationToken::new()).unwrap();
+        assert_eq!(registry.call(&ctx, "srv__a", "{}").await.unwrap(), "srv__a ran");
+        registry.remove_prefixed("srv__");
+        assert_eq!(registry.specs().len(), builtin);
+        assert!(matches!(registry.call(&ctx, "srv__a", "{}").await, Err(ToolError::Unknown(_))));
+    }
 }

@@ -28,11 +28,11 @@ impl Drop for GroupGuard {
 
 #[async_trait]
 impl Tool for Shell {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "shell"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Run a shell command (sh -c) in the workspace folder and return its output and exit code."
     }
 

@@ -10,11 +10,11 @@ pub(super) struct WriteFile;
 
 #[async_trait]
 impl Tool for WriteFile {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "write_file"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Write a text file in the workspace, replacing it if it exists. Paths are relative to the workspace."
     }
 
