@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::extract::Json;
 use super::{ApiError, AppState};
 use crate::auth::Caller;
-use crate::runtime::{NewTurn, Target};
+use crate::runtime::{NewTurn, Submission, Target, TurnOutcome};
 use crate::store::TurnStatus;
 
 /// The request body; `message` is accepted as an alias of `content`.
@@ -39,11 +39,7 @@ pub(super) async fn chat(
         context: &[],
     };
     let submission = state.runtime.submit(&caller.user, target, turn).await?;
-    let outcome = submission
-        .outcome
-        .ok_or_else(|| ApiError::Internal("no outcome channel".into()))?
-        .await
-        .map_err(|_| ApiError::Internal("the turn ended without an outcome".into()))?;
+    let outcome = finished(submission).await?;
     if let Some((error, message)) = outcome.error {
         return Err(ApiError::Turn {
             error,
@@ -72,4 +68,13 @@ pub(super) async fn chat(
 pub(super) async fn ticket(State(state): State<AppState>, caller: Caller) -> JsonResponse<Value> {
     let ticket = state.auth.tickets.issue(&caller).await;
     JsonResponse(json!({"ticket": ticket, "expires_in": crate::auth::TICKET_TTL.as_secs()}))
+}
+
+/// Waits for the outcome of a turn submitted with `wait: true`.
+pub(crate) async fn finished(submission: Submission) -> Result<TurnOutcome, ApiError> {
+    submission
+        .outcome
+        .ok_or_else(|| ApiError::Internal("no outcome channel".into()))?
+        .await
+        .map_err(|_| ApiError::Internal("the turn ended without an outcome".into()))
 }

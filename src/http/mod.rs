@@ -2,7 +2,7 @@
 //! the runtime; they never talk to providers or tools.
 
 mod approvals;
-mod chat;
+pub(crate) mod chat;
 mod connections;
 mod error;
 pub(crate) mod extract;

@@ -99,11 +99,7 @@ pub(super) async fn completions(
         let stream = stream_chunks(events, chunks, guard, connection);
         return Ok(crate::sse::live(&state, &caller, stream));
     }
-    let outcome = submission
-        .outcome
-        .ok_or_else(|| ApiError::Internal("no outcome channel".into()))?
-        .await
-        .map_err(|_| ApiError::Internal("the turn ended without an outcome".into()))?;
+    let outcome = crate::http::chat::finished(submission).await?;
     if let Some((error, message)) = outcome.error {
         guard.answered();
         return Err(ApiError::Turn { error, message, turn_id: outcome.turn_id, session_id });

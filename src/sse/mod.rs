@@ -72,10 +72,10 @@ async fn respond(
     missed: Vec<ApprovalInfo>,
 ) -> Result<Response, ApiError> {
     let counted = state.connections.open(&caller.user).await?;
-    let approvals = stream::iter(missed.into_iter().map(|approval| {
-        Ok::<_, Infallible>(SseEvent::default().data(approval.frame().to_string()))
-    }));
-    let live = stream::unfold(
+    let approvals = stream::iter(
+        missed.into_iter().map(|approval| SseEvent::default().data(approval.frame().to_string())),
+    );
+    let events = stream::unfold(
         (watch, session_id, false, counted),
         |(mut watch, session_id, ended, counted)| async move {
             if ended {
@@ -99,34 +99,14 @@ async fn respond(
                 }
                 WatchItem::Closed => return None,
             };
-            Some((Ok(event), (watch, session_id, ended, counted)))
+            Some((event, (watch, session_id, ended, counted)))
         },
     );
-    let end = futures_util::future::select(
-        Box::pin(state.shutdown.clone().cancelled_owned()),
-        Box::pin(state.auth.revoked(caller.token_id.clone())),
-    );
-    let stream = approvals.chain(live).take_until(end);
-    let keep_alive = Duration::try_from_secs_f64(state.config.stream.sse_keepalive_secs)
-        .unwrap_or(Duration::from_secs(15));
-    let mut response = sse_response(stream, keep_alive);
-    let headers = response.headers_mut();
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(live(state, caller, approvals.chain(events)))
 }
 
-fn sse_response<S>(stream: S, keep_alive: Duration) -> Response
-where
-    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
-{
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
-        .into_response()
-}
-
-/// An SSE response of a protocol adapter's own events (the OpenAI APIs, AG-UI): it ends
-/// with the server or the caller's token, keeps proxies from buffering, and sends
+/// An SSE response of `events` (a session's, the feed's, or a protocol adapter's own): it
+/// ends with the server or the caller's token, keeps proxies from buffering, and sends
 /// keep-alive comments.
 pub(crate) fn live<S>(state: &AppState, caller: &Caller, events: S) -> Response
 where
@@ -139,7 +119,9 @@ where
     let events = events.map(Ok::<_, Infallible>).take_until(end);
     let keep_alive = Duration::try_from_secs_f64(state.config.stream.sse_keepalive_secs)
         .unwrap_or(Duration::from_secs(15));
-    let mut response = sse_response(events, keep_alive);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .into_response();
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));

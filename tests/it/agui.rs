@@ -39,34 +39,18 @@ async fn bad_runs_are_refused_by_name_and_runs_stay_private() {
     let first = ids[0].to_owned();
 
     // Someone else cannot resume it, nor reach its thread through it.
+    let resume = |client: reqwest::Client, last: String, thread: &'static str| {
+        let body = json!({"threadId": thread, "runId": "r1", "messages": user});
+        let request = client.post(server.url("/api/ag-ui")).header("last-event-id", last);
+        async move { json_of(request.json(&body).send().await.unwrap()).await }
+    };
     let other = client_with(&server.token_for("mallory", false).await);
-    let response = other
-        .post(server.url("/api/ag-ui"))
-        .header("last-event-id", &first)
-        .json(&json!({"threadId": "mine", "runId": "r1", "messages": user}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_of(response).await.0, StatusCode::NOT_FOUND);
+    let (status, _) = resume(other, first.clone(), "mine").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // Nor can the owner graft it onto another thread.
-    let response = server
-        .client
-        .post(server.url("/api/ag-ui"))
-        .header("last-event-id", &first)
-        .json(&json!({"threadId": "elsewhere", "runId": "r1", "messages": user}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_of(response).await.0, StatusCode::NOT_FOUND);
-    let response = server
-        .client
-        .post(server.url("/api/ag-ui"))
-        .header("last-event-id", "garbage")
-        .json(&json!({"threadId": "mine", "runId": "r1", "messages": user}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json_of(response).await;
+    let (status, _) = resume(server.client.clone(), first, "elsewhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = resume(server.client.clone(), "garbage".into(), "mine").await;
     assert_eq!((status, body["param"].as_str()), (StatusCode::BAD_REQUEST, Some("Last-Event-ID")));
 }
 
