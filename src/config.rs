@@ -11,6 +11,7 @@
 mod env;
 mod keys;
 mod load;
+mod mcp;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::ConfigError;
+pub use mcp::{McpConfig, McpServerConfig, TOOL_SEPARATOR};
 
 /// Everything `parley serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +47,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub stream: StreamConfig,
+    pub mcp: McpConfig,
     /// Seconds running turns get to finish on shutdown before they are cancelled.
     pub shutdown_grace_secs: u64,
     /// Seconds a session's lease lasts unless its node renews it (every third of it): how
@@ -92,6 +95,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             stream: StreamConfig::default(),
+            mcp: McpConfig::default(),
             shutdown_grace_secs: 10,
             lease_secs: 15.0,
             trusted_proxies: Vec::new(),
@@ -316,7 +320,7 @@ impl Default for AuthConfig {
 
 /// The map fields: they take keys of the user's choosing, so any name below them is
 /// accepted (a test in `keys` fails when a map field is missing here).
-const FREE_FORM_MAPS: &[&str] = &["agent.page_hints", "tools.approval"];
+const FREE_FORM_MAPS: &[&str] = &["agent.page_hints", "tools.approval", "mcp.servers"];
 
 impl Config {
     /// Refuses settings that would be unsafe or cannot work.
@@ -333,6 +337,7 @@ impl Config {
             other => return Err(format!("auth.mode must be \"token\" or \"none\", not {other:?}")),
         }
         self.trusted_proxies()?;
+        self.mcp.validate()?;
         let bad = |id: &String| id.len() > 64 || !crate::runtime::valid_session_id(id);
         if self.node_id.as_ref().is_some_and(bad) {
             return Err(format!(
@@ -395,6 +400,7 @@ impl Config {
         }
         copy.database_url = Some(self.redacted_database_url());
         copy.redis_url = copy.redis_url.as_deref().map(redact_url);
+        copy.mcp = self.mcp.redacted();
         toml_string(&copy)
     }
 }
@@ -481,5 +487,51 @@ mod tests {
         assert!(!text.contains("sk-secret"), "{text}");
         assert!(text.contains("api_key = \"***\""), "{text}");
         assert!(text.contains("[provider]"), "{text}");
+    }
+
+    #[test]
+    fn redacted_toml_hides_mcp_secrets() {
+        let mut config = Config::default();
+        let server = McpServerConfig {
+            url: Some("https://u:pw@mcp.example/mcp?api_key=k1".into()),
+            headers: [("Authorization".to_owned(), "Bearer hdr-secret".to_owned())].into(),
+            ..McpServerConfig::default()
+        };
+        config.mcp.servers.insert("remote".into(), server);
+        let local = McpServerConfig {
+            command: Some("node".into()),
+            env: [("API_TOKEN".to_owned(), "env-secret".to_owned())].into(),
+            ..McpServerConfig::default()
+        };
+        config.mcp.servers.insert("local".into(), local);
+        config.validate().unwrap();
+        let text = config.redacted_toml();
+        for secret in ["pw", "k1", "hdr-secret", "env-secret"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("[mcp.servers.local.env]"), "{text}");
+        assert!(text.contains("API_TOKEN = \"***\""), "{text}");
+        assert!(text.contains("url = \"https://u:***@mcp.example/mcp?***\""), "{text}");
+    }
+
+    #[test]
+    fn refuses_mcp_servers_that_cannot_work() {
+        let check = |server: McpServerConfig, name: &str| {
+            let mut config = Config::default();
+            config.mcp.servers.insert(name.into(), server);
+            config.validate()
+        };
+        let stdio = McpServerConfig { command: Some("node".into()), ..Default::default() };
+        assert!(check(stdio.clone(), "ok-name_1").is_ok());
+        assert!(check(stdio.clone(), "a__b").unwrap_err().contains("mcp.servers.a__b"));
+        assert!(check(stdio.clone(), "a.b").is_err());
+        assert!(check(McpServerConfig::default(), "none").unwrap_err().contains("`command`"));
+        let both = McpServerConfig { url: Some("http://x".into()), ..stdio.clone() };
+        assert!(check(both, "both").unwrap_err().contains("not both"));
+        let ftp = McpServerConfig { url: Some("ftp://x".into()), ..Default::default() };
+        assert!(check(ftp, "ftp").is_err());
+        let remote_per_user =
+            McpServerConfig { url: Some("http://x".into()), per_user: true, ..Default::default() };
+        assert!(check(remote_per_user, "r").unwrap_err().contains("per_user"));
     }
 }

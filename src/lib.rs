@@ -10,7 +10,8 @@
 //!   cancellation. A turn never belongs to the connection that started it.
 //! - [`agent`]: the loop of model calls and tool calls of one turn.
 //! - [`providers`]: LLM APIs (OpenAI-compatible streaming).
-//! - [`tools`]: shell and workspace file tools, confined to the user's workspace.
+//! - [`tools`]: shell and workspace file tools, confined to the user's workspace, and the
+//!   tools of MCP servers (`tools::mcp`).
 //! - [`store`]: durable sessions, messages, turns and tool calls (SQLite or PostgreSQL).
 //! - [`bus`]: fan-out of session events to watchers (in-process).
 //! - [`config`] and [`server`]: configuration, start-up and graceful shutdown.

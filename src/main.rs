@@ -33,6 +33,13 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// The MCP servers of the configuration.
+    Mcp {
+        #[command(subcommand)]
+        action: McpAction,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Move an installation's data between stores.
     Store {
         #[command(subcommand)]
@@ -50,6 +57,12 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+}
+
+#[derive(Subcommand)]
+enum McpAction {
+    /// Start each configured server, print its state and its tools, and stop it.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -145,7 +158,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PARLEY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn")),
         )
         .with_ansi(ansi)
         .with_writer(move || -> Box<dyn std::io::Write> {
@@ -164,6 +177,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(overrides) => runtime.block_on(serve(overrides.load(&cli.config)?)),
         Command::Token { action, overrides } => {
             runtime.block_on(token(action, overrides.load(&cli.config)?))
+        }
+        Command::Mcp { action: McpAction::List, overrides } => {
+            runtime.block_on(mcp_list(overrides.load(&cli.config)?))
         }
         Command::Store { action: StoreAction::Copy { from, to, replace } } => {
             runtime.block_on(copy_store(&from, &to, replace))
@@ -251,6 +267,55 @@ async fn token(action: TokenAction, config: Config) -> anyhow::Result<()> {
             store.audit(&audit("token_revoked", &record.user, &record.id)).await?;
             println!("revoked {} ({})", record.id, record.user);
         }
+    }
+    Ok(())
+}
+
+async fn mcp_list(config: Config) -> anyhow::Result<()> {
+    use parley::tools::Registry;
+    use parley::tools::mcp::McpServers;
+    if config.mcp.servers.is_empty() {
+        println!("no MCP servers configured ([mcp.servers.NAME] in parley.toml)");
+        return Ok(());
+    }
+    let registry = std::sync::Arc::new(
+        Registry::new(&config.tools, config.workspace_root()).map_err(anyhow::Error::msg)?,
+    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let servers = McpServers::start(&config.mcp, registry.clone(), config.data_dir.clone());
+    let wait = std::time::Duration::try_from_secs_f64(config.mcp.start_timeout_secs)
+        .unwrap_or_default()
+        + std::time::Duration::from_secs(1);
+    servers.settled(wait).await;
+    let specs = registry.specs();
+    let mut failed = false;
+    for server in servers.statuses() {
+        let state = serde_json::to_value(server.state).unwrap_or_default();
+        let state = state.as_str().unwrap_or("unknown");
+        let error = server.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+        println!(
+            "{}\t{}\t{state}{error}\t{} tools",
+            server.name,
+            server.transport,
+            server.tools.len()
+        );
+        for tool in &server.tools {
+            let policy = match registry.policy(tool) {
+                parley::tools::Policy::Auto => "auto",
+                parley::tools::Policy::Ask => "ask",
+                parley::tools::Policy::Deny => "deny",
+            };
+            let description = specs.iter().find(|spec| &spec.name == tool);
+            let description = description.map(|spec| spec.description.as_str()).unwrap_or("");
+            let first_line = description.lines().next().unwrap_or("");
+            println!("  {tool}\t{policy}\t{first_line}");
+        }
+        failed |= server.state != parley::tools::mcp::Phase::Running;
+    }
+    servers.stop(std::time::Duration::from_secs(5)).await;
+    if failed {
+        anyhow::bail!("some MCP servers are not running");
     }
     Ok(())
 }

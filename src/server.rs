@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::http::{AppState, Connections, router, serve};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::tools::Registry;
+use crate::tools::mcp::McpServers;
 use crate::{providers, store};
 
 /// Opens the store, builds the provider, tools, bus and runtime, and takes over the
@@ -42,6 +43,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let tools = Arc::new(
         Registry::new(&config.tools, config.workspace_root()).map_err(anyhow::Error::msg)?,
     );
+    let mcp = McpServers::start(&config.mcp, tools.clone(), config.data_dir.clone());
     let agent = Agent {
         provider: provider.clone(),
         tools,
@@ -93,6 +95,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         connections,
         node_id,
         agui_runs: Default::default(),
+        mcp,
     })
 }
 
@@ -119,6 +122,7 @@ pub async fn run(
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_secs.max(1));
     let stop = state.shutdown.clone();
+    let mcp = state.mcp.clone();
     let background = [
         tokio::spawn(auto_prune(state.clone())),
         tokio::spawn(evict_idle(state.clone())),
@@ -139,6 +143,8 @@ pub async fn run(
     // its answer (or the interrupted partial) before its connection closes.
     tokio::join!(serve(listener, router(state), header_timeout, stop.clone()), turns);
     background.iter().for_each(|task| task.abort());
+    // After the turns, which may still have been calling their tools.
+    mcp.stop(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }

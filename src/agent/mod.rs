@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
 use crate::providers::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::store::StoreError;
-use crate::tools::{Policy, Registry, ToolContext, ToolError};
+use crate::tools::{Policy, Prepared, Progress, Registry, ToolContext, ToolError};
 
 /// Why a turn did not reach a final answer.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,8 @@ pub trait TurnObserver: Send + Sync {
     async fn step_interrupted(&self) -> Result<(), StoreError>;
     /// A tool call is about to run.
     async fn tool_started(&self, call: &ToolCall) -> Result<(), StoreError>;
+    /// A running tool call says how far it is (no I/O here).
+    fn tool_progress(&self, call: &ToolCall, detail: String);
     /// Asks the user whether a tool call may run; `Some(reason)` refuses it.
     async fn approve(
         &self,
@@ -173,7 +175,8 @@ impl Agent {
         ended
     }
 
-    /// Runs one tool call; its failure becomes the output the model sees.
+    /// Runs one tool call; its failure becomes the output the model sees. A call the tool
+    /// refuses (unknown, or arguments that do not fit) fails before anyone is asked.
     async fn run_tool(
         &self,
         call: &ToolCall,
@@ -182,17 +185,22 @@ impl Agent {
     ) -> Result<ToolOutcome, AgentError> {
         observer.tool_started(call).await?;
         let started = Instant::now();
-        let refusal = match self.tools.policy(&call.name) {
-            Policy::Auto => None,
-            Policy::Deny => Some("the tool policy denies this tool".to_owned()),
-            Policy::Ask => observer.approve(call, &ctx.cancel).await?,
-        };
-        let result = if ctx.cancel.is_cancelled() {
-            Err(ToolError::Cancelled)
-        } else if let Some(reason) = refusal {
-            Err(ToolError::Refused(reason))
-        } else {
-            self.tools.call(ctx, &call.name, &call.arguments).await
+        let result = match self.tools.prepare(&call.name, &call.arguments) {
+            Err(err) => Err(err),
+            Ok(prepared) => {
+                let refusal = match self.tools.policy(&call.name) {
+                    Policy::Auto => None,
+                    Policy::Deny => Some("the tool policy denies this tool".to_owned()),
+                    Policy::Ask => observer.approve(call, &ctx.cancel).await?,
+                };
+                if ctx.cancel.is_cancelled() {
+                    Err(ToolError::Cancelled)
+                } else if let Some(reason) = refusal {
+                    Err(ToolError::Refused(reason))
+                } else {
+                    self.run_reporting(call, ctx, prepared, observer).await
+                }
+            }
         };
         let outcome = match result {
             Ok(output) => ToolOutcome {
@@ -210,5 +218,25 @@ impl Agent {
         };
         observer.tool_finished(call, &outcome).await?;
         Ok(outcome)
+    }
+
+    /// Runs a prepared call, passing what it reports on to the observer as it comes.
+    async fn run_reporting(
+        &self,
+        call: &ToolCall,
+        ctx: &ToolContext,
+        prepared: Prepared,
+        observer: &dyn TurnObserver,
+    ) -> Result<String, ToolError> {
+        let (progress, mut reports) = Progress::channel();
+        let ctx = ToolContext { progress, ..ctx.clone() };
+        let run = self.tools.run(&ctx, prepared);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                result = &mut run => return result,
+                Some(detail) = reports.recv() => observer.tool_progress(call, detail),
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::auth::Caller;
+use crate::tools::mcp::Phase;
 
 /// Liveness: the process answers.
 pub(super) async fn health() -> Json<Value> {
@@ -21,8 +22,11 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
     let mut body = json!({
         "status": if health.ready() { "ready" } else { "unavailable" },
         "node_id": &*state.node_id,
-        "components": health.components(&state),
+        "components": health.components(&state, false),
     });
+    if health.degraded && health.ready() {
+        body["status"] = json!("degraded");
+    }
     if health.ready() {
         return Json(body).into_response();
     }
@@ -36,14 +40,15 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Operational status for an authenticated caller.
-pub(super) async fn status(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+pub(super) async fn status(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let health = Health::check(&state).await;
     let active_turns = state.runtime.active_turns().await;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": &*state.node_id,
         "uptime_secs": state.started.elapsed().as_secs(),
-        "components": health.components(&state),
+        "status": if !health.ready() { "unavailable" } else if health.degraded { "degraded" } else { "ok" },
+        "components": health.components(&state, caller.admin),
         "provider": &*state.provider,
         "active_turns": active_turns,
         "loaded_sessions": state.runtime.loaded_sessions().await,
@@ -57,23 +62,51 @@ pub(super) async fn status(State(state): State<AppState>, _caller: Caller) -> Js
 struct Health {
     store: bool,
     bus: bool,
+    /// An MCP server is not running: its tools fail, the rest works.
+    degraded: bool,
 }
 
 impl Health {
     async fn check(state: &AppState) -> Self {
-        Self { store: state.runtime.store_ready().await, bus: state.runtime.bus().healthy() }
+        let degraded = state.mcp.statuses().iter().any(|server| server.state != Phase::Running);
+        Self {
+            store: state.runtime.store_ready().await,
+            bus: state.runtime.bus().healthy(),
+            degraded,
+        }
     }
 
     fn ready(&self) -> bool {
         self.store && self.bus
     }
 
-    fn components(&self, state: &AppState) -> Value {
+    /// The components; `detailed` (admins) adds each MCP server's tools and last error.
+    fn components(&self, state: &AppState, detailed: bool) -> Value {
         let up = |ok: bool| if ok { "ok" } else { "unavailable" };
+        let mcp: serde_json::Map<String, Value> = state
+            .mcp
+            .statuses()
+            .into_iter()
+            .map(|server| {
+                let status = if server.state == Phase::Running { "ok" } else { "degraded" };
+                let mut entry = json!({"status": status, "state": server.state});
+                if detailed {
+                    entry["transport"] = json!(server.transport);
+                    entry["tools"] = json!(server.tools);
+                    entry["restarts"] = json!(server.restarts);
+                    entry["error"] = json!(server.error);
+                    if server.per_user {
+                        entry["user_processes"] = json!(server.user_processes);
+                    }
+                }
+                (server.name, entry)
+            })
+            .collect();
         json!({
             "store": up(self.store),
             "bus": {"kind": state.runtime.bus().describe(), "status": up(self.bus)},
             "provider": if state.provider_configured { "configured" } else { "not_configured" },
+            "mcp": mcp,
         })
     }
 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub node_id: Arc<str>,
     /// AG-UI streams attached to each running turn.
     pub agui_runs: Arc<crate::agui::Attached>,
+    /// The MCP servers whose tools the agent uses.
+    pub mcp: Arc<crate::tools::mcp::McpServers>,
 }
 
 /// All routes of the server.

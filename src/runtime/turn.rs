@@ -188,6 +188,13 @@ impl TurnObserver for Recorder<'_> {
         Ok(())
     }
 
+    fn tool_progress(&self, call: &ToolCall, detail: String) {
+        self.emit(EventKind::OperatorStatus {
+            phase: "tool".into(),
+            detail: Some(format!("{}: {detail}", call.name)),
+        });
+    }
+
     async fn approve(
         &self,
         call: &ToolCall,

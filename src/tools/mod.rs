@@ -2,6 +2,8 @@
 //! per tool. A tool's failure is returned to the model as text; it never ends the turn.
 
 mod list_dir;
+pub mod mcp;
+mod process_group;
 mod read_file;
 mod shell;
 mod workspace;
@@ -63,9 +65,30 @@ impl Policy {
     }
 }
 
+/// Where a running tool says how far it is; the agent passes it on to the turn's watchers.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Option<tokio::sync::mpsc::Sender<String>>);
+
+impl Progress {
+    /// A sink and the receiver of what is reported to it.
+    pub fn channel() -> (Self, tokio::sync::mpsc::Receiver<String>) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        (Self(Some(sender)), receiver)
+    }
+
+    /// Reports `detail`; dropped when the reader is behind, since progress is only advice.
+    pub fn report(&self, detail: String) {
+        if let Some(sender) = &self.0 {
+            let _ = sender.try_send(detail);
+        }
+    }
+}
+
 /// What a tool call runs with.
 #[derive(Debug, Clone)]
 pub struct ToolContext {
+    /// The user the call runs for.
+    pub user: String,
     /// The user's workspace; file tools are confined to it and `shell` runs in it.
     pub workspace: Workspace,
     /// Cancelled when the turn is; long-running tools stop and clean up.
@@ -74,6 +97,8 @@ pub struct ToolContext {
     pub max_output_bytes: usize,
     /// Time allowed to a `shell` command.
     pub shell_timeout: Duration,
+    /// Where the tool reports progress.
+    pub progress: Progress,
 }
 
 /// A capability offered to the model.
@@ -90,8 +115,19 @@ pub trait Tool: Send + Sync + 'static {
     fn default_policy(&self) -> Option<Policy> {
         None
     }
+    /// Checks `args` (a JSON object) before the call is approved or run; a refusal is the
+    /// tool error the model sees.
+    fn check(&self, _args: &serde_json::Value) -> Result<(), ToolError> {
+        Ok(())
+    }
     /// Runs it.
     async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<String, ToolError>;
+}
+
+/// A call whose tool exists and whose arguments passed the tool's check.
+pub struct Prepared {
+    tool: Arc<dyn Tool>,
+    args: serde_json::Value,
 }
 
 /// The tools available to turns, by name. Tools may join and leave while the server runs
@@ -147,20 +183,16 @@ impl Registry {
         self.tools.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `tools`, replacing any of the same names (unless disabled by configuration).
-    pub fn insert(&self, tools: impl IntoIterator<Item = Arc<dyn Tool>>) {
+    /// Replaces the tools whose names start with `prefix` by `tools` in one step, so no
+    /// call in between finds none (unless disabled by configuration).
+    pub fn replace_prefixed(&self, prefix: &str, tools: impl IntoIterator<Item = Arc<dyn Tool>>) {
         let mut all = self.tools.write().unwrap_or_else(|e| e.into_inner());
+        all.retain(|name, _| !name.starts_with(prefix));
         for tool in tools {
             if !self.config.disabled.iter().any(|d| d == tool.name()) {
                 all.insert(tool.name().to_owned(), tool);
             }
         }
-    }
-
-    /// Removes the tools whose names start with `prefix`.
-    pub fn remove_prefixed(&self, prefix: &str) {
-        let mut all = self.tools.write().unwrap_or_else(|e| e.into_inner());
-        all.retain(|name, _| !name.starts_with(prefix));
     }
 
     /// The specs offered to the model.
@@ -178,20 +210,18 @@ impl Registry {
     /// The context a tool call of `user` runs with.
     pub fn context(&self, user: &str, cancel: CancellationToken) -> Result<ToolContext, ToolError> {
         Ok(ToolContext {
+            user: user.to_owned(),
             workspace: Workspace::for_user(&self.root, user)?,
             cancel,
             max_output_bytes: self.config.max_output_bytes,
             shell_timeout: Duration::from_secs(self.config.shell_timeout_secs),
+            progress: Progress::default(),
         })
     }
 
-    /// Runs the tool `name` with the raw JSON `arguments` the model wrote.
-    pub async fn call(
-        &self,
-        ctx: &ToolContext,
-        name: &str,
-        arguments: &str,
-    ) -> Result<String, ToolError> {
+    /// Finds the tool `name` and checks the raw JSON `arguments` the model wrote, before
+    /// anyone is asked to approve the call.
+    pub fn prepare(&self, name: &str, arguments: &str) -> Result<Prepared, ToolError> {
         let tool = self.tools().get(name).cloned();
         let tool = tool.ok_or_else(|| ToolError::Unknown(name.into()))?;
         let args: serde_json::Value = serde_json::from_str(arguments)
@@ -199,7 +229,23 @@ impl Registry {
         if !args.is_object() {
             return Err(ToolError::InvalidArguments("expected a JSON object".into()));
         }
-        tool.call(ctx, args).await
+        tool.check(&args)?;
+        Ok(Prepared { tool, args })
+    }
+
+    /// Runs a prepared call.
+    pub async fn run(&self, ctx: &ToolContext, call: Prepared) -> Result<String, ToolError> {
+        call.tool.call(ctx, call.args).await
+    }
+
+    /// Prepares and runs the tool `name` with the raw JSON `arguments`.
+    pub async fn call(
+        &self,
+        ctx: &ToolContext,
+        name: &str,
+        arguments: &str,
+    ) -> Result<String, ToolError> {
+        self.run(ctx, self.prepare(name, arguments)?).await
     }
 }
 
@@ -260,18 +306,21 @@ mod tests {
         config.disabled.push("srv__off".into());
         let registry = Registry::new(&config, dir.path().to_path_buf()).unwrap();
         let builtin = registry.specs().len();
-        registry.insert([
-            Arc::new(Outside("srv__a")) as Arc<dyn Tool>,
-            Arc::new(Outside("srv__b")),
-            Arc::new(Outside("srv__off")),
-        ]);
+        registry.replace_prefixed(
+            "srv__",
+            [
+                Arc::new(Outside("srv__a")) as Arc<dyn Tool>,
+                Arc::new(Outside("srv__b")),
+                Arc::new(Outside("srv__off")),
+            ],
+        );
         assert_eq!(registry.specs().len(), builtin + 2, "the disabled one stays out");
         assert_eq!(registry.policy("srv__a"), Policy::Ask, "its own default");
         assert_eq!(registry.policy("srv__b"), Policy::Deny, "configuration wins");
         assert_eq!(registry.policy("list_dir"), registry.default_policy);
         let ctx = registry.context("alice", CancellationToken::new()).unwrap();
         assert_eq!(registry.call(&ctx, "srv__a", "{}").await.unwrap(), "srv__a ran");
-        registry.remove_prefixed("srv__");
+        registry.replace_prefixed("srv__", []);
         assert_eq!(registry.specs().len(), builtin);
         assert!(matches!(registry.call(&ctx, "srv__a", "{}").await, Err(ToolError::Unknown(_))));
     }

@@ -8,23 +8,11 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+use super::process_group::ProcessGroup;
 use super::{Tool, ToolContext, ToolError, required_str};
 
 /// Runs a shell command.
 pub(super) struct Shell;
-
-/// Kills a process group when dropped: on time-out, on cancel, when the turn's task is
-/// dropped, and after a normal exit (so nothing the command left behind keeps running).
-struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        // SAFETY: killpg only sends a signal; a group that is already gone yields ESRCH.
-        unsafe {
-            libc::killpg(self.0, libc::SIGKILL);
-        }
-    }
-}
 
 #[async_trait]
 impl Tool for Shell {
@@ -58,7 +46,9 @@ impl Tool for Shell {
             .spawn()
             .map_err(|e| ToolError::Failed(format!("starting sh: {e}")))?;
         let pid = child.id().ok_or_else(|| ToolError::Failed("sh exited at once".into()))?;
-        let _guard = GroupGuard(pid as i32);
+        // Killed when dropped: on time-out, on cancel, when the turn's task is dropped, and
+        // after a normal exit (so nothing the command left behind keeps running).
+        let _group = ProcessGroup::of(pid);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let max = ctx.max_output_bytes;

@@ -22,7 +22,7 @@ fn required() -> bool {
 }
 
 /// Fails (when required) or skips loudly; returns whether the test should go on.
-fn present(test: &str, path: &Path, install: &str) -> bool {
+pub(crate) fn present(test: &str, path: &Path, install: &str) -> bool {
     if path.exists() {
         return true;
     }

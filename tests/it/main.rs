@@ -14,6 +14,7 @@ mod hardening;
 mod leases;
 mod live_control;
 mod live_protocols;
+mod mcp;
 mod openai;
 mod provider_failures;
 mod queue;

@@ -1,0 +1,35 @@
+//! A child's process group, so stopping a tool's process also stops everything it started
+//! (`sh -c` pipelines, `npx` launching the real server).
+
+use std::time::Duration;
+
+/// Kills the process group when dropped (a group that is already gone is no error).
+pub(crate) struct ProcessGroup(i32);
+
+impl ProcessGroup {
+    /// The group led by the child `pid` (spawned with `process_group(0)`).
+    pub(crate) fn of(pid: u32) -> Option<Self> {
+        i32::try_from(pid).ok().filter(|pid| *pid > 0).map(Self)
+    }
+
+    /// Asks the group to stop (`SIGTERM`), waits up to `grace` for it to go, then kills it.
+    pub(crate) async fn terminate(self, grace: Duration) {
+        signal(self.0, libc::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline && signal(self.0, 0) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGKILL);
+    }
+}
+
+/// Sends `sig` to the group; whether a process of it was there to receive it.
+fn signal(group: i32, sig: i32) -> bool {
+    // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH.
+    unsafe { libc::killpg(group, sig) == 0 }
+}
