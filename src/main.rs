@@ -272,49 +272,16 @@ async fn token(action: TokenAction, config: Config) -> anyhow::Result<()> {
 }
 
 async fn mcp_list(config: Config) -> anyhow::Result<()> {
-    use parley::tools::Registry;
-    use parley::tools::mcp::McpServers;
     if config.mcp.servers.is_empty() {
         println!("no MCP servers configured ([mcp.servers.NAME] in parley.toml)");
         return Ok(());
     }
-    let registry = std::sync::Arc::new(
-        Registry::new(&config.tools, config.workspace_root()).map_err(anyhow::Error::msg)?,
-    );
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let servers = McpServers::start(&config.mcp, registry.clone(), config.data_dir.clone());
-    let wait = std::time::Duration::try_from_secs_f64(config.mcp.start_timeout_secs)
-        .unwrap_or_default()
-        + std::time::Duration::from_secs(1);
-    servers.settled(wait).await;
-    let specs = registry.specs();
-    let mut failed = false;
-    for server in servers.statuses() {
-        let state = serde_json::to_value(server.state).unwrap_or_default();
-        let state = state.as_str().unwrap_or("unknown");
-        let error = server.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
-        println!(
-            "{}\t{}\t{state}{error}\t{} tools",
-            server.name,
-            server.transport,
-            server.tools.len()
-        );
-        for tool in &server.tools {
-            let policy = match registry.policy(tool) {
-                parley::tools::Policy::Auto => "auto",
-                parley::tools::Policy::Ask => "ask",
-                parley::tools::Policy::Deny => "deny",
-            };
-            let description = specs.iter().find(|spec| &spec.name == tool);
-            let description = description.map(|spec| spec.description.as_str()).unwrap_or("");
-            let first_line = description.lines().next().unwrap_or("");
-            println!("  {tool}\t{policy}\t{first_line}");
-        }
-        failed |= server.state != parley::tools::mcp::Phase::Running;
-    }
-    servers.stop(std::time::Duration::from_secs(5)).await;
-    if failed {
+    let (listing, all_running) =
+        parley::tools::mcp::describe(&config).await.map_err(anyhow::Error::msg)?;
+    print!("{listing}");
+    if !all_running {
         anyhow::bail!("some MCP servers are not running");
     }
     Ok(())

@@ -144,7 +144,7 @@ pub async fn run(
     tokio::join!(serve(listener, router(state), header_timeout, stop.clone()), turns);
     background.iter().for_each(|task| task.abort());
     // After the turns, which may still have been calling their tools.
-    mcp.stop(Duration::from_secs(5)).await;
+    mcp.stop(Duration::from_secs(10)).await;
     tracing::info!("stopped");
     Ok(())
 }

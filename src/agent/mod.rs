@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
 use crate::providers::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::store::StoreError;
-use crate::tools::{Policy, Prepared, Progress, Registry, ToolContext, ToolError};
+use crate::tools::{Policy, Prepared, Progress, Registry, ToolContext, ToolError, cap_output};
 
 /// Why a turn did not reach a final answer.
 #[derive(Debug, thiserror::Error)]
@@ -209,9 +209,11 @@ impl Agent {
                 interrupted: false,
                 duration: started.elapsed(),
             },
+            // An error may carry what the tool's far end sent (an MCP server's message):
+            // capped like any output.
             Err(err) => ToolOutcome {
                 interrupted: matches!(err, ToolError::Cancelled),
-                output: format!("error: {err}"),
+                output: cap_output(format!("error: {err}"), ctx.max_output_bytes),
                 is_error: true,
                 duration: started.elapsed(),
             },
@@ -220,7 +222,8 @@ impl Agent {
         Ok(outcome)
     }
 
-    /// Runs a prepared call, passing what it reports on to the observer as it comes.
+    /// Runs a prepared call, passing what it reports on to the observer as it comes, at
+    /// most one report per quarter second (each is an event in the session's log).
     async fn run_reporting(
         &self,
         call: &ToolCall,
@@ -232,10 +235,16 @@ impl Agent {
         let ctx = ToolContext { progress, ..ctx.clone() };
         let run = self.tools.run(&ctx, prepared);
         tokio::pin!(run);
+        let mut last: Option<Instant> = None;
         loop {
             tokio::select! {
                 result = &mut run => return result,
-                Some(detail) = reports.recv() => observer.tool_progress(call, detail),
+                Some(detail) = reports.recv() => {
+                    if last.is_none_or(|at| at.elapsed() >= Duration::from_millis(250)) {
+                        last = Some(Instant::now());
+                        observer.tool_progress(call, detail);
+                    }
+                }
             }
         }
     }

@@ -45,6 +45,7 @@ impl Default for McpConfig {
 pub struct McpServerConfig {
     /// The program to run (stdio transport).
     pub command: Option<String>,
+    /// Its arguments (a URL among them is shown with its password as `***`).
     pub args: Vec<String>,
     /// Variables added to the child's environment (secrets welcome: never printed or logged).
     pub env: BTreeMap<String, String>,
@@ -69,14 +70,30 @@ pub const TOOL_SEPARATOR: &str = "__";
 impl McpConfig {
     /// Refuses servers that cannot work, naming the server.
     pub fn validate(&self) -> Result<(), String> {
+        let times = [
+            ("call_timeout_secs", self.call_timeout_secs),
+            ("start_timeout_secs", self.start_timeout_secs),
+            ("max_restart_backoff_secs", self.max_restart_backoff_secs),
+            ("idle_secs", self.idle_secs),
+            ("ping_interval_secs", self.ping_interval_secs),
+        ];
+        for (key, secs) in times {
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(format!("mcp.{key} must be a positive number of seconds, not {secs}"));
+            }
+        }
         for (name, server) in &self.servers {
             let fail = |why: &str| Err(format!("mcp.servers.{name}: {why}"));
+            // A name ending in `_` would make another server's prefix a part of its own.
             let valid_name = !name.is_empty()
                 && name.len() <= 32
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                && !name.contains(TOOL_SEPARATOR);
+                && !name.contains(TOOL_SEPARATOR)
+                && !name.ends_with('_');
             if !valid_name {
-                return fail("a server name is 1-32 of A-Z a-z 0-9 - _ without `__`");
+                return fail(
+                    "a server name is 1-32 of A-Z a-z 0-9 - _, without `__` or a final `_`",
+                );
             }
             match (&server.command, &server.url) {
                 (Some(_), Some(_)) => return fail("set `command` or `url`, not both"),
@@ -132,6 +149,10 @@ impl McpConfig {
         let mut copy = self.clone();
         for server in copy.servers.values_mut() {
             server.env.values_mut().for_each(|value| *value = "***".into());
+            // A URL in the arguments (a database to serve) keeps its password out.
+            for arg in server.args.iter_mut().filter(|arg| arg.contains("://")) {
+                *arg = super::redact_url(arg);
+            }
             server.headers.values_mut().for_each(|value| *value = "***".into());
             server.url = server.url.as_deref().map(Self::redacted_url);
         }

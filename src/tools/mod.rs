@@ -257,7 +257,7 @@ fn required_str<'a>(args: &'a serde_json::Value, key: &str) -> Result<&'a str, T
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut.
-fn cap_output(mut text: String, max: usize) -> String {
+pub(crate) fn cap_output(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }

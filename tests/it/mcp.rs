@@ -100,15 +100,13 @@ async fn stdio_tools_reach_the_model_round_trip_ask_and_check_their_arguments() 
     let provider = FakeProvider::start().await;
     let mut every = recorded_stdio(&index, dir.path(), "every");
     every.env.insert("FROM_CONFIG".into(), "yes".into());
-    let mut config = config_with(dir.path(), &provider, &[("every", every)]);
-    config.tools.approval.insert("every__echo".into(), "ask".into());
+    let config = config_with(dir.path(), &provider, &[("every", every)]);
     let server = TestServer::start(config).await;
     let entry = wait_for_server(&server, "every", "running", |_| true).await;
     assert!(entry["tools"].as_array().unwrap().contains(&json!("every__get-sum")), "{entry}");
     let (_, ready) = server.get("/health/ready").await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["components"]["mcp"]["every"]["status"], "ok");
-    assert!(ready["components"]["mcp"]["every"]["error"].is_null(), "public: no details");
 
     // A call round-trips into the answer and the timeline.
     provider.push([
@@ -164,12 +162,13 @@ async fn stdio_tools_reach_the_model_round_trip_ask_and_check_their_arguments() 
     assert!(outputs[0].contains("[image: image/png, ~"), "{}", outputs[0]);
     assert_eq!(outputs[1].matches("[resource link: ").count(), 2, "{}", outputs[1]);
     assert!(outputs[2].contains("temperature"), "{}", outputs[2]);
-    assert!(outputs[3].contains("\"FROM_CONFIG\": \"yes\""), "{}", outputs[3]);
-    assert!(
-        !outputs[3].contains("CARGO_MANIFEST_DIR"),
-        "Parley's environment leaked: {}",
-        outputs[3]
-    );
+    let env: serde_json::Map<String, Value> = serde_json::from_str(outputs[3]).unwrap();
+    assert_eq!(env["FROM_CONFIG"], "yes");
+    let allowed =
+        ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "FROM_CONFIG", "PWD"];
+    for key in env.keys() {
+        assert!(allowed.contains(&key.as_str()), "Parley's environment leaked: {key}");
+    }
 
     // Non-admins see the state, not the details.
     let user = crate::common::client_with(&server.token_for("carol", false).await);
@@ -193,24 +192,29 @@ async fn stdio_tools_reach_the_model_round_trip_ask_and_check_their_arguments() 
     let log = read(&dir.path().join("every.log"));
     assert_eq!(calls(&log), before, "the invalid call never reached the server: {log}");
 
-    // An `ask` tool waits for the user; approved, it runs.
+    // A tool the server does not mark read-only asks by default: denied, the server never
+    // gets it; approved, it runs.
+    let toggle = "every__toggle-simulated-logging";
     provider.push([
-        Script::tool_call("c3", "every__echo", json!({"message": "hi there"}), 2),
-        Script::text(&["Echoed."]),
+        Script::tool_call("c3", toggle, json!({}), 1),
+        Script::tool_call("c4", toggle, json!({}), 1),
+        Script::text(&["Toggled."]),
     ]);
     let mut ws = WsClient::connect(&server, "/ws/chat?session_id=m2").await;
     ws.next().await;
-    ws.send(json!({"type": "message", "content": "echo"})).await;
+    ws.send(json!({"type": "message", "content": "toggle"})).await;
     let request = ws.next_of("approval_request").await;
-    assert_eq!(request["tool"], "every__echo");
-    assert!(
-        !read(&dir.path().join("every.log")).contains("hi there"),
-        "not called before approval"
-    );
+    assert_eq!(request["tool"], toggle);
+    ws.send(json!({"type": "approval_response", "request_id": request["request_id"], "decision": "deny"})).await;
+    let result = ws.next_of("tool_result").await;
+    assert_eq!(result["is_error"], true);
+    assert!(!read(&dir.path().join("every.log")).contains("toggle-simulated-logging\""));
+    let request = ws.next_of("approval_request").await;
     ws.send(json!({"type": "approval_response", "request_id": request["request_id"], "decision": "approve"})).await;
     let result = ws.next_of("tool_result").await;
-    assert_eq!(result["output"], "Echo: hi there");
-    assert_eq!(ws.next_of("done").await["full_response"], "Echoed.");
+    assert_eq!(result["is_error"], false, "{result}");
+    assert!(read(&dir.path().join("every.log")).contains("toggle-simulated-logging\""));
+    assert_eq!(ws.next_of("done").await["full_response"], "Toggled.");
     server.stop().await;
 }
 
@@ -408,7 +412,9 @@ async fn streamable_http_tools_round_trip_cancel_and_survive_a_server_restart() 
     // The same server again, with a short time-out for its calls.
     let hasty = McpServerConfig { call_timeout_secs: Some(1.0), ..http.clone() };
     let servers = [("web", http), ("hasty", hasty)];
-    let server = TestServer::start(config_with(dir.path(), &provider, &servers)).await;
+    let mut config = config_with(dir.path(), &provider, &servers);
+    config.tools.max_output_bytes = 400;
+    let server = TestServer::start(config).await;
     wait_for_server(&server, "web", "running", |_| true).await;
     wait_for_server(&server, "hasty", "running", |_| true).await;
     assert!(
@@ -424,6 +430,12 @@ async fn streamable_http_tools_round_trip_cancel_and_survive_a_server_restart() 
     let (_, body) = server.chat("h", "sum").await;
     assert_eq!(body["tool_calls"][0]["output"], "The sum of 40 and 2 is 42.", "{body}");
     assert!(tool_names(&provider.requests()[0]).contains(&"web__get-sum".to_owned()));
+
+    // Output is capped like every tool's.
+    provider.push([Script::tool_call("e1", "web__get-env", json!({}), 1), Script::text(&["long"])]);
+    let (_, body) = server.chat("e", "env").await;
+    let output = body["tool_calls"][0]["output"].as_str().unwrap();
+    assert!(output.len() < 500 && output.contains("[output truncated"), "{output}");
 
     // A call past the server's time-out is a tool error, and the server is told to stop.
     provider.push([
@@ -478,6 +490,13 @@ async fn streamable_http_tools_round_trip_cancel_and_survive_a_server_restart() 
     wait_for_server(&server, "web", "restarting", |_| true).await;
     let (status, ready) = server.get("/health/ready").await;
     assert_eq!((status.as_u16(), ready["status"].as_str()), (200, Some("degraded")), "{ready}");
+    // Anyone may read readiness: it names the state, never the why.
+    let public = ready["components"]["mcp"]["web"].as_object().unwrap();
+    let keys: Vec<&str> = public.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["state", "status"], "{ready}");
+    let (_, admin) = server.get("/api/status").await;
+    assert_eq!(admin["status"], "degraded", "{admin}");
+    assert!(admin["components"]["mcp"]["web"]["error"].is_string(), "{admin}");
 
     // Back on the same port, the gateway reconnects and the tools work again.
     let _remote = http_everything(&index, port).await;
@@ -502,7 +521,7 @@ async fn per_user_servers_run_one_process_per_user_rooted_in_their_workspace() {
     let provider = FakeProvider::start().await;
     let own = McpServerConfig { per_user: true, ..plain_stdio(&index) };
     let mut config = config_with(dir.path(), &provider, &[("mine", own)]);
-    config.mcp.idle_secs = 1.0;
+    config.mcp.idle_secs = 3.0;
     let server = TestServer::start(config).await;
     let entry = wait_for_server(&server, "mine", "running", |_| true).await;
     assert_eq!(entry["user_processes"], 0, "{entry}");
@@ -535,6 +554,9 @@ async fn per_user_servers_run_one_process_per_user_rooted_in_their_workspace() {
     assert!(bob.contains(&format!("file://{}", bob_root.display())), "{bob}");
     assert!(!bob.contains("alice"), "{bob}");
 
+    let (_, status) = server.get("/api/status").await;
+    assert_eq!(status["components"]["mcp"]["mine"]["user_processes"], 2, "{status}");
+
     // Idle processes stop.
     wait_for_server(&server, "mine", "running", |e| e["user_processes"] == 0).await;
     server.stop().await;
@@ -563,4 +585,58 @@ fn mcp_list_prints_each_server_its_state_and_its_tools() {
     let config = parley(&["config"]);
     let printed = String::from_utf8_lossy(&config.stdout);
     assert!(printed.contains("TOKEN = \"***\"") && !printed.contains("env-secret"), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tool_list_is_followed_and_a_misbehaving_server_is_contained() {
+    let test = "a_changed_tool_list_is_followed_and_a_misbehaving_server_is_contained";
+    let Some(_) = everything(test) else { return };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp/changing.mjs");
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let changing = McpServerConfig {
+        command: Some("node".into()),
+        args: vec![script.display().to_string()],
+        ..McpServerConfig::default()
+    };
+    let mut config = config_with(dir.path(), &provider, &[("chg", changing)]);
+    config.tools.max_output_bytes = 1000;
+    config.tools.approval.insert("chg__grow".into(), "auto".into());
+    config.tools.approval.insert("chg__grown-1".into(), "auto".into());
+    config.tools.approval.insert("chg__noisy".into(), "auto".into());
+    config.tools.approval.insert("chg__flood".into(), "auto".into());
+    let server = TestServer::start(config).await;
+    let entry = wait_for_server(&server, "chg", "running", |_| true).await;
+    assert!(!entry["tools"].as_array().unwrap().contains(&json!("chg__grown-1")));
+
+    // The server adds a tool and says so; the registry follows, and the next turn has it.
+    provider.push([Script::tool_call("g", "chg__grow", json!({}), 1), Script::text(&["grew"])]);
+    let (_, body) = server.chat("c", "grow").await;
+    assert_eq!(body["tool_calls"][0]["output"], "added grown-1", "{body}");
+    wait_for_server(&server, "chg", "running", |e| {
+        e["tools"].as_array().is_some_and(|tools| tools.contains(&json!("chg__grown-1")))
+    })
+    .await;
+    provider.push([Script::tool_call("n", "chg__grown-1", json!({}), 1), Script::text(&["ran"])]);
+    let (_, body) = server.chat("c", "use it").await;
+    assert_eq!(body["tool_calls"][0]["output"], "grown 1 ran", "{body}");
+    assert!(tool_names(provider.requests().last().unwrap()).contains(&"chg__grown-1".to_owned()));
+
+    // Junk on stderr does not kill it; an error result is capped like any output.
+    provider.push([
+        Script::tool_call("j1", "chg__noisy", json!({}), 1),
+        Script::tool_call("j2", "chg__noisy", json!({}), 1),
+        Script::tool_call("f", "chg__flood", json!({}), 1),
+        Script::text(&["contained"]),
+    ]);
+    let (_, body) = server.chat("c", "misbehave").await;
+    let calls = body["tool_calls"].as_array().unwrap();
+    assert_eq!(calls[0]["output"], "still here", "{body}");
+    assert_eq!(calls[1]["output"], "still here", "{body}");
+    let flood = calls[2]["output"].as_str().unwrap();
+    assert_eq!(calls[2]["is_error"], true);
+    assert!(flood.len() < 1200 && flood.contains("[output truncated"), "{} bytes", flood.len());
+    let entry = wait_for_server(&server, "chg", "running", |_| true).await;
+    assert_eq!(entry["restarts"], 0, "{entry}");
+    server.stop().await;
 }

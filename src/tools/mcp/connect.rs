@@ -15,7 +15,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningServ
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, ErrorData, ServiceExt};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
 use crate::config::McpServerConfig;
@@ -197,6 +197,8 @@ pub(super) async fn connect(
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
         (None, Some(url)) => {
+            // reqwest's TLS needs a process-wide crypto provider (as the model client does).
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let headers = config
                 .headers
                 .iter()
@@ -212,28 +214,60 @@ pub(super) async fn connect(
     // On failure, `group` is dropped: the child and its own children are killed.
     match started {
         Ok(Ok(service)) => Ok(Connection { service, group }),
-        Ok(Err(err)) => Err(scrub(format!("the handshake failed: {err}"), config)),
+        Ok(Err(err)) => Err(format!("the handshake failed: {err}")),
         Err(_) => Err(format!("no answer to the handshake within {timeout:?}")),
     }
 }
 
-/// Keeps the configured URL's secrets (password, query) out of a message bound for logs
-/// and status.
-fn scrub(message: String, config: &McpServerConfig) -> String {
-    match &config.url {
-        Some(url) => {
-            let redacted = crate::config::McpConfig::redacted_url(url);
-            message.replace(url.as_str(), &redacted)
+/// Keeps the server's secrets (a URL's password and query, `headers` and `env` values) out
+/// of a message bound for logs and status, wherever and however the URL appears in it.
+pub(super) fn scrub(message: String, config: &McpServerConfig) -> String {
+    let mut secrets: Vec<&str> =
+        config.headers.values().chain(config.env.values()).map(String::as_str).collect();
+    if let Some(url) = &config.url {
+        if let Some((_, query)) = url.split_once('?') {
+            secrets.push(query);
         }
-        None => message,
+        let authority =
+            url.split_once("://").map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+        if let Some((user_info, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = user_info.split_once(':')
+        {
+            secrets.push(password);
+        }
     }
+    // Short values (`1`, `on`) would blank out ordinary words.
+    secrets.retain(|secret| secret.len() >= 4);
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets.into_iter().fold(message, |message, secret| message.replace(secret, "***"))
 }
 
 /// Logs what the child writes to stderr at debug level: it is the server's diagnostics, but
-/// may echo arguments, so it stays out of the info log.
-async fn relay_stderr(server: String, stderr: tokio::process::ChildStderr) {
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::debug!(server = %server, "MCP server stderr: {line}");
+/// may echo arguments, so it stays out of the info log. Reads to the end whatever comes
+/// (a child whose stderr is closed dies of it), a line cut at 4 KiB, bytes that are not
+/// UTF-8 replaced.
+async fn relay_stderr(server: String, mut stderr: tokio::process::ChildStderr) {
+    const MAX_LINE: usize = 4096;
+    let mut chunk = [0u8; 4096];
+    let mut line: Vec<u8> = Vec::new();
+    let log = |line: &mut Vec<u8>| {
+        if !line.is_empty() {
+            tracing::debug!(server = %server, "MCP server stderr: {}", String::from_utf8_lossy(line));
+            line.clear();
+        }
+    };
+    loop {
+        let read = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for &byte in &chunk[..read] {
+            if byte == b'\n' {
+                log(&mut line);
+            } else if line.len() < MAX_LINE {
+                line.push(byte);
+            }
+        }
     }
+    log(&mut line);
 }

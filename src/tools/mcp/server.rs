@@ -1,7 +1,6 @@
-//! One configured MCP server: kept running (restarted with backoff when it fails), its
-//! tools kept in the registry, and its calls made with a time-out, progress and cancel.
-//! A `per_user` server runs one process per user instead, started on first use and
-//! stopped when idle.
+//! One configured MCP server: kept running (restarted with backoff when it fails, pinged
+//! while it runs), its tools kept in the registry, and its calls made with a time-out,
+//! progress and cancel. A `per_user` server's processes are in `per_user`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, PaginatedRequestParams,
+    ServerResult,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RoleClient, ServiceError};
 use serde_json::Value;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connect::{self, Connection, Place, ProgressRoutes, Service};
+use super::per_user::UserSlot;
 use super::tool::{self, McpTool};
 use crate::config::{McpConfig, McpServerConfig, TOOL_SEPARATOR};
 use crate::tools::{Registry, Tool, ToolContext, ToolError};
@@ -26,34 +27,52 @@ use crate::tools::{Registry, Tool, ToolContext, ToolError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Being started for the first time.
     Starting,
+    /// Its tools are in the registry and answer (a `per_user` server: its tools are known,
+    /// users' processes start on demand).
     Running,
     /// Failed or stopped; the next start is scheduled.
     Restarting,
+    /// Stopped with the gateway.
     Stopped,
 }
+
+/// Most pages of `tools/list` read, and most tools taken, from one server: a server
+/// listing thousands would crowd every turn's context out.
+const MAX_PAGES: usize = 16;
+const MAX_TOOLS: usize = 128;
 
 /// The limits a server's connections and calls run under.
 #[derive(Debug, Clone)]
 pub(super) struct Limits {
+    /// Longest a tool call may take.
     pub call_timeout: Duration,
+    /// Longest a start (spawn, handshake, tool list) may take.
     pub start_timeout: Duration,
+    /// Longest wait between restarts.
     pub max_backoff: Duration,
+    /// How long a `per_user` process may sit unused.
     pub idle: Duration,
+    /// Time between pings of a running server.
     pub ping_interval: Duration,
 }
 
 impl Limits {
+    /// The configured limits, kept within sane bounds (a day at most) so that no
+    /// arithmetic on them can overflow.
     pub(super) fn new(config: &McpConfig, server: &McpServerConfig) -> Self {
-        let secs = |secs: f64, default: u64| {
-            Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(default))
+        let secs = |secs: f64, min: f64, max: f64| {
+            let secs = if secs.is_finite() { secs.clamp(min, max) } else { max };
+            Duration::from_secs_f64(secs)
         };
+        let call = server.call_timeout_secs.unwrap_or(config.call_timeout_secs);
         Self {
-            call_timeout: secs(server.call_timeout_secs.unwrap_or(config.call_timeout_secs), 120),
-            start_timeout: secs(config.start_timeout_secs, 30).max(Duration::from_millis(100)),
-            max_backoff: secs(config.max_restart_backoff_secs, 60).max(Duration::from_secs(1)),
-            idle: secs(config.idle_secs, 300).max(Duration::from_secs(1)),
-            ping_interval: secs(config.ping_interval_secs, 30).max(Duration::from_secs(1)),
+            call_timeout: secs(call, 0.1, 86_400.0),
+            start_timeout: secs(config.start_timeout_secs, 0.1, 3_600.0),
+            max_backoff: secs(config.max_restart_backoff_secs, 1.0, 86_400.0),
+            idle: secs(config.idle_secs, 1.0, 86_400.0),
+            ping_interval: secs(config.ping_interval_secs, 1.0, 86_400.0),
         }
     }
 }
@@ -61,9 +80,11 @@ impl Limits {
 /// The status of a server.
 #[derive(Debug, Clone)]
 pub(super) struct Status {
+    /// What it is doing.
     pub phase: Phase,
-    /// Why it last failed, for operators.
+    /// Why it last failed, for operators (secrets of its configuration scrubbed).
     pub error: Option<String>,
+    /// Starts after the first.
     pub restarts: u32,
     /// Its tools' names as the model sees them.
     pub tools: Vec<String>,
@@ -72,41 +93,33 @@ pub(super) struct Status {
 /// A live connection: the peer calls go through and the routes their progress comes back
 /// through.
 #[derive(Clone)]
-struct Live {
-    peer: Peer<RoleClient>,
-    progress: Arc<ProgressRoutes>,
+pub(super) struct Live {
+    pub peer: Peer<RoleClient>,
+    pub progress: Arc<ProgressRoutes>,
 }
 
 impl Live {
-    fn of(service: &Service) -> Self {
+    pub(super) fn of(service: &Service) -> Self {
         Self { peer: service.peer().clone(), progress: service.service().progress.clone() }
     }
 }
 
-/// One process of a `per_user` server.
-#[derive(Default)]
-struct UserSlot {
-    /// The running process and the number it was started under.
-    live: tokio::sync::Mutex<Option<(Live, u64)>>,
-    started: std::sync::atomic::AtomicU64,
-    /// Calls in flight and the last use, for the idle stop.
-    use_state: Mutex<(usize, Option<Instant>)>,
-}
-
 /// A configured server.
 pub(crate) struct Server {
-    name: String,
-    config: McpServerConfig,
-    limits: Limits,
+    pub(super) name: String,
+    pub(super) config: McpServerConfig,
+    pub(super) limits: Limits,
     data_dir: PathBuf,
     registry: Arc<Registry>,
     status: Mutex<Status>,
+    /// The shared process's connection while it runs.
     live: Mutex<Option<Live>>,
-    users: Mutex<HashMap<String, Arc<UserSlot>>>,
+    /// A `per_user` server's processes, by user.
+    pub(super) users: Mutex<HashMap<String, Arc<UserSlot>>>,
     /// Woken when a call's transport failed: the server is pinged at once.
     suspect: Notify,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    pub(super) shutdown: CancellationToken,
+    pub(super) tasks: TaskTracker,
 }
 
 impl Server {
@@ -155,11 +168,17 @@ impl Server {
     pub(super) fn user_processes(&self) -> usize {
         let slots: Vec<_> =
             self.users.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        slots.iter().filter(|slot| slot.live.try_lock().map_or(true, |live| live.is_some())).count()
+        slots.iter().filter(|slot| slot.running()).count()
     }
 
     fn set_status(&self, change: impl FnOnce(&mut Status)) {
         change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Records why the server last failed, with its configuration's secrets scrubbed.
+    pub(super) fn set_error(&self, why: String) {
+        let why = connect::scrub(why, &self.config);
+        self.set_status(|s| s.error = Some(why));
     }
 
     /// Keeps the server running until shutdown: starts it, lists its tools, waits for it to
@@ -187,13 +206,17 @@ impl Server {
                         self.set_status(|s| s.phase = Phase::Running);
                         return;
                     }
-                    let why = ended.err().unwrap_or_else(|| "it stopped".into());
+                    let why = connect::scrub(
+                        ended.err().unwrap_or_else(|| "it stopped".into()),
+                        &self.config,
+                    );
                     tracing::warn!(server = %self.name, "MCP server stopped: {why}");
-                    self.set_status(|s| s.error = Some(why));
+                    self.set_error(why);
                 }
                 Err(why) => {
+                    let why = connect::scrub(why, &self.config);
                     tracing::warn!(server = %self.name, "MCP server did not start: {why}");
-                    self.set_status(|s| s.error = Some(why));
+                    self.set_error(why);
                 }
             }
             if started.elapsed() > self.limits.max_backoff * 2 {
@@ -212,13 +235,19 @@ impl Server {
         self.set_status(|s| s.phase = Phase::Stopped);
     }
 
-    /// Where the shared process runs: the data folder, with no roots (a `per_user` server's
-    /// first start, which only lists its tools, declares roots but offers none).
+    /// Where the shared process runs: `cwd`, else a folder of its own under
+    /// `<data>/mcp/` (not the data folder, which holds the database and every workspace),
+    /// with no roots (a `per_user` server's first start, which only lists its tools,
+    /// declares roots but offers none).
     fn shared_place(&self) -> Place {
-        Place {
-            cwd: self.config.cwd.clone().unwrap_or_else(|| self.data_dir.clone()),
-            roots: self.config.per_user.then(Vec::new),
-        }
+        let cwd = self.config.cwd.clone().unwrap_or_else(|| {
+            let own = self.data_dir.join("mcp").join(&self.name);
+            if let Err(err) = std::fs::create_dir_all(&own) {
+                tracing::warn!(server = %self.name, "creating {}: {err}", own.display());
+            }
+            own
+        });
+        Place { cwd, roots: self.config.per_user.then(Vec::new) }
     }
 
     /// Serves one connection until it ends: adopts its tools, follows changes to them. For
@@ -261,8 +290,17 @@ impl Server {
                     }
                 }
                 () = changed.notified() => {
-                    if let Err(why) = self.adopt_tools(&peer).await {
-                        tracing::warn!(server = %self.name, "listing the changed tools failed: {why}");
+                    // A burst of notifications is read once.
+                    let listed = async {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        self.adopt_tools(&peer).await
+                    };
+                    tokio::select! {
+                        listed = listed => if let Err(why) = listed {
+                            let why = connect::scrub(why, &self.config);
+                            tracing::warn!(server = %self.name, "listing the changed tools failed: {why}");
+                        },
+                        () = self.shutdown.cancelled() => break Ok(()),
                     }
                 }
                 () = self.shutdown.cancelled() => break Ok(()),
@@ -279,17 +317,21 @@ impl Server {
         ended
     }
 
-    /// Lists the server's tools and puts them in the registry in place of the old ones.
+    /// Lists the server's tools (at most [`MAX_PAGES`] pages and [`MAX_TOOLS`] tools)
+    /// and puts them in the registry in place of the old ones.
     async fn adopt_tools(self: &Arc<Self>, peer: &Peer<RoleClient>) -> Result<(), String> {
-        let listed = tokio::time::timeout(self.limits.start_timeout, peer.list_all_tools())
+        let timeout = self.limits.start_timeout;
+        let listed = tokio::time::timeout(timeout, list_tools(peer))
             .await
-            .map_err(|_| format!("no answer to tools/list within {:?}", self.limits.start_timeout))?
-            .map_err(|e| format!("tools/list failed: {e}"))?;
+            .map_err(|_| format!("no answer to tools/list within {timeout:?}"))??;
+        if listed.len() > MAX_TOOLS {
+            tracing::warn!(server = %self.name, listed = listed.len(), "taking only the first {MAX_TOOLS} tools");
+        }
         let prefix = format!("{}{TOOL_SEPARATOR}", self.name);
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
-        for listed in listed {
+        for listed in listed.into_iter().take(MAX_TOOLS) {
             let listed = serde_json::to_value(&listed).unwrap_or_default();
-            match McpTool::from_listing(&prefix, &listed, self) {
+            match McpTool::from_listing(&prefix, &listed, Arc::downgrade(self)) {
                 // Two names that differ only in characters providers refuse would collide.
                 Ok(tool) if tools.iter().any(|t| t.name() == tool.name()) => {
                     tracing::warn!(server = %self.name, tool = tool.name(), "skipping a tool whose name is taken");
@@ -312,25 +354,20 @@ impl Server {
         args: serde_json::Map<String, Value>,
     ) -> Result<String, ToolError> {
         if self.config.per_user {
-            let slot = self.user_slot(&ctx.user);
-            let live = self.user_live(&slot, ctx).await?;
-            slot.use_state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
-            let result = self.call_on(&live, ctx, remote, args).await;
-            let mut state = slot.use_state.lock().unwrap_or_else(|e| e.into_inner());
-            *state = (state.0 - 1, Some(Instant::now()));
-            return result;
+            let (live, _in_use) = self.user_process(ctx).await?;
+            return self.call_on(&live, ctx, remote, args).await;
         }
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let live = live.ok_or_else(|| self.unavailable())?;
         self.call_on(&live, ctx, remote, args).await
     }
 
-    fn unavailable(&self) -> ToolError {
-        let status = self.status();
-        let why = status.error.map(|e| format!(": {e}")).unwrap_or_default();
+    /// The model's error for a call to a server that is down; why it is down is for the
+    /// operator (log, admin status), not for the conversation.
+    pub(super) fn unavailable(&self) -> ToolError {
         ToolError::Failed(format!(
-            "the MCP server {} is not running ({:?}{why}); it is being restarted, try again later",
-            self.name, status.phase
+            "the MCP server {} is not running; it is being restarted, try again later",
+            self.name
         ))
     }
 
@@ -391,91 +428,22 @@ impl Server {
             }
         }
     }
+}
 
-    fn user_slot(&self, user: &str) -> Arc<UserSlot> {
-        self.users
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(user.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// The user's own process, started if it is not running.
-    async fn user_live(
-        self: &Arc<Self>,
-        slot: &Arc<UserSlot>,
-        ctx: &ToolContext,
-    ) -> Result<Live, ToolError> {
-        let mut live = slot.live.lock().await;
-        if let Some((running, _)) = live.as_ref()
-            && !running.peer.is_transport_closed()
-        {
-            return Ok(running.clone());
-        }
-        if self.shutdown.is_cancelled() {
-            return Err(self.unavailable());
-        }
-        let root = ctx.workspace.root().to_path_buf();
-        let place = Place {
-            cwd: self.config.cwd.clone().unwrap_or_else(|| root.clone()),
-            roots: Some(vec![root]),
-        };
-        let connection = connect::connect(
-            &self.name,
-            &self.config,
-            place,
-            self.limits.start_timeout,
-        )
-        .await
-        .map_err(|why| {
-            tracing::warn!(server = %self.name, "MCP server did not start for a user: {why}");
-            ToolError::Failed(format!("the MCP server {} did not start: {why}", self.name))
-        })?;
-        let running = Live::of(&connection.service);
-        let number = slot.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        *live = Some((running.clone(), number));
-        *slot.use_state.lock().unwrap_or_else(|e| e.into_inner()) = (0, Some(Instant::now()));
-        self.tasks.spawn(self.clone().keep_user(slot.clone(), connection, number));
-        Ok(running)
-    }
-
-    /// Runs a user's process until it ends, sits idle too long, or the server shuts down.
-    async fn keep_user(self: Arc<Self>, slot: Arc<UserSlot>, connection: Connection, number: u64) {
-        let Connection { service, group } = connection;
-        let cancel = service.cancellation_token();
-        let waiting = service.waiting();
-        tokio::pin!(waiting);
-        let mut tick = tokio::time::interval(self.limits.idle / 4);
-        let mut finished = false;
-        loop {
-            tokio::select! {
-                _ = &mut waiting => {
-                    finished = true;
-                    break;
-                }
-                () = self.shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    let (busy, last) = *slot.use_state.lock().unwrap_or_else(|e| e.into_inner());
-                    if busy == 0 && last.is_some_and(|at| at.elapsed() >= self.limits.idle) {
-                        tracing::debug!(server = %self.name, "stopping an idle per-user MCP server");
-                        break;
-                    }
-                }
-            }
-        }
-        cancel.cancel();
-        if !finished {
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
-        }
-        if let Some(group) = group {
-            group.terminate(Duration::from_secs(2)).await;
-        }
-        let mut live = slot.live.lock().await;
-        if live.as_ref().is_some_and(|(_, current)| *current == number) {
-            *live = None;
+/// Every tool of the server's list, page by page up to [`MAX_PAGES`] pages.
+async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<rmcp::model::Tool>, String> {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.take().map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
+        let page = peer.list_tools(params).await.map_err(|e| format!("tools/list failed: {e}"))?;
+        tools.extend(page.tools);
+        match page.next_cursor {
+            Some(next) if tools.len() <= MAX_TOOLS => cursor = Some(next),
+            _ => break,
         }
     }
+    Ok(tools)
 }
 
 /// Whether the server answers a ping within five seconds (an error answer counts: the

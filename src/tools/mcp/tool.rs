@@ -2,7 +2,7 @@
 //! and input schema as the server gave them, arguments checked against that schema before
 //! the call, and the result turned into the text the model reads.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use async_trait::async_trait;
 use rmcp::model::CallToolResult;
@@ -13,6 +13,10 @@ use crate::tools::{Policy, Tool, ToolContext, ToolError, cap_output};
 
 /// Longest tool name providers accept (OpenAI: `^[a-zA-Z0-9_-]{1,64}$`).
 const MAX_NAME: usize = 64;
+/// Longest description passed on, and largest input schema taken (serialized): every turn
+/// sends them to the model.
+const MAX_DESCRIPTION: usize = 8 * 1024;
+const MAX_SCHEMA: usize = 64 * 1024;
 
 /// A tool of an MCP server.
 pub(super) struct McpTool {
@@ -32,7 +36,7 @@ impl McpTool {
     pub(super) fn from_listing(
         prefix: &str,
         listing: &Value,
-        server: &Arc<Server>,
+        server: Weak<Server>,
     ) -> Result<Self, String> {
         let remote = listing["name"].as_str().ok_or("a tool without a name")?.to_owned();
         let safe: String = remote
@@ -47,25 +51,17 @@ impl McpTool {
         if !schema.is_object() {
             schema = serde_json::json!({"type": "object"});
         }
+        if schema.to_string().len() > MAX_SCHEMA {
+            return Err(format!("{name}: its input schema is over {MAX_SCHEMA} bytes"));
+        }
         // A schema the validator cannot compile is passed on, and the server judges.
         let validator = jsonschema::validator_for(&schema)
             .inspect_err(|e| tracing::debug!(tool = %name, "input schema not checked: {e}"))
             .ok();
-        let description = listing["description"]
-            .as_str()
-            .or(listing["title"].as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let description = listing["description"].as_str().or(listing["title"].as_str());
+        let description = cap_output(description.unwrap_or_default().to_owned(), MAX_DESCRIPTION);
         let read_only = listing["annotations"]["readOnlyHint"].as_bool() == Some(true);
-        Ok(Self {
-            name,
-            remote,
-            description,
-            schema,
-            validator,
-            read_only,
-            server: Arc::downgrade(server),
-        })
+        Ok(Self { name, remote, description, schema, validator, read_only, server })
     }
 }
 
@@ -101,10 +97,10 @@ impl Tool for McpTool {
         if problems.is_empty() {
             return Ok(());
         }
+        let schema = cap_output(self.schema.to_string(), 2048);
         Err(ToolError::InvalidArguments(format!(
-            "{} (the tool's input schema: {})",
-            problems.join("; "),
-            self.schema
+            "{} (the tool's input schema: {schema})",
+            problems.join("; ")
         )))
     }
 
@@ -113,6 +109,7 @@ impl Tool for McpTool {
         let Value::Object(args) = args else {
             return Err(ToolError::InvalidArguments("expected a JSON object".into()));
         };
+        // Errors are capped with every tool's output by the agent.
         let output = server.call(ctx, &self.remote, args).await?;
         Ok(cap_output(output, ctx.max_output_bytes))
     }
@@ -169,4 +166,68 @@ pub(super) fn render(result: &CallToolResult) -> Result<String, ToolError> {
         }));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tool(listing: Value) -> Result<McpTool, String> {
+        McpTool::from_listing("srv__", &listing, Weak::new())
+    }
+
+    fn rendered(result: Value) -> Result<String, ToolError> {
+        render(&serde_json::from_value(result).unwrap())
+    }
+
+    #[test]
+    fn listings_become_tools_named_for_providers() {
+        let schema =
+            json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
+        let read_only = tool(json!({"name": "a.b/c", "description": "d", "inputSchema": schema,
+            "annotations": {"readOnlyHint": true}}))
+        .unwrap();
+        assert_eq!(read_only.name(), "srv__a_b_c");
+        assert_eq!(read_only.remote, "a.b/c");
+        assert_eq!(read_only.default_policy(), None, "read-only: the configured default");
+        let writer = tool(json!({"name": "w", "inputSchema": schema})).unwrap();
+        assert_eq!(writer.default_policy(), Some(Policy::Ask));
+        assert!(writer.check(&json!({"n": 3})).is_ok());
+        let refused = writer.check(&json!({"n": "three"})).unwrap_err().to_string();
+        assert!(refused.contains("/n") && refused.contains("integer"), "{refused}");
+        assert!(writer.check(&json!({})).unwrap_err().to_string().contains("\"n\""));
+
+        assert!(tool(json!({"name": "x".repeat(60)})).is_err(), "past 64 characters");
+        assert!(tool(json!({"description": "nameless"})).is_err());
+        let huge = json!({"name": "big", "inputSchema": {"type": "object", "description": "x".repeat(70_000)}});
+        assert!(tool(huge).is_err());
+        let long = tool(json!({"name": "long", "description": "y".repeat(10_000)})).unwrap();
+        assert!(long.description().len() < 9_000);
+    }
+
+    #[test]
+    fn results_become_text_the_model_reads() {
+        let text = rendered(json!({"content": [
+            {"type": "text", "text": "hello"},
+            {"type": "image", "data": "AAAA", "mimeType": "image/png"},
+            {"type": "audio", "data": "AAAAAAAA", "mimeType": "audio/wav"},
+            {"type": "resource", "resource": {"uri": "file:///a.txt", "text": "inside"}},
+            {"type": "resource", "resource": {"uri": "file:///b.bin", "blob": "AAAA", "mimeType": "application/zip"}},
+            {"type": "resource_link", "uri": "file:///c", "name": "c", "mimeType": "text/plain"}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            text,
+            "hello\n[image: image/png, ~3 bytes]\n[audio: audio/wav, ~6 bytes]\n\
+             [resource file:///a.txt]\ninside\n[resource file:///b.bin: application/zip, ~3 bytes]\n\
+             [resource link: c <file:///c> (text/plain)]"
+        );
+        let structured = rendered(json!({"content": [], "structuredContent": {"t": 21}})).unwrap();
+        assert_eq!(structured, r#"{"t":21}"#);
+        let failed = rendered(
+            json!({"content": [{"type": "text", "text": "no such city"}], "isError": true}),
+        );
+        assert!(matches!(failed, Err(ToolError::Failed(text)) if text == "no such city"));
+    }
 }
