@@ -122,7 +122,7 @@ impl ClientHandler for Handler {
             .roots
             .iter()
             .flatten()
-            .map(|dir| serde_json::json!({"uri": format!("file://{}", dir.display()), "name": "workspace"}))
+            .map(|dir| serde_json::json!({"uri": file_uri(dir), "name": "workspace"}))
             .collect();
         Ok(serde_json::from_value(serde_json::json!({"roots": roots})).unwrap_or_default())
     }
@@ -149,6 +149,20 @@ impl ClientHandler for Handler {
         tracing::info!(server = %self.server, "MCP server's tool list changed");
         self.tools_changed.notify_one();
     }
+}
+
+/// The `file://` URI of `dir`, its bytes percent-encoded where a URI needs it.
+fn file_uri(dir: &std::path::Path) -> String {
+    let mut uri = String::from("file://");
+    for &byte in dir.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                uri.push(char::from(byte));
+            }
+            other => uri.push_str(&format!("%{other:02X}")),
+        }
+    }
+    uri
 }
 
 /// Where a connection runs.
@@ -270,4 +284,30 @@ async fn relay_stderr(server: String, mut stderr: tokio::process::ChildStderr) {
         }
     }
     log(&mut line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_uris_and_secrets_are_scrubbed() {
+        assert_eq!(
+            file_uri(std::path::Path::new("/data/my work/ü")),
+            "file:///data/my%20work/%C3%BC"
+        );
+        let config = McpServerConfig {
+            url: Some("https://u:hunter22@mcp.example/mcp?key=abcdef".into()),
+            headers: [("Authorization".to_owned(), "Bearer tok-123".to_owned())].into(),
+            ..McpServerConfig::default()
+        };
+        let message = "error sending request for url (https://u@mcp.example/mcp?key=abcdef): \
+                       hunter22 / Bearer tok-123"
+            .to_owned();
+        let scrubbed = scrub(message, &config);
+        for secret in ["abcdef", "hunter22", "tok-123"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(scrubbed.contains("mcp.example/mcp?***"), "{scrubbed}");
+    }
 }
