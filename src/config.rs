@@ -108,7 +108,7 @@ impl Default for Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProviderConfig {
-    /// `openai` (any OpenAI-compatible server).
+    /// `openai` (any OpenAI-compatible server) or `anthropic` (the Messages API).
     pub kind: String,
     /// Base URL including `/v1`; unset makes turns fail with `PROVIDER_NOT_CONFIGURED`.
     pub url: Option<String>,
@@ -125,6 +125,9 @@ pub struct ProviderConfig {
     pub max_retries: u32,
     /// First backoff delay; doubles on each retry.
     pub retry_base_ms: u64,
+    /// Most tokens an answer may have (Anthropic requires it; OpenAI-compatible servers are
+    /// not sent it).
+    pub max_tokens: u32,
 }
 
 impl Default for ProviderConfig {
@@ -140,6 +143,7 @@ impl Default for ProviderConfig {
             total_timeout_secs: 600.0,
             max_retries: 2,
             retry_base_ms: 500,
+            max_tokens: 8192,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! - [`runtime`]: owns turns: a FIFO queue per session, the event log with its `seq`, and
 //!   cancellation. A turn never belongs to the connection that started it.
 //! - [`agent`]: the loop of model calls and tool calls of one turn.
-//! - [`providers`]: LLM APIs (OpenAI-compatible streaming).
+//! - [`providers`]: LLM APIs (OpenAI-compatible and Anthropic, streaming).
 //! - [`tools`]: shell and workspace file tools, confined to the user's workspace, and the
 //!   tools of MCP servers (`tools::mcp`).
 //! - [`store`]: durable sessions, messages, turns and tool calls (SQLite or PostgreSQL).

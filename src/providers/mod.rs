@@ -1,9 +1,13 @@
 //! LLM providers: the [`Provider`] trait, its typed errors, and the registry that builds
-//! the configured one. One file per provider.
+//! the configured one. One file per provider (and one per wire format), over the HTTP
+//! side they share (`upstream`).
 
+mod anthropic;
+mod anthropic_wire;
 mod openai;
 mod openai_chunk;
 mod sse;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +18,7 @@ use serde::Serialize;
 use crate::config::ProviderConfig;
 use crate::conversation::{ChatMessage, ToolCall, Usage};
 
+pub use anthropic::AnthropicProvider;
 pub use openai::OpenAiProvider;
 pub(crate) use openai_chunk::Assembler;
 pub use sse::SseParser;
@@ -154,6 +159,9 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
     };
     match config.kind.as_str() {
         "openai" => Ok(Arc::new(OpenAiProvider::new(url, config)?)),
-        other => Err(format!("unknown provider kind {other:?} (expected \"openai\")")),
+        "anthropic" => Ok(Arc::new(AnthropicProvider::new(url, config)?)),
+        other => {
+            Err(format!("unknown provider kind {other:?} (expected \"openai\" or \"anthropic\")"))
+        }
     }
 }

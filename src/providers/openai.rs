@@ -1,109 +1,35 @@
 //! An OpenAI-compatible streaming client (OpenAI, Ollama, vLLM, llama.cpp, OpenRouter...),
-//! on reqwest and Parley's own SSE parser, with time-outs at every stage and retries
-//! before the first byte.
-
-use std::time::Duration;
+//! on the shared [`Upstream`] (time-outs at every stage, retries before the first byte).
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Response, StatusCode};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use tokio::time::{Instant, timeout_at};
 
 use super::openai_chunk::{Assembler, request_body};
-use super::{ChatRequest, Completion, Delta, Provider, ProviderError, SseParser};
+use super::upstream::Upstream;
+use super::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::config::ProviderConfig;
-
-/// Longest `Retry-After` Parley honours before giving up on a retry.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A provider speaking the OpenAI chat-completions API.
 pub struct OpenAiProvider {
-    client: reqwest::Client,
-    base_url: String,
-    endpoint: String,
-    api_key: Option<String>,
+    upstream: Upstream,
     model: Option<String>,
-    first_byte: Duration,
-    idle: Duration,
-    total: Duration,
-    max_retries: u32,
-    retry_base: Duration,
 }
 
 impl OpenAiProvider {
     /// A client for `base_url` (including `/v1`).
     pub fn new(base_url: &str, config: &ProviderConfig) -> Result<Self, String> {
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(format!("provider url must start with http:// or https://: {base_url}"));
+        let mut headers = HeaderMap::new();
+        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| "the API key is not a valid header value".to_owned())?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
         }
-        // The process-wide TLS crypto provider; installing it twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(secs(config.connect_timeout_secs))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(Self {
-            client,
-            endpoint: format!("{base_url}/chat/completions"),
-            base_url,
-            api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+            upstream: Upstream::new(base_url, "/chat/completions", headers, config)?,
             model: config.model.clone().filter(|m| !m.is_empty()),
-            first_byte: secs(config.first_byte_timeout_secs),
-            idle: secs(config.idle_timeout_secs),
-            total: secs(config.total_timeout_secs),
-            max_retries: config.max_retries,
-            retry_base: Duration::from_millis(config.retry_base_ms),
         })
-    }
-
-    /// Sends the request, retrying 429, 5xx and connect errors with backoff until the
-    /// response headers arrive.
-    async fn send(
-        &self,
-        body: &serde_json::Value,
-        deadline: Instant,
-    ) -> Result<Response, ProviderError> {
-        let mut attempt = 0;
-        loop {
-            let first_byte_deadline = deadline.min(Instant::now() + self.first_byte);
-            let mut request = self.client.post(&self.endpoint).json(body);
-            if let Some(key) = &self.api_key {
-                request = request.bearer_auth(key);
-            }
-            let error = match timeout_at(first_byte_deadline, request.send()).await {
-                Err(_) => return Err(ProviderError::Timeout("waiting for the first byte")),
-                Ok(Ok(response)) if response.status().is_success() => return Ok(response),
-                Ok(Ok(response)) => status_error(response).await,
-                Ok(Err(err)) if err.is_connect() => {
-                    ProviderError::Unavailable(format!("cannot connect to {}", self.base_url))
-                }
-                Ok(Err(err)) if err.is_timeout() => ProviderError::Timeout("connecting"),
-                Ok(Err(err)) => ProviderError::Unavailable(format!("request failed: {err}")),
-            };
-            let retryable =
-                matches!(error, ProviderError::RateLimited { .. } | ProviderError::Unavailable(_));
-            if !retryable || attempt >= self.max_retries {
-                return Err(error);
-            }
-            let backoff = match &error {
-                ProviderError::RateLimited { retry_after: Some(after) } => *after,
-                _ => self.retry_base * 2u32.saturating_pow(attempt) + jitter(self.retry_base),
-            };
-            if backoff > MAX_RETRY_AFTER || Instant::now() + backoff >= deadline {
-                return Err(error);
-            }
-            tracing::warn!(
-                attempt,
-                kind = error.kind(),
-                ?backoff,
-                "provider call failed; retrying"
-            );
-            tokio::time::sleep(backoff).await;
-            attempt += 1;
-        }
     }
 }
 
@@ -114,10 +40,9 @@ impl Provider for OpenAiProvider {
         request: &ChatRequest,
         on_delta: &mut (dyn FnMut(Delta) + Send),
     ) -> Result<Completion, ProviderError> {
-        let started = Instant::now();
-        let deadline = started + self.total;
+        let deadline = Instant::now() + self.upstream.total;
         let body = request_body(request, self.model.as_deref());
-        let response = self.send(&body, deadline).await?;
+        let response = self.upstream.send(&body, deadline).await?;
         let is_json = response
             .headers()
             .get(CONTENT_TYPE)
@@ -133,41 +58,15 @@ impl Provider for OpenAiProvider {
             assembler.apply(&text, on_delta)?;
             return assembler.finish();
         }
-        let mut stream = response.bytes_stream();
-        let mut parser = SseParser::default();
-        let mut received_any = false;
-        let mut done = false;
-        while !done {
-            let wait = if received_any { self.idle } else { self.first_byte };
-            let chunk_deadline = deadline.min(Instant::now() + wait);
-            let next = match timeout_at(chunk_deadline, stream.next()).await {
-                Ok(next) => next,
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(ProviderError::Timeout("total time for the answer"));
-                }
-                Err(_) if received_any => {
-                    return Err(ProviderError::Timeout("idle between chunks"));
-                }
-                Err(_) => return Err(ProviderError::Timeout("waiting for the first byte")),
-            };
-            let bytes = match next {
-                None => break,
-                Some(Ok(bytes)) => bytes,
-                Some(Err(err)) => {
-                    return Err(ProviderError::Unavailable(format!("the stream was cut: {err}")));
-                }
-            };
-            received_any = true;
-            for data in parser.feed(&bytes) {
-                if data.trim() == "[DONE]" {
-                    done = true;
-                    break;
-                }
-                assembler.apply(&data, on_delta)?;
+        let mut on_event = |data: &str| {
+            if data.trim() == "[DONE]" {
+                return Ok(true);
             }
-        }
+            assembler.apply(data, on_delta).map(|()| false)
+        };
+        let (done, rest) = self.upstream.read_events(response, deadline, &mut on_event).await?;
         if !done {
-            if let Some(data) = parser.finish().filter(|d| d.trim() != "[DONE]") {
+            if let Some(data) = rest.filter(|d| d.trim() != "[DONE]") {
                 assembler.apply(&data, on_delta)?;
             }
             if !assembler.finished() {
@@ -185,50 +84,10 @@ impl Provider for OpenAiProvider {
 
     fn describe(&self) -> String {
         match &self.model {
-            Some(model) => format!("openai-compatible at {} (model {model})", self.base_url),
-            None => format!("openai-compatible at {}", self.base_url),
+            Some(model) => {
+                format!("openai-compatible at {} (model {model})", self.upstream.base_url)
+            }
+            None => format!("openai-compatible at {}", self.upstream.base_url),
         }
     }
-}
-
-/// Maps an unsuccessful HTTP status to a typed error, reading the provider's message.
-async fn status_error(response: Response) -> ProviderError {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
-    let body = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            error.get("message").or(Some(error))?.as_str().map(str::to_owned)
-        })
-        .unwrap_or(body);
-    let message: String = message.chars().take(300).collect();
-    match status {
-        StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited { retry_after },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            ProviderError::Auth { status: status.as_u16() }
-        }
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-            ProviderError::Timeout("the provider's own time-out")
-        }
-        s if s.is_server_error() => ProviderError::Unavailable(format!("HTTP {s}: {message}")),
-        s => ProviderError::Rejected { status: s.as_u16(), message },
-    }
-}
-
-fn secs(value: f64) -> Duration {
-    Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs(60))
-}
-
-/// Up to `base` of randomness, so retrying clients do not move in lock-step.
-fn jitter(base: Duration) -> Duration {
-    let random = uuid::Uuid::new_v4().as_u128() as u64 % 1000;
-    base * random as u32 / 1000
 }

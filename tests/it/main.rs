@@ -3,6 +3,7 @@
 mod common;
 
 mod agui;
+mod anthropic;
 mod browser;
 mod bus_contract;
 mod chat;

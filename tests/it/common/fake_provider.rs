@@ -23,6 +23,8 @@ pub enum Step {
     Chunk(Value),
     /// Raw bytes, sent as they are.
     Raw(&'static str),
+    /// Bytes made at run time, sent as they are (a stream cut into arbitrary pieces).
+    Bytes(Vec<u8>),
     /// A pause.
     Delay(Duration),
     /// Drop the connection without finishing the stream.
@@ -125,9 +127,11 @@ impl Script {
 }
 
 #[derive(Default)]
-struct Shared {
-    scripts: VecDeque<Script>,
-    requests: Vec<Value>,
+pub(super) struct Shared {
+    pub(super) scripts: VecDeque<Script>,
+    pub(super) requests: Vec<Value>,
+    /// The `x-api-key` and `anthropic-version` headers of each Messages request.
+    pub(super) anthropic_headers: Vec<(Option<String>, Option<String>)>,
     /// Pause before each part of the default echo answer.
     echo_pause: Duration,
     /// Streams whose client went away before their end.
@@ -147,6 +151,7 @@ impl FakeProvider {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
+            .route("/v1/messages", post(super::fake_anthropic::messages))
             .route("/control/scripts", post(control))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -179,6 +184,11 @@ impl FakeProvider {
     /// The request bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.lock().unwrap().requests.clone()
+    }
+
+    /// The `x-api-key` and `anthropic-version` of each Messages request so far.
+    pub fn anthropic_headers(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.shared.lock().unwrap().anthropic_headers.clone()
     }
 }
 
@@ -240,7 +250,7 @@ impl Drop for EndWatch {
     }
 }
 
-async fn respond(script: Script, shared: Arc<Mutex<Shared>>) -> Response {
+pub(super) async fn respond(script: Script, shared: Arc<Mutex<Shared>>) -> Response {
     match script {
         Script::Slow(pause, next) => {
             tokio::time::sleep(pause).await;
@@ -272,6 +282,7 @@ async fn respond(script: Script, shared: Arc<Mutex<Shared>>) -> Response {
                             let bytes = Bytes::from_static(text.as_bytes());
                             return Some((Ok(bytes), (steps, watch)));
                         }
+                        Step::Bytes(text) => return Some((Ok(Bytes::from(text)), (steps, watch))),
                         Step::Cut => {
                             watch.end();
                             let err = std::io::Error::other("cut");

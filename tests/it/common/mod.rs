@@ -2,6 +2,7 @@
 //! fake provider, and small client helpers.
 
 pub mod cluster;
+pub mod fake_anthropic;
 pub mod fake_provider;
 pub mod live;
 pub mod postgres;

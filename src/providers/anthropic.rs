@@ -1,0 +1,82 @@
+//! An Anthropic Messages API streaming client (`kind = "anthropic"`), on the shared
+//! [`Upstream`]: the same connect, first-byte, idle and total time-outs and retry rules as
+//! the OpenAI-compatible client (529 `overloaded_error` and 429 with `retry-after` are
+//! retried before the first byte).
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use super::anthropic_wire::{Assembler, request_body};
+use super::upstream::Upstream;
+use super::{ChatRequest, Completion, Delta, Provider, ProviderError};
+use crate::config::ProviderConfig;
+
+/// The API version Parley speaks.
+const API_VERSION: &str = "2023-06-01";
+
+/// A provider speaking Anthropic's Messages API.
+pub struct AnthropicProvider {
+    upstream: Upstream,
+    model: String,
+    max_tokens: u32,
+}
+
+impl AnthropicProvider {
+    /// A client for `base_url` (including `/v1`, as `https://api.anthropic.com/v1`).
+    pub fn new(base_url: &str, config: &ProviderConfig) -> Result<Self, String> {
+        let model = config.model.clone().filter(|m| !m.is_empty()).ok_or(
+            "provider.model (PARLEY_MODEL) is required with kind = \"anthropic\", \
+             e.g. claude-sonnet-4-5",
+        )?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        );
+        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            let mut value = HeaderValue::from_str(key)
+                .map_err(|_| "the API key is not a valid header value".to_owned())?;
+            value.set_sensitive(true);
+            headers.insert(HeaderName::from_static("x-api-key"), value);
+        }
+        Ok(Self {
+            upstream: Upstream::new(base_url, "/messages", headers, config)?,
+            model,
+            max_tokens: config.max_tokens.max(1),
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        on_delta: &mut (dyn FnMut(Delta) + Send),
+    ) -> Result<Completion, ProviderError> {
+        let deadline = Instant::now() + self.upstream.total;
+        let body = request_body(request, &self.model, self.max_tokens);
+        let response = self.upstream.send(&body, deadline).await?;
+        let mut assembler = Assembler::default();
+        let mut on_event = |data: &str| assembler.apply(data, on_delta);
+        let (_, rest) = self.upstream.read_events(response, deadline, &mut on_event).await?;
+        if let Some(data) = rest {
+            assembler.apply(&data, on_delta)?;
+        }
+        if !assembler.finished() {
+            return Err(ProviderError::Unavailable(
+                "the stream ended before the answer was complete".into(),
+            ));
+        }
+        assembler.finish()
+    }
+
+    fn model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+
+    fn describe(&self) -> String {
+        format!("anthropic at {} (model {})", self.upstream.base_url, self.model)
+    }
+}

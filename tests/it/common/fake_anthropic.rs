@@ -1,0 +1,137 @@
+//! The fake provider's Anthropic side: `POST /v1/messages` answers with the next scripted
+//! reply (shared with the OpenAI side's queue) streamed as the Messages API streams it,
+//! records the body and the `x-api-key` / `anthropic-version` headers, and with no script
+//! left echoes the last user text.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::fake_provider::{Script, Shared, Step, respond};
+
+/// Scripts in the Messages API's stream format.
+pub struct Anthropic;
+
+impl Anthropic {
+    /// Events as an SSE stream, cut into `piece`-byte pieces (anywhere: inside a line, a
+    /// JSON value or a character's bytes are kept whole only by chance).
+    pub fn stream(events: &[Value], piece: usize) -> Script {
+        let mut text = String::new();
+        for event in events {
+            let kind = event["type"].as_str().unwrap_or("message");
+            text.push_str(&format!("event: {kind}\ndata: {event}\n\n"));
+        }
+        let bytes = text.into_bytes();
+        let steps = bytes.chunks(piece.max(1)).map(|chunk| Step::Bytes(chunk.to_vec())).collect();
+        Script::Stream(steps)
+    }
+
+    fn start() -> Value {
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude-fake", "content": [], "stop_reason": null,
+            "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4, "output_tokens": 1}}})
+    }
+
+    fn stop(reason: &str) -> [Value; 2] {
+        [
+            json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ]
+    }
+
+    fn text_block(index: u64, parts: &[&str]) -> Vec<Value> {
+        let mut events = vec![
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        ];
+        for part in parts {
+            events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": part}}));
+            events.push(json!({"type": "ping"}));
+        }
+        events.push(json!({"type": "content_block_stop", "index": index}));
+        events
+    }
+
+    /// A text answer in `parts`.
+    pub fn text(parts: &[&str]) -> Script {
+        let mut events = vec![Self::start()];
+        events.extend(Self::text_block(0, parts));
+        events.extend(Self::stop("end_turn"));
+        Self::stream(&events, 7)
+    }
+
+    /// Thinking, then a text answer.
+    pub fn thinking(thinking: &[&str], text: &str) -> Script {
+        let mut events = vec![Self::start()];
+        events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}));
+        for part in thinking {
+            events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": part}}));
+        }
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2ln"}}));
+        events.push(json!({"type": "content_block_stop", "index": 0}));
+        events.extend(Self::text_block(1, &[text]));
+        events.extend(Self::stop("end_turn"));
+        Self::stream(&events, 5)
+    }
+
+    /// Some text, then one tool call whose input arrives in `pieces` JSON fragments.
+    pub fn tool_use(id: &str, name: &str, input: Value, pieces: usize) -> Script {
+        let mut events = vec![Self::start()];
+        events.extend(Self::text_block(0, &["Let me check."]));
+        events.push(json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}));
+        let text = input.to_string();
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(text.len().div_ceil(pieces.max(1)).max(1)) {
+            let fragment: String = piece.iter().collect();
+            events.push(json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": fragment}}));
+        }
+        events.push(json!({"type": "content_block_stop", "index": 1}));
+        events.extend(Self::stop("tool_use"));
+        Self::stream(&events, 11)
+    }
+
+    /// A stream that starts an answer and then reports an error event.
+    pub fn error_mid_stream(kind: &str) -> Script {
+        let mut events = vec![Self::start()];
+        events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Partly "}}));
+        events.push(json!({"type": "error", "error": {"type": kind, "message": "Overloaded"}}));
+        Self::stream(&events, 64)
+    }
+
+    /// A plain Anthropic error response (`529 overloaded_error`, `429 rate_limit_error`).
+    pub fn status(status: u16, kind: &str, retry_after: Option<&'static str>) -> Script {
+        let body =
+            json!({"type": "error", "error": {"type": kind, "message": format!("{kind} (fake)")}});
+        Script::Status { status, retry_after, body }
+    }
+}
+
+/// `POST /v1/messages`.
+pub(super) async fn messages(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let script = {
+        let mut shared = shared.lock().unwrap();
+        shared.requests.push(body.clone());
+        shared.anthropic_headers.push((header("x-api-key"), header("anthropic-version")));
+        shared.scripts.pop_front()
+    };
+    let script = script.unwrap_or_else(|| {
+        let last_user = body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_array())
+            .and_then(|blocks| blocks.iter().rev().find_map(|b| b["text"].as_str()))
+            .unwrap_or("")
+            .to_owned();
+        Anthropic::text(&["echo: ", &last_user])
+    });
+    respond(script, shared).await
+}
