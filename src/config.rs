@@ -48,6 +48,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub stream: StreamConfig,
     pub mcp: McpConfig,
+    pub metrics: MetricsConfig,
     /// Seconds running turns get to finish on shutdown before they are cancelled.
     pub shutdown_grace_secs: u64,
     /// Seconds a session's lease lasts unless its node renews it (every third of it): how
@@ -96,6 +97,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             stream: StreamConfig::default(),
             mcp: McpConfig::default(),
+            metrics: MetricsConfig::default(),
             shutdown_grace_secs: 10,
             lease_secs: 15.0,
             trusted_proxies: Vec::new(),
@@ -304,6 +306,30 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `GET /metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Addresses or CIDR networks (of the client, as `trusted_proxies` establish it) that
+    /// may scrape without a token; anyone else needs an admin token. From the environment,
+    /// a comma-separated list.
+    #[serde(deserialize_with = "list_or_string")]
+    pub allow: Vec<String>,
+}
+
+impl MetricsConfig {
+    /// The networks of `allow`.
+    pub fn networks(&self) -> Result<Vec<crate::auth::Network>, String> {
+        self.allow
+            .iter()
+            .map(|entry| {
+                crate::auth::Network::parse(entry)
+                    .map_err(|_| format!("metrics.allow: {entry:?} is not an address or a network"))
+            })
+            .collect()
+    }
+}
+
 /// Authentication.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -342,6 +368,7 @@ impl Config {
         }
         self.trusted_proxies()?;
         self.mcp.validate()?;
+        self.metrics.networks()?;
         let bad = |id: &String| id.len() > 64 || !crate::runtime::valid_session_id(id);
         if self.node_id.as_ref().is_some_and(bad) {
             return Err(format!(
@@ -396,8 +423,9 @@ impl Config {
         self.redis_url.as_deref().map(redact_url).unwrap_or_else(|| "(in-process)".into())
     }
 
-    /// The configuration as TOML with secrets replaced by `***`.
-    pub fn redacted_toml(&self) -> String {
+    /// The configuration with secrets replaced by `***` (the provider key, URL passwords,
+    /// MCP servers' `env` and `headers`).
+    pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
         if copy.provider.api_key.is_some() {
             copy.provider.api_key = Some("***".into());
@@ -405,7 +433,12 @@ impl Config {
         copy.database_url = Some(self.redacted_database_url());
         copy.redis_url = copy.redis_url.as_deref().map(redact_url);
         copy.mcp = self.mcp.redacted();
-        toml_string(&copy)
+        copy
+    }
+
+    /// The configuration as TOML with secrets replaced by `***`, as `parley config` prints it.
+    pub fn redacted_toml(&self) -> String {
+        toml_string(&self.redacted())
     }
 }
 

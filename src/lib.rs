@@ -28,6 +28,7 @@ pub mod conversation;
 pub mod fuzzing;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod openai;
 pub mod providers;
 pub mod request_id;

@@ -14,6 +14,7 @@ use crate::auth::Auth;
 use crate::bus::{self, RedisBusConfig};
 use crate::config::Config;
 use crate::http::{AppState, Connections, router, serve};
+use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::tools::Registry;
 use crate::tools::mcp::McpServers;
@@ -44,9 +45,12 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         Registry::new(&config.tools, config.workspace_root()).map_err(anyhow::Error::msg)?,
     );
     let mcp = McpServers::start(&config.mcp, tools.clone(), config.data_dir.clone());
+    let metrics = Arc::new(Metrics::new());
+    let metrics_allow = config.metrics.networks().map_err(anyhow::Error::msg)?.into();
     let agent = Agent {
         provider: provider.clone(),
         tools,
+        metrics: metrics.clone(),
         max_iterations: config.agent.max_iterations.max(1),
         flush_every: Duration::from_millis(config.sessions.partial_flush_ms.max(10)),
     };
@@ -96,6 +100,8 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         node_id,
         agui_runs: Default::default(),
         mcp,
+        agent_metrics: metrics,
+        metrics_allow,
     })
 }
 

@@ -10,6 +10,7 @@ use futures_util::future::OptionFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
+use crate::metrics::Metrics;
 use crate::providers::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::store::StoreError;
 use crate::tools::{Policy, Prepared, Progress, Registry, ToolContext, ToolError, cap_output};
@@ -77,6 +78,8 @@ pub trait TurnObserver: Send + Sync {
 pub struct Agent {
     pub provider: Arc<dyn Provider>,
     pub tools: Arc<Registry>,
+    /// Where model and tool calls are counted.
+    pub metrics: Arc<Metrics>,
     pub max_iterations: u32,
     pub flush_every: Duration,
 }
@@ -99,7 +102,7 @@ impl Agent {
             }
             observer.step_started().await?;
             let request = ChatRequest { messages: messages.clone(), tools: tools.clone() };
-            let completion = match self.stream_step(&request, cancel, observer).await {
+            let completion = match self.measured_step(&request, cancel, observer).await {
                 Ok(completion) => completion,
                 Err(err) => {
                     observer.step_interrupted().await?;
@@ -136,15 +139,50 @@ impl Agent {
         Err(AgentError::IterationLimit(self.max_iterations))
     }
 
-    /// One model call, streamed to the observer, flushed on a timer, stopped on cancel
-    /// (dropping the provider future drops its HTTP request).
-    async fn stream_step(
+    /// [`Self::stream_step`], counted: its outcome, time to the first token and tokens.
+    async fn measured_step(
         &self,
         request: &ChatRequest,
         cancel: &CancellationToken,
         observer: &dyn TurnObserver,
     ) -> Result<Completion, AgentError> {
-        let mut on_delta = |delta: Delta| observer.delta(delta);
+        let started = Instant::now();
+        let first = std::sync::OnceLock::new();
+        let result = self.stream_step(request, cancel, observer, &first).await;
+        let configured = self.provider.model().unwrap_or("default");
+        let model = match &result {
+            Ok(completion) => completion.model.as_deref().unwrap_or(configured),
+            Err(_) => configured,
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(AgentError::Cancelled) => "cancelled",
+            Err(AgentError::Provider(err)) => err.kind(),
+            Err(_) => "other",
+        };
+        let first_token = first.get().map(|at: &Instant| at.duration_since(started));
+        self.metrics.provider_call(self.provider.kind(), model, outcome, first_token);
+        if let Ok(completion) = &result {
+            let usage = completion.usage;
+            self.metrics.tokens(model, usage.prompt_tokens, usage.completion_tokens);
+        }
+        result
+    }
+
+    /// One model call, streamed to the observer, flushed on a timer, stopped on cancel
+    /// (dropping the provider future drops its HTTP request). `first` gets the time the
+    /// first delta arrived.
+    async fn stream_step(
+        &self,
+        request: &ChatRequest,
+        cancel: &CancellationToken,
+        observer: &dyn TurnObserver,
+        first: &std::sync::OnceLock<Instant>,
+    ) -> Result<Completion, AgentError> {
+        let mut on_delta = |delta: Delta| {
+            first.get_or_init(Instant::now);
+            observer.delta(delta)
+        };
         let call = self.provider.complete(request, &mut on_delta);
         tokio::pin!(call);
         let mut ticker = tokio::time::interval(self.flush_every);
@@ -202,6 +240,17 @@ impl Agent {
                 }
             }
         };
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(ToolError::Refused(_)) => "refused",
+            Err(ToolError::Cancelled) => "cancelled",
+            Err(ToolError::Timeout(_)) => "timeout",
+            Err(ToolError::Unknown(_) | ToolError::InvalidArguments(_)) => "invalid",
+            Err(_) => "error",
+        };
+        // A name the model made up is not a tool: counted under one label.
+        let known = !matches!(&result, Err(ToolError::Unknown(_)));
+        self.metrics.tool_call(if known { &call.name } else { "unknown" }, label);
         let outcome = match result {
             Ok(output) => ToolOutcome {
                 output,

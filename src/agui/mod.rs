@@ -69,7 +69,7 @@ pub(crate) async fn run(
         _ => None,
     };
     // Everything is checked: the stream is counted before anything is decided or queued.
-    let connection = state.connections.open(user).await?;
+    let connection = state.connections.open(user, "ag-ui").await?;
     let (turn, after) = if let Some((turn, after)) = resuming {
         (turn, Some(after))
     } else if let Some((turn, after, answers)) = answers {

@@ -20,6 +20,8 @@ const LISTED_FOR: Duration = Duration::from_secs(60);
 pub struct Connections {
     total: AtomicUsize,
     per_user: Mutex<HashMap<String, usize>>,
+    /// Open connections by protocol (`ws`, `sse`, `openai`, `ag-ui`), for metrics.
+    per_protocol: Mutex<HashMap<&'static str, usize>>,
     max: usize,
     max_per_user: usize,
     /// The cluster's bus and this node's name, to count a user's connections on every node.
@@ -42,6 +44,7 @@ impl Connections {
         Self {
             total: AtomicUsize::new(0),
             per_user: Mutex::new(HashMap::new()),
+            per_protocol: Mutex::new(HashMap::new()),
             max,
             max_per_user,
             shared,
@@ -57,9 +60,22 @@ impl Connections {
         self.per_user.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a connection of `user`: 503 past the node's limit, 429 past the user's (on
-    /// every node together, in a cluster).
-    pub async fn open(self: &Arc<Self>, user: &str) -> Result<ConnectionCount, ApiError> {
+    fn per_protocol(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, usize>> {
+        self.per_protocol.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many are open, by protocol.
+    pub fn by_protocol(&self) -> Vec<(&'static str, usize)> {
+        self.per_protocol().iter().map(|(protocol, count)| (*protocol, *count)).collect()
+    }
+
+    /// Admits a connection of `user` over `protocol`: 503 past the node's limit, 429 past
+    /// the user's (on every node together, in a cluster).
+    pub async fn open(
+        self: &Arc<Self>,
+        user: &str,
+        protocol: &'static str,
+    ) -> Result<ConnectionCount, ApiError> {
         let elsewhere = self.elsewhere(user).await;
         let mut per_user = self.per_user();
         if self.total.load(Ordering::Relaxed) >= self.max {
@@ -76,8 +92,9 @@ impl Connections {
         let count = *mine;
         drop(per_user);
         self.total.fetch_add(1, Ordering::Relaxed);
+        *self.per_protocol().entry(protocol).or_insert(0) += 1;
         self.list(user, count);
-        Ok(ConnectionCount { connections: self.clone(), user: user.to_owned() })
+        Ok(ConnectionCount { connections: self.clone(), user: user.to_owned(), protocol })
     }
 
     /// The user's connections the other nodes list (0 alone, or if the bus fails).
@@ -135,6 +152,7 @@ impl Connections {
 pub struct ConnectionCount {
     connections: Arc<Connections>,
     user: String,
+    protocol: &'static str,
 }
 
 impl Drop for ConnectionCount {
@@ -149,6 +167,9 @@ impl Drop for ConnectionCount {
             }
         }
         drop(per_user);
+        if let Some(open) = self.connections.per_protocol().get_mut(self.protocol) {
+            *open = open.saturating_sub(1);
+        }
         self.connections.total.fetch_sub(1, Ordering::Relaxed);
         self.connections.list(&self.user, left);
     }

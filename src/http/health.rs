@@ -1,12 +1,14 @@
-//! `GET /health`, `GET /health/ready` and `GET /api/status`.
+//! `GET /health`, `GET /health/ready`, `GET /api/status` and `GET /api/config`.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::error::ApiError;
+use super::extract::Query;
 use crate::auth::Caller;
 use crate::tools::mcp::Phase;
 
@@ -56,6 +58,36 @@ pub(super) async fn status(State(state): State<AppState>, caller: Caller) -> Jso
         // One node until the cluster runs on a shared bus; each lists what it runs.
         "nodes": [{"id": &*state.node_id, "alive": true, "active_turns": active_turns}],
     }))
+}
+
+/// `?format=` of `GET /api/config`.
+#[derive(serde::Deserialize)]
+pub(super) struct ConfigQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The effective configuration with secrets redacted, for admins: JSON, or with
+/// `?format=toml` the text `parley config` prints.
+pub(super) async fn config(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ConfigQuery>,
+) -> Result<Response, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden("the configuration is shown to admin tokens only"));
+    }
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(state.config.redacted()).into_response()),
+        Some("toml") => {
+            let text = state.config.redacted_toml();
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
+        Some(other) => Err(ApiError::BadRequest {
+            code: "INVALID_QUERY",
+            message: format!("format must be json or toml, not {other:?}"),
+        }),
+    }
 }
 
 /// Whether the parts a node needs answer.

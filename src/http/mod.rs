@@ -9,6 +9,7 @@ pub(crate) mod extract;
 mod health;
 mod identity;
 mod listener;
+mod metrics;
 mod sessions;
 mod turns;
 mod web;
@@ -59,6 +60,10 @@ pub struct AppState {
     pub agui_runs: Arc<crate::agui::Attached>,
     /// The MCP servers whose tools the agent uses.
     pub mcp: Arc<crate::tools::mcp::McpServers>,
+    /// What the runtime and the agent count, for `GET /metrics`.
+    pub agent_metrics: Arc<crate::metrics::Metrics>,
+    /// Addresses that may scrape `/metrics` without a token.
+    pub metrics_allow: Arc<[crate::auth::Network]>,
 }
 
 /// All routes of the server.
@@ -70,7 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(web::asset))
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/status", get(health::status))
+        .route("/api/config", get(health::config))
         .route("/api/pair", post(identity::pair))
         .route("/api/pairing-codes", post(identity::create_pairing_code))
         .route("/api/tokens", get(identity::list_tokens).post(identity::create_token))

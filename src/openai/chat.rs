@@ -75,8 +75,11 @@ pub(super) async fn completions(
     };
     let runtime = &state.runtime;
     // A stream counts among the caller's connections: refused before anything is queued.
-    let connection =
-        if request.stream { Some(state.connections.open(&caller.user).await?) } else { None };
+    let connection = if request.stream {
+        Some(state.connections.open(&caller.user, "openai").await?)
+    } else {
+        None
+    };
     let submission = runtime.submit(&caller.user, target, turn).await?;
     let keep = !stateless || request.store != Some(false);
     let session_id = submission.session.id.clone();

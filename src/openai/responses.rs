@@ -90,7 +90,8 @@ pub(super) async fn create(
     };
     let responses = Responses { runtime: runtime.clone(), user: user.clone(), echo };
     // A stream counts among the caller's connections: refused before anything happens.
-    let connection = if request.stream { Some(state.connections.open(user).await?) } else { None };
+    let connection =
+        if request.stream { Some(state.connections.open(user, "openai").await?) } else { None };
     if let Some(answers) = approval_answers(runtime, user, &request.input).await? {
         // Answering approvals continues the response that asked for them.
         let (turn, seq) =
@@ -224,7 +225,7 @@ pub(super) async fn retrieve(
     if !query.stream {
         return Ok(JsonResponse(responses.object(&view).await).into_response());
     }
-    let connection = state.connections.open(user).await?;
+    let connection = state.connections.open(user, "openai").await?;
     let user_seq = view.record.user_seq.max(0) as u64;
     let events = runtime.watch_turn(user, &view.record.session_id, turn, user_seq).await?;
     let created = base_object(turn, view.record.created_at / 1000, "queued", &responses.echo);

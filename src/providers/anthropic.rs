@@ -76,6 +76,10 @@ impl Provider for AnthropicProvider {
         Some(&self.model)
     }
 
+    fn kind(&self) -> &'static str {
+        "anthropic"
+    }
+
     fn describe(&self) -> String {
         format!("anthropic at {} (model {})", self.upstream.base_url, self.model)
     }

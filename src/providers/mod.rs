@@ -125,6 +125,9 @@ pub trait Provider: Send + Sync + 'static {
     /// The model name sent upstream, if configured.
     fn model(&self) -> Option<&str>;
 
+    /// The API it speaks (`openai`, `anthropic`), for metrics.
+    fn kind(&self) -> &'static str;
+
     /// A short description for logs and status (`openai at http://host/v1`).
     fn describe(&self) -> String;
 }
@@ -145,6 +148,10 @@ impl Provider for Unconfigured {
 
     fn model(&self) -> Option<&str> {
         None
+    }
+
+    fn kind(&self) -> &'static str {
+        "none"
     }
 
     fn describe(&self) -> String {

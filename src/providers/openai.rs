@@ -82,6 +82,10 @@ impl Provider for OpenAiProvider {
         self.model.as_deref()
     }
 
+    fn kind(&self) -> &'static str {
+        "openai"
+    }
+
     fn describe(&self) -> String {
         match &self.model {
             Some(model) => {

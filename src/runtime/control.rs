@@ -83,6 +83,14 @@ impl Runtime {
         sessions.values().filter(|s| s.running().is_some()).count()
     }
 
+    /// Turns running on this node, and turns waiting behind them.
+    pub async fn turn_counts(&self) -> (usize, usize) {
+        let sessions = self.inner.sessions.lock().await;
+        sessions.values().fold((0, 0), |(running, queued), session| {
+            (running + usize::from(session.running().is_some()), queued + session.queued())
+        })
+    }
+
     /// Stops the session's turns and deletes it with everything in it. Its watchers get
     /// `session_deleted` and are detached; its memory goes with the last of them. In a
     /// cluster, the node running the session does it (this one if none does).

@@ -65,7 +65,8 @@ impl Recorder<'_> {
             let thinking = (!step.thinking.is_empty()).then(|| step.thinking.clone());
             (step.seq, step.text.clone(), thinking, step.message_id)
         };
-        match message_id {
+        let started = Instant::now();
+        let written = match message_id {
             Some(id) => {
                 self.store
                     .update_message(
@@ -95,7 +96,9 @@ impl Recorder<'_> {
                 self.step().message_id = Some(id);
                 Ok(())
             }
-        }
+        };
+        self.inner.agent.metrics.store_writes.observe(started.elapsed().as_secs_f64());
+        written
     }
 
     fn partial(&self) -> String {
@@ -259,6 +262,7 @@ impl TurnObserver for Recorder<'_> {
                 ("expired", Some("nobody approved this tool call in time"))
             }
         };
+        self.inner.agent.metrics.approval(label);
         if label != "expired" {
             self.emit(EventKind::ApprovalResolved {
                 request_id: request_id.clone(),
@@ -301,7 +305,9 @@ impl TurnObserver for Recorder<'_> {
             tool_name: Some(call.name.clone()),
             ..NewMessage::text(seq as i64, self.turn_seq, self.turn_id, Role::Tool, &outcome.output)
         };
+        let started = Instant::now();
         self.store.append_message(self.session.fence, &message).await?;
+        self.inner.agent.metrics.store_writes.observe(started.elapsed().as_secs_f64());
         self.summaries.lock().unwrap_or_else(|e| e.into_inner()).push(ToolCallSummary {
             id: call.id.clone(),
             name: call.name.clone(),
@@ -333,6 +339,8 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         summaries: Mutex::new(Vec::new()),
     };
     inner.lifecycle(session, Some(&turn.turn_id), EventKind::TurnStarted);
+    let metrics = &inner.agent.metrics;
+    metrics.turns_started.inc();
     let result = if turn.cancel.is_cancelled() {
         Err(AgentError::Cancelled)
     } else {
@@ -360,6 +368,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         outcome.status = TurnStatus::Interrupted;
         outcome.reply = recorder.partial();
         tracing::warn!(turn_id = %turn.turn_id, "turn stopped: this node lost the session's lease");
+        metrics.turn_finished(outcome.status.as_str(), None, started.elapsed());
         return outcome;
     }
     let kind = match result {
@@ -406,6 +415,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
             // Taken over just now: the end is the new holder's to record and announce.
             inner.lose(session).await;
             outcome.status = TurnStatus::Interrupted;
+            metrics.turn_finished(outcome.status.as_str(), None, started.elapsed());
             return outcome;
         }
         Err(err) => {
@@ -425,6 +435,8 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         tools = outcome.tool_calls.len(),
         "turn finished"
     );
+    let code = outcome.error.as_ref().map(|(code, _)| code.code());
+    metrics.turn_finished(outcome.status.as_str(), code, started.elapsed());
     outcome
 }
 

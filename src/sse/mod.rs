@@ -71,7 +71,7 @@ async fn respond(
     watch: Watch,
     missed: Vec<ApprovalInfo>,
 ) -> Result<Response, ApiError> {
-    let counted = state.connections.open(&caller.user).await?;
+    let counted = state.connections.open(&caller.user, "sse").await?;
     let approvals = stream::iter(
         missed.into_iter().map(|approval| SseEvent::default().data(approval.frame().to_string())),
     );

@@ -166,7 +166,7 @@ async fn admit(
     check_session_id(session_id)?;
     state.auth.check_origin(headers)?;
     let ws = configure(ws?, &state.config.stream);
-    let counted = state.connections.open(&caller.user).await?;
+    let counted = state.connections.open(&caller.user, "ws").await?;
     Ok((ws, counted))
 }
 

@@ -17,6 +17,7 @@ mod live_control;
 mod live_protocols;
 mod mcp;
 mod openai;
+mod operations;
 mod provider_failures;
 mod queue;
 mod reliability;

@@ -1,0 +1,53 @@
+//! `GET /metrics`: the node's Prometheus metrics, for a scraper that either comes from an
+//! address in `metrics.allow` or shows an admin token.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::auth::ClientAddr;
+use crate::tools::mcp::Phase;
+
+/// The metrics as OpenMetrics text, the gauges read now.
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, _) = request.into_parts();
+    let allowed = parts
+        .extensions
+        .get::<ClientAddr>()
+        .is_some_and(|ClientAddr(ip)| state.metrics_allow.iter().any(|net| net.contains(*ip)));
+    if !allowed {
+        let caller = state.auth.authenticate(&parts).await?;
+        if !caller.admin {
+            return Err(ApiError::Forbidden(
+                "metrics need an admin token (or an address in metrics.allow)",
+            ));
+        }
+    }
+    let metrics = &state.agent_metrics;
+    for (protocol, open) in state.connections.by_protocol() {
+        let protocol = crate::metrics::Protocol { protocol: protocol.to_owned() };
+        metrics.connections.get_or_create(&protocol).set(open as i64);
+    }
+    let (active, queued) = state.runtime.turn_counts().await;
+    metrics.active_turns.set(active as i64);
+    metrics.queued_turns.set(queued as i64);
+    metrics.loaded_sessions.set(state.runtime.loaded_sessions().await as i64);
+    let started = std::time::Instant::now();
+    let store_up = state.runtime.store_ready().await;
+    metrics.store_ping.set(started.elapsed().as_secs_f64());
+    metrics.store_up.set(i64::from(store_up));
+    metrics.bus_up.set(i64::from(state.runtime.bus().healthy()));
+    for server in state.mcp.statuses() {
+        let up = i64::from(server.state == Phase::Running);
+        metrics
+            .mcp_server_up
+            .get_or_create(&crate::metrics::Server { server: server.name })
+            .set(up);
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], metrics.render()).into_response())
+}
