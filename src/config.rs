@@ -323,8 +323,15 @@ impl MetricsConfig {
         self.allow
             .iter()
             .map(|entry| {
-                crate::auth::Network::parse(entry)
-                    .map_err(|_| format!("metrics.allow: {entry:?} is not an address or a network"))
+                let network = crate::auth::Network::parse(entry).map_err(|_| {
+                    format!("metrics.allow: {entry:?} is not an address or a network")
+                })?;
+                if network.is_everything() {
+                    return Err(format!(
+                        "metrics.allow: {entry:?} would let anyone scrape; name the scrapers"
+                    ));
+                }
+                Ok(network)
             })
             .collect()
     }
@@ -433,6 +440,7 @@ impl Config {
         copy.database_url = Some(self.redacted_database_url());
         copy.redis_url = copy.redis_url.as_deref().map(redact_url);
         copy.mcp = self.mcp.redacted();
+        copy.provider.url = copy.provider.url.as_deref().map(redact_url_and_query);
         copy
     }
 
@@ -466,6 +474,14 @@ fn render_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
             out.push_str(&format!("\n[{name}]\n"));
             render_toml(out, &name, value);
         }
+    }
+}
+
+/// A URL with its password and its whole query (which often carries a key) as `***`.
+pub fn redact_url_and_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((before, _)) => format!("{}?***", redact_url(before)),
+        None => redact_url(url),
     }
 }
 

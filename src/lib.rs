@@ -14,6 +14,7 @@
 //!   tools of MCP servers (`tools::mcp`).
 //! - [`store`]: durable sessions, messages, turns and tool calls (SQLite or PostgreSQL).
 //! - [`bus`]: fan-out of session events to watchers (in-process).
+//! - [`metrics`]: what a node counts, for `GET /metrics`.
 //! - [`config`] and [`server`]: configuration, start-up and graceful shutdown.
 //! - [`request_id`]: the id that ties a request's logs, errors and turns together.
 

@@ -54,19 +54,24 @@ pub struct ToolCall {
     pub outcome: String,
 }
 
-/// A label with one value (`decision`, `protocol`, `component`, `server`).
+/// How an approval was decided.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Decision {
+pub struct ApprovalDecision {
+    /// `approve`, `always`, `deny`, `expired` or `cancelled`.
     pub decision: String,
 }
 
+/// The protocol of a streaming connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Protocol {
+    /// `ws`, `sse`, `openai` or `ag-ui`.
     pub protocol: String,
 }
 
+/// An MCP server.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Server {
+    /// Its name in the configuration.
     pub server: String,
 }
 
@@ -92,7 +97,7 @@ pub struct Metrics {
     pub first_token: Histograms<Model>,
     pub tokens: Family<Tokens, Counter>,
     pub tool_calls: Family<ToolCall, Counter>,
-    pub approvals: Family<Decision, Counter>,
+    pub approvals: Family<ApprovalDecision, Counter>,
     pub store_writes: Histogram,
     /// Read when scraped.
     pub connections: Family<Protocol, Gauge>,
@@ -251,7 +256,7 @@ impl Metrics {
 
     /// An approval was decided (`approve`, `always`, `deny`, `expired`, `cancelled`).
     pub fn approval(&self, decision: &str) {
-        self.approvals.get_or_create(&Decision { decision: decision.to_owned() }).inc();
+        self.approvals.get_or_create(&ApprovalDecision { decision: decision.to_owned() }).inc();
     }
 
     /// A turn ended after `duration`.

@@ -149,11 +149,9 @@ impl Agent {
         let started = Instant::now();
         let first = std::sync::OnceLock::new();
         let result = self.stream_step(request, cancel, observer, &first).await;
-        let configured = self.provider.model().unwrap_or("default");
-        let model = match &result {
-            Ok(completion) => completion.model.as_deref().unwrap_or(configured),
-            Err(_) => configured,
-        };
+        // The configured name, not the one upstream answers with: a bounded set of
+        // labels, and successes and failures under the same one.
+        let model = self.provider.model().unwrap_or("default");
         let outcome = match &result {
             Ok(_) => "ok",
             Err(AgentError::Cancelled) => "cancelled",

@@ -154,6 +154,12 @@ impl Auth {
         self.trusted_proxies.client(peer, headers)
     }
 
+    /// Whether `ip` is a trusted proxy (a client address that is one means the proxy did
+    /// not say who its client was).
+    pub fn is_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.trusts(ip)
+    }
+
     /// Authenticates a request: `Authorization: Bearer`, then a `bearer.<token>`
     /// WebSocket sub-protocol, then `?token=`, then a one-time `?ticket=`.
     ///

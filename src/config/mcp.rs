@@ -138,10 +138,7 @@ impl McpConfig {
 
     /// `url` with its password and its whole query (which often carries a key) as `***`.
     pub fn redacted_url(url: &str) -> String {
-        match url.split_once('?') {
-            Some((before, _)) => format!("{}?***", super::redact_url(before)),
-            None => super::redact_url(url),
-        }
+        super::redact_url_and_query(url)
     }
 
     /// A copy with every `env` and `headers` value and every URL password replaced by `***`.
@@ -149,13 +146,68 @@ impl McpConfig {
         let mut copy = self.clone();
         for server in copy.servers.values_mut() {
             server.env.values_mut().for_each(|value| *value = "***".into());
-            // A URL in the arguments (a database to serve) keeps its password out.
-            for arg in server.args.iter_mut().filter(|arg| arg.contains("://")) {
-                *arg = super::redact_url(arg);
-            }
+            redact_args(&mut server.args);
             server.headers.values_mut().for_each(|value| *value = "***".into());
             server.url = server.url.as_deref().map(Self::redacted_url);
         }
         copy
+    }
+}
+
+/// Hides what looks like a secret among a command's arguments: a URL's password and query,
+/// the value after a flag such as `--api-key` or `--header`, the value of `--token=...`,
+/// and anything that reads as a bearer token or an `Authorization` header.
+fn redact_args(args: &mut [String]) {
+    let secretive = |text: &str| {
+        let text = text.to_ascii_lowercase();
+        ["key", "token", "secret", "password", "auth", "header", "credential"]
+            .iter()
+            .any(|word| text.contains(word))
+    };
+    let mut hide_next = false;
+    for arg in args.iter_mut() {
+        let lower = arg.to_ascii_lowercase();
+        if hide_next {
+            *arg = "***".into();
+            hide_next = false;
+        } else if lower.contains("bearer ") || lower.starts_with("authorization") {
+            *arg = "***".into();
+        } else if arg.starts_with('-') {
+            match arg.split_once('=') {
+                Some((flag, _)) if secretive(flag) => *arg = format!("{flag}=***"),
+                Some(_) => {}
+                None => hide_next = secretive(arg),
+            }
+        } else if arg.contains("://") {
+            *arg = super::redact_url_and_query(arg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn arguments_that_look_secret_are_hidden() {
+        let mut args: Vec<String> = [
+            "-y",
+            "mcp-remote",
+            "https://u:pw@host/mcp?key=k1",
+            "--header",
+            "Authorization: Bearer t1",
+            "--api-key",
+            "k2",
+            "--token=t3",
+            "--port",
+            "8080",
+            "postgres://me:pw2@db/x",
+        ]
+        .map(String::from)
+        .to_vec();
+        super::redact_args(&mut args);
+        let text = args.join(" ");
+        for secret in ["pw", "k1", "t1", "k2", "t3", "pw2"] {
+            assert!(!text.split(|c: char| !c.is_alphanumeric()).any(|w| w == secret), "{text}");
+        }
+        assert!(text.contains("--port 8080") && text.contains("mcp-remote"), "{text}");
     }
 }

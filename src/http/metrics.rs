@@ -15,10 +15,11 @@ pub(super) async fn metrics(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _) = request.into_parts();
-    let allowed = parts
-        .extensions
-        .get::<ClientAddr>()
-        .is_some_and(|ClientAddr(ip)| state.metrics_allow.iter().any(|net| net.contains(*ip)));
+    // By address only when the address is the client's: one that is a trusted proxy means
+    // the proxy did not name its client, who may be anyone.
+    let allowed = parts.extensions.get::<ClientAddr>().is_some_and(|ClientAddr(ip)| {
+        !state.auth.is_proxy(*ip) && state.metrics_allow.iter().any(|net| net.contains(*ip))
+    });
     if !allowed {
         let caller = state.auth.authenticate(&parts).await?;
         if !caller.admin {
@@ -36,8 +37,10 @@ pub(super) async fn metrics(
     metrics.active_turns.set(active as i64);
     metrics.queued_turns.set(queued as i64);
     metrics.loaded_sessions.set(state.runtime.loaded_sessions().await as i64);
+    // A store that hangs must not take the whole scrape with it.
     let started = std::time::Instant::now();
-    let store_up = state.runtime.store_ready().await;
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(1), state.runtime.store_ready());
+    let store_up = ping.await.unwrap_or(false);
     metrics.store_ping.set(started.elapsed().as_secs_f64());
     metrics.store_up.set(i64::from(store_up));
     metrics.bus_up.set(i64::from(state.runtime.bus().healthy()));

@@ -57,19 +57,50 @@ impl Provider for AnthropicProvider {
     ) -> Result<Completion, ProviderError> {
         let deadline = Instant::now() + self.upstream.total;
         let body = request_body(request, &self.model, self.max_tokens);
-        let response = self.upstream.send(&body, deadline).await?;
-        let mut assembler = Assembler::default();
-        let mut on_event = |data: &str| assembler.apply(data, on_delta);
-        let (_, rest) = self.upstream.read_events(response, deadline, &mut on_event).await?;
-        if let Some(data) = rest {
-            assembler.apply(&data, on_delta)?;
+        let mut attempt = 0;
+        loop {
+            let response = self.upstream.send(&body, deadline).await?;
+            let mut assembler = Assembler::default();
+            let mut answered = false;
+            let read = {
+                let mut forward = |delta: Delta| {
+                    answered = true;
+                    on_delta(delta);
+                };
+                let mut on_event = |data: &str| assembler.apply(data, &mut forward);
+                self.upstream.read_events(response, deadline, &mut on_event).await
+            };
+            let rest = match read {
+                Ok((_, rest)) => rest,
+                // Overloaded (or rate limited) in the stream before a word of the answer:
+                // nothing was shown, so it is tried again like a 529.
+                Err(error) if !answered => match self.upstream.backoff(&error, attempt, deadline) {
+                    Some(backoff) => {
+                        tracing::warn!(
+                            attempt,
+                            kind = error.kind(),
+                            ?backoff,
+                            "provider stream failed at its start; retrying"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    None => return Err(error),
+                },
+                Err(error) => return Err(error),
+            };
+            // A stream cut inside its last event leaves a piece that is not an event.
+            if let Some(data) = rest {
+                let _ = assembler.apply(&data, on_delta);
+            }
+            if !assembler.finished() {
+                return Err(ProviderError::Unavailable(
+                    "the stream ended before the answer was complete".into(),
+                ));
+            }
+            return assembler.finish();
         }
-        if !assembler.finished() {
-            return Err(ProviderError::Unavailable(
-                "the stream ended before the answer was complete".into(),
-            ));
-        }
-        assembler.finish()
     }
 
     fn model(&self) -> Option<&str> {

@@ -34,6 +34,12 @@ pub(super) fn request_body(request: &ChatRequest, model: &str, max_tokens: u32) 
             _ => messages.push(json!({"role": role, "content": blocks})),
         }
     }
+    // The API takes a conversation that starts with the user (a stateless client's own
+    // history may open with the assistant).
+    if messages.first().is_none_or(|first| first["role"] != "user") {
+        let opening = json!({"type": "text", "text": "(the conversation so far)"});
+        messages.insert(0, json!({"role": "user", "content": [opening]}));
+    }
     let mut body = json!({
         "model": model,
         "max_tokens": max_tokens,
@@ -57,15 +63,16 @@ pub(super) fn request_body(request: &ChatRequest, model: &str, max_tokens: u32) 
     body
 }
 
-/// A message's role on the wire and its content blocks (empty text is left out: the API
-/// refuses it).
+/// A message's role on the wire and its content blocks. What the API refuses is left out
+/// or filled in: text that is only whitespace is dropped, an empty tool result says so.
 fn blocks_of(message: &ChatMessage) -> (&'static str, Vec<Value>) {
     let text = |text: &str| json!({"type": "text", "text": text});
+    let blank = message.content.trim().is_empty();
     match message.role {
         Role::Tool => {
-            let id = message.tool_call_id.clone().unwrap_or_default();
-            let mut block = json!({"type": "tool_result", "tool_use_id": id,
-                                   "content": message.content});
+            let id = tool_use_id(message.tool_call_id.as_deref().unwrap_or_default());
+            let content = if blank { "(no output)" } else { message.content.as_str() };
+            let mut block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
             // Parley writes a failed call's result as "error: ...".
             if message.content.starts_with("error: ") {
                 block["is_error"] = json!(true);
@@ -74,7 +81,7 @@ fn blocks_of(message: &ChatMessage) -> (&'static str, Vec<Value>) {
         }
         Role::Assistant => {
             let mut blocks = Vec::new();
-            if !message.content.is_empty() {
+            if !blank {
                 blocks.push(text(&message.content));
             }
             for call in &message.tool_calls {
@@ -82,19 +89,35 @@ fn blocks_of(message: &ChatMessage) -> (&'static str, Vec<Value>) {
                 // go back as they were, under a key, so the history stays valid.
                 let input = match serde_json::from_str::<Value>(&call.arguments) {
                     Ok(input @ Value::Object(_)) => input,
+                    _ if call.arguments.trim().is_empty() => json!({}),
                     _ => json!({"arguments": call.arguments}),
                 };
-                blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name,
-                                   "input": input}));
+                blocks.push(json!({"type": "tool_use", "id": tool_use_id(&call.id),
+                                   "name": call.name, "input": input}));
             }
             ("assistant", blocks)
         }
         Role::User | Role::System => {
-            let blocks =
-                if message.content.is_empty() { vec![] } else { vec![text(&message.content)] };
+            let blocks = if blank { vec![] } else { vec![text(&message.content)] };
             ("user", blocks)
         }
     }
+}
+
+/// A tool call's id as the API takes it (`^[a-zA-Z0-9_-]+$`): ids other providers made
+/// (`functions.get:0`) are rewritten the same way in the call and in its result, with a
+/// hash of the original so two cannot collide.
+fn tool_use_id(id: &str) -> String {
+    let safe: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    if !safe.is_empty() && safe == id {
+        return safe;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(id.as_bytes())[..4]);
+    format!("{safe}_{hash}")
 }
 
 /// A content block being received.
@@ -305,8 +328,11 @@ fn stream_error(error: &Value) -> ProviderError {
         error["message"].as_str().unwrap_or("no message").chars().take(300).collect();
     match error["type"].as_str() {
         Some("rate_limit_error") => ProviderError::RateLimited { retry_after: None },
-        Some("authentication_error" | "permission_error") => ProviderError::Auth { status: 401 },
+        Some("authentication_error") => ProviderError::Auth { status: 401 },
+        Some("permission_error") => ProviderError::Auth { status: 403 },
         Some("invalid_request_error") => ProviderError::Rejected { status: 400, message },
+        Some("not_found_error") => ProviderError::Rejected { status: 404, message },
+        Some("request_too_large") => ProviderError::Rejected { status: 413, message },
         Some(kind) => ProviderError::Unavailable(format!("{kind} in stream: {message}")),
         None => ProviderError::Unavailable(format!("error in stream: {message}")),
     }
@@ -348,7 +374,7 @@ mod tests {
                 },
                 ChatMessage::text(Role::System, "Page context: home"),
                 ChatMessage::text(Role::User, "thanks"),
-                ChatMessage::text(Role::Assistant, ""),
+                ChatMessage::text(Role::Assistant, "  \n"),
             ],
             tools: vec![ToolSpec {
                 name: "shell".into(),
@@ -374,6 +400,49 @@ mod tests {
         );
         assert_eq!(results[1]["is_error"], true);
         assert_eq!(results[2], json!({"type": "text", "text": "thanks"}));
+    }
+
+    #[test]
+    fn what_the_api_refuses_is_mended() {
+        let request = ChatRequest {
+            messages: vec![
+                ChatMessage::text(Role::Assistant, "Hi! How can I help?"),
+                ChatMessage::text(Role::User, "make a folder"),
+                ChatMessage {
+                    role: Role::Assistant,
+                    content: "\n\n".into(),
+                    tool_calls: vec![ToolCall {
+                        id: "functions.shell:0".into(),
+                        name: "shell".into(),
+                        arguments: "".into(),
+                    }],
+                    tool_call_id: None,
+                },
+                ChatMessage {
+                    role: Role::Tool,
+                    content: "".into(),
+                    tool_calls: vec![],
+                    tool_call_id: Some("functions.shell:0".into()),
+                },
+            ],
+            tools: vec![],
+        };
+        let body = request_body(&request, "claude-x", 100);
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages[0]["role"], "user", "{body}");
+        assert_eq!(messages[1]["role"], "assistant");
+        let call = &messages[3]["content"][0];
+        assert_eq!(call["type"], "tool_use", "whitespace text left out: {body}");
+        assert_eq!(call["input"], json!({}));
+        let id = call["id"].as_str().unwrap();
+        assert!(
+            id.starts_with("functions_shell_0_")
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
+        assert_eq!(messages[4]["content"][0]["tool_use_id"], id);
+        assert_eq!(messages[4]["content"][0]["content"], "(no output)");
+        assert_eq!(tool_use_id("toolu_01A-b"), "toolu_01A-b", "valid ids stay");
+        assert_ne!(tool_use_id("a.b"), tool_use_id("a:b"));
     }
 
     fn assemble(events: &[Value]) -> Result<(Completion, Vec<Delta>), ProviderError> {

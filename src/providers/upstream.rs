@@ -19,7 +19,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// One provider endpoint and the limits its calls run under.
 pub(super) struct Upstream {
     client: reqwest::Client,
-    /// The base URL, for messages (`http://host/v1`).
+    /// The base URL for messages and logs (`http://host/v1`), its password and query as
+    /// `***`.
     pub base_url: String,
     endpoint: String,
     /// Sent with every request (credentials, API version).
@@ -55,7 +56,7 @@ impl Upstream {
         Ok(Self {
             client,
             endpoint: format!("{base_url}{path}"),
-            base_url,
+            base_url: crate::config::redact_url_and_query(&base_url),
             headers,
             first_byte: secs(config.first_byte_timeout_secs),
             idle: secs(config.idle_timeout_secs),
@@ -86,18 +87,9 @@ impl Upstream {
                 Ok(Err(err)) if err.is_timeout() => ProviderError::Timeout("connecting"),
                 Ok(Err(err)) => ProviderError::Unavailable(format!("request failed: {err}")),
             };
-            let retryable =
-                matches!(error, ProviderError::RateLimited { .. } | ProviderError::Unavailable(_));
-            if !retryable || attempt >= self.max_retries {
+            let Some(backoff) = self.backoff(&error, attempt, deadline) else {
                 return Err(error);
-            }
-            let backoff = match &error {
-                ProviderError::RateLimited { retry_after: Some(after) } => *after,
-                _ => self.retry_base * 2u32.saturating_pow(attempt) + jitter(self.retry_base),
             };
-            if backoff > MAX_RETRY_AFTER || Instant::now() + backoff >= deadline {
-                return Err(error);
-            }
             tracing::warn!(
                 attempt,
                 kind = error.kind(),
@@ -107,6 +99,27 @@ impl Upstream {
             tokio::time::sleep(backoff).await;
             attempt += 1;
         }
+    }
+
+    /// How long to wait before trying again after `error` on try number `attempt` (from
+    /// 0), or `None` when it is not worth another try: not retryable (only rate limits
+    /// and unavailability are), out of tries, or past `deadline`.
+    pub(super) fn backoff(
+        &self,
+        error: &ProviderError,
+        attempt: u32,
+        deadline: Instant,
+    ) -> Option<Duration> {
+        let retryable =
+            matches!(error, ProviderError::RateLimited { .. } | ProviderError::Unavailable(_));
+        if !retryable || attempt >= self.max_retries {
+            return None;
+        }
+        let backoff = match error {
+            ProviderError::RateLimited { retry_after: Some(after) } => *after,
+            _ => self.retry_base * 2u32.saturating_pow(attempt) + jitter(self.retry_base),
+        };
+        (backoff <= MAX_RETRY_AFTER && Instant::now() + backoff < deadline).then_some(backoff)
     }
 
     /// Reads the SSE stream of `response`, handing each event's data to `on_event` until

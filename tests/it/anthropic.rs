@@ -78,7 +78,9 @@ async fn anthropic_streams_tool_calls_and_thinking_through_the_real_client() {
         ]
     );
     assert_eq!(requests[1]["messages"][1]["content"][1]["input"], json!({"path": "."}));
-    for (key, version) in provider.anthropic_headers() {
+    let headers = provider.anthropic_headers();
+    assert_eq!(headers.len(), 2);
+    for (key, version) in headers {
         assert_eq!(key.as_deref(), Some("sk-ant-test"));
         assert_eq!(version.as_deref(), Some("2023-06-01"));
     }
@@ -116,11 +118,23 @@ async fn anthropic_errors_are_typed_and_retried_before_the_first_byte() {
     assert_eq!(body["reply"], "made it");
     assert_eq!(provider.requests().len(), 3);
 
-    // An error inside the stream ends the turn; the partial text is kept, interrupted.
+    // Overloaded as the stream's first word: nothing was shown, so it is tried again.
+    let before = provider.requests().len();
+    provider
+        .push([Anthropic::error_at_start("overloaded_error"), Anthropic::text(&["second try"])]);
+    let (status, body) = server.chat("e", "once more").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"], "second try");
+    assert_eq!(provider.requests().len(), before + 2);
+
+    // An error after part of the answer ends the turn; the partial text is kept, interrupted.
     provider.push([Anthropic::error_mid_stream("overloaded_error")]);
     let (status, body) = server.chat("e", "again").await;
     assert_eq!((status.as_u16(), body["code"].as_str()), (502, Some("PROVIDER_ERROR")), "{body}");
     assert!(body["error"].as_str().unwrap().contains("unavailable"), "{body}");
+    let (_, detail) = server.get("/api/sessions/e?limit=500").await;
+    let partial = detail["messages"].as_array().unwrap().iter().find(|m| m["content"] == "Partly ");
+    assert_eq!(partial.expect("the partial answer is stored")["status"], "interrupted");
 
     // A refused request is not retried, and its words stay in the log.
     let before = provider.requests().len();
@@ -148,9 +162,10 @@ async fn a_conversation_with_tool_calls_moves_between_providers_and_back() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
 
-    // Started on the OpenAI-compatible provider.
+    // Started on the OpenAI-compatible provider, with an id Anthropic would refuse and a
+    // tool that prints nothing.
     provider.push([
-        Script::tool_call("call_a", "list_dir", json!({"path": "."}), 2),
+        Script::tool_call("functions.shell:0", "shell", json!({"command": "mkdir made"}), 2),
         Script::text(&["A done"]),
     ]);
     let server = TestServer::with_provider(dir.path(), &provider).await;
@@ -169,12 +184,16 @@ async fn a_conversation_with_tool_calls_moves_between_providers_and_back() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["reply"], "B done");
     let requests = provider.requests();
+    // The OpenAI-made id, made safe the same way in the call and in its result.
+    let call_a = requests[seen]["messages"][1]["content"][1]["id"].as_str().unwrap().to_owned();
+    assert!(call_a.starts_with("functions_shell_0_"), "{call_a}");
+    assert_eq!(requests[seen]["messages"][2]["content"][0]["content"], "(no output)");
     assert_eq!(
         roles_and_blocks(&requests[seen + 1]),
         [
             "user[text:first]",
-            "assistant[text:Let me check. ,tool_use:call_a]",
-            "user[tool_result:call_a]",
+            &format!("assistant[text:Let me check. ,tool_use:{call_a}]"),
+            &format!("user[tool_result:{call_a}]"),
             "assistant[text:A done]",
             "user[text:second]",
             "assistant[text:Let me check.,tool_use:toolu_b]",
@@ -210,8 +229,8 @@ async fn a_conversation_with_tool_calls_moves_between_providers_and_back() {
         [
             "system",
             "user",
-            "assistant+call_a",
-            "tool:call_a",
+            "assistant+functions.shell:0",
+            "tool:functions.shell:0",
             "assistant",
             "user",
             "assistant+toolu_b",

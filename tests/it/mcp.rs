@@ -277,7 +277,14 @@ async fn stdio_cancel_reaches_the_server_and_a_killed_server_is_restarted_while_
     ]);
     ws.send(json!({"type": "message", "content": "work again"})).await;
     ws.next_of("tool_call").await;
-    // The whole server goes: the wrapper, the recorder and node.
+    // Once the call is surely in flight (its progress arrives)...
+    loop {
+        let frame = ws.next_of("operator_status").await;
+        if frame["detail"].as_str().is_some_and(|d| d.contains("operation: 1/60")) {
+            break;
+        }
+    }
+    // ... the whole server goes: the wrapper, the recorder and node.
     let old_pid = read(&dir.path().join("every.pid")).trim().to_owned();
     assert!(!old_pid.is_empty());
     let group = format!("-{old_pid}");
@@ -521,7 +528,7 @@ async fn per_user_servers_run_one_process_per_user_rooted_in_their_workspace() {
     let provider = FakeProvider::start().await;
     let own = McpServerConfig { per_user: true, ..plain_stdio(&index) };
     let mut config = config_with(dir.path(), &provider, &[("mine", own)]);
-    config.mcp.idle_secs = 3.0;
+    config.mcp.idle_secs = 8.0;
     let server = TestServer::start(config).await;
     let entry = wait_for_server(&server, "mine", "running", |_| true).await;
     assert_eq!(entry["user_processes"], 0, "{entry}");

@@ -10,10 +10,13 @@ async fn the_effective_configuration_is_shown_to_admins_with_secrets_redacted() 
     let provider = FakeProvider::start().await;
     let mut config = test_config(dir.path(), Some(&provider));
     config.provider.api_key = Some("sk-provider-secret".into());
+    let url = provider.url().replace("http://", "http://me:url-secret@");
+    config.provider.url = Some(format!("{url}?key=query-secret"));
     config.limits.turns_per_minute = 42;
     // A server that never starts is enough to show its configuration.
     let server_config = McpServerConfig {
         command: Some("/nonexistent/mcp".into()),
+        args: vec!["--api-key".into(), "arg-secret".into()],
         env: [("API_TOKEN".to_owned(), "env-secret".to_owned())].into(),
         ..McpServerConfig::default()
     };
@@ -26,9 +29,12 @@ async fn the_effective_configuration_is_shown_to_admins_with_secrets_redacted() 
     assert_eq!(body["provider"]["api_key"], "***");
     assert_eq!(body["mcp"]["servers"]["tools"]["env"]["API_TOKEN"], "***");
     let text = body.to_string();
-    for secret in ["sk-provider-secret", "env-secret"] {
+    for secret in ["sk-provider-secret", "env-secret", "url-secret", "query-secret", "arg-secret"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
+    // Nor in what every user can read.
+    let (_, status) = server.get("/api/status").await;
+    assert!(!status.to_string().contains("url-secret"), "{status}");
 
     let toml = server.client.get(server.url("/api/config?format=toml")).send().await.unwrap();
     assert_eq!(toml.status(), 200);
@@ -50,12 +56,13 @@ async fn the_effective_configuration_is_shown_to_admins_with_secrets_redacted() 
     server.stop().await;
 }
 
-/// The value of the sample `name{labels}` in OpenMetrics text (0 when absent).
+/// The value of the sample `name{labels}` in OpenMetrics text (NaN when absent, so no
+/// comparison passes for a misspelled series).
 fn sample(text: &str, name: &str, labels: &str) -> f64 {
     let key = if labels.is_empty() { name.to_owned() } else { format!("{name}{{{labels}}}") };
     text.lines()
         .find_map(|line| line.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or(f64::NAN)
 }
 
 async fn scrape(client: &reqwest::Client, server: &TestServer) -> String {
@@ -111,17 +118,14 @@ async fn metrics_change_as_turns_run_and_need_an_admin_or_an_allowed_address() {
     let failed = "status=\"error\",code=\"PROVIDER_ERROR\"";
     assert_eq!(sample(&text, "parley_turns_finished_total", failed), 1.0, "{text}");
     assert_eq!(sample(&text, "parley_turn_duration_seconds_count", ""), 3.0, "{text}");
-    let ok = "provider=\"openai\",model=\"fake-model\",outcome=\"ok\"";
+    let ok = "provider=\"openai\",model=\"default\",outcome=\"ok\"";
     assert_eq!(sample(&text, "parley_provider_requests_total", ok), 4.0, "{text}");
     let rejected = "provider=\"openai\",model=\"default\",outcome=\"rejected\"";
     assert_eq!(sample(&text, "parley_provider_requests_total", rejected), 1.0, "{text}");
-    let first = "provider=\"openai\",model=\"fake-model\"";
+    let first = "provider=\"openai\",model=\"default\"";
     assert_eq!(sample(&text, "parley_time_to_first_token_seconds_count", first), 4.0, "{text}");
-    assert_eq!(sample(&text, "parley_tokens_total", "model=\"fake-model\",direction=\"in\""), 40.0);
-    assert_eq!(
-        sample(&text, "parley_tokens_total", "model=\"fake-model\",direction=\"out\""),
-        20.0
-    );
+    assert_eq!(sample(&text, "parley_tokens_total", "model=\"default\",direction=\"in\""), 40.0);
+    assert_eq!(sample(&text, "parley_tokens_total", "model=\"default\",direction=\"out\""), 20.0);
     assert_eq!(sample(&text, "parley_tool_calls_total", "tool=\"list_dir\",outcome=\"ok\""), 1.0);
     let refused = "tool=\"write_file\",outcome=\"refused\"";
     assert_eq!(sample(&text, "parley_tool_calls_total", refused), 1.0, "{text}");
@@ -139,11 +143,24 @@ async fn metrics_change_as_turns_run_and_need_an_admin_or_an_allowed_address() {
     assert_eq!(response.status(), 403);
     server.stop().await;
 
-    // ... unless the scraper's address is allowed.
+    // ... unless the scraper's address is allowed: behind a trusted proxy, the address the
+    // proxy names; never the proxy's own (a request it did not say the client of).
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(&provider));
-    config.metrics.allow = vec!["127.0.0.0/8".into()];
+    config.trusted_proxies = vec!["127.0.0.1".into()];
+    config.metrics.allow = vec!["10.0.0.0/8".into(), "127.0.0.1".into()];
     let server = TestServer::start(config).await;
-    scrape(&reqwest::Client::new(), &server).await;
+    let anonymous = reqwest::Client::new();
+    let from = |client: &str| {
+        anonymous.get(server.url("/metrics")).header("x-forwarded-for", client.to_owned()).send()
+    };
+    assert_eq!(from("10.1.2.3").await.unwrap().status(), 200);
+    assert_eq!(from("203.0.113.9").await.unwrap().status(), 401);
+    let direct = anonymous.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(direct.status(), 401, "the proxy's own address allows nothing");
     server.stop().await;
+
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.metrics.allow = vec!["0.0.0.0/0".into()];
+    assert!(config.validate().unwrap_err().contains("metrics.allow"));
 }

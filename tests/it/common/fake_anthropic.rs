@@ -102,6 +102,16 @@ impl Anthropic {
         Self::stream(&events, 64)
     }
 
+    /// A stream whose first event after `message_start` is an error (as when the API is
+    /// overloaded).
+    pub fn error_at_start(kind: &str) -> Script {
+        let events = [
+            Self::start(),
+            json!({"type": "error", "error": {"type": kind, "message": "Overloaded"}}),
+        ];
+        Self::stream(&events, 64)
+    }
+
     /// A plain Anthropic error response (`529 overloaded_error`, `429 rate_limit_error`).
     pub fn status(status: u16, kind: &str, retry_after: Option<&'static str>) -> Script {
         let body =
@@ -117,6 +127,12 @@ pub(super) async fn messages(
     Json(body): Json<Value>,
 ) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Err(problem) = refused(&body) {
+        shared.lock().unwrap().requests.push(body.clone());
+        let error = json!({"type": "error", "error": {"type": "invalid_request_error", "message": problem}});
+        let script = Script::Status { status: 400, retry_after: None, body: error };
+        return respond(script, shared).await;
+    }
     let script = {
         let mut shared = shared.lock().unwrap();
         shared.requests.push(body.clone());
@@ -134,4 +150,59 @@ pub(super) async fn messages(
         Anthropic::text(&["echo: ", &last_user])
     });
     respond(script, shared).await
+}
+
+/// What the real API refuses in a request body (a history Parley built wrongly), so that a
+/// test fails on it: a first message not from the user, text that is empty or only
+/// whitespace, an empty tool result, an id outside `[A-Za-z0-9_-]`, a `tool_use` whose
+/// input is not an object or that the next message does not answer.
+fn refused(body: &Value) -> Result<(), String> {
+    let messages = body["messages"].as_array().ok_or("messages: required")?;
+    if messages.first().is_none_or(|m| m["role"] != "user") {
+        return Err("messages: first message must use the \"user\" role".into());
+    }
+    let valid_id = |id: &str| {
+        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let blocks = message["content"].as_array().ok_or("content must be a list of blocks")?;
+        if blocks.is_empty() {
+            return Err(format!("messages.{i}: content must not be empty"));
+        }
+        for block in blocks {
+            match block["type"].as_str() {
+                Some("text") if block["text"].as_str().is_none_or(|t| t.trim().is_empty()) => {
+                    return Err(format!(
+                        "messages.{i}: text content blocks must contain non-whitespace text"
+                    ));
+                }
+                Some("tool_result") if block["content"].as_str().is_some_and(str::is_empty) => {
+                    return Err(format!("messages.{i}: tool_result content must not be empty"));
+                }
+                Some("tool_result") if !block["tool_use_id"].as_str().is_some_and(valid_id) => {
+                    return Err(format!("messages.{i}: tool_use_id does not match the pattern"));
+                }
+                Some("tool_use") => {
+                    let id = block["id"].as_str().unwrap_or_default();
+                    if !valid_id(id) || !block["input"].is_object() {
+                        return Err(format!("messages.{i}: tool_use id or input is invalid"));
+                    }
+                    let answered = messages
+                        .get(i + 1)
+                        .and_then(|next| next["content"].as_array())
+                        .is_some_and(|next| {
+                            next.iter()
+                                .any(|b| b["type"] == "tool_result" && b["tool_use_id"] == id)
+                        });
+                    if !answered {
+                        return Err(format!(
+                            "messages.{i}: tool_use {id} has no tool_result right after it"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
