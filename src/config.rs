@@ -130,6 +130,9 @@ pub struct ProviderConfig {
     /// Most tokens an answer may have (Anthropic requires it; OpenAI-compatible servers are
     /// not sent it).
     pub max_tokens: u32,
+    /// Tokens of extended thinking Anthropic models are asked for (0: none; at least 1024,
+    /// below `max_tokens`).
+    pub thinking_budget_tokens: u32,
 }
 
 impl Default for ProviderConfig {
@@ -146,6 +149,7 @@ impl Default for ProviderConfig {
             max_retries: 2,
             retry_base_ms: 500,
             max_tokens: 8192,
+            thinking_budget_tokens: 0,
         }
     }
 }

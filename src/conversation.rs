@@ -45,6 +45,14 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+/// The thinking a model did before a step's tool calls, with the provider's signature of
+/// it: Anthropic wants it back, untouched, with the calls it led to while the turn goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedThinking {
+    pub text: String,
+    pub signature: String,
+}
+
 /// One message of a conversation, in the shape a provider takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -54,12 +62,25 @@ pub struct ChatMessage {
     pub tool_calls: Vec<ToolCall>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// An assistant step's signed thinking, within the turn that made it (not stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<SignedThinking>,
 }
 
 impl ChatMessage {
     /// A message with text only.
     pub fn text(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+        Self::with_calls(role, content, Vec::new(), None)
+    }
+
+    /// A message with tool calls (an assistant's) or answering one (a tool's).
+    pub fn with_calls(
+        role: Role,
+        content: impl Into<String>,
+        tool_calls: Vec<ToolCall>,
+        tool_call_id: Option<String>,
+    ) -> Self {
+        Self { role, content: content.into(), tool_calls, tool_call_id, thinking: None }
     }
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::future::OptionFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
+use crate::conversation::{ChatMessage, Role, SignedThinking, ToolCall, Usage};
 use crate::metrics::Metrics;
 use crate::providers::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::store::StoreError;
@@ -117,20 +117,26 @@ impl Agent {
             if completion.tool_calls.is_empty() {
                 return Ok(Answer { text: completion.text, usage, model });
             }
-            messages.push(ChatMessage {
-                role: Role::Assistant,
-                content: completion.text.clone(),
-                tool_calls: completion.tool_calls.clone(),
-                tool_call_id: None,
-            });
+            let mut step = ChatMessage::with_calls(
+                Role::Assistant,
+                completion.text.clone(),
+                completion.tool_calls.clone(),
+                None,
+            );
+            // Within the turn, the model gets its signed thinking back with its calls.
+            step.thinking = completion
+                .thinking_signature
+                .clone()
+                .map(|signature| SignedThinking { text: completion.thinking.clone(), signature });
+            messages.push(step);
             for call in &completion.tool_calls {
                 let outcome = self.run_tool(call, ctx, observer).await?;
-                messages.push(ChatMessage {
-                    role: Role::Tool,
-                    content: outcome.output,
-                    tool_calls: Vec::new(),
-                    tool_call_id: Some(call.id.clone()),
-                });
+                messages.push(ChatMessage::with_calls(
+                    Role::Tool,
+                    outcome.output,
+                    Vec::new(),
+                    Some(call.id.clone()),
+                ));
             }
             if cancel.is_cancelled() {
                 return Err(AgentError::Cancelled);

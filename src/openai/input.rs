@@ -38,7 +38,7 @@ impl InputMessage {
             return Err(invalid(format!("{param}.tool_call_id"), "a tool message needs its id"));
         }
         let tool_call_id = self.tool_call_id.clone();
-        Ok(ChatMessage { role, content, tool_calls, tool_call_id })
+        Ok(ChatMessage::with_calls(role, content, tool_calls, tool_call_id))
     }
 }
 

@@ -20,6 +20,8 @@ pub struct AnthropicProvider {
     upstream: Upstream,
     model: String,
     max_tokens: u32,
+    /// Tokens of extended thinking asked for (0: none).
+    thinking_budget: u32,
 }
 
 impl AnthropicProvider {
@@ -40,10 +42,19 @@ impl AnthropicProvider {
             value.set_sensitive(true);
             headers.insert(HeaderName::from_static("x-api-key"), value);
         }
+        let thinking_budget = config.thinking_budget_tokens;
+        if thinking_budget > 0 && (thinking_budget < 1024 || thinking_budget >= config.max_tokens) {
+            return Err(format!(
+                "provider.thinking_budget_tokens must be at least 1024 and below provider.max_tokens \
+                 ({}), not {thinking_budget}",
+                config.max_tokens
+            ));
+        }
         Ok(Self {
             upstream: Upstream::new(base_url, "/messages", headers, config)?,
             model,
             max_tokens: config.max_tokens.max(1),
+            thinking_budget,
         })
     }
 }
@@ -56,7 +67,7 @@ impl Provider for AnthropicProvider {
         on_delta: &mut (dyn FnMut(Delta) + Send),
     ) -> Result<Completion, ProviderError> {
         let deadline = Instant::now() + self.upstream.total;
-        let body = request_body(request, &self.model, self.max_tokens);
+        let body = request_body(request, &self.model, self.max_tokens, self.thinking_budget);
         let mut attempt = 0;
         loop {
             let response = self.upstream.send(&body, deadline).await?;

@@ -10,7 +10,12 @@ use super::{ChatRequest, Completion, Delta, ProviderError};
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
 
 /// The JSON body of a streaming Messages request.
-pub(super) fn request_body(request: &ChatRequest, model: &str, max_tokens: u32) -> Value {
+pub(super) fn request_body(
+    request: &ChatRequest,
+    model: &str,
+    max_tokens: u32,
+    thinking_budget: u32,
+) -> Value {
     let system: Vec<&str> = request
         .messages
         .iter()
@@ -49,6 +54,9 @@ pub(super) fn request_body(request: &ChatRequest, model: &str, max_tokens: u32) 
     if !system.is_empty() {
         body["system"] = json!(system.join("\n\n"));
     }
+    if thinking_budget > 0 {
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": thinking_budget});
+    }
     if !request.tools.is_empty() {
         let tools: Vec<Value> = request
             .tools
@@ -81,6 +89,11 @@ fn blocks_of(message: &ChatMessage) -> (&'static str, Vec<Value>) {
         }
         Role::Assistant => {
             let mut blocks = Vec::new();
+            // Signed thinking goes first, as the API gave it (within the turn only).
+            if let Some(thinking) = &message.thinking {
+                blocks.push(json!({"type": "thinking", "thinking": thinking.text,
+                                   "signature": thinking.signature}));
+            }
             if !blank {
                 blocks.push(text(&message.content));
             }
@@ -209,7 +222,11 @@ impl Assembler {
                             }
                         }
                     }
-                    // Signatures of thinking, citations: nothing Parley keeps.
+                    Some("signature_delta") => {
+                        let part = delta["signature"].as_str().unwrap_or_default();
+                        self.completion.thinking_signature.get_or_insert_default().push_str(part);
+                    }
+                    // Citations and what comes later: nothing Parley keeps.
                     _ => {}
                 }
             }
@@ -354,24 +371,14 @@ mod tests {
             messages: vec![
                 ChatMessage::text(Role::System, "be brief"),
                 ChatMessage::text(Role::User, "list"),
-                ChatMessage {
-                    role: Role::Assistant,
-                    content: "Looking.".into(),
-                    tool_calls: vec![call("a", r#"{"command":"ls"}"#), call("b", "not json")],
-                    tool_call_id: None,
-                },
-                ChatMessage {
-                    role: Role::Tool,
-                    content: "x.txt".into(),
-                    tool_calls: vec![],
-                    tool_call_id: Some("a".into()),
-                },
-                ChatMessage {
-                    role: Role::Tool,
-                    content: "error: bad".into(),
-                    tool_calls: vec![],
-                    tool_call_id: Some("b".into()),
-                },
+                ChatMessage::with_calls(
+                    Role::Assistant,
+                    "Looking.",
+                    vec![call("a", r#"{"command":"ls"}"#), call("b", "not json")],
+                    None,
+                ),
+                ChatMessage::with_calls(Role::Tool, "x.txt", vec![], Some("a".into())),
+                ChatMessage::with_calls(Role::Tool, "error: bad", vec![], Some("b".into())),
                 ChatMessage::text(Role::System, "Page context: home"),
                 ChatMessage::text(Role::User, "thanks"),
                 ChatMessage::text(Role::Assistant, "  \n"),
@@ -382,7 +389,7 @@ mod tests {
                 parameters: json!({"type": "object"}),
             }],
         };
-        let body = request_body(&request, "claude-x", 1000);
+        let body = request_body(&request, "claude-x", 1000, 0);
         assert_eq!(body["system"], "be brief\n\nPage context: home");
         assert_eq!(body["tools"][0]["input_schema"]["type"], "object");
         let messages = body["messages"].as_array().unwrap();
@@ -408,26 +415,21 @@ mod tests {
             messages: vec![
                 ChatMessage::text(Role::Assistant, "Hi! How can I help?"),
                 ChatMessage::text(Role::User, "make a folder"),
-                ChatMessage {
-                    role: Role::Assistant,
-                    content: "\n\n".into(),
-                    tool_calls: vec![ToolCall {
+                ChatMessage::with_calls(
+                    Role::Assistant,
+                    "\n\n",
+                    vec![ToolCall {
                         id: "functions.shell:0".into(),
                         name: "shell".into(),
                         arguments: "".into(),
                     }],
-                    tool_call_id: None,
-                },
-                ChatMessage {
-                    role: Role::Tool,
-                    content: "".into(),
-                    tool_calls: vec![],
-                    tool_call_id: Some("functions.shell:0".into()),
-                },
+                    None,
+                ),
+                ChatMessage::with_calls(Role::Tool, "", vec![], Some("functions.shell:0".into())),
             ],
             tools: vec![],
         };
-        let body = request_body(&request, "claude-x", 100);
+        let body = request_body(&request, "claude-x", 100, 0);
         let messages = body["messages"].as_array().unwrap();
         assert_eq!(messages[0]["role"], "user", "{body}");
         assert_eq!(messages[1]["role"], "assistant");

@@ -105,6 +105,8 @@ pub enum Delta {
 pub struct Completion {
     pub text: String,
     pub thinking: String,
+    /// The provider's signature of `thinking` (Anthropic), to send it back with the calls.
+    pub thinking_signature: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub model: Option<String>,

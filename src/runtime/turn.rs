@@ -486,21 +486,16 @@ pub(super) fn provider_history(stored: Vec<Message>) -> Vec<ChatMessage> {
                     continue;
                 };
                 unanswered.remove(pos);
-                out.push(ChatMessage {
-                    role: Role::Tool,
-                    content: message.content,
-                    tool_calls: Vec::new(),
-                    tool_call_id: Some(id),
-                });
+                out.push(ChatMessage::with_calls(
+                    Role::Tool,
+                    message.content,
+                    Vec::new(),
+                    Some(id),
+                ));
             }
             role => {
                 unanswered = message.tool_calls.iter().map(|c| c.id.clone()).collect();
-                out.push(ChatMessage {
-                    role,
-                    content: message.content,
-                    tool_calls: message.tool_calls,
-                    tool_call_id: None,
-                });
+                out.push(ChatMessage::with_calls(role, message.content, message.tool_calls, None));
             }
         }
     }
@@ -510,12 +505,12 @@ pub(super) fn provider_history(stored: Vec<Message>) -> Vec<ChatMessage> {
 
 fn close_unanswered(out: &mut Vec<ChatMessage>, unanswered: &mut Vec<String>) {
     for id in unanswered.drain(..) {
-        out.push(ChatMessage {
-            role: Role::Tool,
-            content: "error: interrupted before this tool call finished".into(),
-            tool_calls: Vec::new(),
-            tool_call_id: Some(id),
-        });
+        out.push(ChatMessage::with_calls(
+            Role::Tool,
+            "error: interrupted before this tool call finished",
+            Vec::new(),
+            Some(id),
+        ));
     }
 }
 

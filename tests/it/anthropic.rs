@@ -241,3 +241,36 @@ async fn a_conversation_with_tool_calls_moves_between_providers_and_back() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn extended_thinking_is_asked_for_and_its_signature_goes_back_with_the_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let mut config = anthropic_config(dir.path(), &provider);
+    config.provider.thinking_budget_tokens = 2048;
+    provider.push([
+        Anthropic::thinking_tool_use("I should look.", "toolu_t", "list_dir", json!({"path": "."})),
+        Anthropic::text(&["Looked."]),
+    ]);
+    let server = TestServer::start(config).await;
+    let mut ws = WsClient::connect(&server, "/ws/chat?session_id=th").await;
+    ws.next().await;
+    ws.send(json!({"type": "message", "content": "look"})).await;
+    let frames = ws.until("done").await;
+    assert!(frames.iter().any(|f| f["type"] == "thinking" && f["content"] == "I should look."));
+    assert_eq!(frames.last().unwrap()["full_response"], "Looked.", "{frames:?}");
+    let requests = provider.requests();
+    assert_eq!(requests[0]["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+    let step = &requests[1]["messages"][1]["content"];
+    assert_eq!(
+        step[0],
+        json!({"type": "thinking", "thinking": "I should look.", "signature": "sig-123"})
+    );
+    assert_eq!(step[1]["type"], "tool_use");
+
+    // A budget the API would refuse stops start-up.
+    let mut config = anthropic_config(dir.path(), &provider);
+    config.provider.thinking_budget_tokens = 500;
+    let refused = parley::server::build(config).await.err().expect("refused").to_string();
+    assert!(refused.contains("thinking_budget_tokens"), "{refused}");
+}

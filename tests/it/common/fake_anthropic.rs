@@ -93,6 +93,20 @@ impl Anthropic {
         Self::stream(&events, 11)
     }
 
+    /// Signed thinking, then one tool call (as a model thinking with tools answers).
+    pub fn thinking_tool_use(thinking: &str, id: &str, name: &str, input: Value) -> Script {
+        let mut events = vec![Self::start()];
+        events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}));
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": thinking}}));
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig-"}}));
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "123"}}));
+        events.push(json!({"type": "content_block_stop", "index": 0}));
+        events.push(json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": id, "name": name, "input": input}}));
+        events.push(json!({"type": "content_block_stop", "index": 1}));
+        events.extend(Self::stop("tool_use"));
+        Self::stream(&events, 9)
+    }
+
     /// A stream that starts an answer and then reports an error event.
     pub fn error_mid_stream(kind: &str) -> Script {
         let mut events = vec![Self::start()];
@@ -160,6 +174,29 @@ fn refused(body: &Value) -> Result<(), String> {
     let messages = body["messages"].as_array().ok_or("messages: required")?;
     if messages.first().is_none_or(|m| m["role"] != "user") {
         return Err("messages: first message must use the \"user\" role".into());
+    }
+    // With extended thinking, a tool loop in progress (the last message answers tool calls)
+    // sends the calls back with the signed thinking that led to them, first.
+    let in_loop = messages
+        .last()
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+    if body["thinking"]["type"] == "enabled" && in_loop {
+        let last = messages.iter().rev().find(|m| m["role"] == "assistant");
+        let calls = last
+            .and_then(|m| m["content"].as_array())
+            .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_use"));
+        let first = last.map(|m| &m["content"][0]);
+        if calls
+            && !first.is_some_and(|b| {
+                b["type"] == "thinking" && b["signature"].as_str().is_some_and(|s| !s.is_empty())
+            })
+        {
+            return Err(
+                "messages: an assistant message with tool_use must start with its thinking block"
+                    .into(),
+            );
+        }
     }
     let valid_id = |id: &str| {
         !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
