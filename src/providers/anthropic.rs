@@ -36,11 +36,19 @@ impl AnthropicProvider {
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
         );
-        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+        // A key read from a file often ends in a newline, which no header may carry.
+        if let Some(key) = config.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             let mut value = HeaderValue::from_str(key)
                 .map_err(|_| "the API key is not a valid header value".to_owned())?;
             value.set_sensitive(true);
             headers.insert(HeaderName::from_static("x-api-key"), value);
+        }
+        // Anthropic's own SDKs take the base URL without `/v1`; Parley's includes it.
+        if !base_url.trim_end_matches('/').ends_with("/v1") {
+            tracing::warn!(
+                "the Anthropic provider URL does not end in /v1; requests go to <url>/messages \
+                 (for Anthropic's API use https://api.anthropic.com/v1)"
+            );
         }
         let thinking_budget = config.thinking_budget_tokens;
         if thinking_budget > 0 && (thinking_budget < 1024 || thinking_budget >= config.max_tokens) {

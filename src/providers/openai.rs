@@ -20,7 +20,8 @@ impl OpenAiProvider {
     /// A client for `base_url` (including `/v1`).
     pub fn new(base_url: &str, config: &ProviderConfig) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
-        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+        // A key read from a file often ends in a newline, which no header may carry.
+        if let Some(key) = config.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
                 .map_err(|_| "the API key is not a valid header value".to_owned())?;
             value.set_sensitive(true);

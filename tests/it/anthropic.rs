@@ -15,7 +15,8 @@ fn anthropic_config(dir: &std::path::Path, provider: &FakeProvider) -> Config {
     let mut config = test_config(dir, Some(provider));
     config.provider.kind = "anthropic".into();
     config.provider.model = Some("claude-fake-1".into());
-    config.provider.api_key = Some("sk-ant-test".into());
+    // As read from a secret file, newline and all.
+    config.provider.api_key = Some("sk-ant-test\n".into());
     config
 }
 
