@@ -136,11 +136,6 @@ impl McpConfig {
         Ok(())
     }
 
-    /// `url` with its password and its whole query (which often carries a key) as `***`.
-    pub fn redacted_url(url: &str) -> String {
-        super::redact_url_and_query(url)
-    }
-
     /// A copy with every `env` and `headers` value and every URL password replaced by `***`.
     pub fn redacted(&self) -> Self {
         let mut copy = self.clone();
@@ -148,7 +143,7 @@ impl McpConfig {
             server.env.values_mut().for_each(|value| *value = "***".into());
             redact_args(&mut server.args);
             server.headers.values_mut().for_each(|value| *value = "***".into());
-            server.url = server.url.as_deref().map(Self::redacted_url);
+            server.url = server.url.as_deref().map(super::redact_url_and_query);
         }
         copy
     }

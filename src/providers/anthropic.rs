@@ -93,20 +93,13 @@ impl Provider for AnthropicProvider {
                 Ok((_, rest)) => rest,
                 // Overloaded (or rate limited) in the stream before a word of the answer:
                 // nothing was shown, so it is tried again like a 529.
-                Err(error) if !answered => match self.upstream.backoff(&error, attempt, deadline) {
-                    Some(backoff) => {
-                        tracing::warn!(
-                            attempt,
-                            kind = error.kind(),
-                            ?backoff,
-                            "provider stream failed at its start; retrying"
-                        );
-                        tokio::time::sleep(backoff).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    None => return Err(error),
-                },
+                Err(error)
+                    if !answered
+                        && self.upstream.wait_to_retry(&error, attempt, deadline).await =>
+                {
+                    attempt += 1;
+                    continue;
+                }
                 Err(error) => return Err(error),
             };
             // A stream cut inside its last event leaves a piece that is not an event.

@@ -87,39 +87,37 @@ impl Upstream {
                 Ok(Err(err)) if err.is_timeout() => ProviderError::Timeout("connecting"),
                 Ok(Err(err)) => ProviderError::Unavailable(format!("request failed: {err}")),
             };
-            let Some(backoff) = self.backoff(&error, attempt, deadline) else {
+            if !self.wait_to_retry(&error, attempt, deadline).await {
                 return Err(error);
-            };
-            tracing::warn!(
-                attempt,
-                kind = error.kind(),
-                ?backoff,
-                "provider call failed; retrying"
-            );
-            tokio::time::sleep(backoff).await;
+            }
             attempt += 1;
         }
     }
 
-    /// How long to wait before trying again after `error` on try number `attempt` (from
-    /// 0), or `None` when it is not worth another try: not retryable (only rate limits
-    /// and unavailability are), out of tries, or past `deadline`.
-    pub(super) fn backoff(
+    /// Waits before trying again after `error` on try number `attempt` (from 0) and says
+    /// so in the log; `false` at once when it is not worth another try: not retryable
+    /// (only rate limits and unavailability are), out of tries, or past `deadline`.
+    pub(super) async fn wait_to_retry(
         &self,
         error: &ProviderError,
         attempt: u32,
         deadline: Instant,
-    ) -> Option<Duration> {
+    ) -> bool {
         let retryable =
             matches!(error, ProviderError::RateLimited { .. } | ProviderError::Unavailable(_));
         if !retryable || attempt >= self.max_retries {
-            return None;
+            return false;
         }
         let backoff = match error {
             ProviderError::RateLimited { retry_after: Some(after) } => *after,
             _ => self.retry_base * 2u32.saturating_pow(attempt) + jitter(self.retry_base),
         };
-        (backoff <= MAX_RETRY_AFTER && Instant::now() + backoff < deadline).then_some(backoff)
+        if backoff > MAX_RETRY_AFTER || Instant::now() + backoff >= deadline {
+            return false;
+        }
+        tracing::warn!(attempt, kind = error.kind(), ?backoff, "provider call failed; retrying");
+        tokio::time::sleep(backoff).await;
+        true
     }
 
     /// Reads the SSE stream of `response`, handing each event's data to `on_event` until

@@ -102,13 +102,13 @@ impl McpServers {
             .map(|server| {
                 let status = server.status();
                 ServerStatus {
-                    name: server.name().to_owned(),
-                    transport: if server.config().url.is_some() { "http" } else { "stdio" },
+                    name: server.name.clone(),
+                    transport: if server.config.url.is_some() { "http" } else { "stdio" },
                     state: status.phase,
                     error: status.error,
                     restarts: status.restarts,
                     tools: status.tools,
-                    per_user: server.config().per_user,
+                    per_user: server.config.per_user,
                     user_processes: server.user_processes(),
                 }
             })

@@ -99,8 +99,7 @@ impl Server {
         let started =
             connect::connect(&self.name, &self.config, place, self.limits.start_timeout).await;
         let connection = started.map_err(|why| {
-            tracing::warn!(server = %self.name, "MCP server did not start for a user: {why}");
-            self.set_error(why);
+            self.failed("did not start for a user", why);
             ToolError::Failed(format!(
                 "the MCP server {} did not start; try again later",
                 self.name

@@ -152,14 +152,6 @@ impl Server {
         })
     }
 
-    pub(super) fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub(super) fn config(&self) -> &McpServerConfig {
-        &self.config
-    }
-
     pub(super) fn status(&self) -> Status {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -175,9 +167,11 @@ impl Server {
         change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Records why the server last failed, with its configuration's secrets scrubbed.
-    pub(super) fn set_error(&self, why: String) {
+    /// Logs and records that the server `what` (`stopped`, `did not start`) and why, with
+    /// its configuration's secrets scrubbed.
+    pub(super) fn failed(&self, what: &str, why: String) {
         let why = connect::scrub(why, &self.config);
+        tracing::warn!(server = %self.name, "MCP server {what}: {why}");
         self.set_status(|s| s.error = Some(why));
     }
 
@@ -206,18 +200,9 @@ impl Server {
                         self.set_status(|s| s.phase = Phase::Running);
                         return;
                     }
-                    let why = connect::scrub(
-                        ended.err().unwrap_or_else(|| "it stopped".into()),
-                        &self.config,
-                    );
-                    tracing::warn!(server = %self.name, "MCP server stopped: {why}");
-                    self.set_error(why);
+                    self.failed("stopped", ended.err().unwrap_or_else(|| "it stopped".into()));
                 }
-                Err(why) => {
-                    let why = connect::scrub(why, &self.config);
-                    tracing::warn!(server = %self.name, "MCP server did not start: {why}");
-                    self.set_error(why);
-                }
+                Err(why) => self.failed("did not start", why),
             }
             if started.elapsed() > self.limits.max_backoff * 2 {
                 backoff = Duration::from_secs(1);
