@@ -12,6 +12,7 @@ mod env;
 mod keys;
 mod load;
 mod mcp;
+mod models;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use load::ConfigError;
 pub use mcp::{McpConfig, McpServerConfig, TOOL_SEPARATOR};
+pub use models::{BudgetConfig, ModelConfig};
 
 /// Everything `parley serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,7 +42,16 @@ pub struct Config {
     /// This node's name in logs, status and (multi-node) leases: 1-64 of
     /// `A-Z a-z 0-9 . _ -`; unset, one is made up at each start (`node-<random>`).
     pub node_id: Option<String>,
+    /// The provider of `PARLEY_PROVIDER_URL`; with a URL it is the provider named `default`.
     pub provider: ProviderConfig,
+    /// More providers by name, each serving the models it lists.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Per-model settings (fallback chain, prices), by the model's name.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// The model of a turn that names none; unset: `provider.model`, else the first model
+    /// listed.
+    pub default_model: Option<String>,
+    pub budget: BudgetConfig,
     pub agent: AgentConfig,
     pub tools: ToolsConfig,
     pub sessions: SessionsConfig,
@@ -90,6 +101,10 @@ impl Default for Config {
             redis_prefix: "parley:".into(),
             node_id: None,
             provider: ProviderConfig::default(),
+            providers: BTreeMap::new(),
+            models: BTreeMap::new(),
+            default_model: None,
+            budget: BudgetConfig::default(),
             agent: AgentConfig::default(),
             tools: ToolsConfig::default(),
             sessions: SessionsConfig::default(),
@@ -106,16 +121,21 @@ impl Default for Config {
     }
 }
 
-/// The upstream LLM provider.
+/// An upstream LLM provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProviderConfig {
     /// `openai` (any OpenAI-compatible server) or `anthropic` (the Messages API).
     pub kind: String,
     /// Base URL including `/v1`; unset makes turns fail with `PROVIDER_NOT_CONFIGURED`.
     pub url: Option<String>,
     pub api_key: Option<String>,
+    /// The model asked for (with `models`, the first of those it serves).
     pub model: Option<String>,
+    /// More models it serves, by the names sent upstream. From the environment, a
+    /// comma-separated list.
+    #[serde(deserialize_with = "list_or_string")]
+    pub models: Vec<String>,
     pub connect_timeout_secs: f64,
     /// Time allowed from sending the request to the first streamed byte.
     pub first_byte_timeout_secs: f64,
@@ -142,6 +162,7 @@ impl Default for ProviderConfig {
             url: None,
             api_key: None,
             model: None,
+            models: Vec::new(),
             connect_timeout_secs: 10.0,
             first_byte_timeout_secs: 120.0,
             idle_timeout_secs: 60.0,
@@ -361,7 +382,8 @@ impl Default for AuthConfig {
 
 /// The map fields: they take keys of the user's choosing, so any name below them is
 /// accepted (a test in `keys` fails when a map field is missing here).
-const FREE_FORM_MAPS: &[&str] = &["agent.page_hints", "tools.approval", "mcp.servers"];
+const FREE_FORM_MAPS: &[&str] =
+    &["agent.page_hints", "tools.approval", "mcp.servers", "providers", "models", "budget.users"];
 
 impl Config {
     /// Refuses settings that would be unsafe or cannot work.
@@ -380,6 +402,10 @@ impl Config {
         self.trusted_proxies()?;
         self.mcp.validate()?;
         self.metrics.networks()?;
+        self.budget.validate()?;
+        for (name, model) in &self.models {
+            model.validate(name)?;
+        }
         let bad = |id: &String| id.len() > 64 || !crate::runtime::valid_session_id(id);
         if self.node_id.as_ref().is_some_and(bad) {
             return Err(format!(
@@ -438,13 +464,15 @@ impl Config {
     /// MCP servers' `env` and `headers`).
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
-        if copy.provider.api_key.is_some() {
-            copy.provider.api_key = Some("***".into());
-        }
         copy.database_url = Some(self.redacted_database_url());
         copy.redis_url = copy.redis_url.as_deref().map(redact_url);
         copy.mcp = self.mcp.redacted();
-        copy.provider.url = copy.provider.url.as_deref().map(redact_url_and_query);
+        for provider in std::iter::once(&mut copy.provider).chain(copy.providers.values_mut()) {
+            if provider.api_key.is_some() {
+                provider.api_key = Some("***".into());
+            }
+            provider.url = provider.url.as_deref().map(redact_url_and_query);
+        }
         copy
     }
 

@@ -24,7 +24,7 @@ pub struct TurnEnd {
 /// One model call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderCall {
-    /// `openai` or `anthropic`.
+    /// The provider's name in the configuration (`default` for `[provider]`).
     pub provider: String,
     pub model: String,
     /// `ok`, `cancelled`, or the failure's kind (`rate_limited`, `timeout`, ...).
@@ -44,6 +44,15 @@ pub struct Tokens {
     pub model: String,
     /// `in` (prompt) or `out` (completion).
     pub direction: String,
+}
+
+/// A model given up on for the next in its fallback chain.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Fallback {
+    /// The model that failed.
+    pub from: String,
+    /// The model tried next.
+    pub to: String,
 }
 
 /// One tool call.
@@ -96,6 +105,9 @@ pub struct Metrics {
     pub provider_requests: Family<ProviderCall, Counter>,
     pub first_token: Histograms<Model>,
     pub tokens: Family<Tokens, Counter>,
+    /// What the tokens cost, by model (only models with prices).
+    pub cost: Family<Model, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub fallbacks: Family<Fallback, Counter>,
     pub tool_calls: Family<ToolCall, Counter>,
     pub approvals: Family<ApprovalDecision, Counter>,
     pub store_writes: Histogram,
@@ -127,6 +139,8 @@ impl Metrics {
             provider_requests: Family::default(),
             first_token: Family::new_with_constructor(latency),
             tokens: Family::default(),
+            cost: Family::default(),
+            fallbacks: Family::default(),
             tool_calls: Family::default(),
             approvals: Family::default(),
             store_writes: store_latency(),
@@ -166,6 +180,16 @@ impl Metrics {
             metrics.first_token.clone(),
         );
         registry.register("tokens", "Tokens by model, in (prompt) and out", metrics.tokens.clone());
+        registry.register(
+            "cost",
+            "What model calls cost, by model (in the currency of the configured prices)",
+            metrics.cost.clone(),
+        );
+        registry.register(
+            "provider_fallbacks",
+            "Model calls handed to the next model of a fallback chain",
+            metrics.fallbacks.clone(),
+        );
         registry.register(
             "tool_calls",
             "Tool calls, by tool and outcome",
@@ -246,6 +270,17 @@ impl Metrics {
             let labels = Tokens { model: model.to_owned(), direction: direction.to_owned() };
             self.tokens.get_or_create(&labels).inc_by(count);
         }
+    }
+
+    /// What a model call cost.
+    pub fn cost(&self, provider: &str, model: &str, cost: f64) {
+        let labels = Model { provider: provider.to_owned(), model: model.to_owned() };
+        self.cost.get_or_create(&labels).inc_by(cost);
+    }
+
+    /// A model failed before answering and the next of its chain was tried.
+    pub fn fallback(&self, from: &str, to: &str) {
+        self.fallbacks.get_or_create(&Fallback { from: from.to_owned(), to: to.to_owned() }).inc();
     }
 
     /// A tool call ended.

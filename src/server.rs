@@ -38,7 +38,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let bus = bus::open(config.redis_url.as_deref(), bus_config)
         .await
         .with_context(|| format!("connecting to the bus {}", config.redacted_redis_url()))?;
-    let provider = providers::build(&config.provider).map_err(anyhow::Error::msg)?;
+    let models = Arc::new(providers::Models::build(&config).map_err(anyhow::Error::msg)?);
     std::fs::create_dir_all(config.workspace_root())
         .with_context(|| format!("creating {}", config.workspace_root().display()))?;
     let tools = Arc::new(
@@ -48,7 +48,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let metrics = Arc::new(Metrics::new());
     let metrics_allow = config.metrics.networks().map_err(anyhow::Error::msg)?.into();
     let agent = Agent {
-        provider: provider.clone(),
+        models: models.clone(),
         tools,
         metrics: metrics.clone(),
         max_iterations: config.agent.max_iterations.max(1),
@@ -66,6 +66,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
             turns_per_minute: config.limits.turns_per_minute,
             max_concurrent_turns: config.limits.max_concurrent_turns,
             system_prompt: config.agent.system_prompt.clone(),
+            budget: config.budget.clone(),
             page_hints: config.agent.page_hints.clone(),
             approval_timeout: Duration::try_from_secs_f64(config.tools.approval_timeout_secs)
                 .unwrap_or(Duration::from_secs(120)),
@@ -90,8 +91,8 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     tokio::spawn(Connections::keep_listed(Arc::downgrade(&connections)));
     Ok(AppState {
         runtime,
-        provider: provider.describe().into(),
-        provider_configured: config.provider.url.as_deref().is_some_and(|u| !u.trim().is_empty()),
+        provider: models.describe().into(),
+        provider_configured: models.configured(),
         config: Arc::new(config),
         started: Instant::now(),
         shutdown: CancellationToken::new(),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conversation::{ChatMessage, Role, SignedThinking, ToolCall, Usage};
 use crate::metrics::Metrics;
-use crate::providers::{ChatRequest, Completion, Delta, Provider, ProviderError};
+use crate::providers::{ChatRequest, Completion, Delta, Models, ProviderError, Route};
 use crate::store::StoreError;
 use crate::tools::{Policy, Prepared, Progress, Registry, ToolContext, ToolError, cap_output};
 
@@ -26,6 +26,17 @@ pub enum AgentError {
     IterationLimit(u32),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether a model call that failed before answering is tried on the next model of the
+/// chain: the provider could not take it, not that it refused this request.
+fn falls_back(error: &ProviderError) -> bool {
+    matches!(
+        error,
+        ProviderError::Unavailable(_)
+            | ProviderError::RateLimited { .. }
+            | ProviderError::Timeout(_)
+    )
 }
 
 /// The result of one tool call.
@@ -49,13 +60,15 @@ pub struct Answer {
 /// Receives what the loop does, to persist it and tell watchers.
 #[async_trait]
 pub trait TurnObserver: Send + Sync {
-    /// A model call begins.
-    async fn step_started(&self) -> Result<(), StoreError>;
+    /// A call to `model` begins.
+    async fn step_started(&self, model: &str) -> Result<(), StoreError>;
+    /// `from` failed before it answered; the step is tried again on `to` (no I/O here).
+    fn fell_back(&self, from: &str, to: &str);
     /// A piece of the answer arrived (hot path: no I/O here).
     fn delta(&self, delta: Delta);
     /// Called on a timer while a step streams: persist the partial text.
     async fn flush(&self) -> Result<(), StoreError>;
-    /// A model call completed.
+    /// A model call completed (its `model` is the one that served it, its usage priced).
     async fn step_finished(&self, completion: &Completion) -> Result<(), StoreError>;
     /// A model call was stopped: persist its partial text marked interrupted.
     async fn step_interrupted(&self) -> Result<(), StoreError>;
@@ -76,7 +89,8 @@ pub trait TurnObserver: Send + Sync {
 
 /// The loop's fixed parts.
 pub struct Agent {
-    pub provider: Arc<dyn Provider>,
+    /// The models turns may ask for, with their providers.
+    pub models: Arc<Models>,
     pub tools: Arc<Registry>,
     /// Where model and tool calls are counted.
     pub metrics: Arc<Metrics>,
@@ -85,37 +99,57 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Runs the loop on `messages` (system prompt, history and the new user message).
+    /// Runs the loop on `messages` (system prompt, history and the new user message) with
+    /// `model` (a configured id), falling back along its chain.
     pub async fn run(
         &self,
+        model: &str,
         mut messages: Vec<ChatMessage>,
         ctx: &ToolContext,
         cancel: &CancellationToken,
         observer: &dyn TurnObserver,
     ) -> Result<Answer, AgentError> {
         let tools = self.tools.specs();
+        let chain = self.models.chain(model);
+        // A model given up on stays given up on for the rest of the turn.
+        let mut at = 0;
         let mut usage = Usage::default();
-        let mut model = self.provider.model().map(str::to_owned);
         for _ in 0..self.max_iterations {
             if cancel.is_cancelled() {
                 return Err(AgentError::Cancelled);
             }
-            observer.step_started().await?;
             let request = ChatRequest { messages: messages.clone(), tools: tools.clone() };
-            let completion = match self.measured_step(&request, cancel, observer).await {
-                Ok(completion) => completion,
-                Err(err) => {
-                    observer.step_interrupted().await?;
-                    return Err(err);
+            observer.step_started(&chain[at].id).await?;
+            let completion = loop {
+                let route = &chain[at];
+                let (result, answered) =
+                    self.measured_step(route, &request, cancel, observer).await;
+                match result {
+                    Ok(completion) => break completion,
+                    Err(AgentError::Provider(err))
+                        if !answered && at + 1 < chain.len() && falls_back(&err) =>
+                    {
+                        let next = &chain[at + 1];
+                        tracing::warn!(
+                            model = %route.id,
+                            next = %next.id,
+                            error = %err,
+                            "the model failed before answering; trying the next of its chain"
+                        );
+                        self.metrics.fallback(&route.id, &next.id);
+                        observer.fell_back(&route.id, &next.id);
+                        at += 1;
+                    }
+                    Err(err) => {
+                        observer.step_interrupted().await?;
+                        return Err(err);
+                    }
                 }
             };
             usage.add(completion.usage);
-            if completion.model.is_some() {
-                model = completion.model.clone();
-            }
             observer.step_finished(&completion).await?;
             if completion.tool_calls.is_empty() {
-                return Ok(Answer { text: completion.text, usage, model });
+                return Ok(Answer { text: completion.text, usage, model: completion.model });
             }
             let mut step = ChatMessage::with_calls(
                 Role::Assistant,
@@ -145,19 +179,22 @@ impl Agent {
         Err(AgentError::IterationLimit(self.max_iterations))
     }
 
-    /// [`Self::stream_step`], counted: its outcome, time to the first token and tokens.
+    /// [`Self::stream_step`] on `route`, counted (its outcome, time to the first token,
+    /// tokens and cost) and labelled: the completion names the model that served it and
+    /// carries its cost. Also says whether any of the answer reached the observer.
     async fn measured_step(
         &self,
+        route: &Route,
         request: &ChatRequest,
         cancel: &CancellationToken,
         observer: &dyn TurnObserver,
-    ) -> Result<Completion, AgentError> {
+    ) -> (Result<Completion, AgentError>, bool) {
         let started = Instant::now();
         let first = std::sync::OnceLock::new();
-        let result = self.stream_step(request, cancel, observer, &first).await;
-        // The configured name, not the one upstream answers with: a bounded set of
+        let mut result = self.stream_step(route, request, cancel, observer, &first).await;
+        // The configured names, not the one upstream answers with: a bounded set of
         // labels, and successes and failures under the same one.
-        let model = self.provider.model().unwrap_or("default");
+        let (provider, model) = (route.provider_name.as_str(), route.id.as_str());
         let outcome = match &result {
             Ok(_) => "ok",
             Err(AgentError::Cancelled) => "cancelled",
@@ -165,12 +202,20 @@ impl Agent {
             Err(_) => "other",
         };
         let first_token = first.get().map(|at: &Instant| at.duration_since(started));
-        self.metrics.provider_call(self.provider.kind(), model, outcome, first_token);
-        if let Ok(completion) = &result {
-            let usage = completion.usage;
+        self.metrics.provider_call(provider, model, outcome, first_token);
+        if let Ok(completion) = &mut result {
+            let usage = &mut completion.usage;
             self.metrics.tokens(model, usage.prompt_tokens, usage.completion_tokens);
+            usage.cost = route.price.map(|price| price.cost(usage));
+            if let Some(cost) = usage.cost {
+                self.metrics.cost(provider, model, cost);
+            }
+            // A model sent no name is known by the name its server answers with.
+            if route.upstream().is_some() || completion.model.is_none() {
+                completion.model = Some(route.id.clone());
+            }
         }
-        result
+        (result, first.get().is_some())
     }
 
     /// One model call, streamed to the observer, flushed on a timer, stopped on cancel
@@ -178,6 +223,7 @@ impl Agent {
     /// first delta arrived.
     async fn stream_step(
         &self,
+        route: &Route,
         request: &ChatRequest,
         cancel: &CancellationToken,
         observer: &dyn TurnObserver,
@@ -187,7 +233,7 @@ impl Agent {
             first.get_or_init(Instant::now);
             observer.delta(delta)
         };
-        let call = self.provider.complete(request, &mut on_delta);
+        let call = route.provider.complete(route.upstream(), request, &mut on_delta);
         tokio::pin!(call);
         let mut ticker = tokio::time::interval(self.flush_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -31,8 +31,9 @@ use crate::runtime::{Decision, NewTurn, Runtime, RuntimeError, Target, valid_ses
 /// How long a run whose client went away keeps going, waiting for it to reconnect.
 const DETACH_GRACE: Duration = Duration::from_secs(3);
 
-/// The request body: AG-UI's `RunAgentInput` (its `tools`, `context`, `state` and
-/// `forwardedProps` are accepted and ignored: the agent's own tools run).
+/// The request body: AG-UI's `RunAgentInput` (its `tools`, `context` and `state` are
+/// accepted and ignored: the agent's own tools run; of `forwardedProps`, `model` picks the
+/// model).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RunAgentInput {
@@ -41,6 +42,8 @@ pub(crate) struct RunAgentInput {
     messages: Vec<InputMessage>,
     #[serde(default)]
     resume: Vec<ResumeEntry>,
+    #[serde(default)]
+    forwarded_props: Option<serde_json::Value>,
 }
 
 fn invalid(param: String, message: impl Into<String>) -> ApiError {
@@ -154,6 +157,11 @@ async fn start_turn(
         wait: false,
         request_id: request_id.as_ref(),
         context: &context,
+        model: input
+            .forwarded_props
+            .as_ref()
+            .and_then(|props| props.get("model"))
+            .and_then(serde_json::Value::as_str),
     };
     let submission = runtime.submit(user, Target::Id(&input.thread_id), turn).await?;
     Ok(submission.turn_id)

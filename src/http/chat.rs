@@ -21,6 +21,9 @@ pub(super) struct ChatRequest {
     session_id: Option<String>,
     #[serde(default)]
     project_id: Option<String>,
+    /// The model to answer with (default: the configured default).
+    #[serde(default)]
+    model: Option<String>,
 }
 
 pub(super) async fn chat(
@@ -37,6 +40,7 @@ pub(super) async fn chat(
         wait: true,
         request_id: request_id.as_ref(),
         context: &[],
+        model: request.model.as_deref(),
     };
     let submission = state.runtime.submit(&caller.user, target, turn).await?;
     let outcome = finished(submission).await?;

@@ -82,6 +82,8 @@ impl ApiError {
                 RuntimeError::ShuttingDown | RuntimeError::SessionBusy => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
+                RuntimeError::UnknownModel(_) => StatusCode::BAD_REQUEST,
+                RuntimeError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RuntimeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Auth(err) => match err {
@@ -133,6 +135,8 @@ impl ApiError {
                 RuntimeError::RateLimited { .. } => "RATE_LIMITED",
                 RuntimeError::ShuttingDown => "SHUTTING_DOWN",
                 RuntimeError::SessionBusy => "SESSION_BUSY",
+                RuntimeError::UnknownModel(_) => "UNKNOWN_MODEL",
+                RuntimeError::BudgetExceeded { .. } => "BUDGET_EXCEEDED",
                 RuntimeError::Store(_) => "INTERNAL_ERROR",
             },
             ApiError::Auth(err) => match err {
@@ -174,6 +178,13 @@ impl ApiError {
             ApiError::Runtime(RuntimeError::QueueFull { limit }) => {
                 extra.insert("limit".into(), json!(limit));
             }
+            ApiError::Runtime(RuntimeError::UnknownModel(_)) => {
+                extra.insert("param".into(), json!("model"));
+            }
+            ApiError::Runtime(RuntimeError::BudgetExceeded { spent, budget, .. }) => {
+                extra.insert("spent".into(), json!(spent));
+                extra.insert("limit".into(), json!(budget));
+            }
             ApiError::InvalidParam { param, .. } => {
                 extra.insert("param".into(), json!(param));
             }
@@ -200,9 +211,10 @@ impl ApiError {
             }
             ApiError::RateLimited { retry_after, .. }
             | ApiError::Auth(AuthError::RateLimited { retry_after, .. })
-            | ApiError::Runtime(RuntimeError::RateLimited { retry_after, .. }) => {
-                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
-            }
+            | ApiError::Runtime(
+                RuntimeError::RateLimited { retry_after, .. }
+                | RuntimeError::BudgetExceeded { retry_after, .. },
+            ) => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ mod listener;
 mod metrics;
 mod sessions;
 mod turns;
+mod usage;
 mod web;
 mod workspace;
 
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/status", get(health::status))
         .route("/api/config", get(health::config))
+        .route("/api/usage", get(usage::usage))
         .route("/api/pair", post(identity::pair))
         .route("/api/pairing-codes", post(identity::create_pairing_code))
         .route("/api/tokens", get(identity::list_tokens).post(identity::create_token))

@@ -160,6 +160,9 @@ pub(super) async fn delete(
 pub(super) struct MessageRequest {
     #[serde(default, alias = "message")]
     content: Option<String>,
+    /// The model to answer with (default: the configured default).
+    #[serde(default)]
+    model: Option<String>,
 }
 
 /// Queues a turn without waiting: 202 with its id once the user message is stored.
@@ -177,6 +180,7 @@ pub(super) async fn post_message(
         wait: false,
         request_id: request_id.as_ref(),
         context: &[],
+        model: request.model.as_deref(),
     };
     let submission = state.runtime.submit(&caller.user, Target::Id(&id), turn).await?;
     let body = json!({"turn_id": submission.turn_id, "session_id": submission.session.id});

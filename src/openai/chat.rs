@@ -38,6 +38,9 @@ pub(super) struct ChatCompletionRequest {
     user: Option<String>,
     #[serde(default)]
     n: Option<u32>,
+    /// One of `/v1/models` (none: the default).
+    #[serde(default)]
+    model: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,14 +69,16 @@ pub(super) async fn completions(
     let context = if stateless { conversation.context } else { Vec::new() };
     let target = session.as_deref().map_or(Target::New, Target::Id);
     let request_id = crate::request_id::current();
+    let runtime = &state.runtime;
+    let model = model_name(runtime, request.model.as_deref())?;
     let turn = NewTurn {
         content: &conversation.content,
         page: None,
         wait: !request.stream,
         request_id: request_id.as_ref(),
         context: &context,
+        model: Some(&model),
     };
-    let runtime = &state.runtime;
     // A stream counts among the caller's connections: refused before anything is queued.
     let connection = if request.stream {
         Some(state.connections.open(&caller.user, "openai").await?)
@@ -92,7 +97,7 @@ pub(super) async fn completions(
         let chunks = Chunks {
             id,
             created: unix_now(),
-            model: model_name(runtime),
+            model: model.clone(),
             session_id,
             turn_id: submission.turn_id,
             include_usage: request.stream_options.unwrap_or_default().include_usage,
@@ -109,7 +114,7 @@ pub(super) async fn completions(
     }
     let view = runtime.turn(&caller.user, &outcome.turn_id).await?;
     guard.answered();
-    let model = outcome.model.unwrap_or_else(|| model_name(runtime));
+    let model = outcome.model.unwrap_or(model);
     Ok(JsonResponse(completion(&id, &model, &view)).into_response())
 }
 

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::Caller;
 use crate::http::extract::Path;
 use crate::http::{ApiError, AppState, ErrorInfo};
-use crate::runtime::{Runtime, valid_session_id};
+use crate::runtime::{Runtime, RuntimeError, valid_session_id};
 
 /// The `/v1` routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -52,6 +52,12 @@ pub(crate) async fn error_shape(request: Request, next: Next) -> Response {
     let (mut parts, _) = response.into_parts();
     if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
         parts.status = StatusCode::BAD_REQUEST;
+    }
+    let mut info = info;
+    if info.code == "UNKNOWN_MODEL" {
+        // As OpenAI answers a model it does not have, so SDKs raise `NotFoundError`.
+        parts.status = StatusCode::NOT_FOUND;
+        info.code = "model_not_found";
     }
     let body = error_body(parts.status, &info);
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -88,9 +94,10 @@ fn stream_error(code: &str, message: &str) -> Value {
     json!({"error": {"message": message, "type": "server_error", "code": code, "param": null}})
 }
 
-/// The model name clients see: the configured one, else `parley`.
-fn model_name(runtime: &Runtime) -> String {
-    runtime.model().unwrap_or("parley").to_owned()
+/// The model a request names, as the turn will run on it (unknown: `UNKNOWN_MODEL`).
+fn model_name(runtime: &Runtime, requested: Option<&str>) -> Result<String, ApiError> {
+    let resolved = runtime.models().resolve(requested).map_err(RuntimeError::from)?;
+    Ok(resolved.to_owned())
 }
 
 /// Seconds since the epoch, as OpenAI's `created` fields count.
@@ -98,10 +105,11 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `GET /v1/models`: the model this gateway serves.
+/// `GET /v1/models`: every configured model, the default first.
 async fn models(State(state): State<AppState>, _caller: Caller) -> JsonResponse<Value> {
-    let model = model_object(&model_name(&state.runtime));
-    JsonResponse(json!({"object": "list", "data": [model]}))
+    let data: Vec<Value> =
+        state.runtime.models().routes().iter().map(|route| model_object(&route.id)).collect();
+    JsonResponse(json!({"object": "list", "data": data}))
 }
 
 /// `GET /v1/models/{id}`.
@@ -110,10 +118,10 @@ async fn model(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Value>, ApiError> {
-    if id != model_name(&state.runtime) {
-        return Err(ApiError::NotFound("model"));
+    match state.runtime.models().route(&id) {
+        Some(route) => Ok(JsonResponse(model_object(&route.id))),
+        None => Err(ApiError::NotFound("model")),
     }
-    Ok(JsonResponse(model_object(&id)))
 }
 
 fn model_object(id: &str) -> Value {

@@ -48,6 +48,9 @@ pub(super) struct CreateRequest {
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
     conversation: Option<Value>,
+    /// One of `/v1/models` (none: the default).
+    #[serde(default)]
+    model: Option<String>,
 }
 
 /// How a response is read back.
@@ -81,7 +84,7 @@ pub(super) async fn create(
     let runtime = &state.runtime;
     let user = &caller.user;
     let echo = Echo {
-        model: model_name(runtime),
+        model: model_name(runtime, request.model.as_deref())?,
         instructions: request.instructions.clone(),
         previous_response_id: request.previous_response_id.clone(),
         background: request.background,
@@ -141,6 +144,7 @@ pub(super) async fn create(
         wait: false,
         request_id: request_id.as_ref(),
         context: &context,
+        model: Some(&responses.echo.model),
     };
     let submission = runtime.submit(user, target, turn).await?;
     let (turn, session) = (submission.turn_id.clone(), submission.session.id.clone());
@@ -273,7 +277,9 @@ impl Responses {
         let turn = turn_id(id).ok_or(ApiError::NotFound("response"))?;
         let runtime = &state.runtime;
         let view = runtime.turn(&caller.user, turn).await?;
-        let echo = Echo { model: model_name(runtime), store: true, ..Echo::default() };
+        let model = view.record.model.clone();
+        let model = model.unwrap_or_else(|| runtime.models().default_id().to_owned());
+        let echo = Echo { model, store: true, ..Echo::default() };
         Ok((Self { runtime: runtime.clone(), user: caller.user.clone(), echo }, view))
     }
 

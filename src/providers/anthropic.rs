@@ -18,7 +18,6 @@ const API_VERSION: &str = "2023-06-01";
 /// A provider speaking Anthropic's Messages API.
 pub struct AnthropicProvider {
     upstream: Upstream,
-    model: String,
     max_tokens: u32,
     /// Tokens of extended thinking asked for (0: none).
     thinking_budget: u32,
@@ -27,10 +26,6 @@ pub struct AnthropicProvider {
 impl AnthropicProvider {
     /// A client for `base_url` (including `/v1`, as `https://api.anthropic.com/v1`).
     pub fn new(base_url: &str, config: &ProviderConfig) -> Result<Self, String> {
-        let model = config.model.clone().filter(|m| !m.is_empty()).ok_or(
-            "provider.model (PARLEY_MODEL) is required with kind = \"anthropic\", \
-             e.g. claude-sonnet-4-5",
-        )?;
         let mut headers = HeaderMap::new();
         headers.insert(
             HeaderName::from_static("anthropic-version"),
@@ -60,7 +55,6 @@ impl AnthropicProvider {
         }
         Ok(Self {
             upstream: Upstream::new(base_url, "/messages", headers, config)?,
-            model,
             max_tokens: config.max_tokens.max(1),
             thinking_budget,
         })
@@ -71,11 +65,14 @@ impl AnthropicProvider {
 impl Provider for AnthropicProvider {
     async fn complete(
         &self,
+        model: Option<&str>,
         request: &ChatRequest,
         on_delta: &mut (dyn FnMut(Delta) + Send),
     ) -> Result<Completion, ProviderError> {
+        // The registry gives every Anthropic model its name.
+        let model = model.ok_or(ProviderError::NotConfigured)?;
         let deadline = Instant::now() + self.upstream.total;
-        let body = request_body(request, &self.model, self.max_tokens, self.thinking_budget);
+        let body = request_body(request, model, self.max_tokens, self.thinking_budget);
         let mut attempt = 0;
         loop {
             let response = self.upstream.send(&body, deadline).await?;
@@ -115,15 +112,11 @@ impl Provider for AnthropicProvider {
         }
     }
 
-    fn model(&self) -> Option<&str> {
-        Some(&self.model)
-    }
-
     fn kind(&self) -> &'static str {
         "anthropic"
     }
 
     fn describe(&self) -> String {
-        format!("anthropic at {} (model {})", self.upstream.base_url, self.model)
+        format!("anthropic at {}", self.upstream.base_url)
     }
 }

@@ -150,6 +150,8 @@ pub(super) struct Assembler {
     calls: Vec<ToolCall>,
     input_tokens: u64,
     output_tokens: u64,
+    /// Input tokens read from the prompt cache (counted in `input_tokens` too).
+    cached_tokens: u64,
     stopped: bool,
 }
 
@@ -280,6 +282,9 @@ impl Assembler {
         if let Some(input) = input {
             self.input_tokens = input;
         }
+        if let Some(cached) = count("cache_read_input_tokens") {
+            self.cached_tokens = cached;
+        }
         if let Some(output) = count("output_tokens") {
             // Cumulative in `message_delta`.
             self.output_tokens = output;
@@ -324,6 +329,8 @@ impl Assembler {
             prompt_tokens: self.input_tokens,
             completion_tokens: self.output_tokens,
             total_tokens: self.input_tokens + self.output_tokens,
+            cached_tokens: self.cached_tokens,
+            cost: None,
         };
         Ok(self.completion)
     }

@@ -1,9 +1,10 @@
-//! LLM providers: the [`Provider`] trait, its typed errors, and the registry that builds
-//! the configured one. One file per provider (and one per wire format), over the HTTP
+//! LLM providers: the [`Provider`] trait, its typed errors, and the registry of the
+//! configured models ([`Models`]) that builds them. One file per provider (and one per wire format), over the HTTP
 //! side they share (`upstream`).
 
 mod anthropic;
 mod anthropic_wire;
+mod models;
 mod openai;
 mod openai_chunk;
 mod sse;
@@ -19,6 +20,7 @@ use crate::config::ProviderConfig;
 use crate::conversation::{ChatMessage, ToolCall, Usage};
 
 pub use anthropic::AnthropicProvider;
+pub use models::{Models, Price, Route, UNNAMED, UnknownModel};
 pub use openai::OpenAiProvider;
 pub(crate) use openai_chunk::Assembler;
 pub use sse::SseParser;
@@ -101,7 +103,7 @@ pub enum Delta {
 }
 
 /// A whole model answer, assembled from its stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Completion {
     pub text: String,
     pub thinking: String,
@@ -116,16 +118,14 @@ pub struct Completion {
 /// A model behind an API.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
-    /// Streams one completion, handing each delta to `on_delta` as it arrives. Dropping the
-    /// future cancels the request.
+    /// Streams one completion of `model` (none: the server's default), handing each delta
+    /// to `on_delta` as it arrives. Dropping the future cancels the request.
     async fn complete(
         &self,
+        model: Option<&str>,
         request: &ChatRequest,
         on_delta: &mut (dyn FnMut(Delta) + Send),
     ) -> Result<Completion, ProviderError>;
-
-    /// The model name sent upstream, if configured.
-    fn model(&self) -> Option<&str>;
 
     /// The API it speaks (`openai`, `anthropic`), for metrics.
     fn kind(&self) -> &'static str;
@@ -142,14 +142,11 @@ struct Unconfigured;
 impl Provider for Unconfigured {
     async fn complete(
         &self,
+        _model: Option<&str>,
         _request: &ChatRequest,
         _on_delta: &mut (dyn FnMut(Delta) + Send),
     ) -> Result<Completion, ProviderError> {
         Err(ProviderError::NotConfigured)
-    }
-
-    fn model(&self) -> Option<&str> {
-        None
     }
 
     fn kind(&self) -> &'static str {
@@ -161,11 +158,9 @@ impl Provider for Unconfigured {
     }
 }
 
-/// Builds the configured provider.
-pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
-    let Some(url) = config.url.as_deref().filter(|u| !u.trim().is_empty()) else {
-        return Ok(Arc::new(Unconfigured));
-    };
+/// Builds a provider with a URL.
+fn build_one(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
+    let url = config.url.as_deref().unwrap_or_default();
     match config.kind.as_str() {
         "openai" => Ok(Arc::new(OpenAiProvider::new(url, config)?)),
         "anthropic" => Ok(Arc::new(AnthropicProvider::new(url, config)?)),

@@ -13,7 +13,6 @@ use crate::config::ProviderConfig;
 /// A provider speaking the OpenAI chat-completions API.
 pub struct OpenAiProvider {
     upstream: Upstream,
-    model: Option<String>,
 }
 
 impl OpenAiProvider {
@@ -27,10 +26,7 @@ impl OpenAiProvider {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        Ok(Self {
-            upstream: Upstream::new(base_url, "/chat/completions", headers, config)?,
-            model: config.model.clone().filter(|m| !m.is_empty()),
-        })
+        Ok(Self { upstream: Upstream::new(base_url, "/chat/completions", headers, config)? })
     }
 }
 
@@ -38,11 +34,12 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     async fn complete(
         &self,
+        model: Option<&str>,
         request: &ChatRequest,
         on_delta: &mut (dyn FnMut(Delta) + Send),
     ) -> Result<Completion, ProviderError> {
         let deadline = Instant::now() + self.upstream.total;
-        let body = request_body(request, self.model.as_deref());
+        let body = request_body(request, model);
         let response = self.upstream.send(&body, deadline).await?;
         let is_json = response
             .headers()
@@ -79,20 +76,11 @@ impl Provider for OpenAiProvider {
         assembler.finish()
     }
 
-    fn model(&self) -> Option<&str> {
-        self.model.as_deref()
-    }
-
     fn kind(&self) -> &'static str {
         "openai"
     }
 
     fn describe(&self) -> String {
-        match &self.model {
-            Some(model) => {
-                format!("openai-compatible at {} (model {model})", self.upstream.base_url)
-            }
-            None => format!("openai-compatible at {}", self.upstream.base_url),
-        }
+        format!("openai-compatible at {}", self.upstream.base_url)
     }
 }

@@ -40,6 +40,8 @@ pub struct NewTurn<'a> {
     /// session's history and never stored (a stateless OpenAI request's conversation, a
     /// request's instructions). Lost if the turn waits in the store across a restart.
     pub context: &'a [ChatMessage],
+    /// The model asked for (none: the default); a name no provider serves is refused.
+    pub model: Option<&'a str>,
 }
 
 impl Runtime {
@@ -72,6 +74,8 @@ impl Runtime {
         if id.is_some_and(|id| !valid_session_id(id)) {
             return Err(RuntimeError::InvalidSessionId);
         }
+        let model = inner.agent.models.resolve(turn.model)?;
+        let turn = NewTurn { model: Some(model), ..turn };
         if let Target::Existing(id) = target {
             self.loaded(user, id).await?;
         }
@@ -90,6 +94,7 @@ impl Runtime {
                 });
             }
         }
+        self.check_budget(user).await?;
         if let Err(retry_after) = inner.turn_limiter.check(user).await {
             let message = "too many turns started this minute";
             return Err(RuntimeError::RateLimited { message, retry_after });
@@ -136,6 +141,9 @@ impl Runtime {
             request_id: turn.request_id.cloned(),
             wait: turn.wait,
             context: turn.context.to_vec(),
+            model: turn
+                .model
+                .map_or_else(|| inner.agent.models.default_id().to_owned(), str::to_owned),
         };
         // In a task of its own: a caller that goes away midway (an HTTP client hanging up)
         // must not leave a stored message without its turn.
@@ -154,6 +162,7 @@ struct Admission {
     request_id: Option<Arc<str>>,
     wait: bool,
     context: Vec<ChatMessage>,
+    model: String,
 }
 
 /// Numbers the message, makes it durable, queues its turn, and only then echoes it to the
@@ -180,7 +189,7 @@ async fn admit(
     let seq = slot.seq;
     let message =
         NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
-    let stored = inner.store.create_turn(session.fence, &turn_id, &message).await;
+    let stored = inner.store.create_turn(session.fence, &turn_id, &admission.model, &message).await;
     let mut queue = session.queue();
     queue.admitting -= 1;
     if let Err(err) = stored {
@@ -210,6 +219,7 @@ async fn admit(
         hint: admission.hint,
         request_id: admission.request_id,
         context: admission.context,
+        model: admission.model,
     });
     if !queue.worker {
         queue.worker = true;

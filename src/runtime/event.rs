@@ -227,7 +227,12 @@ mod tests {
             EventKind::ChunkReset,
             EventKind::Done {
                 full_response: "done".into(),
-                usage: Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+                usage: Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 2,
+                    total_tokens: 3,
+                    ..Usage::default()
+                },
                 model: Some("m".into()),
                 duration_ms: 9,
                 tool_calls: Vec::new(),

@@ -93,6 +93,7 @@ impl Inner {
                 hint: None,
                 request_id: None,
                 context: Vec::new(),
+                model: turn.model.unwrap_or_else(|| self.agent.models.default_id().to_owned()),
             });
         }
         if !queue.worker {

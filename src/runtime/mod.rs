@@ -16,6 +16,7 @@ mod remote;
 mod session;
 mod turn;
 mod turn_watch;
+mod usage;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,7 @@ pub use history::{SessionPage, TurnView};
 pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
 pub use session::LiveSession;
 pub use turn_watch::{TurnItem, TurnWatch, ends_turn};
+pub use usage::Budget;
 
 /// Why the runtime refused something.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,11 @@ pub enum RuntimeError {
     SessionBusy,
     #[error("{message}")]
     RateLimited { message: &'static str, retry_after: Duration },
+    #[error(transparent)]
+    UnknownModel(#[from] crate::providers::UnknownModel),
+    /// The user has spent their monthly budget.
+    #[error("you have spent your monthly budget ({spent:.2} of {budget:.2}); it renews on the 1st")]
+    BudgetExceeded { spent: f64, budget: f64, retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -139,6 +146,8 @@ pub struct RuntimeConfig {
     /// Turns of one user running or waiting at once (0 = unlimited).
     pub max_concurrent_turns: usize,
     pub system_prompt: String,
+    /// Monthly budgets by user.
+    pub budget: crate::config::BudgetConfig,
     /// Hints for the model by the client's page (`page_context`).
     pub page_hints: BTreeMap<String, String>,
     /// How long an `ask` tool call waits for a decision.
@@ -161,6 +170,7 @@ pub(crate) struct Inner {
     bus: Arc<dyn Bus>,
     agent: Agent,
     system_prompt: String,
+    budget: crate::config::BudgetConfig,
     page_hints: BTreeMap<String, String>,
     approval_timeout: Duration,
     queue_depth: usize,
@@ -228,6 +238,7 @@ impl Runtime {
             bus,
             agent,
             system_prompt: config.system_prompt,
+            budget: config.budget,
             page_hints: config.page_hints,
             approval_timeout: config.approval_timeout,
             approvals: Approvals::default(),
@@ -270,9 +281,9 @@ impl Runtime {
         &self.inner.store
     }
 
-    /// The model turns ask for, if one is configured.
-    pub fn model(&self) -> Option<&str> {
-        self.inner.agent.provider.model()
+    /// The models turns may ask for.
+    pub fn models(&self) -> &crate::providers::Models {
+        &self.inner.agent.models
     }
 
     /// The bus the runtime publishes on.

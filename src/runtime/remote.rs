@@ -43,6 +43,9 @@ enum Command {
         request_id: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         context: Vec<ChatMessage>,
+        /// The model, resolved by the node that took the message.
+        #[serde(default)]
+        model: Option<String>,
     },
     Abort {
         user: String,
@@ -112,6 +115,10 @@ impl From<&RuntimeError> for Refusal {
                 Refusal::StoreUnavailable { message: message.clone() }
             }
             RuntimeError::Store(other) => Refusal::Failed { message: other.to_string() },
+            // Checked by the node that took the message, before it is forwarded.
+            RuntimeError::UnknownModel(_) | RuntimeError::BudgetExceeded { .. } => {
+                Refusal::Failed { message: err.to_string() }
+            }
         }
     }
 }
@@ -219,6 +226,7 @@ impl Runtime {
             page: turn.page.map(str::to_owned),
             request_id: turn.request_id.map(|id| id.to_string()),
             context: turn.context.to_vec(),
+            model: turn.model.map(str::to_owned),
         };
         let Answer::Submitted { turn_id, user_seq } = self.ask(node, &command).await? else {
             return Err(RuntimeError::Store(StoreError::Other("unexpected answer".into())));
@@ -392,7 +400,7 @@ impl Runtime {
     /// Answers one command from another node.
     async fn answer(&self, command: Command) -> Answer {
         let result = match command {
-            Command::Submit { user, session, content, page, request_id, context } => {
+            Command::Submit { user, session, content, page, request_id, context, model } => {
                 let request_id = request_id.map(Arc::<str>::from);
                 let turn = NewTurn {
                     content: &content,
@@ -400,6 +408,7 @@ impl Runtime {
                     wait: false,
                     request_id: request_id.as_ref(),
                     context: &context,
+                    model: model.as_deref(),
                 };
                 // Only if this node still runs the session (and is not stopping): never
                 // forwarded twice.

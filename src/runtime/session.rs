@@ -31,6 +31,8 @@ pub(crate) struct PendingTurn {
     pub request_id: Option<Arc<str>>,
     /// Messages for the model before the session's history (see `NewTurn::context`).
     pub context: Vec<crate::conversation::ChatMessage>,
+    /// The configured model it runs on (with that model's fallbacks).
+    pub model: String,
 }
 
 impl PendingTurn {
@@ -45,7 +47,7 @@ impl PendingTurn {
                 reply: String::new(),
                 tool_calls: Vec::new(),
                 usage: crate::conversation::Usage::default(),
-                model: None,
+                model: Some(self.model),
                 duration_ms: 0,
                 error: None,
             });

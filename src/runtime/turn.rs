@@ -13,7 +13,7 @@ use super::event::{EventKind, ToolCallSummary, TurnError};
 use super::session::{LiveSession, PendingTurn};
 use super::{Inner, TurnOutcome};
 use crate::agent::{AgentError, ToolOutcome, TurnObserver};
-use crate::conversation::{ChatMessage, Role, ToolCall};
+use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
 use crate::providers::{Completion, Delta, ProviderError};
 use crate::store::{
     Message, MessageStatus, NewMessage, PartialText, Store, StoreError, TurnEnd, TurnStatus,
@@ -42,6 +42,8 @@ struct Recorder<'a> {
     /// Timeline rows of running tool calls, by call id.
     running_tools: Mutex<HashMap<String, i64>>,
     summaries: Mutex<Vec<ToolCallSummary>>,
+    /// What the turn's finished model calls used, by the model that served them.
+    usage: Mutex<Vec<(String, Usage)>>,
 }
 
 impl Recorder<'_> {
@@ -108,10 +110,16 @@ impl Recorder<'_> {
 
 #[async_trait]
 impl TurnObserver for Recorder<'_> {
-    async fn step_started(&self) -> Result<(), StoreError> {
-        let seq = self.emit(EventKind::OperatorStatus { phase: "model".into(), detail: None });
+    async fn step_started(&self, model: &str) -> Result<(), StoreError> {
+        let detail = Some(model.to_owned());
+        let seq = self.emit(EventKind::OperatorStatus { phase: "model".into(), detail });
         *self.step() = Step { seq, ..Step::default() };
         Ok(())
+    }
+
+    fn fell_back(&self, from: &str, to: &str) {
+        let detail = Some(format!("{to} ({from} is unavailable)"));
+        self.emit(EventKind::OperatorStatus { phase: "model".into(), detail });
     }
 
     fn delta(&self, delta: Delta) {
@@ -153,6 +161,14 @@ impl TurnObserver for Recorder<'_> {
     }
 
     async fn step_finished(&self, completion: &Completion) -> Result<(), StoreError> {
+        {
+            let model = completion.model.clone().unwrap_or_default();
+            let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+            match usage.iter_mut().find(|(m, _)| *m == model) {
+                Some((_, sum)) => sum.add(completion.usage),
+                None => usage.push((model, completion.usage)),
+            }
+        }
         self.write_step(MessageStatus::Complete, &completion.tool_calls).await?;
         if !completion.tool_calls.is_empty() && !completion.text.is_empty() {
             self.emit(EventKind::ChunkReset);
@@ -337,6 +353,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         step: Mutex::new(Step::default()),
         running_tools: Mutex::new(HashMap::new()),
         summaries: Mutex::new(Vec::new()),
+        usage: Mutex::new(Vec::new()),
     };
     inner.lifecycle(session, Some(&turn.turn_id), EventKind::TurnStarted);
     let metrics = &inner.agent.metrics;
@@ -356,7 +373,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         reply: String::new(),
         tool_calls,
         usage: Default::default(),
-        model: inner.agent.provider.model().map(str::to_owned),
+        model: Some(turn.model.clone()),
         duration_ms,
         error: None,
     };
@@ -371,11 +388,18 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         metrics.turn_finished(outcome.status.as_str(), None, started.elapsed());
         return outcome;
     }
+    // Every finished model call counts, whether or not the turn reached an answer.
+    let by_model = std::mem::take(&mut *recorder.usage.lock().unwrap_or_else(|e| e.into_inner()));
+    for (_, usage) in &by_model {
+        outcome.usage.add(*usage);
+    }
+    if let Some((model, _)) = by_model.last() {
+        outcome.model = Some(model.clone());
+    }
     let kind = match result {
         Ok(answer) => {
             outcome.reply = answer.text;
-            outcome.usage = answer.usage;
-            outcome.model = answer.model;
+            outcome.model = answer.model.or(outcome.model);
             EventKind::Done {
                 full_response: outcome.reply.clone(),
                 usage: outcome.usage,
@@ -407,6 +431,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         error_message: outcome.error.as_ref().map(|(_, message)| message.clone()),
         model: outcome.model.clone(),
         usage: outcome.usage,
+        by_model,
         duration_ms: duration_ms as i64,
     };
     match inner.store.finish_turn(session.fence, &turn.turn_id, &end).await {
@@ -464,7 +489,7 @@ async fn execute(
         .tools
         .context(&session.user, turn.cancel.clone())
         .map_err(|e| AgentError::Store(StoreError::Other(format!("workspace: {e}"))))?;
-    inner.agent.run(messages, &ctx, &turn.cancel, recorder).await
+    inner.agent.run(&turn.model, messages, &ctx, &turn.cancel, recorder).await
 }
 
 /// Stored messages as the provider needs them: every tool call answered (a call whose

@@ -1,6 +1,6 @@
 //! `parley store copy`: every row of one store into another, keys kept, so a single-node
 //! installation moves to PostgreSQL (or back) with its users, tokens, sessions, messages,
-//! turns, tool calls, pairing codes and audit log. Tables are read in key order, in batches,
+//! turns, tool calls, usage ledger, pairing codes and audit log. Tables are read in key order, in batches,
 //! and written in dependency order; the target must be empty unless told to replace.
 
 use async_trait::async_trait;
@@ -88,6 +88,8 @@ pub const TABLES: &[Table] = &[
             ("started_at", Int),
             ("finished_at", Int),
             ("duration_ms", Int),
+            ("cached_tokens", Int),
+            ("cost_nanos", Int),
         ],
         serial: false,
     },
@@ -124,6 +126,21 @@ pub const TABLES: &[Table] = &[
             ("status", Text),
             ("started_at", Int),
             ("duration_ms", Int),
+        ],
+        serial: true,
+    },
+    Table {
+        name: "usage_records",
+        columns: &[
+            ("id", Int),
+            ("turn_id", Text),
+            ("model", Text),
+            ("user_id", Text),
+            ("prompt_tokens", Int),
+            ("completion_tokens", Int),
+            ("cached_tokens", Int),
+            ("cost_nanos", Int),
+            ("created_at", Int),
         ],
         serial: true,
     },

@@ -257,6 +257,8 @@ pub struct TurnEnd {
     pub error_message: Option<String>,
     pub model: Option<String>,
     pub usage: Usage,
+    /// The usage of each model that served the turn, for the usage ledger.
+    pub by_model: Vec<(String, Usage)>,
     pub duration_ms: i64,
 }
 
@@ -305,12 +307,55 @@ pub struct Lease {
     pub queued: Vec<QueuedTurn>,
 }
 
+/// What usage is summed by in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    User,
+    Model,
+    /// The UTC date (`YYYY-MM-DD`).
+    Day,
+}
+
+/// Which usage a report sums.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    /// Epoch milliseconds, inclusive.
+    pub from: i64,
+    /// Epoch milliseconds, exclusive.
+    pub to: i64,
+    /// Only this user's.
+    pub user: Option<String>,
+    pub group_by: UsageGroup,
+}
+
+/// One line of a usage report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageLine {
+    /// The user, the model or the date the line sums.
+    pub key: String,
+    /// Turns that used tokens.
+    pub turns: u64,
+    pub usage: Usage,
+}
+
+/// A cost in billionths, as stored (exact sums).
+pub(crate) fn nanos(cost: Option<f64>) -> Option<i64> {
+    cost.map(|c| (c * 1e9).round() as i64)
+}
+
+/// A stored cost in the prices' currency.
+pub(crate) fn from_nanos(nanos: i64) -> f64 {
+    nanos as f64 / 1e9
+}
+
 /// A stored turn that waits to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedTurn {
     pub turn_id: String,
     /// The `seq` of its user message.
     pub user_seq: i64,
+    /// The model it asked for.
+    pub model: Option<String>,
 }
 
 /// A session with unfinished turns and no live lease: its node stopped (or lost the
@@ -426,6 +471,12 @@ pub trait Store: Send + Sync + 'static {
     /// How many of the user's turns are queued or running, over every session and node.
     async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError>;
 
+    /// Usage summed by user, model or day, from the ledger (which outlives sessions).
+    async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError>;
+
+    /// What `user` has spent since `since` (epoch milliseconds).
+    async fn spent_since(&self, user: &str, since: i64) -> Result<f64, StoreError>;
+
     /// The id and key of the user's session that turn `turn_id` belongs to.
     async fn turn_session(
         &self,
@@ -477,11 +528,13 @@ pub trait Store: Send + Sync + 'static {
     /// in conversation order, for the provider.
     async fn history(&self, session: i64, up_to_turn: i64) -> Result<Vec<Message>, StoreError>;
 
-    /// Records a queued turn with the user message that asked for it, in one transaction.
+    /// Records a queued turn for `model` with the user message that asked for it, in one
+    /// transaction.
     async fn create_turn(
         &self,
         fence: Fence,
         turn_id: &str,
+        model: &str,
         message: &NewMessage,
     ) -> Result<(), StoreError>;
 

@@ -49,6 +49,9 @@ pub(super) enum ClientFrame {
         content: Option<String>,
         #[serde(default)]
         page_context: Option<String>,
+        /// The model to answer with (default: the configured default).
+        #[serde(default)]
+        model: Option<String>,
     },
     Cancel {
         turn_id: Option<String>,
@@ -349,7 +352,7 @@ impl Connection {
                     "device_name": device_name,
                 })))
             }
-            ClientFrame::Message { content, page_context } => {
+            ClientFrame::Message { content, page_context, model } => {
                 let content = content.unwrap_or_default();
                 let request_id = crate::request_id::current();
                 let turn = NewTurn {
@@ -358,6 +361,7 @@ impl Connection {
                     wait: false,
                     request_id: request_id.as_ref(),
                     context: &[],
+                    model: model.as_deref(),
                 };
                 let followed = self.followed.as_ref().map(|(session, _)| session.id.clone());
                 let submitted = match &followed {

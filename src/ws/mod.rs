@@ -89,6 +89,8 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
         RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
         RuntimeError::SessionBusy => "SESSION_BUSY",
+        RuntimeError::UnknownModel(_) => "UNKNOWN_MODEL",
+        RuntimeError::BudgetExceeded { .. } => "BUDGET_EXCEEDED",
         RuntimeError::Store(StoreError::Unavailable(_)) => "STORE_UNAVAILABLE",
         RuntimeError::ShuttingDown | RuntimeError::Store(_) => "AGENT_ERROR",
     }

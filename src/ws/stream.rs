@@ -41,6 +41,9 @@ pub(super) enum ClientFrame {
         project_id: Option<String>,
         /// A client-chosen id echoed in the `accepted` frame.
         id: Option<Value>,
+        /// The model to answer with (default: the configured default).
+        #[serde(default)]
+        model: Option<String>,
     },
     Resume {
         last_seq: u64,
@@ -194,7 +197,7 @@ impl Connection {
         let user = self.caller.user.clone();
         match frame {
             ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
-            ClientFrame::Message { content, session_id, project_id, id } => {
+            ClientFrame::Message { content, session_id, project_id, id, model } => {
                 let content = content.unwrap_or_default();
                 let request_id = crate::request_id::current();
                 let turn = NewTurn {
@@ -203,6 +206,7 @@ impl Connection {
                     wait: false,
                     request_id: request_id.as_ref(),
                     context: &[],
+                    model: model.as_deref(),
                 };
                 // Every check comes before anything is created or followed: a refused message
                 // leaves no session and no watcher behind. A named session is created if

@@ -238,6 +238,21 @@ await scenario("keyboard, queueing and the phone layout", async () => {
   await page.setViewportSize({ width: 1200, height: 800 });
 });
 
+await scenario("the model picker offers every model and the answer names the one picked", async () => {
+  await page.click("#new-session");
+  await page.waitForSelector("#model:not([hidden])");
+  const offered = await page.$$eval("#model option", (options) => options.map((o) => o.value));
+  assert.deepEqual(offered, ["fake-a", "fake-b"]);
+  await page.selectOption("#model", "fake-b");
+  await send(page, "which model answers?");
+  await page.waitForSelector(".meta:has-text('fake-b')");
+  await page.waitForSelector(".meta:has-text('cost 0.0')");
+  // The pick is remembered.
+  await page.reload();
+  await page.waitForSelector("#model:not([hidden])");
+  assert.equal(await page.inputValue("#model"), "fake-b");
+});
+
 await scenario("main screen screenshot", async () => {
   await page.click("#new-session");
   await script({ tool_call: { id: "s1", name: "list_dir", args: {} } },

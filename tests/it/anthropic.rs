@@ -99,7 +99,8 @@ async fn anthropic_streams_tool_calls_and_thinking_through_the_real_client() {
         .collect();
     assert_eq!(thinking, "Let me think");
     assert_eq!(frames.last().unwrap()["full_response"], "Answer.");
-    assert_eq!(frames.last().unwrap()["model"], "claude-fake");
+    // The model that served it, by the name it is configured (and listed) under.
+    assert_eq!(frames.last().unwrap()["model"], "claude-fake-1");
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::{Value, json};
+
 use crate::common::{FakeProvider, TestServer, test_config};
 
 /// The Chromium to drive: `CHROMIUM` alone when it is set (so a wrong path is reported,
@@ -87,6 +89,14 @@ async fn the_web_chat_works_in_a_real_browser() {
     let provider = FakeProvider::start().await;
     let mut config = test_config(dir.path(), Some(&provider));
     config.tools.approval.insert("shell".into(), "ask".into());
+    // Two models, the second priced: the picker offers both.
+    config.provider.models = vec!["fake-a".into(), "fake-b".into()];
+    let price = parley::config::ModelConfig {
+        input_price: Some(1.0),
+        output_price: Some(2.0),
+        ..Default::default()
+    };
+    config.models.insert("fake-b".into(), price);
     let server = TestServer::start(config).await;
     let code =
         parley::auth::new_pairing_code(server.store.as_ref(), &Default::default()).await.unwrap();
@@ -114,4 +124,7 @@ async fn the_web_chat_works_in_a_real_browser() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     assert!(output.status.success(), "browser tests failed:\n{stdout}\n{stderr}");
+    let asked: Vec<Value> = provider.requests().iter().map(|r| r["model"].clone()).collect();
+    assert!(asked.contains(&json!("fake-b")), "the picked model was asked: {asked:?}");
+    assert!(asked.contains(&json!("fake-a")), "the default answers otherwise: {asked:?}");
 }

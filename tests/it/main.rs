@@ -16,6 +16,7 @@ mod leases;
 mod live_control;
 mod live_protocols;
 mod mcp;
+mod models;
 mod openai;
 mod operations;
 mod provider_failures;

@@ -223,6 +223,7 @@ contract! {
     turns::tool_calls_form_a_timeline,
     turns::a_turn_is_found_by_its_id_with_its_own_messages,
     turns::unfinished_turns_are_counted_per_user,
+    turns::usage_is_ledgered_per_model_and_outlives_the_session,
     leases::a_lease_is_held_until_it_expires_or_is_released,
     leases::a_moved_fence_refuses_every_write_of_a_turn,
     leases::taking_a_lease_interrupts_what_the_last_holder_left_running,

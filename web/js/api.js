@@ -67,6 +67,8 @@ export function explain(code, message) {
     EMPTY_CONTENT: "The message is empty",
     AUTH_ERROR: "You are signed out",
     NOT_FOUND: "Not found",
+    UNKNOWN_MODEL: "That model is not offered any more; pick another",
+    BUDGET_EXCEEDED: "You have spent this month's budget",
   };
   const plain = words[code] || "Something went wrong";
   return `${plain}: ${message} (${code})`;

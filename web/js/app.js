@@ -63,6 +63,7 @@ async function showApp() {
   state.page = 0;
   state.more = true;
   await loadSessions();
+  loadModels();
   watchFeed();
   const match = /^\/s\/([A-Za-z0-9._-]{1,128})$/.exec(location.pathname);
   const first = match ? match[1] : state.sessions[0]?.id;
@@ -280,13 +281,44 @@ $("delete").addEventListener("click", async () => {
 
 // ---- composer ------------------------------------------------------------
 
+const MODEL_KEY = "parley.model";
+
+/** Fills the model picker from `/v1/models` (the default first); shown only when there is
+ * a choice. The last model picked is remembered while the server still offers it. */
+async function loadModels() {
+  const picker = $("model");
+  let models = [];
+  try {
+    models = (await api("GET", "/v1/models")).data.map((m) => m.id);
+  } catch {
+    // No picker: the server's default answers.
+  }
+  picker.replaceChildren(
+    ...models.map((id, i) => {
+      const option = document.createElement("option");
+      option.value = id;
+      option.textContent = i === 0 ? `${id} (default)` : id;
+      return option;
+    }),
+  );
+  const remembered = localStorage.getItem(MODEL_KEY);
+  if (models.includes(remembered)) picker.value = remembered;
+  picker.hidden = models.length < 2;
+}
+
+$("model").addEventListener("change", (event) => {
+  localStorage.setItem(MODEL_KEY, event.target.value);
+});
+
 async function send() {
   const input = $("input");
   const content = input.value;
   if (!content.trim()) return;
   const id = state.current;
   try {
-    await api("POST", `/api/sessions/${id}/messages`, { content });
+    const picker = $("model");
+    const model = picker.hidden ? undefined : picker.value;
+    await api("POST", `/api/sessions/${id}/messages`, { content, model });
   } catch (err) {
     // The text stays in the box: nothing typed is lost.
     setConnection(explain(err.code, err.message), true);

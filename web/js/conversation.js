@@ -141,7 +141,12 @@ class Turn {
   finish(frame) {
     const tokens = frame.usage ? `${frame.usage.total_tokens} tokens` : "";
     const time = frame.duration_ms !== undefined ? `${(frame.duration_ms / 1000).toFixed(1)} s` : "";
-    this.meta.textContent = [frame.model, tokens, time].filter(Boolean).join(" · ");
+    // In the prices' currency; two significant digits of a fraction of a cent.
+    const amount = frame.usage?.cost;
+    const cost = typeof amount === "number"
+      ? `cost ${amount >= 0.01 ? amount.toFixed(2) : amount.toPrecision(2)}`
+      : "";
+    this.meta.textContent = [frame.model, tokens, cost, time].filter(Boolean).join(" · ");
   }
 }
 

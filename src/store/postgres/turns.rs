@@ -5,30 +5,36 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use super::text::{self, escape, escape_opt};
-use super::{leases, messages, write};
+use super::{leases, messages, usage, write};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
 use crate::conversation::Usage;
 use crate::store::{
-    Fence, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnRecord, TurnStatus,
+    Fence, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnRecord, TurnStatus, from_nanos,
+    nanos,
 };
 
 pub(super) async fn create(
     pool: &PgPool,
     fence: Fence,
     turn_id: &str,
+    model: &str,
     message: &NewMessage,
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
     leases::check(&mut tx, fence).await?;
     let session = fence.session;
-    sqlx::query("INSERT INTO turns (id, session_pk, status, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(escape(turn_id))
-        .bind(session)
-        .bind(TurnStatus::Queued.as_str())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+    // The model asked for, until the turn's end records the one that served it.
+    sqlx::query(
+        "INSERT INTO turns (id, session_pk, status, model, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(escape(turn_id))
+    .bind(session)
+    .bind(TurnStatus::Queued.as_str())
+    .bind(escape(model))
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
     messages::insert(&mut tx, session, message).await?;
     tx.commit().await?;
     Ok(())
@@ -62,7 +68,7 @@ pub(super) async fn finish(
     sqlx::query(
         "UPDATE turns SET status = $1, error_code = $2, error_message = $3, model = $4, \
          prompt_tokens = $5, completion_tokens = $6, total_tokens = $7, finished_at = $8, \
-         duration_ms = $9 WHERE id = $10",
+         duration_ms = $9, cached_tokens = $10, cost_nanos = $11 WHERE id = $12",
     )
     .bind(end.status.as_str())
     .bind(escape_opt(end.error_code.as_deref()))
@@ -73,9 +79,12 @@ pub(super) async fn finish(
     .bind(end.usage.total_tokens as i64)
     .bind(now_ms())
     .bind(end.duration_ms)
+    .bind(end.usage.cached_tokens as i64)
+    .bind(nanos(end.usage.cost))
     .bind(escape(turn_id))
     .execute(&mut *tx)
     .await?;
+    usage::record(&mut tx, fence.session, turn_id, &end.by_model).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -203,8 +212,8 @@ pub(super) async fn record(
     // session's messages, by the session's index.
     let row = sqlx::query(
         "SELECT t.id, s.id AS session_id, s.pk, t.status, t.error_code, t.error_message, \
-         t.model, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.created_at, \
-         t.finished_at, (SELECT MIN(m.seq) FROM messages m \
+         t.model, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.cached_tokens, \
+         t.cost_nanos, t.created_at, t.finished_at, (SELECT MIN(m.seq) FROM messages m \
          WHERE m.session_pk = s.pk AND m.turn_id = t.id) AS user_seq \
          FROM turns t JOIN sessions s ON s.pk = t.session_pk \
          WHERE t.id = $1 AND s.user_id = $2",
@@ -232,6 +241,8 @@ pub(super) async fn record(
             prompt_tokens: count("prompt_tokens")?,
             completion_tokens: count("completion_tokens")?,
             total_tokens: count("total_tokens")?,
+            cached_tokens: count("cached_tokens")?,
+            cost: row.try_get::<Option<i64>, _>("cost_nanos")?.map(from_nanos),
         },
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,

@@ -83,7 +83,7 @@ pub(super) async fn acquire(
     .execute(&mut *tx)
     .await?;
     let queued = sqlx::query_as(
-        "SELECT t.id, m.seq FROM turns t \
+        "SELECT t.id, m.seq, t.model FROM turns t \
          JOIN messages m ON m.session_pk = t.session_pk AND m.turn_id = t.id AND m.role = 'user' \
          WHERE t.session_pk = $1 AND t.status = 'queued' ORDER BY m.seq",
     )
@@ -91,7 +91,7 @@ pub(super) async fn acquire(
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
-    .map(|(turn_id, user_seq)| QueuedTurn { turn_id, user_seq })
+    .map(|(turn_id, user_seq, model)| QueuedTurn { turn_id, user_seq, model })
     .collect::<Vec<_>>();
     // Busy while the queued turns wait for the new holder's worker; idle otherwise.
     let state = if queued.is_empty() { "idle" } else { "running" };

@@ -11,6 +11,7 @@ mod maintenance;
 mod messages;
 mod sessions;
 mod turns;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -26,6 +27,7 @@ use tracing::instrument;
 use super::{
     AuditEntry, Fence, Lease, Message, MessageStatus, NewMessage, Orphan, PairingGrant,
     PartialText, Session, Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd, TurnRecord,
+    UsageLine, UsageQuery,
 };
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
@@ -37,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_pairing_grants.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_leases.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_turn_lookup.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_usage.sql")),
 ];
 
 /// [`super::Store`] on a SQLite file.
@@ -215,6 +218,16 @@ impl Store for SqliteStore {
         turns::unfinished(&self.pool, user).await
     }
 
+    #[instrument(skip_all)]
+    async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
+        usage::report(&self.pool, query).await
+    }
+
+    #[instrument(skip_all)]
+    async fn spent_since(&self, user: &str, since: i64) -> Result<f64, StoreError> {
+        usage::spent(&self.pool, user, since).await
+    }
+
     async fn turn_session(
         &self,
         user: &str,
@@ -283,9 +296,10 @@ impl Store for SqliteStore {
         &self,
         fence: Fence,
         turn_id: &str,
+        model: &str,
         message: &NewMessage,
     ) -> Result<(), StoreError> {
-        turns::create(&self.pool, fence, turn_id, message).await
+        turns::create(&self.pool, fence, turn_id, model, message).await
     }
 
     async fn start_turn(&self, fence: Fence, turn_id: &str) -> Result<(), StoreError> {

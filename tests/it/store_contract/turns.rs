@@ -11,16 +11,114 @@ pub(super) fn end(status: TurnStatus) -> TurnEnd {
         error_code: None,
         error_message: None,
         model: Some("m".into()),
-        usage: Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 },
+        usage: Usage {
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            total_tokens: 7,
+            ..Usage::default()
+        },
+        by_model: Vec::new(),
         duration_ms: 12,
     }
+}
+
+fn usage(prompt: u64, completion: u64, cached: u64, cost: Option<f64>) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cached_tokens: cached,
+        cost,
+    }
+}
+
+pub async fn usage_is_ledgered_per_model_and_outlives_the_session(db: &Db) {
+    let store = &db.store;
+    let now = parley::clock::now_ms();
+    let (alice, _) = store.open_session("alice", "a", None).await.unwrap();
+    let (bob, _) = store.open_session("bob", "b", None).await.unwrap();
+    let (fa, fb) = (db.fence(alice.pk).await, db.fence(bob.pk).await);
+    store.create_turn(fa, "t1", "big", &text(1, 1, Role::User, "one")).await.unwrap();
+    store.create_turn(fa, "t2", "big", &text(2, 2, Role::User, "two")).await.unwrap();
+    store.create_turn(fb, "t3", "small", &text(1, 1, Role::User, "three")).await.unwrap();
+    // A turn that fell back from `big` to `small` midway used both.
+    let fell_back = TurnEnd {
+        model: Some("small".into()),
+        usage: usage(300, 30, 100, Some(0.25)),
+        by_model: vec![
+            ("big".into(), usage(100, 10, 0, Some(0.125))),
+            ("small".into(), usage(200, 20, 100, Some(0.125))),
+        ],
+        ..end(TurnStatus::Done)
+    };
+    store.finish_turn(fa, "t1", &fell_back).await.unwrap();
+    // Finishing the same turn again does not count it twice.
+    store.finish_turn(fa, "t1", &fell_back).await.unwrap();
+    let unpriced = TurnEnd {
+        usage: usage(5, 5, 0, None),
+        by_model: vec![("big".into(), usage(5, 5, 0, None))],
+        ..end(TurnStatus::Error)
+    };
+    store.finish_turn(fa, "t2", &unpriced).await.unwrap();
+    let bobs = TurnEnd {
+        usage: usage(1000, 0, 0, Some(1.5)),
+        by_model: vec![("small".into(), usage(1000, 0, 0, Some(1.5)))],
+        ..end(TurnStatus::Done)
+    };
+    store.finish_turn(fb, "t3", &bobs).await.unwrap();
+
+    let record = store.turn("alice", "t1").await.unwrap().unwrap();
+    assert_eq!((record.usage.cached_tokens, record.usage.cost), (100, Some(0.25)));
+    assert_eq!(store.turn("alice", "t2").await.unwrap().unwrap().usage.cost, None);
+
+    let report = |group_by, user: Option<&str>| {
+        let query = parley::store::UsageQuery {
+            from: now - 60_000,
+            to: now + 60_000,
+            user: user.map(str::to_owned),
+            group_by,
+        };
+        async move { store.usage_report(&query).await.unwrap() }
+    };
+    use parley::store::UsageGroup;
+    let by_user = report(UsageGroup::User, None).await;
+    let lines: Vec<_> = by_user
+        .iter()
+        .map(|l| (l.key.as_str(), l.turns, l.usage.prompt_tokens, l.usage.cost))
+        .collect();
+    assert_eq!(lines, [("alice", 2, 305, Some(0.25)), ("bob", 1, 1000, Some(1.5))]);
+    let mut by_model = report(UsageGroup::Model, Some("alice")).await;
+    by_model.sort_by(|a, b| a.key.cmp(&b.key));
+    let lines: Vec<_> = by_model
+        .iter()
+        .map(|l| (l.key.as_str(), l.turns, l.usage.completion_tokens, l.usage.cached_tokens))
+        .collect();
+    assert_eq!(lines, [("big", 2, 15, 0), ("small", 1, 20, 100)]);
+    let by_day = report(UsageGroup::Day, None).await;
+    assert!(!by_day.is_empty() && by_day.len() <= 2, "{by_day:?}");
+    assert_eq!(by_day.iter().map(|l| l.usage.prompt_tokens).sum::<u64>(), 1305);
+    assert!(by_day.iter().all(|l| l.key.len() == 10 && l.key.starts_with("20")), "{by_day:?}");
+    let later = parley::store::UsageQuery {
+        from: now + 60_000,
+        to: now + 120_000,
+        user: None,
+        group_by: UsageGroup::User,
+    };
+    assert!(store.usage_report(&later).await.unwrap().is_empty());
+
+    assert_eq!(store.spent_since("alice", now - 60_000).await.unwrap(), 0.25);
+    assert_eq!(store.spent_since("alice", now + 60_000).await.unwrap(), 0.0);
+    assert_eq!(store.spent_since("nobody", 0).await.unwrap(), 0.0);
+    // Deleting the session does not give the spending back.
+    store.delete_session("alice", "a").await.unwrap();
+    assert_eq!(store.spent_since("alice", now - 60_000).await.unwrap(), 0.25);
 }
 
 pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     store
-        .create_turn(db.fence(session.pk).await, "turn-1", &text(1, 1, Role::User, "hello"))
+        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(1, 1, Role::User, "hello"))
         .await
         .unwrap();
     let stored = store.messages(session.pk, None, 10).await.unwrap();
@@ -31,7 +129,7 @@ pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
     assert_eq!((session.message_count, session.reserved_seq), (1, 1));
     // A turn id is used once; the refused turn leaves no message behind.
     let again = store
-        .create_turn(db.fence(session.pk).await, "turn-1", &text(2, 2, Role::User, "again"))
+        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(2, 2, Role::User, "again"))
         .await;
     assert!(matches!(again, Err(parley::store::StoreError::Conflict(_))), "{again:?}");
     assert_eq!(store.messages(session.pk, None, 10).await.unwrap().len(), 1);
@@ -41,9 +139,9 @@ pub async fn start_and_finish_turn_are_recorded(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let fence = db.fence(session.pk).await;
-    store.create_turn(fence, "turn-1", &text(1, 1, Role::User, "a")).await.unwrap();
-    store.create_turn(fence, "turn-2", &text(2, 2, Role::User, "b")).await.unwrap();
-    store.create_turn(fence, "turn-3", &text(3, 3, Role::User, "c")).await.unwrap();
+    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "a")).await.unwrap();
+    store.create_turn(fence, "turn-2", "m", &text(2, 2, Role::User, "b")).await.unwrap();
+    store.create_turn(fence, "turn-3", "m", &text(3, 3, Role::User, "c")).await.unwrap();
     store.start_turn(fence, "turn-1").await.unwrap();
     assert_eq!(store.session("alice", "s").await.unwrap().unwrap().state, "running");
     store.finish_turn(fence, "turn-1", &end(TurnStatus::Done)).await.unwrap();
@@ -68,7 +166,7 @@ pub async fn tool_calls_form_a_timeline(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     store
-        .create_turn(db.fence(session.pk).await, "turn-1", &text(1, 1, Role::User, "go"))
+        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(1, 1, Role::User, "go"))
         .await
         .unwrap();
     let first = store
@@ -112,14 +210,14 @@ pub async fn unfinished_turns_are_counted_per_user(db: &Db) {
     let (also_mine, _) = store.open_session("alice", "b", None).await.unwrap();
     let (theirs, _) = store.open_session("bob", "a", None).await.unwrap();
     let fence = db.fence(mine.pk).await;
-    store.create_turn(fence, "t1", &text(1, 1, Role::User, "x")).await.unwrap();
-    store.create_turn(fence, "t2", &text(2, 2, Role::User, "x")).await.unwrap();
+    store.create_turn(fence, "t1", "m", &text(1, 1, Role::User, "x")).await.unwrap();
+    store.create_turn(fence, "t2", "m", &text(2, 2, Role::User, "x")).await.unwrap();
     store.start_turn(fence, "t1").await.unwrap();
     let other = db.fence(also_mine.pk).await;
-    store.create_turn(other, "t3", &text(1, 1, Role::User, "x")).await.unwrap();
+    store.create_turn(other, "t3", "m", &text(1, 1, Role::User, "x")).await.unwrap();
     store.finish_turn(other, "t3", &end(TurnStatus::Done)).await.unwrap();
     let bobs = db.fence(theirs.pk).await;
-    store.create_turn(bobs, "t4", &text(1, 1, Role::User, "x")).await.unwrap();
+    store.create_turn(bobs, "t4", "m", &text(1, 1, Role::User, "x")).await.unwrap();
     assert_eq!(store.unfinished_turns("alice").await.unwrap(), 2);
     assert_eq!(store.unfinished_turns("bob").await.unwrap(), 1);
     assert_eq!(store.unfinished_turns("carol").await.unwrap(), 0);
@@ -129,11 +227,11 @@ pub async fn a_turn_is_found_by_its_id_with_its_own_messages(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let fence = db.fence(session.pk).await;
-    store.create_turn(fence, "turn-1", &text(1, 1, Role::User, "first")).await.unwrap();
+    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "first")).await.unwrap();
     store.append_message(fence, &text(2, 1, Role::Assistant, "one")).await.unwrap();
     store.finish_turn(fence, "turn-1", &end(TurnStatus::Done)).await.unwrap();
     // Another turn queued before the first answered: its message comes between by seq.
-    store.create_turn(fence, "turn-3", &text(3, 3, Role::User, "second \u{0}")).await.unwrap();
+    store.create_turn(fence, "turn-3", "m", &text(3, 3, Role::User, "second \u{0}")).await.unwrap();
     let failed = TurnEnd {
         error_code: Some("PROVIDER_ERROR".into()),
         error_message: Some("the model \u{0} failed".into()),

@@ -1,0 +1,103 @@
+//! The PostgreSQL store's usage ledger: each turn's tokens and cost by model, with its user,
+//! written with the turn's end and summed for reports and budgets.
+
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::text::{escape, unescape};
+use crate::clock::now_ms;
+use crate::conversation::Usage;
+use crate::store::{StoreError, UsageGroup, UsageLine, UsageQuery, from_nanos, nanos};
+
+/// Adds a turn's usage to the ledger, under its session's user (once: a second end of the
+/// same turn changes nothing).
+pub(super) async fn record(
+    tx: &mut Transaction<'static, Postgres>,
+    session: i64,
+    turn_id: &str,
+    by_model: &[(String, Usage)],
+) -> Result<(), StoreError> {
+    let at = now_ms();
+    for (model, usage) in by_model {
+        sqlx::query(
+            "INSERT INTO usage_records (turn_id, model, user_id, prompt_tokens, \
+             completion_tokens, cached_tokens, cost_nanos, created_at) \
+             SELECT $1, $2, user_id, $3, $4, $5, $6, $7 FROM sessions WHERE pk = $8 \
+             ON CONFLICT (turn_id, model) DO NOTHING",
+        )
+        .bind(escape(turn_id))
+        .bind(escape(model))
+        .bind(usage.prompt_tokens as i64)
+        .bind(usage.completion_tokens as i64)
+        .bind(usage.cached_tokens as i64)
+        .bind(nanos(usage.cost))
+        .bind(at)
+        .bind(session)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn report(
+    pool: &PgPool,
+    query: &UsageQuery,
+) -> Result<Vec<UsageLine>, StoreError> {
+    let key = match query.group_by {
+        UsageGroup::User => "user_id",
+        UsageGroup::Model => "model",
+        UsageGroup::Day => "CAST(created_at / 86400000 AS TEXT)",
+    };
+    let sql = format!(
+        "SELECT {key} AS k, COUNT(DISTINCT turn_id) AS turns, SUM(prompt_tokens)::BIGINT AS prompt, \
+         SUM(completion_tokens)::BIGINT AS completion, SUM(cached_tokens)::BIGINT AS cached, \
+         SUM(cost_nanos)::BIGINT AS cost FROM usage_records \
+         WHERE created_at >= $1 AND created_at < $2 AND ($3::TEXT IS NULL OR user_id = $3) \
+         GROUP BY k ORDER BY MIN(created_at)"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(query.from)
+        .bind(query.to)
+        .bind(query.user.as_deref().map(escape))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let count = |name: &str| -> Result<u64, sqlx::Error> {
+                Ok(row.try_get::<Option<i64>, _>(name)?.unwrap_or(0).max(0) as u64)
+            };
+            let key: String = unescape(row.try_get("k")?);
+            let (prompt, completion) = (count("prompt")?, count("completion")?);
+            Ok(UsageLine {
+                key: day_or(query.group_by, key),
+                turns: count("turns")?,
+                usage: Usage {
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                    total_tokens: prompt + completion,
+                    cached_tokens: count("cached")?,
+                    cost: row.try_get::<Option<i64>, _>("cost")?.map(from_nanos),
+                },
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn spent(pool: &PgPool, user: &str, since: i64) -> Result<f64, StoreError> {
+    let nanos: Option<i64> = sqlx::query_scalar(
+        "SELECT SUM(cost_nanos)::BIGINT FROM usage_records WHERE user_id = $1 AND created_at >= $2",
+    )
+    .bind(escape(user))
+    .bind(since)
+    .fetch_one(pool)
+    .await?;
+    Ok(nanos.map_or(0.0, from_nanos))
+}
+
+/// A day number as its date; any other key as it is.
+fn day_or(group: UsageGroup, key: String) -> String {
+    match (group, key.parse::<i64>()) {
+        (UsageGroup::Day, Ok(day)) => crate::clock::date(day),
+        _ => key,
+    }
+}
