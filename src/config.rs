@@ -575,6 +575,24 @@ mod tests {
     }
 
     #[test]
+    fn redacted_toml_hides_every_providers_secrets() {
+        let mut config = Config::default();
+        let other = ProviderConfig {
+            url: Some("https://u:pw-secret@llm.example/v1?key=q-secret".into()),
+            api_key: Some("sk-other-secret".into()),
+            models: vec!["m".into()],
+            ..ProviderConfig::default()
+        };
+        config.providers.insert("other".into(), other);
+        let text = config.redacted_toml();
+        for secret in ["pw-secret", "q-secret", "sk-other-secret"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        assert!(text.contains("[providers.other]"), "{text}");
+        assert!(text.contains("llm.example"), "{text}");
+    }
+
+    #[test]
     fn redacted_toml_hides_mcp_secrets() {
         let mut config = Config::default();
         let server = McpServerConfig {

@@ -85,7 +85,7 @@ impl ChatMessage {
 }
 
 /// Token counts of one model call or one turn, and what they cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Usage {
     /// Every input token, cached ones included.

@@ -24,6 +24,9 @@ pub enum AgentError {
     Provider(#[from] ProviderError),
     #[error("the agent reached its limit of {0} model calls without a final answer")]
     IterationLimit(u32),
+    /// The user spent their monthly budget before the turn began.
+    #[error("your monthly budget is spent ({spent:.2} of {limit:.2}); it renews on the 1st")]
+    BudgetExceeded { spent: f64, limit: f64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -10,7 +10,7 @@ pub(crate) use crate::openai::input::InputMessage;
 use crate::runtime::Decision;
 
 /// An answer to an interrupt.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ResumeEntry {
     pub(super) interrupt_id: String,

@@ -28,13 +28,18 @@ use crate::http::extract::Json;
 use crate::http::{ApiError, AppState};
 use crate::runtime::{Decision, NewTurn, Runtime, RuntimeError, Target, valid_session_id};
 
+/// `POST /api/ag-ui` in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(run))]
+pub(crate) struct AgUiApi;
+
 /// How long a run whose client went away keeps going, waiting for it to reconnect.
 const DETACH_GRACE: Duration = Duration::from_secs(3);
 
 /// The request body: AG-UI's `RunAgentInput` (its `tools`, `context` and `state` are
 /// accepted and ignored: the agent's own tools run; of `forwardedProps`, `model` picks the
 /// model).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RunAgentInput {
     thread_id: String,
@@ -51,6 +56,7 @@ fn invalid(param: String, message: impl Into<String>) -> ApiError {
 }
 
 /// `POST /api/ag-ui`.
+#[utoipa::path(post, path = "/api/ag-ui", tag = "ag-ui", request_body = RunAgentInput, responses((status = 200, description = "AG-UI events as SSE", content_type = "text/event-stream")))]
 pub(crate) async fn run(
     State(state): State<AppState>,
     caller: Caller,

@@ -9,10 +9,12 @@ use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::runtime::Decision;
 
+#[utoipa::path(get, path = "/api/approvals", tag = "approvals", responses((status = 200, body = super::openapi::Items)))]
 pub(super) async fn list(State(state): State<AppState>, caller: Caller) -> JsonResponse<Value> {
     JsonResponse(json!({"items": state.runtime.approvals(&caller.user).await}))
 }
 
+#[utoipa::path(post, path = "/api/approvals/{id}/{decision}", tag = "approvals", params(("id" = String, Path, description = "The approval request id"), ("decision" = String, Path, description = "`approve`, `deny` or `always`")), responses((status = 200, description = "`{request_id, decision}`", body = Value)))]
 pub(super) async fn decide(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,7 +13,7 @@ use crate::runtime::{NewTurn, Submission, Target, TurnOutcome};
 use crate::store::TurnStatus;
 
 /// The request body; `message` is accepted as an alias of `content`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct ChatRequest {
     #[serde(default, alias = "message")]
     content: Option<String>,
@@ -26,6 +26,7 @@ pub(super) struct ChatRequest {
     model: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/chat", tag = "chat", request_body = ChatRequest, responses((status = 200, body = super::openapi::ChatAnswer)))]
 pub(super) async fn chat(
     State(state): State<AppState>,
     caller: Caller,
@@ -69,6 +70,7 @@ pub(super) async fn chat(
 }
 
 /// Issues a one-time ticket for `/api/chat/stream`, `/ws/chat` or SSE (`?ticket=`).
+#[utoipa::path(post, path = "/api/chat/ticket", tag = "chat", responses((status = 200, body = super::openapi::Ticket)))]
 pub(super) async fn ticket(State(state): State<AppState>, caller: Caller) -> JsonResponse<Value> {
     let ticket = state.auth.tickets.issue(&caller).await;
     JsonResponse(json!({"ticket": ticket, "expires_in": crate::auth::TICKET_TTL.as_secs()}))

@@ -116,6 +116,7 @@ impl ApiError {
                 TurnError::ProviderNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
                 TurnError::ProviderError => StatusCode::BAD_GATEWAY,
                 TurnError::AgentError => StatusCode::INTERNAL_SERVER_ERROR,
+                TurnError::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             },
         }
     }

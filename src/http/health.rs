@@ -13,12 +13,14 @@ use crate::auth::Caller;
 use crate::tools::mcp::Phase;
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, body = super::openapi::Liveness)))]
 pub(super) async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
 /// Readiness: the store answers and the bus delivers. A missing provider is reported but
 /// does not make the node unready: it still serves history and sessions.
+#[utoipa::path(get, path = "/health/ready", tag = "health", security(()), responses((status = 200, body = super::openapi::Readiness), (status = 503, body = super::openapi::Readiness)))]
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
     let health = Health::check(&state).await;
     let mut body = json!({
@@ -42,6 +44,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Operational status for an authenticated caller.
+#[utoipa::path(get, path = "/api/status", tag = "health", responses((status = 200, description = "Uptime, components, turns, connections", body = Value)))]
 pub(super) async fn status(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let health = Health::check(&state).await;
     let active_turns = state.runtime.active_turns().await;
@@ -61,14 +64,17 @@ pub(super) async fn status(State(state): State<AppState>, caller: Caller) -> Jso
 }
 
 /// `?format=` of `GET /api/config`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ConfigQuery {
+    /// `json` (the default) or `toml`.
     #[serde(default)]
     format: Option<String>,
 }
 
 /// The effective configuration with secrets redacted, for admins: JSON, or with
 /// `?format=toml` the text `parley config` prints.
+#[utoipa::path(get, path = "/api/config", tag = "health", params(ConfigQuery), responses((status = 200, description = "The effective configuration, secrets redacted (admins)", content((Value = "application/json"), (String = "text/plain")))))]
 pub(super) async fn config(
     State(state): State<AppState>,
     caller: Caller,

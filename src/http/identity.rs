@@ -14,7 +14,7 @@ use crate::auth::{Caller, PAIRING_TTL_MS};
 use crate::clock::rfc3339;
 use crate::store::PairingGrant;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct PairRequest {
     code: String,
     /// The name of the new user; one is made up when absent. A code minted for a user
@@ -25,6 +25,7 @@ pub(super) struct PairRequest {
 
 /// Trades a one-time pairing code for a token (see [`crate::auth::Auth::pair`]): a new
 /// user, or a new device of the user the code was minted for; never an existing identity.
+#[utoipa::path(post, path = "/api/pair", tag = "identity", security(()), request_body = PairRequest, responses((status = 201, body = super::openapi::Paired)))]
 pub(super) async fn pair(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
@@ -43,7 +44,7 @@ pub(super) async fn pair(
     Ok((StatusCode::CREATED, JsonResponse(body)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(super) struct PairingCodeRequest {
     /// Pair a new device of this user; absent: the code creates a new user.
     user: Option<String>,
@@ -52,6 +53,7 @@ pub(super) struct PairingCodeRequest {
 }
 
 /// Admins mint pairing codes: for a new device of a user, or for a new user.
+#[utoipa::path(post, path = "/api/pairing-codes", tag = "identity", request_body = PairingCodeRequest, responses((status = 201, body = super::openapi::PairingCode)))]
 pub(super) async fn create_pairing_code(
     State(state): State<AppState>,
     caller: Caller,
@@ -81,6 +83,7 @@ fn token_json(token: &crate::store::TokenRecord) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/tokens", tag = "identity", responses((status = 200, body = super::openapi::Items)))]
 pub(super) async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,7 +92,7 @@ pub(super) async fn list_tokens(
     Ok(JsonResponse(json!({"items": tokens.iter().map(token_json).collect::<Vec<_>>()})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct CreateTokenRequest {
     user: String,
     #[serde(default)]
@@ -97,6 +100,7 @@ pub(super) struct CreateTokenRequest {
     label: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/tokens", tag = "identity", request_body = CreateTokenRequest, responses((status = 201, body = super::openapi::TokenView)))]
 pub(super) async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,6 +114,7 @@ pub(super) async fn create_token(
     Ok((StatusCode::CREATED, JsonResponse(body)).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "identity", params(("id" = String, Path, description = "The token id")), responses((status = 200, body = super::openapi::TokenView)))]
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,6 +124,7 @@ pub(super) async fn revoke_token(
     Ok(JsonResponse(token_json(&record)))
 }
 
+#[utoipa::path(get, path = "/api/audit", tag = "identity", responses((status = 200, body = super::openapi::Items)))]
 pub(super) async fn audit_log(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,6 +10,7 @@ use crate::auth::ClientAddr;
 use crate::tools::mcp::Phase;
 
 /// The metrics as OpenMetrics text, the gauges read now.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus metrics (admins, or the addresses of metrics.allow)", body = String, content_type = "application/openmetrics-text")))]
 pub(super) async fn metrics(
     State(state): State<AppState>,
     request: Request,

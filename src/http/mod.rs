@@ -10,6 +10,7 @@ mod health;
 mod identity;
 mod listener;
 mod metrics;
+mod openapi;
 mod sessions;
 mod turns;
 mod usage;
@@ -38,6 +39,7 @@ use crate::{request_id, sse, ws};
 pub use connections::{ConnectionCount, Connections};
 pub use error::{ApiError, ErrorInfo};
 pub use listener::serve;
+pub use openapi::openapi;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status", get(health::status))
         .route("/api/config", get(health::config))
         .route("/api/usage", get(usage::usage))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/api/pair", post(identity::pair))
         .route("/api/pairing-codes", post(identity::create_pairing_code))
         .route("/api/tokens", get(identity::list_tokens).post(identity::create_token))

@@ -18,7 +18,8 @@ use crate::store::{Message, Session};
 /// Largest page of sessions or messages.
 const MAX_LIMIT: u64 = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     #[serde(default = "first_page")]
     page: u64,
@@ -70,6 +71,7 @@ fn message_json(message: &Message) -> Value {
     value
 }
 
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(ListQuery), responses((status = 200, body = super::openapi::SessionPage)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -96,7 +98,8 @@ pub(super) async fn list(
     Ok(JsonResponse(json!({"items": items, "total": total, "page": page, "limit": limit})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DetailQuery {
     before_seq: Option<i64>,
     #[serde(default = "default_message_limit")]
@@ -107,6 +110,7 @@ fn default_message_limit() -> u64 {
     100
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$"), DetailQuery), responses((status = 200, body = super::openapi::SessionDetail)))]
 pub(super) async fn detail(
     State(state): State<AppState>,
     caller: Caller,
@@ -125,11 +129,12 @@ pub(super) async fn detail(
     Ok(JsonResponse(body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct RenameRequest {
     name: String,
 }
 
+#[utoipa::path(patch, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = RenameRequest, responses((status = 200, body = super::openapi::SessionView)))]
 pub(super) async fn rename(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,6 +152,7 @@ pub(super) async fn rename(
     Ok(JsonResponse(session_json(&session, live.as_deref())))
 }
 
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), responses((status = 204, description = "Deleted")))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,7 +162,7 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct MessageRequest {
     #[serde(default, alias = "message")]
     content: Option<String>,
@@ -166,6 +172,7 @@ pub(super) struct MessageRequest {
 }
 
 /// Queues a turn without waiting: 202 with its id once the user message is stored.
+#[utoipa::path(post, path = "/api/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = MessageRequest, responses((status = 202, body = super::openapi::TurnAccepted)))]
 pub(super) async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
@@ -187,6 +194,7 @@ pub(super) async fn post_message(
     Ok((StatusCode::ACCEPTED, JsonResponse(body)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/abort", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), responses((status = 200, description = "`{aborted, turn_id}`", body = Value)))]
 pub(super) async fn abort(
     State(state): State<AppState>,
     caller: Caller,
@@ -196,6 +204,7 @@ pub(super) async fn abort(
     Ok(JsonResponse(json!({"aborted": turn_id.is_some(), "turn_id": turn_id})))
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}/tool-calls", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), responses((status = 200, body = super::openapi::Items)))]
 pub(super) async fn tool_calls(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,12 +222,13 @@ pub(super) async fn tool_calls(
     Ok(JsonResponse(json!({"items": items})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct NotifyRequest {
     event: Value,
 }
 
 /// Pushes an outside status event into the session's live view (never to the model).
+#[utoipa::path(post, path = "/api/sessions/{id}/notify", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = NotifyRequest, responses((status = 202, description = "`{seq}`", body = Value)))]
 pub(super) async fn notify(
     State(state): State<AppState>,
     caller: Caller,
@@ -229,13 +239,14 @@ pub(super) async fn notify(
     Ok((StatusCode::ACCEPTED, JsonResponse(json!({"seq": seq}))).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(super) struct PruneRequest {
     max_sessions: Option<u64>,
     ttl_hours: Option<u64>,
 }
 
 /// Prunes with the given limits, or the configured ones. Admins prune everyone's sessions.
+#[utoipa::path(post, path = "/api/sessions/prune", tag = "sessions", request_body(content = Option<PruneRequest>, description = "Limits; none: the configured ones"), responses((status = 200, description = "`{pruned}`", body = Value)))]
 pub(super) async fn prune(
     State(state): State<AppState>,
     caller: Caller,

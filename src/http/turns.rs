@@ -8,11 +8,13 @@ use super::extract::Path;
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 
+#[utoipa::path(get, path = "/api/agents", tag = "turns", responses((status = 200, body = super::openapi::Items)))]
 pub(super) async fn list(State(state): State<AppState>, caller: Caller) -> JsonResponse<Value> {
     let turns = state.runtime.running_turns(&caller.user).await;
     JsonResponse(json!({"items": turns}))
 }
 
+#[utoipa::path(post, path = "/api/agents/{turn_id}/kill", tag = "turns", params(("turn_id" = String, Path)), responses((status = 200, description = "`{cancelled, turn_id}`", body = Value)))]
 pub(super) async fn kill(
     State(state): State<AppState>,
     caller: Caller,

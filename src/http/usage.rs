@@ -14,7 +14,8 @@ use crate::conversation::Usage;
 use crate::store::{UsageGroup, UsageQuery};
 
 /// The query string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UsageParams {
     /// A date (`YYYY-MM-DD`, UTC) or an RFC 3339 instant; default: the month's start.
     from: Option<String>,
@@ -39,6 +40,8 @@ fn instant(param: &str, text: Option<&str>, default: i64) -> Result<i64, ApiErro
     }
 }
 
+#[utoipa::path(get, path = "/api/usage", tag = "usage", params(UsageParams), responses((status = 200, description = "Tokens and cost summed by user, model or day, with the budget of one user's report", body = Value)))]
+#[tracing::instrument(skip_all)]
 pub(super) async fn usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,13 +68,12 @@ pub(super) async fn usage(
     let query = UsageQuery { from, to, user, group_by };
     let lines = state.runtime.usage_report(&query).await?;
     let mut total = Usage::default();
-    let mut turns = 0;
     let items: Vec<Value> = lines
         .iter()
         .map(|line| {
             total.add(line.usage);
-            turns += line.turns;
-            let mut item = usage_json(&line.usage, line.turns);
+            let mut item = usage_json(&line.usage);
+            item["turns"] = json!(line.turns);
             item[label] = json!(line.key);
             item
         })
@@ -87,14 +89,14 @@ pub(super) async fn usage(
         "group_by": label,
         "user": query.user,
         "items": items,
-        "total": usage_json(&total, turns),
+        // No turn count: a turn that fell back to another model is a line of each.
+        "total": usage_json(&total),
         "budget": budget,
     })))
 }
 
-fn usage_json(usage: &Usage, turns: u64) -> Value {
+fn usage_json(usage: &Usage) -> Value {
     json!({
-        "turns": turns,
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens,

@@ -33,6 +33,7 @@ fn tool_error(err: ToolError) -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/api/workspace/tree", tag = "workspace", responses((status = 200, description = "`{items: [{path, kind, size}], truncated}`", body = Value)))]
 pub(super) async fn tree(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,6 +76,7 @@ fn list(root: &FsPath) -> Vec<Value> {
     items
 }
 
+#[utoipa::path(get, path = "/api/workspace/file/{path}", tag = "workspace", params(("path" = String, Path, description = "A path inside the workspace")), responses((status = 200, description = "The file, with its MIME type", content_type = "application/octet-stream")))]
 pub(super) async fn file(
     State(state): State<AppState>,
     caller: Caller,

@@ -22,7 +22,7 @@ use crate::store::{TurnRecord, TurnStatus};
 
 /// The request body (fields Parley does not use are accepted and ignored: `temperature`,
 /// `tools` — the agent's own tools run — and the like).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct ChatCompletionRequest {
     messages: Vec<InputMessage>,
     #[serde(default)]
@@ -43,12 +43,13 @@ pub(super) struct ChatCompletionRequest {
     model: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatCompletionRequest, params(("X-Session-Id" = Option<String>, Header, description = "Run in this Parley session")), responses((status = 200, description = "A chat.completion, or with `stream` its chunks as SSE ending in [DONE]", content((Value = "application/json"), (String = "text/event-stream")))))]
 pub(super) async fn completions(
     State(state): State<AppState>,
     caller: Caller,
@@ -148,11 +149,21 @@ fn answer_text(view: &TurnView) -> String {
 }
 
 fn usage(record: &TurnRecord) -> Value {
-    json!({
-        "prompt_tokens": record.usage.prompt_tokens,
-        "completion_tokens": record.usage.completion_tokens,
-        "total_tokens": record.usage.total_tokens,
-    })
+    chat_usage(&record.usage)
+}
+
+/// Usage in Chat Completions' shape, with `cost` when the model has prices.
+fn chat_usage(usage: &crate::conversation::Usage) -> Value {
+    let mut value = json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    });
+    if let Some(cost) = usage.cost {
+        value["cost"] = json!(cost);
+    }
+    value
 }
 
 /// The `parley` extension of a completion: where the turn lives and what its tools did.
@@ -272,7 +283,7 @@ impl Chunks {
                 if self.include_usage {
                     let mut chunk = self.chunk(json!({}), None);
                     chunk.insert("choices".into(), json!([]));
-                    chunk.insert("usage".into(), serde_json::to_value(usage).unwrap_or_default());
+                    chunk.insert("usage".into(), chat_usage(usage));
                     out.push(Some(Value::Object(chunk)));
                 }
                 out.push(None);

@@ -10,7 +10,7 @@ use crate::http::ApiError;
 
 /// A message of a Chat Completions request (also of an AG-UI run, which names its fields
 /// in camelCase).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct InputMessage {
     pub(crate) role: String,
     #[serde(default)]
@@ -43,13 +43,13 @@ impl InputMessage {
 }
 
 /// A tool call of an earlier assistant message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct InputToolCall {
     id: String,
     function: InputFunction,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct InputFunction {
     name: String,
     #[serde(default)]

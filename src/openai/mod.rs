@@ -23,7 +23,38 @@ use serde_json::{Map, Value, json};
 use crate::auth::Caller;
 use crate::http::extract::Path;
 use crate::http::{ApiError, AppState, ErrorInfo};
-use crate::runtime::{Runtime, RuntimeError, valid_session_id};
+use crate::runtime::{Runtime, valid_session_id};
+
+/// The `/v1` routes in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        models,
+        model,
+        chat::completions,
+        responses::create,
+        responses::retrieve,
+        responses::cancel
+    ),
+    components(schemas(OpenAiErrorBody, OpenAiError))
+)]
+pub(crate) struct OpenAiApi;
+
+/// An error on `/v1`, in OpenAI's shape.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct OpenAiErrorBody {
+    error: OpenAiError,
+}
+
+/// OpenAI's error object.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct OpenAiError {
+    message: String,
+    /// `invalid_request_error`, `authentication_error`, `not_found_error`, ...
+    r#type: String,
+    code: Option<String>,
+    param: Option<String>,
+}
 
 /// The `/v1` routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -52,12 +83,6 @@ pub(crate) async fn error_shape(request: Request, next: Next) -> Response {
     let (mut parts, _) = response.into_parts();
     if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
         parts.status = StatusCode::BAD_REQUEST;
-    }
-    let mut info = info;
-    if info.code == "UNKNOWN_MODEL" {
-        // As OpenAI answers a model it does not have, so SDKs raise `NotFoundError`.
-        parts.status = StatusCode::NOT_FOUND;
-        info.code = "model_not_found";
     }
     let body = error_body(parts.status, &info);
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -94,9 +119,10 @@ fn stream_error(code: &str, message: &str) -> Value {
     json!({"error": {"message": message, "type": "server_error", "code": code, "param": null}})
 }
 
-/// The model a request names, as the turn will run on it (unknown: `UNKNOWN_MODEL`).
+/// The model a request names, as the turn will run on it. One that is not configured is
+/// not found, as OpenAI answers it (SDKs raise `NotFoundError`).
 fn model_name(runtime: &Runtime, requested: Option<&str>) -> Result<String, ApiError> {
-    let resolved = runtime.models().resolve(requested).map_err(RuntimeError::from)?;
+    let resolved = runtime.models().resolve(requested).map_err(|_| ApiError::NotFound("model"))?;
     Ok(resolved.to_owned())
 }
 
@@ -106,6 +132,7 @@ fn unix_now() -> u64 {
 }
 
 /// `GET /v1/models`: every configured model, the default first.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "Every configured model, the default first: `{object: list, data: [{id, object: model, created, owned_by}]}`", body = Value)))]
 async fn models(State(state): State<AppState>, _caller: Caller) -> JsonResponse<Value> {
     let data: Vec<Value> =
         state.runtime.models().routes().iter().map(|route| model_object(&route.id)).collect();
@@ -113,6 +140,7 @@ async fn models(State(state): State<AppState>, _caller: Caller) -> JsonResponse<
 }
 
 /// `GET /v1/models/{id}`.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, body = Value)))]
 async fn model(
     State(state): State<AppState>,
     _caller: Caller,

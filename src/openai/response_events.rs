@@ -74,11 +74,14 @@ pub(super) fn response_object(view: &TurnView, echo: &Echo, pending: &[ApprovalI
     object["error"] = error.unwrap_or(Value::Null);
     object["usage"] = json!({
         "input_tokens": record.usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": record.usage.cached_tokens},
         "output_tokens": record.usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": record.usage.total_tokens,
     });
+    if let Some(cost) = record.usage.cost {
+        object["usage"]["cost"] = json!(cost);
+    }
     object["parley"] = json!({
         "session_id": record.session_id,
         "turn_id": record.id,

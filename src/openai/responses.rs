@@ -30,7 +30,7 @@ use crate::runtime::{
 
 /// The request body (fields Parley does not use — `temperature`, `tools`, ... — are
 /// accepted and ignored).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct CreateRequest {
     #[serde(default)]
     input: Value,
@@ -54,7 +54,8 @@ pub(super) struct CreateRequest {
 }
 
 /// How a response is read back.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RetrieveQuery {
     #[serde(default)]
     stream: bool,
@@ -65,6 +66,7 @@ fn invalid(param: &str, message: &str) -> ApiError {
     ApiError::InvalidParam { param: param.into(), message: message.into() }
 }
 
+#[utoipa::path(post, path = "/v1/responses", tag = "openai", request_body = CreateRequest, params(("X-Session-Id" = Option<String>, Header, description = "Run in this Parley session")), responses((status = 200, description = "A response object, or with `stream` its events as SSE", content((Value = "application/json"), (String = "text/event-stream")))))]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -218,6 +220,7 @@ async fn approval_answers(
     Ok(Some(answered))
 }
 
+#[utoipa::path(get, path = "/v1/responses/{id}", tag = "openai", params(("id" = String, Path), RetrieveQuery), responses((status = 200, description = "The response, or with `stream=true` its events after `starting_after`", content((Value = "application/json"), (String = "text/event-stream")))))]
 pub(super) async fn retrieve(
     State(state): State<AppState>,
     caller: Caller,
@@ -238,6 +241,7 @@ pub(super) async fn retrieve(
     Ok(crate::sse::live(&state, &caller, stream))
 }
 
+#[utoipa::path(post, path = "/v1/responses/{id}/cancel", tag = "openai", params(("id" = String, Path)), responses((status = 200, body = Value)))]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

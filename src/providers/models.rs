@@ -24,8 +24,13 @@ pub struct Price {
 }
 
 impl Price {
+    /// The prices of a model with any (a price left out is 0; cached input costs as much
+    /// as input unless it has its own).
     fn of(config: &ModelConfig) -> Option<Self> {
-        let input = config.input_price?;
+        if config.input_price.is_none() && config.output_price.is_none() {
+            return None;
+        }
+        let input = config.input_price.unwrap_or(0.0);
         Some(Self {
             input,
             output: config.output_price.unwrap_or(0.0),

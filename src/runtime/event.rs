@@ -30,6 +30,8 @@ pub enum TurnError {
     ProviderError,
     /// The iteration limit, or storage, failed the turn.
     AgentError,
+    /// The user's monthly budget was spent before the turn began.
+    BudgetExceeded,
 }
 
 impl TurnError {
@@ -38,6 +40,7 @@ impl TurnError {
         match code {
             "PROVIDER_NOT_CONFIGURED" => TurnError::ProviderNotConfigured,
             "PROVIDER_ERROR" => TurnError::ProviderError,
+            "BUDGET_EXCEEDED" => TurnError::BudgetExceeded,
             _ => TurnError::AgentError,
         }
     }
@@ -48,6 +51,7 @@ impl TurnError {
             TurnError::ProviderNotConfigured => "PROVIDER_NOT_CONFIGURED",
             TurnError::ProviderError => "PROVIDER_ERROR",
             TurnError::AgentError => "AGENT_ERROR",
+            TurnError::BudgetExceeded => "BUDGET_EXCEEDED",
         }
     }
 }

@@ -119,7 +119,10 @@ impl TurnObserver for Recorder<'_> {
 
     fn fell_back(&self, from: &str, to: &str) {
         let detail = Some(format!("{to} ({from} is unavailable)"));
-        self.emit(EventKind::OperatorStatus { phase: "model".into(), detail });
+        let seq = self.emit(EventKind::OperatorStatus { phase: "model".into(), detail });
+        // The step starts again: its message goes under the newest `model` status, as the
+        // adapters that name streamed messages by it expect (nothing of it is stored yet).
+        *self.step() = Step { seq, ..Step::default() };
     }
 
     fn delta(&self, delta: Delta) {
@@ -161,14 +164,19 @@ impl TurnObserver for Recorder<'_> {
     }
 
     async fn step_finished(&self, completion: &Completion) -> Result<(), StoreError> {
+        let model = completion.model.clone().unwrap_or_default();
         {
-            let model = completion.model.clone().unwrap_or_default();
             let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
             match usage.iter_mut().find(|(m, _)| *m == model) {
                 Some((_, sum)) => sum.add(completion.usage),
-                None => usage.push((model, completion.usage)),
+                None => usage.push((model.clone(), completion.usage)),
             }
         }
+        // Counted first: the call was made even if the session was deleted or taken over
+        // meanwhile (and the step's own write below is refused).
+        let step = self.step().seq as i64;
+        let user = &self.session.user;
+        self.store.record_usage(user, self.turn_id, step, &model, &completion.usage).await?;
         self.write_step(MessageStatus::Complete, &completion.tool_calls).await?;
         if !completion.tool_calls.is_empty() && !completion.text.is_empty() {
             self.emit(EventKind::ChunkReset);
@@ -431,7 +439,6 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         error_message: outcome.error.as_ref().map(|(_, message)| message.clone()),
         model: outcome.model.clone(),
         usage: outcome.usage,
-        by_model,
         duration_ms: duration_ms as i64,
     };
     match inner.store.finish_turn(session.fence, &turn.turn_id, &end).await {
@@ -472,6 +479,12 @@ async fn execute(
     recorder: &Recorder<'_>,
 ) -> Result<crate::agent::Answer, AgentError> {
     inner.store.start_turn(session.fence, &turn.turn_id).await?;
+    // Checked again as the turn starts: turns queued before the budget ran out do not run.
+    if let Some(budget) = inner.budget_of(&session.user).await?
+        && budget.spent()
+    {
+        return Err(AgentError::BudgetExceeded { spent: budget.spent, limit: budget.limit });
+    }
     let history = inner.store.history(session.pk, turn.user_seq as i64).await?;
     let mut messages = Vec::with_capacity(history.len() + turn.context.len() + 1);
     if !inner.system_prompt.is_empty() {
@@ -550,6 +563,7 @@ fn error_code(err: &AgentError) -> (TurnError, String) {
             (TurnError::ProviderError, provider.public_message())
         }
         AgentError::IterationLimit(_) => (TurnError::AgentError, err.to_string()),
+        AgentError::BudgetExceeded { .. } => (TurnError::BudgetExceeded, err.to_string()),
         AgentError::Store(store) => {
             tracing::error!(%store, "storage failed during a turn");
             (TurnError::AgentError, "the turn failed because storage failed".into())

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Runtime, RuntimeError};
-use crate::store::{UsageLine, UsageQuery};
+use super::{Inner, Runtime, RuntimeError};
+use crate::store::{StoreError, UsageLine, UsageQuery};
 
 /// A user's monthly budget and how much of it is spent.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +23,26 @@ pub struct Budget {
     pub resets: String,
 }
 
+impl Budget {
+    /// Whether nothing is left of it.
+    pub fn spent(&self) -> bool {
+        self.spent >= self.limit
+    }
+}
+
+impl Inner {
+    /// The user's monthly budget, if they have one, with what they spent this month (every
+    /// node's turns: the ledger is in the shared store).
+    pub(super) async fn budget_of(&self, user: &str) -> Result<Option<Budget>, StoreError> {
+        let Some(limit) = self.budget.of(user) else {
+            return Ok(None);
+        };
+        let (month, next) = crate::clock::month_of(crate::clock::now_ms());
+        let spent = self.store.spent_since(user, month).await?;
+        Ok(Some(Budget { limit, spent, resets_at: next, resets: crate::clock::rfc3339(next) }))
+    }
+}
+
 impl Runtime {
     /// Usage summed as `query` asks, from the ledger (which outlives sessions).
     pub async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, RuntimeError> {
@@ -31,18 +51,13 @@ impl Runtime {
 
     /// The user's monthly budget, if they have one, with what they spent this month.
     pub async fn budget(&self, user: &str) -> Result<Option<Budget>, RuntimeError> {
-        let Some(limit) = self.inner.budget.of(user) else {
-            return Ok(None);
-        };
-        let (month, next) = crate::clock::month_of(crate::clock::now_ms());
-        let spent = self.inner.store.spent_since(user, month).await?;
-        Ok(Some(Budget { limit, spent, resets_at: next, resets: crate::clock::rfc3339(next) }))
+        Ok(self.inner.budget_of(user).await?)
     }
 
     /// Refuses a new turn of a user who has spent their budget, until the month ends.
     pub(super) async fn check_budget(&self, user: &str) -> Result<(), RuntimeError> {
         match self.budget(user).await? {
-            Some(budget) if budget.spent >= budget.limit => {
+            Some(budget) if budget.spent() => {
                 let left = budget.resets_at - crate::clock::now_ms();
                 Err(RuntimeError::BudgetExceeded {
                     spent: budget.spent,

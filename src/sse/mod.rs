@@ -18,8 +18,14 @@ use crate::http::extract::{Path, Query};
 use crate::http::{ApiError, AppState};
 use crate::runtime::{ApprovalInfo, EventKind, Watch, WatchItem, resync_frame};
 
+/// The SSE routes in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(session_events, global_events))]
+pub(crate) struct SseApi;
+
 /// Query of an SSE request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     after: Option<u64>,
 }
@@ -38,6 +44,7 @@ fn resume_point(headers: &HeaderMap, query: &EventsQuery) -> Result<Option<u64>,
 }
 
 /// The events of one of the caller's sessions.
+#[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "live", params(("id" = String, Path), EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq")), responses((status = 200, description = "The session's events as SSE (`id:` is the seq)", content_type = "text/event-stream")))]
 pub(crate) async fn session_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -51,6 +58,7 @@ pub(crate) async fn session_events(
 }
 
 /// The caller's lifecycle feed.
+#[utoipa::path(get, path = "/api/events", tag = "live", params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this id")), responses((status = 200, description = "The caller's lifecycle feed as SSE", content_type = "text/event-stream")))]
 pub(crate) async fn global_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -134,6 +134,7 @@ pub const TABLES: &[Table] = &[
         columns: &[
             ("id", Int),
             ("turn_id", Text),
+            ("step", Int),
             ("model", Text),
             ("user_id", Text),
             ("prompt_tokens", Int),

@@ -9,6 +9,7 @@
 pub mod copy;
 mod postgres;
 mod sqlite;
+mod usage;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use crate::conversation::{Role, ToolCall, Usage};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use usage::{UsageGroup, UsageLine, UsageQuery};
+pub(crate) use usage::{from_nanos, nanos};
 
 /// Errors of the storage layer. Driver errors stay inside it.
 #[derive(Debug, thiserror::Error)]
@@ -257,8 +260,6 @@ pub struct TurnEnd {
     pub error_message: Option<String>,
     pub model: Option<String>,
     pub usage: Usage,
-    /// The usage of each model that served the turn, for the usage ledger.
-    pub by_model: Vec<(String, Usage)>,
     pub duration_ms: i64,
 }
 
@@ -305,47 +306,6 @@ pub struct Lease {
     pub interrupted: Vec<(String, String)>,
     /// Turns accepted but not started, oldest first: the new holder runs them.
     pub queued: Vec<QueuedTurn>,
-}
-
-/// What usage is summed by in a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageGroup {
-    User,
-    Model,
-    /// The UTC date (`YYYY-MM-DD`).
-    Day,
-}
-
-/// Which usage a report sums.
-#[derive(Debug, Clone)]
-pub struct UsageQuery {
-    /// Epoch milliseconds, inclusive.
-    pub from: i64,
-    /// Epoch milliseconds, exclusive.
-    pub to: i64,
-    /// Only this user's.
-    pub user: Option<String>,
-    pub group_by: UsageGroup,
-}
-
-/// One line of a usage report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UsageLine {
-    /// The user, the model or the date the line sums.
-    pub key: String,
-    /// Turns that used tokens.
-    pub turns: u64,
-    pub usage: Usage,
-}
-
-/// A cost in billionths, as stored (exact sums).
-pub(crate) fn nanos(cost: Option<f64>) -> Option<i64> {
-    cost.map(|c| (c * 1e9).round() as i64)
-}
-
-/// A stored cost in the prices' currency.
-pub(crate) fn from_nanos(nanos: i64) -> f64 {
-    nanos as f64 / 1e9
 }
 
 /// A stored turn that waits to run.
@@ -470,6 +430,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many of the user's turns are queued or running, over every session and node.
     async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError>;
+
+    /// Adds a finished model call (step `step` of `turn_id`, on `model`) to `user`'s usage
+    /// ledger; once per step. Not fenced: the call was made, whatever becomes of the turn.
+    async fn record_usage(
+        &self,
+        user: &str,
+        turn_id: &str,
+        step: i64,
+        model: &str,
+        usage: &Usage,
+    ) -> Result<(), StoreError>;
 
     /// Usage summed by user, model or day, from the ledger (which outlives sessions).
     async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError>;

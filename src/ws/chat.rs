@@ -27,7 +27,8 @@ use crate::runtime::{
 };
 
 /// Query of the upgrade request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ChatQuery {
     session_id: Option<String>,
     name: Option<String>,
@@ -69,6 +70,7 @@ pub(super) enum ClientFrame {
 pub(super) const FRAME_TYPES: [&str; 6] =
     ["connect", "message", "cancel", "resume", "approval_response", "ping"];
 
+#[utoipa::path(get, path = "/ws/chat", tag = "live", params(ChatQuery), responses((status = 101, description = "The Construct / ZeroClaw-compatible WebSocket (sub-protocols parley.v1, construct.v1, zeroclaw.v1)")))]
 pub(crate) async fn ws_chat(
     State(state): State<AppState>,
     caller: Caller,

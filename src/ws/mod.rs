@@ -22,6 +22,11 @@ use crate::store::StoreError;
 pub(crate) use chat::ws_chat;
 pub(crate) use stream::chat_stream;
 
+/// The WebSocket routes in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(chat::ws_chat, stream::chat_stream))]
+pub(crate) struct WsApi;
+
 /// Sub-protocols Parley speaks; the first one the client offers is echoed.
 const PROTOCOLS: [&str; 3] = ["parley.v1", "construct.v1", "zeroclaw.v1"];
 

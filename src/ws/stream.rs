@@ -26,7 +26,8 @@ use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
 use crate::runtime::{Event, EventKind, NewTurn, RuntimeError, Target, Watch, WatchItem};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
     session_id: Option<String>,
 }
@@ -62,6 +63,7 @@ const OUTBOX: usize = 256;
 /// Most frames written before one flush.
 const BATCH: usize = 64;
 
+#[utoipa::path(get, path = "/api/chat/stream", tag = "live", params(StreamQuery), responses((status = 101, description = "The Oxios-compatible streaming WebSocket")))]
 pub(crate) async fn chat_stream(
     State(state): State<AppState>,
     caller: Caller,

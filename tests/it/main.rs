@@ -18,6 +18,7 @@ mod live_protocols;
 mod mcp;
 mod models;
 mod openai;
+mod openapi;
 mod operations;
 mod provider_failures;
 mod queue;

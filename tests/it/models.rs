@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::common::fake_anthropic::Anthropic;
 use crate::common::live::WsClient;
-use crate::common::{FakeProvider, Script, Step, TestServer, client_with, json_of, test_config};
+use crate::common::{
+    FakeProvider, Script, Step, TestServer, client_with, json_of, test_config, wait_for_session,
+};
 use parley::config::{Config, ModelConfig, ProviderConfig};
 
 /// A provider on `url` serving `models`, with the tests' fast retries.
@@ -130,7 +132,7 @@ async fn every_model_is_listed_and_each_turn_runs_on_the_one_it_names() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["type"], "not_found_error");
     ws.send(json!({"type": "message", "content": "x", "model": "gpt-4o"})).await;
     let error = ws.next_of("error").await;
     assert_eq!(error["code"], "UNKNOWN_MODEL");
@@ -372,4 +374,72 @@ async fn turns_cost_what_their_tokens_cost_and_a_spent_budget_refuses_new_turns(
         metrics.contains("parley_cost_total{provider=\"default\",model=\"priced\"}"),
         "{metrics}"
     );
+}
+
+/// Polls until the caller has a pending approval, and returns its id.
+async fn pending_approval(client: &reqwest::Client, server: &TestServer) -> String {
+    for _ in 0..200 {
+        let (_, listed) =
+            json_of(client.get(server.url("/api/approvals")).send().await.unwrap()).await;
+        if let Some(id) = listed["items"][0]["request_id"].as_str() {
+            return id.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no approval was asked for");
+}
+
+#[tokio::test]
+async fn spending_is_counted_as_each_call_ends_and_checked_as_each_turn_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProvider::start().await;
+    let mut config = priced(dir.path(), &fake);
+    config.tools.approval.insert("list_dir".into(), "ask".into());
+    let server = TestServer::start(config).await;
+    let alice = client_with(&server.token_for("alice", false).await);
+    let post = |path: &str, body: Value| {
+        let request = alice.post(server.url(path)).json(&body);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let spent = || async {
+        let (_, report) = json_of(alice.get(server.url("/api/usage")).send().await.unwrap()).await;
+        report["budget"]["spent"].as_f64().unwrap()
+    };
+
+    // A call that ended counts even if its turn never does: the chat is deleted while the
+    // turn waits for an approval.
+    fake.push([Script::tool_call("c1", "list_dir", json!({"path": "."}), 1)]);
+    let (status, _) = post("/api/sessions/gone/messages", json!({"content": "look"})).await;
+    assert_eq!(status, 202);
+    pending_approval(&alice, &server).await;
+    assert!((spent().await - 0.02).abs() < 1e-9);
+    let deleted = alice.delete(server.url("/api/sessions/gone")).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!((spent().await - 0.02).abs() < 1e-9, "deleting the chat gave nothing back");
+
+    // Turns queued while there was budget left are checked again as each starts.
+    fake.push([Script::tool_call("c2", "list_dir", json!({"path": "."}), 1), Script::text(&["a"])]);
+    let (status, _) = post("/api/sessions/q/messages", json!({"content": "first"})).await;
+    assert_eq!(status, 202);
+    let approval = pending_approval(&alice, &server).await;
+    for content in ["second", "third"] {
+        let (status, body) = post("/api/sessions/q/messages", json!({"content": content})).await;
+        assert_eq!(status, 202, "admitted: the budget was not spent yet: {body}");
+    }
+    let token = server.token_for("alice", false).await;
+    let mut ws =
+        WsClient::connect_as(&server, "/ws/chat?session_id=q", &["parley.v1"], Some(&token)).await;
+    ws.next().await;
+    let asked_before = fake.requests().len();
+    post(&format!("/api/approvals/{approval}/approve"), json!({})).await;
+    // 0.02 (the deleted chat) + 0.04 (first) spends the 0.05: the turns behind it are
+    // refused as each starts.
+    for _ in ["second", "third"] {
+        let error = ws.next_of("error").await;
+        assert_eq!(error["code"], "BUDGET_EXCEEDED", "{error}");
+    }
+    let idle = |s: &Value| s["running_turn"].is_null() && s["queued"] == 0;
+    wait_for_session(&alice, &server.base, "q", idle).await;
+    assert_eq!(fake.requests().len(), asked_before + 1, "only the first turn reached the model");
+    assert!((spent().await - 0.06).abs() < 1e-9);
 }

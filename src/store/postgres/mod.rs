@@ -37,7 +37,7 @@ use super::{
     UsageLine, UsageQuery,
 };
 use crate::clock::now_ms;
-use crate::conversation::ToolCall;
+use crate::conversation::{ToolCall, Usage};
 
 /// Migrations in order; each runs once, inside a transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -234,6 +234,18 @@ impl Store for PostgresStore {
 
     async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError> {
         turns::unfinished(&self.pool, user).await
+    }
+
+    #[instrument(skip_all)]
+    async fn record_usage(
+        &self,
+        user: &str,
+        turn_id: &str,
+        step: i64,
+        model: &str,
+        usage: &Usage,
+    ) -> Result<(), StoreError> {
+        usage::record(&self.pool, user, turn_id, step, model, usage).await
     }
 
     #[instrument(skip_all)]

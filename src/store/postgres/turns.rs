@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use super::text::{self, escape, escape_opt};
-use super::{leases, messages, usage, write};
+use super::{leases, messages, write};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
 use crate::conversation::Usage;
@@ -84,7 +84,6 @@ pub(super) async fn finish(
     .bind(escape(turn_id))
     .execute(&mut *tx)
     .await?;
-    usage::record(&mut tx, fence.session, turn_id, &end.by_model).await?;
     tx.commit().await?;
     Ok(())
 }

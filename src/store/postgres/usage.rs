@@ -1,42 +1,46 @@
-//! The PostgreSQL store's usage ledger: each turn's tokens and cost by model, with its user,
-//! written with the turn's end and summed for reports and budgets.
+//! The PostgreSQL store's usage ledger: each model call's tokens and cost, with its turn,
+//! model and user, summed for reports and budgets.
 
+use sqlx::Row;
 use sqlx::postgres::PgPool;
-use sqlx::{Postgres, Row, Transaction};
 
 use super::text::{escape, unescape};
 use crate::clock::now_ms;
 use crate::conversation::Usage;
 use crate::store::{StoreError, UsageGroup, UsageLine, UsageQuery, from_nanos, nanos};
 
-/// Adds a turn's usage to the ledger, under its session's user (once: a second end of the
-/// same turn changes nothing).
+/// Adds one model call of a turn to the ledger, under `user` (once: the same step again
+/// changes nothing). Not fenced: a call that was made is counted, whoever holds the session.
 pub(super) async fn record(
-    tx: &mut Transaction<'static, Postgres>,
-    session: i64,
+    pool: &PgPool,
+    user: &str,
     turn_id: &str,
-    by_model: &[(String, Usage)],
+    step: i64,
+    model: &str,
+    usage: &Usage,
 ) -> Result<(), StoreError> {
-    let at = now_ms();
-    for (model, usage) in by_model {
-        sqlx::query(
-            "INSERT INTO usage_records (turn_id, model, user_id, prompt_tokens, \
-             completion_tokens, cached_tokens, cost_nanos, created_at) \
-             SELECT $1, $2, user_id, $3, $4, $5, $6, $7 FROM sessions WHERE pk = $8 \
-             ON CONFLICT (turn_id, model) DO NOTHING",
-        )
-        .bind(escape(turn_id))
-        .bind(escape(model))
-        .bind(usage.prompt_tokens as i64)
-        .bind(usage.completion_tokens as i64)
-        .bind(usage.cached_tokens as i64)
-        .bind(nanos(usage.cost))
-        .bind(at)
-        .bind(session)
-        .execute(&mut **tx)
-        .await?;
-    }
+    sqlx::query(
+        "INSERT INTO usage_records (turn_id, step, model, user_id, prompt_tokens, \
+         completion_tokens, cached_tokens, cost_nanos, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (turn_id, step) DO NOTHING",
+    )
+    .bind(escape(turn_id))
+    .bind(step)
+    .bind(escape(model))
+    .bind(escape(user))
+    .bind(count(usage.prompt_tokens))
+    .bind(count(usage.completion_tokens))
+    .bind(count(usage.cached_tokens))
+    .bind(nanos(usage.cost))
+    .bind(now_ms())
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// A token count as stored (past `i64::MAX`, which no real call reaches, it saturates).
+fn count(tokens: u64) -> i64 {
+    i64::try_from(tokens).unwrap_or(i64::MAX)
 }
 
 pub(super) async fn report(

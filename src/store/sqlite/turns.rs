@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
-use super::{leases, messages, usage, write};
+use super::{leases, messages, write};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
 use crate::conversation::Usage;
@@ -87,7 +87,6 @@ pub(super) async fn finish(
     .bind(turn_id)
     .execute(&mut *tx)
     .await?;
-    usage::record(&mut tx, fence.session, turn_id, &end.by_model).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -17,7 +17,6 @@ pub(super) fn end(status: TurnStatus) -> TurnEnd {
             total_tokens: 7,
             ..Usage::default()
         },
-        by_model: Vec::new(),
         duration_ms: 12,
     }
 }
@@ -41,31 +40,22 @@ pub async fn usage_is_ledgered_per_model_and_outlives_the_session(db: &Db) {
     store.create_turn(fa, "t1", "big", &text(1, 1, Role::User, "one")).await.unwrap();
     store.create_turn(fa, "t2", "big", &text(2, 2, Role::User, "two")).await.unwrap();
     store.create_turn(fb, "t3", "small", &text(1, 1, Role::User, "three")).await.unwrap();
-    // A turn that fell back from `big` to `small` midway used both.
+    // A turn that fell back from `big` to `small` after its first step used both.
+    store.record_usage("alice", "t1", 3, "big", &usage(100, 10, 0, Some(0.125))).await.unwrap();
+    store.record_usage("alice", "t1", 5, "small", &usage(200, 20, 100, Some(0.125))).await.unwrap();
+    // The same step again does not count twice.
+    store.record_usage("alice", "t1", 5, "small", &usage(200, 20, 100, Some(0.125))).await.unwrap();
     let fell_back = TurnEnd {
         model: Some("small".into()),
         usage: usage(300, 30, 100, Some(0.25)),
-        by_model: vec![
-            ("big".into(), usage(100, 10, 0, Some(0.125))),
-            ("small".into(), usage(200, 20, 100, Some(0.125))),
-        ],
         ..end(TurnStatus::Done)
     };
     store.finish_turn(fa, "t1", &fell_back).await.unwrap();
-    // Finishing the same turn again does not count it twice.
-    store.finish_turn(fa, "t1", &fell_back).await.unwrap();
-    let unpriced = TurnEnd {
-        usage: usage(5, 5, 0, None),
-        by_model: vec![("big".into(), usage(5, 5, 0, None))],
-        ..end(TurnStatus::Error)
-    };
+    store.record_usage("alice", "t2", 4, "big", &usage(5, 5, 0, None)).await.unwrap();
+    let unpriced = TurnEnd { usage: usage(5, 5, 0, None), ..end(TurnStatus::Error) };
     store.finish_turn(fa, "t2", &unpriced).await.unwrap();
-    let bobs = TurnEnd {
-        usage: usage(1000, 0, 0, Some(1.5)),
-        by_model: vec![("small".into(), usage(1000, 0, 0, Some(1.5)))],
-        ..end(TurnStatus::Done)
-    };
-    store.finish_turn(fb, "t3", &bobs).await.unwrap();
+    // Counted as the call ends, whether or not the turn ever does (its node crashed).
+    store.record_usage("bob", "t3", 2, "small", &usage(1000, 0, 0, Some(1.5))).await.unwrap();
 
     let record = store.turn("alice", "t1").await.unwrap().unwrap();
     assert_eq!((record.usage.cached_tokens, record.usage.cost), (100, Some(0.25)));
