@@ -55,6 +55,14 @@ pub struct Fallback {
     pub to: String,
 }
 
+/// A provider request tried again.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Retry {
+    pub provider: String,
+    /// Why: `rate_limited` or `unavailable`.
+    pub reason: String,
+}
+
 /// One tool call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolCall {
@@ -108,6 +116,7 @@ pub struct Metrics {
     /// What the tokens cost, by model (only models with prices).
     pub cost: Family<Model, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub fallbacks: Family<Fallback, Counter>,
+    pub provider_retries: Family<Retry, Counter>,
     pub tool_calls: Family<ToolCall, Counter>,
     pub approvals: Family<ApprovalDecision, Counter>,
     pub store_writes: Histogram,
@@ -118,6 +127,7 @@ pub struct Metrics {
     pub loaded_sessions: Gauge,
     pub store_up: Gauge,
     pub store_ping: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub bus_ping: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub bus_up: Gauge,
     pub mcp_server_up: Family<Server, Gauge>,
 }
@@ -141,6 +151,7 @@ impl Metrics {
             tokens: Family::default(),
             cost: Family::default(),
             fallbacks: Family::default(),
+            provider_retries: Family::default(),
             tool_calls: Family::default(),
             approvals: Family::default(),
             store_writes: store_latency(),
@@ -150,6 +161,7 @@ impl Metrics {
             loaded_sessions: Gauge::default(),
             store_up: Gauge::default(),
             store_ping: Gauge::default(),
+            bus_ping: Gauge::default(),
             bus_up: Gauge::default(),
             mcp_server_up: Family::default(),
             registry: Registry::default(),
@@ -184,6 +196,11 @@ impl Metrics {
             "cost",
             "What model calls cost, by model (in the currency of the configured prices)",
             metrics.cost.clone(),
+        );
+        registry.register(
+            "provider_retries",
+            "Provider requests tried again after a failure before the first byte",
+            metrics.provider_retries.clone(),
         );
         registry.register(
             "provider_fallbacks",
@@ -232,6 +249,11 @@ impl Metrics {
             metrics.store_ping.clone(),
         );
         registry.register(
+            "bus_ping_seconds",
+            "Time the bus took to answer the scrape's round trip (Redis, when clustered)",
+            metrics.bus_ping.clone(),
+        );
+        registry.register(
             "bus_up",
             "Whether the bus delivers (1) or not (0)",
             metrics.bus_up.clone(),
@@ -276,6 +298,12 @@ impl Metrics {
     pub fn cost(&self, provider: &str, model: &str, cost: f64) {
         let labels = Model { provider: provider.to_owned(), model: model.to_owned() };
         self.cost.get_or_create(&labels).inc_by(cost);
+    }
+
+    /// A provider request failed before its first byte and is tried again.
+    pub fn provider_retry(&self, provider: &str, reason: &str) {
+        let labels = Retry { provider: provider.to_owned(), reason: reason.to_owned() };
+        self.provider_retries.get_or_create(&labels).inc();
     }
 
     /// A model failed before answering and the next of its chain was tried.

@@ -38,7 +38,8 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let bus = bus::open(config.redis_url.as_deref(), bus_config)
         .await
         .with_context(|| format!("connecting to the bus {}", config.redacted_redis_url()))?;
-    let models = Arc::new(providers::Models::build(&config).map_err(anyhow::Error::msg)?);
+    let metrics = Arc::new(Metrics::new());
+    let models = Arc::new(providers::Models::build(&config, &metrics).map_err(anyhow::Error::msg)?);
     let budgets = config.budget.monthly > 0.0 || config.budget.users.values().any(|b| *b > 0.0);
     for route in
         models.routes().iter().filter(|r| budgets && r.price.is_none() && models.configured())
@@ -51,7 +52,6 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
         Registry::new(&config.tools, config.workspace_root()).map_err(anyhow::Error::msg)?,
     );
     let mcp = McpServers::start(&config.mcp, tools.clone(), config.data_dir.clone());
-    let metrics = Arc::new(Metrics::new());
     let metrics_allow = config.metrics.networks().map_err(anyhow::Error::msg)?.into();
     let agent = Agent {
         models: models.clone(),

@@ -44,7 +44,13 @@ pub(super) async fn metrics(
     let store_up = ping.await.unwrap_or(false);
     metrics.store_ping.set(started.elapsed().as_secs_f64());
     metrics.store_up.set(i64::from(store_up));
-    metrics.bus_up.set(i64::from(state.runtime.bus().healthy()));
+    // A round trip to the bus (a read of a stream nobody writes), bounded like the store's.
+    let started = std::time::Instant::now();
+    let probe = state.runtime.bus().newest("metrics-probe");
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(1), probe).await;
+    metrics.bus_ping.set(started.elapsed().as_secs_f64());
+    let bus_up = state.runtime.bus().healthy() && matches!(answered, Ok(Ok(_)));
+    metrics.bus_up.set(i64::from(bus_up));
     for server in state.mcp.statuses() {
         let up = i64::from(server.state == Phase::Running);
         metrics

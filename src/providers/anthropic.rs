@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use super::anthropic_wire::{Assembler, request_body};
-use super::upstream::Upstream;
+use super::upstream::{Retries, Upstream};
 use super::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::config::ProviderConfig;
 
@@ -25,7 +25,11 @@ pub struct AnthropicProvider {
 
 impl AnthropicProvider {
     /// A client for `base_url` (including `/v1`, as `https://api.anthropic.com/v1`).
-    pub fn new(base_url: &str, config: &ProviderConfig) -> Result<Self, String> {
+    pub(crate) fn new(
+        base_url: &str,
+        config: &ProviderConfig,
+        retries: Retries,
+    ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
         headers.insert(
             HeaderName::from_static("anthropic-version"),
@@ -54,7 +58,7 @@ impl AnthropicProvider {
             ));
         }
         Ok(Self {
-            upstream: Upstream::new(base_url, "/messages", headers, config)?,
+            upstream: Upstream::new(base_url, "/messages", headers, config, retries)?,
             max_tokens: config.max_tokens.max(1),
             thinking_budget,
         })

@@ -24,6 +24,7 @@ pub use models::{Models, Price, Route, UNNAMED, UnknownModel};
 pub use openai::OpenAiProvider;
 pub(crate) use openai_chunk::Assembler;
 pub use sse::SseParser;
+pub(crate) use upstream::Retries;
 
 /// Why a model call failed. Callers branch on the variant, never on the text.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -158,12 +159,12 @@ impl Provider for Unconfigured {
     }
 }
 
-/// Builds a provider with a URL.
-fn build_one(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
+/// Builds a provider with a URL, its retries counted under `retries`.
+fn build_one(config: &ProviderConfig, retries: Retries) -> Result<Arc<dyn Provider>, String> {
     let url = config.url.as_deref().unwrap_or_default();
     match config.kind.as_str() {
-        "openai" => Ok(Arc::new(OpenAiProvider::new(url, config)?)),
-        "anthropic" => Ok(Arc::new(AnthropicProvider::new(url, config)?)),
+        "openai" => Ok(Arc::new(OpenAiProvider::new(url, config, retries)?)),
+        "anthropic" => Ok(Arc::new(AnthropicProvider::new(url, config, retries)?)),
         other => {
             Err(format!("unknown provider kind {other:?} (expected \"openai\" or \"anthropic\")"))
         }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Provider, Unconfigured, build_one};
+use super::{Provider, Retries, Unconfigured, build_one};
 use crate::config::{Config, ModelConfig, ProviderConfig};
 use crate::conversation::Usage;
+use crate::metrics::Metrics;
 
 /// The name the model of a provider that is sent no model name goes by (and the one
 /// clients see when nothing is configured).
@@ -85,7 +86,8 @@ pub struct Models {
 impl Models {
     /// Builds the providers and their models, refusing a configuration that names a model
     /// nobody serves, serves one twice, or cannot be reached.
-    pub fn build(config: &Config) -> Result<Self, String> {
+    /// Their retries are counted in `metrics`.
+    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
         let mut providers: Vec<(&str, &ProviderConfig)> = Vec::new();
         if has_url(&config.provider) {
             providers.push((LEGACY, &config.provider));
@@ -103,7 +105,8 @@ impl Models {
         }
         let mut routes: Vec<Arc<Route>> = Vec::new();
         for (name, provider_config) in &providers {
-            let provider = build_one(provider_config)
+            let retries = Retries::new(metrics.clone(), name);
+            let provider = build_one(provider_config, retries)
                 .map_err(|e| if *name == LEGACY { e } else { format!("providers.{name}: {e}") })?;
             let mut names: Vec<&str> = provider_config
                 .model
@@ -250,6 +253,10 @@ fn has_url(provider: &ProviderConfig) -> bool {
 mod tests {
     use super::*;
 
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new())
+    }
+
     fn provider(kind: &str, models: &[&str]) -> ProviderConfig {
         ProviderConfig {
             kind: kind.into(),
@@ -268,7 +275,7 @@ mod tests {
 
     #[test]
     fn nothing_configured_is_one_unnamed_model_that_fails() {
-        let models = Models::build(&Config::default()).unwrap();
+        let models = Models::build(&Config::default(), &metrics()).unwrap();
         assert!(!models.configured());
         assert_eq!(models.default_id(), UNNAMED);
         assert_eq!(models.resolve(Some("gpt-4o")).unwrap(), UNNAMED, "nothing to choose from");
@@ -278,7 +285,7 @@ mod tests {
     fn lists_every_model_the_default_first() {
         let mut config = two_providers();
         config.default_model = Some("big".into());
-        let models = Models::build(&config).unwrap();
+        let models = Models::build(&config, &metrics()).unwrap();
         let ids: Vec<&str> = models.routes().iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["big", "sonnet", "small"]);
         assert_eq!(models.resolve(None).unwrap(), "big");
@@ -291,7 +298,7 @@ mod tests {
         let mut config = two_providers();
         let fallback = vec!["small".into(), "sonnet".into(), "big".into()];
         config.models.insert("sonnet".into(), ModelConfig { fallback, ..Default::default() });
-        let models = Models::build(&config).unwrap();
+        let models = Models::build(&config, &metrics()).unwrap();
         let chain: Vec<String> = models.chain("sonnet").iter().map(|r| r.id.clone()).collect();
         assert_eq!(chain, ["sonnet", "small", "big"], "itself once, first");
         assert_eq!(models.chain("big").len(), 1);
@@ -299,7 +306,7 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_work() {
-        let refused = |config: Config| Models::build(&config).err().unwrap();
+        let refused = |config: Config| Models::build(&config, &metrics()).err().unwrap();
         let mut config = two_providers();
         config.default_model = Some("nope".into());
         assert!(refused(config).contains("default_model"));

@@ -6,7 +6,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use tokio::time::{Instant, timeout_at};
 
 use super::openai_chunk::{Assembler, request_body};
-use super::upstream::Upstream;
+use super::upstream::{Retries, Upstream};
 use super::{ChatRequest, Completion, Delta, Provider, ProviderError};
 use crate::config::ProviderConfig;
 
@@ -17,7 +17,11 @@ pub struct OpenAiProvider {
 
 impl OpenAiProvider {
     /// A client for `base_url` (including `/v1`).
-    pub fn new(base_url: &str, config: &ProviderConfig) -> Result<Self, String> {
+    pub(crate) fn new(
+        base_url: &str,
+        config: &ProviderConfig,
+        retries: Retries,
+    ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
         // A key read from a file often ends in a newline, which no header may carry.
         if let Some(key) = config.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
@@ -26,7 +30,9 @@ impl OpenAiProvider {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        Ok(Self { upstream: Upstream::new(base_url, "/chat/completions", headers, config)? })
+        Ok(Self {
+            upstream: Upstream::new(base_url, "/chat/completions", headers, config, retries)?,
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::{ProviderError, SseParser};
 use crate::config::ProviderConfig;
+use crate::metrics::Metrics;
 
 /// Longest `Retry-After` Parley honours before giving up on a retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -31,6 +32,22 @@ pub(super) struct Upstream {
     pub total: Duration,
     max_retries: u32,
     retry_base: Duration,
+    retries: Retries,
+}
+
+/// Where a provider's retries are counted: each try again after a failure, by the
+/// provider's configured name and the failure's kind.
+#[derive(Clone)]
+pub(crate) struct Retries {
+    metrics: std::sync::Arc<Metrics>,
+    provider: String,
+}
+
+impl Retries {
+    /// Retries of `provider`, counted in `metrics`.
+    pub(crate) fn new(metrics: std::sync::Arc<Metrics>, provider: &str) -> Self {
+        Self { metrics, provider: provider.to_owned() }
+    }
 }
 
 impl Upstream {
@@ -41,6 +58,7 @@ impl Upstream {
         path: &str,
         headers: HeaderMap,
         config: &ProviderConfig,
+        retries: Retries,
     ) -> Result<Self, String> {
         let base_url = base_url.trim_end_matches('/').to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -63,6 +81,7 @@ impl Upstream {
             total: secs(config.total_timeout_secs),
             max_retries: config.max_retries,
             retry_base: Duration::from_millis(config.retry_base_ms),
+            retries,
         })
     }
 
@@ -116,6 +135,7 @@ impl Upstream {
             return false;
         }
         tracing::warn!(attempt, kind = error.kind(), ?backoff, "provider call failed; retrying");
+        self.retries.metrics.provider_retry(&self.retries.provider, error.kind());
         tokio::time::sleep(backoff).await;
         true
     }

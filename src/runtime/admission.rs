@@ -189,7 +189,9 @@ async fn admit(
     let seq = slot.seq;
     let message =
         NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
+    let started = std::time::Instant::now();
     let stored = inner.store.create_turn(session.fence, &turn_id, &admission.model, &message).await;
+    inner.agent.metrics.store_writes.observe(started.elapsed().as_secs_f64());
     let mut queue = session.queue();
     queue.admitting -= 1;
     if let Err(err) = stored {

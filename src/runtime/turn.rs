@@ -441,7 +441,10 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         usage: outcome.usage,
         duration_ms: duration_ms as i64,
     };
-    match inner.store.finish_turn(session.fence, &turn.turn_id, &end).await {
+    let writing = Instant::now();
+    let finished = inner.store.finish_turn(session.fence, &turn.turn_id, &end).await;
+    metrics.store_writes.observe(writing.elapsed().as_secs_f64());
+    match finished {
         Ok(()) => {}
         Err(StoreError::Fenced) => {
             // Taken over just now: the end is the new holder's to record and announce.

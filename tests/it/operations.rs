@@ -89,7 +89,9 @@ async fn metrics_change_as_turns_run_and_need_an_admin_or_an_allowed_address() {
     assert_eq!(sample(&before, "parley_turns_started_total", ""), 0.0);
 
     // A turn with a tool call; one whose provider fails; one with an approval, denied.
+    // The first call is rate limited once, and answered on its retry.
     provider.push([
+        Script::status(429, "slow down"),
         Script::tool_call("c1", "list_dir", json!({"path": "."}), 1),
         Script::text(&["listed"]),
         Script::status(400, "nope"),
@@ -130,7 +132,11 @@ async fn metrics_change_as_turns_run_and_need_an_admin_or_an_allowed_address() {
     let refused = "tool=\"write_file\",outcome=\"refused\"";
     assert_eq!(sample(&text, "parley_tool_calls_total", refused), 1.0, "{text}");
     assert_eq!(sample(&text, "parley_approvals_total", "decision=\"deny\""), 1.0, "{text}");
-    assert!(sample(&text, "parley_store_write_seconds_count", "") >= 4.0, "{text}");
+    let retried = "provider=\"default\",reason=\"rate_limited\"";
+    assert_eq!(sample(&text, "parley_provider_retries_total", retried), 1.0, "{text}");
+    // Creating and finishing each turn are store writes too.
+    assert!(sample(&text, "parley_store_write_seconds_count", "") >= 10.0, "{text}");
+    assert!(sample(&text, "parley_bus_ping_seconds", "") < 1.0, "{text}");
     assert_eq!(sample(&text, "parley_store_up", ""), 1.0);
     assert_eq!(sample(&text, "parley_bus_up", ""), 1.0);
     assert_eq!(sample(&text, "parley_active_turns", ""), 0.0);
