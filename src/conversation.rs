@@ -65,6 +65,9 @@ pub struct ChatMessage {
     /// An assistant step's signed thinking, within the turn that made it (not stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<SignedThinking>,
+    /// A tool's answer that is its failure (the call's record says so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tool_error: bool,
 }
 
 impl ChatMessage {
@@ -80,7 +83,22 @@ impl ChatMessage {
         tool_calls: Vec<ToolCall>,
         tool_call_id: Option<String>,
     ) -> Self {
-        Self { role, content: content.into(), tool_calls, tool_call_id, thinking: None }
+        Self {
+            role,
+            content: content.into(),
+            tool_calls,
+            tool_call_id,
+            thinking: None,
+            tool_error: false,
+        }
+    }
+
+    /// A tool's answer to call `call_id`; `failed` when it is the call's failure.
+    pub fn tool_result(content: impl Into<String>, call_id: String, failed: bool) -> Self {
+        Self {
+            tool_error: failed,
+            ..Self::with_calls(Role::Tool, content, Vec::new(), Some(call_id))
+        }
     }
 }
 

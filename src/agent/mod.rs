@@ -168,11 +168,10 @@ impl Agent {
             messages.push(step);
             for call in &completion.tool_calls {
                 let outcome = self.run_tool(call, ctx, observer).await?;
-                messages.push(ChatMessage::with_calls(
-                    Role::Tool,
+                messages.push(ChatMessage::tool_result(
                     outcome.output,
-                    Vec::new(),
-                    Some(call.id.clone()),
+                    call.id.clone(),
+                    outcome.is_error,
                 ));
             }
             if cancel.is_cancelled() {

@@ -81,8 +81,7 @@ fn blocks_of(message: &ChatMessage) -> (&'static str, Vec<Value>) {
             let id = tool_use_id(message.tool_call_id.as_deref().unwrap_or_default());
             let content = if blank { "(no output)" } else { message.content.as_str() };
             let mut block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
-            // Parley writes a failed call's result as "error: ...".
-            if message.content.starts_with("error: ") {
+            if message.tool_error {
                 block["is_error"] = json!(true);
             }
             ("user", vec![block])
@@ -385,7 +384,7 @@ mod tests {
                     None,
                 ),
                 ChatMessage::with_calls(Role::Tool, "x.txt", vec![], Some("a".into())),
-                ChatMessage::with_calls(Role::Tool, "error: bad", vec![], Some("b".into())),
+                ChatMessage::tool_result("error: bad", "b".into(), true),
                 ChatMessage::text(Role::System, "Page context: home"),
                 ChatMessage::text(Role::User, "thanks"),
                 ChatMessage::text(Role::Assistant, "  \n"),

@@ -527,12 +527,7 @@ pub(super) fn provider_history(stored: Vec<Message>) -> Vec<ChatMessage> {
                     continue;
                 };
                 unanswered.remove(pos);
-                out.push(ChatMessage::with_calls(
-                    Role::Tool,
-                    message.content,
-                    Vec::new(),
-                    Some(id),
-                ));
+                out.push(ChatMessage::tool_result(message.content, id, message.tool_error));
             }
             role => {
                 unanswered = message.tool_calls.iter().map(|c| c.id.clone()).collect();
@@ -546,12 +541,8 @@ pub(super) fn provider_history(stored: Vec<Message>) -> Vec<ChatMessage> {
 
 fn close_unanswered(out: &mut Vec<ChatMessage>, unanswered: &mut Vec<String>) {
     for id in unanswered.drain(..) {
-        out.push(ChatMessage::with_calls(
-            Role::Tool,
-            "error: interrupted before this tool call finished",
-            Vec::new(),
-            Some(id),
-        ));
+        let interrupted = "error: interrupted before this tool call finished";
+        out.push(ChatMessage::tool_result(interrupted, id, true));
     }
 }
 

@@ -190,6 +190,9 @@ pub struct Message {
     pub tool_name: Option<String>,
     pub status: MessageStatus,
     pub created_at: i64,
+    /// A tool's answer that is its call's failure (read with the provider's history only).
+    #[serde(skip)]
+    pub tool_error: bool,
 }
 
 /// How a turn ended.

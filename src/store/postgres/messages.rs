@@ -34,6 +34,8 @@ fn message_from_row(row: &PgRow) -> Result<Message, StoreError> {
         tool_name: text::get_opt(row, "tool_name")?,
         status: MessageStatus::parse(&status),
         created_at: row.try_get("created_at")?,
+        // Selected by the provider's history only; other reads have no such column.
+        tool_error: row.try_get::<bool, _>("tool_error").unwrap_or(false),
     })
 }
 
@@ -172,8 +174,10 @@ pub(super) async fn history(
     up_to_turn: i64,
 ) -> Result<Vec<Message>, StoreError> {
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND turn_seq <= $2 \
-         ORDER BY turn_seq, seq"
+        "SELECT {MESSAGE_COLUMNS}, EXISTS (SELECT 1 FROM tool_calls c \
+         WHERE c.session_pk = messages.session_pk AND c.turn_id = messages.turn_id \
+         AND c.call_id = messages.tool_call_id AND c.is_error) AS tool_error \
+         FROM messages WHERE session_pk = $1 AND turn_seq <= $2 ORDER BY turn_seq, seq"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(session)

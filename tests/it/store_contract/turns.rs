@@ -192,6 +192,19 @@ pub async fn tool_calls_form_a_timeline(db: &Db) {
         .unwrap();
     let calls = store.tool_calls(session.pk).await.unwrap();
     assert_eq!((calls[0].output.as_deref(), calls[0].is_error), (Some("a b"), false));
+    // The provider's history knows which answers are failures from the calls' records,
+    // not from their text.
+    let fence = db.fence(session.pk).await;
+    let answer = |seq: i64, id: &str, output: &str| parley::store::NewMessage {
+        tool_call_id: Some(id.into()),
+        ..text(seq, 1, Role::Tool, output)
+    };
+    store.append_message(fence, &answer(2, "c1", "error: in the listing")).await.unwrap();
+    store.append_message(fence, &answer(3, "c2", "exit 1")).await.unwrap();
+    let history = store.history(session.pk, 1).await.unwrap();
+    let failed: Vec<(&str, bool)> =
+        history.iter().skip(1).map(|m| (m.content.as_str(), m.tool_error)).collect();
+    assert_eq!(failed, [("error: in the listing", false), ("exit 1", true)]);
 }
 
 pub async fn unfinished_turns_are_counted_per_user(db: &Db) {
