@@ -21,8 +21,8 @@ use crate::conversation::{Role, ToolCall, Usage};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub(crate) use usage::{Sums, from_nanos, nanos, stored_count};
 pub use usage::{UsageGroup, UsageLine, UsageQuery};
-pub(crate) use usage::{from_nanos, nanos};
 
 /// Errors of the storage layer. Driver errors stay inside it.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,44 @@ pub struct UsageLine {
     pub usage: Usage,
 }
 
+/// One report line as a backend reads it: the key and the sums (`None` for a sum of none).
+pub(crate) struct Sums {
+    pub key: String,
+    pub turns: Option<i64>,
+    pub prompt: Option<i64>,
+    pub completion: Option<i64>,
+    pub cached: Option<i64>,
+    pub cost_nanos: Option<i64>,
+}
+
+impl Sums {
+    /// The line, its key a date when it is a day's number.
+    pub(crate) fn into_line(self, group: UsageGroup) -> UsageLine {
+        let count = |sum: Option<i64>| sum.unwrap_or(0).max(0) as u64;
+        let (prompt, completion) = (count(self.prompt), count(self.completion));
+        let key = match (group, self.key.parse::<i64>()) {
+            (UsageGroup::Day, Ok(day)) => crate::clock::date(day),
+            _ => self.key,
+        };
+        UsageLine {
+            key,
+            turns: count(self.turns),
+            usage: Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+                cached_tokens: count(self.cached),
+                cost: self.cost_nanos.map(from_nanos),
+            },
+        }
+    }
+}
+
+/// A token count as stored (past `i64::MAX`, which no real call reaches, it saturates).
+pub(crate) fn stored_count(tokens: u64) -> i64 {
+    i64::try_from(tokens).unwrap_or(i64::MAX)
+}
+
 /// A cost in billionths, as stored (exact sums).
 pub(crate) fn nanos(cost: Option<f64>) -> Option<i64> {
     cost.map(|c| (c * 1e9).round() as i64)

@@ -7,7 +7,9 @@ use sqlx::postgres::PgPool;
 use super::text::{escape, unescape};
 use crate::clock::now_ms;
 use crate::conversation::Usage;
-use crate::store::{StoreError, UsageGroup, UsageLine, UsageQuery, from_nanos, nanos};
+use crate::store::{
+    StoreError, Sums, UsageGroup, UsageLine, UsageQuery, from_nanos, nanos, stored_count,
+};
 
 /// Adds one model call of a turn to the ledger, under `user` (once: the same step again
 /// changes nothing). Not fenced: a call that was made is counted, whoever holds the session.
@@ -28,19 +30,14 @@ pub(super) async fn record(
     .bind(step)
     .bind(escape(model))
     .bind(escape(user))
-    .bind(count(usage.prompt_tokens))
-    .bind(count(usage.completion_tokens))
-    .bind(count(usage.cached_tokens))
+    .bind(stored_count(usage.prompt_tokens))
+    .bind(stored_count(usage.completion_tokens))
+    .bind(stored_count(usage.cached_tokens))
     .bind(nanos(usage.cost))
     .bind(now_ms())
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// A token count as stored (past `i64::MAX`, which no real call reaches, it saturates).
-fn count(tokens: u64) -> i64 {
-    i64::try_from(tokens).unwrap_or(i64::MAX)
 }
 
 pub(super) async fn report(
@@ -67,22 +64,15 @@ pub(super) async fn report(
         .await?;
     rows.iter()
         .map(|row| {
-            let count = |name: &str| -> Result<u64, sqlx::Error> {
-                Ok(row.try_get::<Option<i64>, _>(name)?.unwrap_or(0).max(0) as u64)
+            let sums = Sums {
+                key: unescape(row.try_get("k")?),
+                turns: row.try_get("turns")?,
+                prompt: row.try_get("prompt")?,
+                completion: row.try_get("completion")?,
+                cached: row.try_get("cached")?,
+                cost_nanos: row.try_get("cost")?,
             };
-            let key: String = unescape(row.try_get("k")?);
-            let (prompt, completion) = (count("prompt")?, count("completion")?);
-            Ok(UsageLine {
-                key: day_or(query.group_by, key),
-                turns: count("turns")?,
-                usage: Usage {
-                    prompt_tokens: prompt,
-                    completion_tokens: completion,
-                    total_tokens: prompt + completion,
-                    cached_tokens: count("cached")?,
-                    cost: row.try_get::<Option<i64>, _>("cost")?.map(from_nanos),
-                },
-            })
+            Ok(sums.into_line(query.group_by))
         })
         .collect()
 }
@@ -96,12 +86,4 @@ pub(super) async fn spent(pool: &PgPool, user: &str, since: i64) -> Result<f64, 
     .fetch_one(pool)
     .await?;
     Ok(nanos.map_or(0.0, from_nanos))
-}
-
-/// A day number as its date; any other key as it is.
-fn day_or(group: UsageGroup, key: String) -> String {
-    match (group, key.parse::<i64>()) {
-        (UsageGroup::Day, Ok(day)) => crate::clock::date(day),
-        _ => key,
-    }
 }
