@@ -114,7 +114,25 @@ impl Modify for Errors {
                 [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
             for operation in operations.into_iter().flatten() {
                 add_default(operation, schema);
+                describe_responses(operation);
             }
+        }
+    }
+}
+
+/// Every response of the document says what it is: OpenAPI requires a description, and
+/// client generators refuse a document without one.
+fn describe_responses(operation: &mut Operation) {
+    for (status, response) in operation.responses.responses.iter_mut() {
+        if let RefOr::T(response) = response
+            && response.description.trim().is_empty()
+        {
+            let reason = status
+                .parse::<u16>()
+                .ok()
+                .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
+                .and_then(|code| code.canonical_reason());
+            response.description = reason.unwrap_or("The answer").to_owned();
         }
     }
 }

@@ -52,6 +52,11 @@ async fn the_document_describes_every_route_and_every_error() {
             let error = &operation["responses"]["default"]["content"]["application/json"];
             let schema = error["schema"]["$ref"].as_str().unwrap_or_default();
             assert!(schema.ends_with("ErrorBody"), "{method} {path}: no error body: {operation}");
+            // OpenAPI requires it, and client generators refuse a document without.
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(!description.is_empty(), "{method} {path} {status}: no description");
+            }
         }
     }
     let schemas = &doc["components"]["schemas"];
