@@ -66,6 +66,9 @@ pub struct EventLog {
     /// The publisher's claim on the topic (its lease's fence): the bus drops this log's
     /// frames once a later holder claimed it.
     epoch: u64,
+    /// Whether a `session_deleted` event ends the log: a session's does; a user's
+    /// lifecycle feed, which tells of every session's deletion, goes on.
+    ends_on_delete: bool,
 }
 
 impl EventLog {
@@ -103,7 +106,14 @@ impl EventLog {
             topic,
             bus,
             epoch: 0,
+            ends_on_delete: true,
         }
+    }
+
+    /// A user's lifecycle feed: like [`EventLog::new`], but a session's deletion is one of
+    /// its events, not its end.
+    pub fn feed(topic: String, last_seq: u64, capacity: usize, bus: Arc<dyn Bus>) -> Self {
+        Self { ends_on_delete: false, ..Self::new(topic, last_seq, capacity, bus) }
     }
 
     /// The log, publishing under `epoch` (see [`Bus::claim`]).
@@ -218,7 +228,7 @@ impl EventLog {
 
     /// Puts a published event in the ring and hands it to the watchers here.
     fn deliver(&self, ring: &mut Ring, event: Arc<Event>) {
-        if matches!(event.kind, EventKind::SessionDeleted) {
+        if self.ends_on_delete && matches!(event.kind, EventKind::SessionDeleted) {
             ring.terminal = Some(event.clone());
         }
         ring.published = event.seq;
@@ -532,6 +542,21 @@ mod tests {
         let late = log.watch(Some(0));
         let mut late = late;
         assert_eq!(seqs(&mut late), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_feed_goes_on_past_a_sessions_deletion() {
+        let feed = Arc::new(EventLog::feed("feed:u".into(), 0, 16, Arc::new(LocalBus)));
+        let mut watch = feed.watch(None);
+        feed.append("s1", None, EventKind::SessionDeleted, None);
+        feed.append("s2", None, chunk("still told"), None);
+        assert_eq!(seqs(&mut watch), vec![1, 2]);
+        // A session's own log ends there.
+        let log = log(100);
+        let mut watch = log.watch(None);
+        log.append("s", None, EventKind::SessionDeleted, None);
+        log.append("s", None, chunk("for nobody"), None);
+        assert_eq!(seqs(&mut watch), vec![1]);
     }
 
     #[test]

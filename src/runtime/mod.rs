@@ -511,7 +511,7 @@ impl Inner {
                 // nothing of it goes on the bus from here.
                 let start = crate::clock::now_ms().max(0) as u64;
                 let quiet: Arc<dyn Bus> = Arc::new(crate::bus::LocalBus);
-                Arc::new(EventLog::new(format!("feed:{user}"), start, FEED_CAPACITY, quiet))
+                Arc::new(EventLog::feed(format!("feed:{user}"), start, FEED_CAPACITY, quiet))
             })
             .clone()
     }

@@ -253,6 +253,25 @@ await scenario("the model picker offers every model and the answer names the one
   assert.equal(await page.inputValue("#model"), "fake-b");
 });
 
+await scenario("a session list read during a turn does not turn its live dot back on after it", async () => {
+  // Every list answer lands late: read while the turn runs, applied after it ended.
+  const late = async (route) => {
+    const response = await route.fetch();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await route.fulfill({ response });
+  };
+  await page.route(/\/api\/sessions\?page=/, late);
+  await page.click("#new-session");
+  await script({ text: ["slow ", "and ", "done"], delay_ms: 300 });
+  await send(page, "stale list");
+  await page.waitForSelector(".msg.assistant:has-text('done')");
+  await page.waitForTimeout(3500);
+  await page.unroute(/\/api\/sessions\?page=/, late);
+  const live = await page.$$eval("#sessions li", (items) =>
+    items.filter((li) => li.textContent.includes("stale list") && li.querySelector(".live")).length);
+  assert.equal(live, 0, "the live dot stayed on after the turn ended");
+});
+
 await scenario("main screen screenshot", async () => {
   await page.click("#new-session");
   await script({ tool_call: { id: "s1", name: "list_dir", args: {} } },

@@ -114,6 +114,13 @@ async fn the_global_feed_carries_lifecycle_events_without_content() {
     let first = events[0].0.unwrap();
     let mut again = SseClient::connect(&server, "/api/events", Some(first)).await;
     assert_eq!(again.next().await.1["type"], "turn_started");
+    // Deleting a session is news on the feed, not its end: it goes on after it.
+    let deleted = server.client.delete(server.url("/api/sessions/feed")).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(feed.until("session_deleted").await.last().unwrap().1["session_id"], "feed");
+    assert_eq!(server.chat("after", "more").await.0, 200);
+    let events = feed.until("turn_finished").await;
+    assert!(events.iter().all(|(_, e)| e["session_id"] == "after"), "{events:?}");
 }
 
 #[tokio::test]

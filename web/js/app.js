@@ -13,6 +13,9 @@ const state = {
   more: true,
   loading: false,
   running: new Set(),
+  // What the lifecycle feed last said of each session's turns ("started" or "finished"):
+  // newer than any list read that was in flight when it came.
+  turns: new Map(),
   current: null,
   conversation: null,
   live: null,
@@ -90,7 +93,13 @@ async function loadSessions(reset) {
     state.page += 1;
     state.sessions.push(...page.items.filter((s) => !state.sessions.some((o) => o.id === s.id)));
     state.more = state.page * PAGE < page.total;
-    for (const s of page.items) if (s.state === "running") state.running.add(s.id);
+    for (const s of page.items) {
+      // A list read is older than the feed's latest news of the session, if there is any.
+      const said = state.turns.get(s.id);
+      const running = said === undefined ? s.state === "running" : said === "started";
+      if (running) state.running.add(s.id);
+      else state.running.delete(s.id);
+    }
   } catch (err) {
     if (err.status === 401) showSignIn("Your token is no longer valid.");
   } finally {
@@ -151,8 +160,14 @@ async function watchFeed() {
   state.feed = feed;
   feed.onmessage = (message) => {
     const event = JSON.parse(message.data);
-    if (event.type === "turn_started") state.running.add(event.session_id);
-    if (event.type === "turn_finished") state.running.delete(event.session_id);
+    if (event.type === "turn_started") {
+      state.turns.set(event.session_id, "started");
+      state.running.add(event.session_id);
+    }
+    if (event.type === "turn_finished") {
+      state.turns.set(event.session_id, "finished");
+      state.running.delete(event.session_id);
+    }
     if (event.type === "session_created" || event.type === "session_deleted") {
       loadSessions(true);
       return;
