@@ -9,6 +9,13 @@ use super::{ApiError, AppState};
 use crate::auth::ClientAddr;
 use crate::tools::mcp::Phase;
 
+/// Whether `check` answered yes within a second, and the seconds it took.
+async fn timed(check: impl std::future::Future<Output = bool>) -> (bool, f64) {
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(1), check).await;
+    (answered.unwrap_or(false), started.elapsed().as_secs_f64())
+}
+
 /// The metrics as OpenMetrics text, the gauges read now.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus metrics (admins, or the addresses of metrics.allow)", body = String, content_type = "application/openmetrics-text")))]
 pub(super) async fn metrics(
@@ -38,19 +45,17 @@ pub(super) async fn metrics(
     metrics.active_turns.set(active as i64);
     metrics.queued_turns.set(queued as i64);
     metrics.loaded_sessions.set(state.runtime.loaded_sessions().await as i64);
-    // A store that hangs must not take the whole scrape with it.
-    let started = std::time::Instant::now();
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(1), state.runtime.store_ready());
-    let store_up = ping.await.unwrap_or(false);
-    metrics.store_ping.set(started.elapsed().as_secs_f64());
+    // The store and the bus are each checked with a round trip, side by side; one that
+    // hangs must not take the whole scrape with it (a second at most).
+    let bus = state.runtime.bus();
+    // A read of a stream nobody writes.
+    let bus_check = async { bus.newest("metrics-probe").await.is_ok() };
+    let ((store_up, store_ping), (bus_answered, bus_ping)) =
+        tokio::join!(timed(state.runtime.store_ready()), timed(bus_check));
+    metrics.store_ping.set(store_ping);
     metrics.store_up.set(i64::from(store_up));
-    // A round trip to the bus (a read of a stream nobody writes), bounded like the store's.
-    let started = std::time::Instant::now();
-    let probe = state.runtime.bus().newest("metrics-probe");
-    let answered = tokio::time::timeout(std::time::Duration::from_secs(1), probe).await;
-    metrics.bus_ping.set(started.elapsed().as_secs_f64());
-    let bus_up = state.runtime.bus().healthy() && matches!(answered, Ok(Ok(_)));
-    metrics.bus_up.set(i64::from(bus_up));
+    metrics.bus_ping.set(bus_ping);
+    metrics.bus_up.set(i64::from(bus.healthy() && bus_answered));
     for server in state.mcp.statuses() {
         let up = i64::from(server.state == Phase::Running);
         metrics

@@ -16,10 +16,12 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::{approvals, chat, health, identity, sessions, turns, usage, workspace};
 use crate::conversation::Usage;
 
-/// `GET /api/openapi.json` (public: it describes the API, and holds nothing secret).
+/// `GET /api/openapi.json` (public: it describes the API, and holds nothing secret). Built
+/// once: it is the same for the life of the process.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "health", security(()), responses((status = 200, description = "This document", body = Value)))]
-pub(super) async fn document() -> Json<Document> {
-    Json(openapi())
+pub(super) async fn document() -> Json<&'static Document> {
+    static DOCUMENT: std::sync::OnceLock<Document> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(openapi))
 }
 
 /// The whole document: the REST API here, the OpenAI APIs and AG-UI.

@@ -121,6 +121,7 @@ impl Runtime {
         };
         // The row goes first: if that fails, the session stays as it was, watchers and all.
         let deleted = self.inner.store.delete_session(user, id).await;
+        let mut stopped = None;
         if deleted.is_ok() {
             sessions.remove(&key);
             if let Some(session) = &loaded {
@@ -129,6 +130,7 @@ impl Runtime {
                 queue.evicted = true;
                 queue.running.iter().for_each(|r| r.cancel.cancel());
                 queue.pending.iter().for_each(|p| p.cancel.cancel());
+                stopped = queue.running.as_ref().map(|r| r.turn_id.clone());
             }
         }
         drop(admissions);
@@ -137,6 +139,12 @@ impl Runtime {
             StoreError::NotFound => RuntimeError::NotFound,
             other => other.into(),
         })?;
+        if let Some(turn_id) = stopped {
+            // The turn's own end finds its rows gone and records nothing: the feed is told
+            // here that it ended (a turn started on the feed always finishes on it).
+            let finished = EventKind::TurnFinished { status: "cancelled".into() };
+            self.inner.feed_append(user, id, Some(&turn_id), finished);
+        }
         self.inner.deleted(user, id, loaded.as_deref());
         Ok(())
     }

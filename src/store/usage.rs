@@ -38,11 +38,16 @@ pub struct UsageLine {
 
 /// One report line as a backend reads it: the key and the sums (`None` for a sum of none).
 pub(crate) struct Sums {
+    /// The user, the model, or the day's number since 1970-01-01.
     pub key: String,
+    /// Distinct turns.
     pub turns: Option<i64>,
+    /// Input tokens, cached ones included.
     pub prompt: Option<i64>,
     pub completion: Option<i64>,
+    /// Input tokens read from a provider's cache.
     pub cached: Option<i64>,
+    /// The cost in billionths; `None` when no call had prices.
     pub cost_nanos: Option<i64>,
 }
 

@@ -255,21 +255,26 @@ await scenario("the model picker offers every model and the answer names the one
 
 await scenario("a session list read during a turn does not turn its live dot back on after it", async () => {
   // Every list answer lands late: read while the turn runs, applied after it ended.
-  const late = async (route) => {
+  let late = 0;
+  const delay = async (route) => {
+    late += 1;
     const response = await route.fetch();
     await new Promise((resolve) => setTimeout(resolve, 1500));
     await route.fulfill({ response });
+    late -= 1;
   };
-  await page.route(/\/api\/sessions\?page=/, late);
+  await page.route(/\/api\/sessions\?page=/, delay);
   await page.click("#new-session");
   await script({ text: ["slow ", "and ", "done"], delay_ms: 300 });
   await send(page, "stale list");
   await page.waitForSelector(".msg.assistant:has-text('done')");
-  await page.waitForTimeout(3500);
-  await page.unroute(/\/api\/sessions\?page=/, late);
-  const live = await page.$$eval("#sessions li", (items) =>
-    items.filter((li) => li.textContent.includes("stale list") && li.querySelector(".live")).length);
-  assert.equal(live, 0, "the live dot stayed on after the turn ended");
+  // The list naming the session is read after the answer; wait for it, then for every
+  // late answer still on its way.
+  const item = "#sessions li:has-text('stale list')";
+  await page.waitForSelector(item);
+  while (late > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+  await page.unroute(/\/api\/sessions\?page=/, delay);
+  assert.equal(await page.locator(`${item} .live`).count(), 0, "the live dot stayed on after the turn ended");
 });
 
 await scenario("main screen screenshot", async () => {

@@ -124,6 +124,25 @@ async fn the_global_feed_carries_lifecycle_events_without_content() {
 }
 
 #[tokio::test]
+async fn a_turn_stopped_by_its_sessions_deletion_finishes_on_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    provider.push([Script::tool_call("w", "list_dir", json!({}), 1)]);
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.tools.approval.insert("list_dir".into(), "ask".into());
+    let server = TestServer::start(config).await;
+    let mut feed = SseClient::connect(&server, "/api/events", None).await;
+    let (status, _) = server.post("/api/sessions/doomed/messages", json!({"content": "go"})).await;
+    assert_eq!(status, 202);
+    feed.until("approval_requested").await;
+    let deleted = server.client.delete(server.url("/api/sessions/doomed")).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    let events = feed.until("session_deleted").await;
+    let finished = events.iter().find(|(_, e)| e["type"] == "turn_finished");
+    assert_eq!(finished.unwrap().1["status"], "cancelled", "{events:?}");
+}
+
+#[tokio::test]
 async fn every_frame_error_code_is_produced_and_the_socket_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;

@@ -13,8 +13,8 @@ const state = {
   more: true,
   loading: false,
   running: new Set(),
-  // What the lifecycle feed last said of each session's turns ("started" or "finished"):
-  // newer than any list read that was in flight when it came.
+  // What the lifecycle feed last said of each session's turns, and when:
+  // `{running, at}`, newer than a list read that was asked for before `at`.
   turns: new Map(),
   current: null,
   conversation: null,
@@ -65,6 +65,9 @@ async function showApp() {
   state.sessions = [];
   state.page = 0;
   state.more = true;
+  // Another sign-in may be another user: nothing of the last one's sessions carries over.
+  state.running.clear();
+  state.turns.clear();
   await loadSessions();
   loadModels();
   watchFeed();
@@ -88,15 +91,17 @@ async function loadSessions(reset) {
   }
   if (state.loading || !state.more) return;
   state.loading = true;
+  const asked = performance.now();
   try {
     const page = await api("GET", `/api/sessions?page=${state.page + 1}&limit=${PAGE}`);
     state.page += 1;
     state.sessions.push(...page.items.filter((s) => !state.sessions.some((o) => o.id === s.id)));
     state.more = state.page * PAGE < page.total;
     for (const s of page.items) {
-      // A list read is older than the feed's latest news of the session, if there is any.
+      // The feed's news of the session wins over a list read asked for before it came
+      // (the read may have seen the turn still running); the list wins over older news.
       const said = state.turns.get(s.id);
-      const running = said === undefined ? s.state === "running" : said === "started";
+      const running = said && said.at > asked ? said.running : s.state === "running";
       if (running) state.running.add(s.id);
       else state.running.delete(s.id);
     }
@@ -160,13 +165,16 @@ async function watchFeed() {
   state.feed = feed;
   feed.onmessage = (message) => {
     const event = JSON.parse(message.data);
-    if (event.type === "turn_started") {
-      state.turns.set(event.session_id, "started");
-      state.running.add(event.session_id);
+    const id = event.session_id;
+    if (event.type === "turn_started" || event.type === "turn_finished") {
+      const running = event.type === "turn_started";
+      state.turns.set(id, { running, at: performance.now() });
+      if (running) state.running.add(id);
+      else state.running.delete(id);
     }
-    if (event.type === "turn_finished") {
-      state.turns.set(event.session_id, "finished");
-      state.running.delete(event.session_id);
+    if (event.type === "session_deleted") {
+      state.turns.delete(id);
+      state.running.delete(id);
     }
     if (event.type === "session_created" || event.type === "session_deleted") {
       loadSessions(true);
@@ -174,6 +182,8 @@ async function watchFeed() {
     }
     renderSessions();
   };
+  // Whatever the feed missed while it was away, the list says now.
+  feed.onopen = () => loadSessions(true);
   // Tickets are single use: reconnect with a fresh one.
   feed.onerror = () => {
     feed.close();

@@ -34,8 +34,7 @@ fn message_from_row(row: &PgRow) -> Result<Message, StoreError> {
         tool_name: text::get_opt(row, "tool_name")?,
         status: MessageStatus::parse(&status),
         created_at: row.try_get("created_at")?,
-        // Selected by the provider's history only; other reads have no such column.
-        tool_error: row.try_get::<bool, _>("tool_error").unwrap_or(false),
+        tool_error: false,
     })
 }
 
@@ -174,9 +173,10 @@ pub(super) async fn history(
     up_to_turn: i64,
 ) -> Result<Vec<Message>, StoreError> {
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS}, EXISTS (SELECT 1 FROM tool_calls c \
-         WHERE c.session_pk = messages.session_pk AND c.turn_id = messages.turn_id \
-         AND c.call_id = messages.tool_call_id AND c.is_error) AS tool_error \
+        "SELECT {MESSAGE_COLUMNS}, CASE WHEN tool_call_id IS NULL THEN FALSE ELSE EXISTS \
+         (SELECT 1 FROM tool_calls c WHERE c.session_pk = messages.session_pk \
+         AND c.turn_id = messages.turn_id AND c.call_id = messages.tool_call_id \
+         AND c.is_error) END AS tool_error \
          FROM messages WHERE session_pk = $1 AND turn_seq <= $2 ORDER BY turn_seq, seq"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -184,7 +184,14 @@ pub(super) async fn history(
         .bind(up_to_turn)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(message_from_row).collect()
+    // A tool's answer is marked failed by its call's record.
+    rows.iter()
+        .map(|row| {
+            let mut message = message_from_row(row)?;
+            message.tool_error = row.try_get("tool_error")?;
+            Ok(message)
+        })
+        .collect()
 }
 
 pub(super) async fn of_turn(
