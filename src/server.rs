@@ -41,10 +41,10 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     let metrics = Arc::new(Metrics::new());
     let models = Arc::new(providers::Models::build(&config, &metrics).map_err(anyhow::Error::msg)?);
     let budgets = config.budget.monthly > 0.0 || config.budget.users.values().any(|b| *b > 0.0);
-    for route in
-        models.routes().iter().filter(|r| budgets && r.price.is_none() && models.configured())
-    {
-        tracing::warn!(model = %route.id, "this model has no prices: its turns count nothing against budgets");
+    if budgets && models.configured() {
+        for route in models.routes().iter().filter(|r| r.price.is_none()) {
+            tracing::warn!(model = %route.id, "this model has no prices: its turns count nothing against budgets");
+        }
     }
     std::fs::create_dir_all(config.workspace_root())
         .with_context(|| format!("creating {}", config.workspace_root().display()))?;

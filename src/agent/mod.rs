@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::future::OptionFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::conversation::{ChatMessage, Role, SignedThinking, ToolCall, Usage};
+use crate::conversation::{ChatMessage, Role, SignedThinking, ToolCall};
 use crate::metrics::Metrics;
 use crate::providers::{ChatRequest, Completion, Delta, Models, ProviderError, Route};
 use crate::store::StoreError;
@@ -52,12 +52,10 @@ pub struct ToolOutcome {
     pub duration: Duration,
 }
 
-/// A turn's final answer.
+/// A turn's final answer (its usage and model reach the observer call by call).
 #[derive(Debug, Clone, Default)]
 pub struct Answer {
     pub text: String,
-    pub usage: Usage,
-    pub model: Option<String>,
 }
 
 /// Receives what the loop does, to persist it and tell watchers.
@@ -116,7 +114,6 @@ impl Agent {
         let chain = self.models.chain(model);
         // A model given up on stays given up on for the rest of the turn.
         let mut at = 0;
-        let mut usage = Usage::default();
         for _ in 0..self.max_iterations {
             if cancel.is_cancelled() {
                 return Err(AgentError::Cancelled);
@@ -149,10 +146,9 @@ impl Agent {
                     }
                 }
             };
-            usage.add(completion.usage);
             observer.step_finished(&completion).await?;
             if completion.tool_calls.is_empty() {
-                return Ok(Answer { text: completion.text, usage, model: completion.model });
+                return Ok(Answer { text: completion.text });
             }
             let mut step = ChatMessage::with_calls(
                 Role::Assistant,

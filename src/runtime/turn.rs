@@ -43,7 +43,8 @@ struct Recorder<'a> {
     running_tools: Mutex<HashMap<String, i64>>,
     summaries: Mutex<Vec<ToolCallSummary>>,
     /// What the turn's finished model calls used, by the model that served them.
-    usage: Mutex<Vec<(String, Usage)>>,
+    /// What the turn's finished model calls used in all, and the model of the latest.
+    used: Mutex<(Usage, Option<String>)>,
 }
 
 impl Recorder<'_> {
@@ -166,11 +167,9 @@ impl TurnObserver for Recorder<'_> {
     async fn step_finished(&self, completion: &Completion) -> Result<(), StoreError> {
         let model = completion.model.clone().unwrap_or_default();
         {
-            let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-            match usage.iter_mut().find(|(m, _)| *m == model) {
-                Some((_, sum)) => sum.add(completion.usage),
-                None => usage.push((model.clone(), completion.usage)),
-            }
+            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            used.0.add(completion.usage);
+            used.1 = Some(model.clone());
         }
         // Counted first: the call was made even if the session was deleted or taken over
         // meanwhile (and the step's own write below is refused).
@@ -361,7 +360,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         step: Mutex::new(Step::default()),
         running_tools: Mutex::new(HashMap::new()),
         summaries: Mutex::new(Vec::new()),
-        usage: Mutex::new(Vec::new()),
+        used: Mutex::new((Usage::default(), None)),
     };
     inner.lifecycle(session, Some(&turn.turn_id), EventKind::TurnStarted);
     let metrics = &inner.agent.metrics;
@@ -397,17 +396,15 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         return outcome;
     }
     // Every finished model call counts, whether or not the turn reached an answer.
-    let by_model = std::mem::take(&mut *recorder.usage.lock().unwrap_or_else(|e| e.into_inner()));
-    for (_, usage) in &by_model {
-        outcome.usage.add(*usage);
-    }
-    if let Some((model, _)) = by_model.last() {
-        outcome.model = Some(model.clone());
+    let (usage, model) =
+        std::mem::take(&mut *recorder.used.lock().unwrap_or_else(|e| e.into_inner()));
+    outcome.usage = usage;
+    if model.is_some() {
+        outcome.model = model;
     }
     let kind = match result {
         Ok(answer) => {
             outcome.reply = answer.text;
-            outcome.model = answer.model.or(outcome.model);
             EventKind::Done {
                 full_response: outcome.reply.clone(),
                 usage: outcome.usage,
