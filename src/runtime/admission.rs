@@ -189,8 +189,16 @@ async fn admit(
     let seq = slot.seq;
     let message =
         NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
+    // Nothing ahead of it (admissions take turns, so nothing can get ahead meanwhile): the
+    // turn starts as it is queued, and is stored as running straight away. Not while
+    // shutting down, when what is queued is left for later.
+    let starts = {
+        let queue = session.queue();
+        queue.pending.is_empty() && queue.running.is_none() && !inner.stopping.is_cancelled()
+    };
     let started = std::time::Instant::now();
-    let stored = inner.store.create_turn(session.fence, &turn_id, &admission.model, &message).await;
+    let stored =
+        inner.store.create_turn(session.fence, &turn_id, &admission.model, &message, starts).await;
     inner.agent.metrics.store_writes.observe(started.elapsed().as_secs_f64());
     let mut queue = session.queue();
     queue.admitting -= 1;
@@ -222,6 +230,7 @@ async fn admit(
         request_id: admission.request_id,
         context: admission.context,
         model: admission.model,
+        started: starts,
     });
     if !queue.worker {
         queue.worker = true;

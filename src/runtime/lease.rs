@@ -94,6 +94,7 @@ impl Inner {
                 request_id: None,
                 context: Vec::new(),
                 model: turn.model.unwrap_or_else(|| self.agent.models.default_id().to_owned()),
+                started: false,
             });
         }
         if !queue.worker {

@@ -33,6 +33,9 @@ pub(crate) struct PendingTurn {
     pub context: Vec<crate::conversation::ChatMessage>,
     /// The configured model it runs on (with that model's fallbacks).
     pub model: String,
+    /// Stored as running when it was admitted (nothing was ahead of it): its start writes
+    /// nothing.
+    pub started: bool,
 }
 
 impl PendingTurn {

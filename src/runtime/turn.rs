@@ -16,7 +16,8 @@ use crate::agent::{AgentError, ToolOutcome, TurnObserver};
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
 use crate::providers::{Completion, Delta, ProviderError};
 use crate::store::{
-    Message, MessageStatus, NewMessage, PartialText, Store, StoreError, TurnEnd, TurnStatus,
+    AnswerWrite, LedgerEntry, Message, MessageStatus, NewMessage, PartialText, Store, StoreError,
+    TurnEnd, TurnStatus,
 };
 
 /// The step being streamed.
@@ -42,9 +43,11 @@ struct Recorder<'a> {
     /// Timeline rows of running tool calls, by call id.
     running_tools: Mutex<HashMap<String, i64>>,
     summaries: Mutex<Vec<ToolCallSummary>>,
-    /// What the turn's finished model calls used, by the model that served them.
     /// What the turn's finished model calls used in all, and the model of the latest.
     used: Mutex<(Usage, Option<String>)>,
+    /// The answer's last write and its model call's ledger entry, left for the turn's end
+    /// to make in its own transaction.
+    last: Mutex<Option<(AnswerWrite, LedgerEntry)>>,
 }
 
 impl Recorder<'_> {
@@ -107,11 +110,43 @@ impl Recorder<'_> {
     fn partial(&self) -> String {
         self.step().text.clone()
     }
+
+    /// The answer's last write, as the end of the turn makes it.
+    fn answer(&self) -> AnswerWrite {
+        let mut step = self.step();
+        step.flushed_len = step.text.len();
+        let reasoning = (!step.thinking.is_empty()).then(|| step.thinking.clone());
+        match step.message_id {
+            Some(id) => AnswerWrite::Update { id, content: step.text.clone(), reasoning },
+            None => AnswerWrite::Insert(NewMessage {
+                reasoning,
+                ..NewMessage::text(
+                    step.seq as i64,
+                    self.turn_seq,
+                    self.turn_id,
+                    Role::Assistant,
+                    step.text.clone(),
+                )
+            }),
+        }
+    }
+
+    /// Takes what was left for the turn's end.
+    fn take_last(&self) -> Option<(AnswerWrite, LedgerEntry)> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 #[async_trait]
 impl TurnObserver for Recorder<'_> {
     async fn step_started(&self, model: &str) -> Result<(), StoreError> {
+        if let Some((_, call)) = self.take_last() {
+            // A step after an answer (not how the agent goes on, but never lost if it did):
+            // the answer, still this step's, is written now.
+            let (user, model) = (&call.user, &call.model);
+            self.store.record_usage(user, self.turn_id, call.step, model, &call.usage).await?;
+            self.write_step(MessageStatus::Complete, &[]).await?;
+        }
         let detail = Some(model.to_owned());
         let seq = self.emit(EventKind::OperatorStatus { phase: "model".into(), detail });
         *self.step() = Step { seq, ..Step::default() };
@@ -171,10 +206,22 @@ impl TurnObserver for Recorder<'_> {
             used.0.add(completion.usage);
             used.1 = Some(model.clone());
         }
-        // Counted first: the call was made even if the session was deleted or taken over
-        // meanwhile (and the step's own write below is refused).
         let step = self.step().seq as i64;
         let user = &self.session.user;
+        if completion.tool_calls.is_empty() {
+            // The answer: stored with the turn's end, in one transaction.
+            let call = LedgerEntry {
+                user: user.clone(),
+                turn_id: self.turn_id.to_owned(),
+                step,
+                model,
+                usage: completion.usage,
+            };
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((self.answer(), call));
+            return Ok(());
+        }
+        // Counted first: the call was made even if the session was deleted or taken over
+        // meanwhile (and the step's own write below is refused).
         self.store.record_usage(user, self.turn_id, step, &model, &completion.usage).await?;
         self.write_step(MessageStatus::Complete, &completion.tool_calls).await?;
         if !completion.tool_calls.is_empty() && !completion.text.is_empty() {
@@ -348,8 +395,15 @@ fn args_value(arguments: &str) -> serde_json::Value {
     serde_json::from_str(arguments).unwrap_or_else(|_| serde_json::Value::String(arguments.into()))
 }
 
-/// Runs `turn` to its end and records how it ended.
-pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn) -> TurnOutcome {
+/// Runs `turn` to its end and records how it ended; `idle` tells whether that record also
+/// marked the session idle.
+pub(super) async fn run(
+    inner: &Inner,
+    session: &LiveSession,
+    turn: &PendingTurn,
+    idle: &mut bool,
+) -> TurnOutcome {
+    *idle = false;
     let started = Instant::now();
     let recorder = Recorder {
         inner,
@@ -361,6 +415,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         running_tools: Mutex::new(HashMap::new()),
         summaries: Mutex::new(Vec::new()),
         used: Mutex::new((Usage::default(), None)),
+        last: Mutex::new(None),
     };
     inner.lifecycle(session, Some(&turn.turn_id), EventKind::TurnStarted);
     let metrics = &inner.agent.metrics;
@@ -387,7 +442,15 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
     if session.lost() || matches!(&result, Err(AgentError::Store(err)) if super::lease::fenced(err))
     {
         // Another node took the session: the turn's rows are its to finish, and nothing
-        // more is published here.
+        // more is published here. Its last model call was made all the same.
+        if let Some((_, call)) = recorder.take_last() {
+            let (user, model) = (&call.user, &call.model);
+            if let Err(err) =
+                inner.store.record_usage(user, &call.turn_id, call.step, model, &call.usage).await
+            {
+                tracing::error!(%err, "recording a model call's usage failed");
+            }
+        }
         inner.lose(session).await;
         outcome.status = TurnStatus::Interrupted;
         outcome.reply = recorder.partial();
@@ -402,7 +465,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
     if model.is_some() {
         outcome.model = model;
     }
-    let kind = match result {
+    let mut kind = match result {
         Ok(answer) => {
             outcome.reply = answer.text;
             EventKind::Done {
@@ -430,7 +493,13 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
             EventKind::Error { message, code }
         }
     };
+    let (answer, ledger) = recorder.take_last().unzip();
     let end = TurnEnd {
+        answer,
+        ledger,
+        // Nothing waits after it: the session is idle from this write on (a turn admitted
+        // meanwhile marks it running again as it starts).
+        idle: session.queue().pending.is_empty(),
         status: outcome.status,
         error_code: outcome.error.as_ref().map(|(code, _)| code.code().to_owned()),
         error_message: outcome.error.as_ref().map(|(_, message)| message.clone()),
@@ -442,7 +511,7 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
     let finished = inner.store.finish_turn(session.fence, &turn.turn_id, &end).await;
     metrics.store_writes.observe(writing.elapsed().as_secs_f64());
     match finished {
-        Ok(()) => {}
+        Ok(()) => *idle = end.idle,
         Err(StoreError::Fenced) => {
             // Taken over just now: the end is the new holder's to record and announce.
             inner.lose(session).await;
@@ -452,6 +521,14 @@ pub(super) async fn run(inner: &Inner, session: &LiveSession, turn: &PendingTurn
         }
         Err(err) => {
             tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
+            if end.answer.is_some() && outcome.status == TurnStatus::Done {
+                // The answer went with that write: watchers are not told it is done when
+                // it is not stored (its record stays unfinished until recovery marks it).
+                let (code, message) = error_code(&AgentError::Store(err));
+                outcome.status = TurnStatus::Error;
+                outcome.error = Some((code, message.clone()));
+                kind = EventKind::Error { message, code };
+            }
         }
     }
     session.emit(Some(&turn.turn_id), kind);
@@ -478,7 +555,9 @@ async fn execute(
     turn: &PendingTurn,
     recorder: &Recorder<'_>,
 ) -> Result<crate::agent::Answer, AgentError> {
-    inner.store.start_turn(session.fence, &turn.turn_id).await?;
+    if !turn.started {
+        inner.store.start_turn(session.fence, &turn.turn_id).await?;
+    }
     // Checked again as the turn starts: turns queued before the budget ran out do not run.
     if let Some(budget) = inner.budget_of(&session.user).await?
         && budget.spent()

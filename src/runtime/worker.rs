@@ -11,12 +11,17 @@ use super::{Inner, turn};
 
 /// A session's worker: runs its queued turns one at a time until the queue is empty.
 pub(super) async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
-    // Each turn's start marks the session running; the end of the queue, idle.
+    // Each turn's start marks the session running; the end of the queue, idle (with the
+    // last turn's end, when nothing was queued behind it).
     let mut handed_over = false;
+    let mut idle = false;
     loop {
         let next = {
             let mut queue = session.queue();
-            if inner.stopping.is_cancelled() && !queue.pending.is_empty() {
+            // A turn stored as running as it was admitted runs even now: it is no longer
+            // queued in the store.
+            let started = queue.pending.front().is_some_and(|turn| turn.started);
+            if inner.stopping.is_cancelled() && !queue.pending.is_empty() && !started {
                 // Shutting down: the turns still waiting stay queued in the store, where
                 // this node's next start (or, in a cluster, another node once the lease is
                 // released) finds them and runs them. Waiting callers are told it is queued.
@@ -50,14 +55,14 @@ pub(super) async fn drain(inner: Arc<Inner>, session: Arc<LiveSession>) {
             id = %turn.turn_id,
             request = %request
         );
-        let outcome = turn::run(&inner, &session, &turn).instrument(span).await;
+        let outcome = turn::run(&inner, &session, &turn, &mut idle).instrument(span).await;
         session.queue().running = None;
         if let Some(reply) = turn.reply.take() {
             // The caller may have gone away; the turn's result is stored either way.
             let _ = reply.send(outcome);
         }
     }
-    if handed_over {
+    if handed_over || idle {
         return;
     }
     if let Err(err) = inner.store.set_session_state(session.fence, "idle").await {

@@ -255,7 +255,8 @@ pub struct TurnRecord {
     pub finished_at: Option<i64>,
 }
 
-/// The end of a turn.
+/// The end of a turn, with what is written in the same transaction: the answer's last
+/// write, the last model call's ledger entry, and the session's return to idle.
 #[derive(Debug, Clone)]
 pub struct TurnEnd {
     pub status: TurnStatus,
@@ -264,6 +265,33 @@ pub struct TurnEnd {
     pub model: Option<String>,
     pub usage: Usage,
     pub duration_ms: i64,
+    /// The answer, complete: its row, or the completion of the row a partial flush made.
+    pub answer: Option<AnswerWrite>,
+    /// The last model call, for the usage ledger. Recorded even when the end is refused
+    /// (fenced): the call was made, whoever holds the session now.
+    pub ledger: Option<LedgerEntry>,
+    /// Nothing else is queued: the session goes back to idle.
+    pub idle: bool,
+}
+
+/// The last write of a turn's answer, made with the turn's end.
+#[derive(Debug, Clone)]
+pub enum AnswerWrite {
+    /// Its first and only write.
+    Insert(NewMessage),
+    /// The row a partial flush made, now complete.
+    Update { id: i64, content: String, reasoning: Option<String> },
+}
+
+/// One model call of a turn, for the usage ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub user: String,
+    pub turn_id: String,
+    /// The seq of the call's step: with the turn, what makes a call counted once.
+    pub step: i64,
+    pub model: String,
+    pub usage: Usage,
 }
 
 /// A tool call of the persisted timeline.
@@ -502,20 +530,23 @@ pub trait Store: Send + Sync + 'static {
     /// in conversation order, for the provider.
     async fn history(&self, session: i64, up_to_turn: i64) -> Result<Vec<Message>, StoreError>;
 
-    /// Records a queued turn for `model` with the user message that asked for it, in one
-    /// transaction.
+    /// Records a turn for `model` with the user message that asked for it, in one
+    /// transaction: queued, or with `starts`, already running (nothing is ahead of it, so
+    /// it starts as it is admitted) with its session marked running.
     async fn create_turn(
         &self,
         fence: Fence,
         turn_id: &str,
         model: &str,
         message: &NewMessage,
+        starts: bool,
     ) -> Result<(), StoreError>;
 
     /// Marks a turn, and its session, running.
     async fn start_turn(&self, fence: Fence, turn_id: &str) -> Result<(), StoreError>;
 
-    /// Records how a turn ended, with its usage.
+    /// Records how a turn ended, with its usage and what [`TurnEnd`] carries, in one
+    /// transaction. Fenced: the ledger entry is still recorded.
     async fn finish_turn(
         &self,
         fence: Fence,

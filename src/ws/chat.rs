@@ -237,6 +237,7 @@ impl Connection {
         let mut next = Some(item);
         let mut written = 0;
         let mut deleted = false;
+        let mut yielded = false;
         while let Some(item) = next.take() {
             let frame = match item {
                 WatchItem::Event(event) => {
@@ -266,6 +267,13 @@ impl Connection {
                 self.detach();
             } else if written < BATCH {
                 next = self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
+                if next.is_none() && !yielded {
+                    // Let the tasks already woken run first (the turn streaming into this
+                    // log among them): under load the chunks they add share this flush.
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                    next = self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
+                }
             }
         }
         socket.flush().await.map_err(drop)

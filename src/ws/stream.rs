@@ -175,6 +175,7 @@ async fn write_ready(
 ) -> Result<(), axum::Error> {
     let mut next = Some(item);
     let mut handled = 0;
+    let mut yielded = false;
     while let Some(item) = next.take() {
         match item {
             Outgoing::Frame(frame) => socket.feed(frame).await?,
@@ -183,6 +184,13 @@ async fn write_ready(
         handled += 1;
         if handled < BATCH {
             next = outgoing.try_recv().ok();
+            if next.is_none() && !yielded {
+                // As `/ws/chat` does: the tasks already woken run first, and what they add
+                // shares this flush.
+                yielded = true;
+                tokio::task::yield_now().await;
+                next = outgoing.try_recv().ok();
+            }
         }
     }
     socket.flush().await

@@ -224,6 +224,7 @@ contract! {
     turns::a_turn_is_found_by_its_id_with_its_own_messages,
     turns::unfinished_turns_are_counted_per_user,
     turns::usage_is_ledgered_per_model_and_outlives_the_session,
+    turns::a_turn_can_start_as_it_is_stored_and_end_in_one_write,
     leases::a_lease_is_held_until_it_expires_or_is_released,
     leases::a_moved_fence_refuses_every_write_of_a_turn,
     leases::taking_a_lease_interrupts_what_the_last_holder_left_running,

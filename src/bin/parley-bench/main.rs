@@ -75,6 +75,7 @@ struct Cli {
 enum Section {
     Streaming,
     Paced,
+    TurnStart,
     FanOut,
     Connections,
     RoundTrip,
@@ -147,6 +148,9 @@ async fn run(cli: &Cli) -> String {
     }
     if cli.wants(Section::Paced) {
         out.push_str(&paced(cli, &parley, &relay, &token).await);
+    }
+    if cli.wants(Section::TurnStart) {
+        out.push_str(&turn_start(&parley, &relay, &token).await);
     }
     if cli.wants(Section::FanOut) {
         writeln!(out, "\n## Fan-out (one session, every watcher gets every chunk)\n").ok();
@@ -250,6 +254,34 @@ async fn streaming(
             parley_fig.cpu / relay_fig.cpu.max(0.001),
         )
         .ok();
+    }
+    out
+}
+
+/// How long a message takes to become a model request, one turn at a time on an idle
+/// server: Parley's turn start (admission, its commit, the history read) against the
+/// relay's forwarding alone.
+async fn turn_start(parley: &process::Server, relay: &process::Server, token: &str) -> String {
+    const TURNS: usize = 200;
+    let mut out = String::new();
+    writeln!(out, "\n## Turn start (a message until its model request arrives)\n").ok();
+    writeln!(
+        out,
+        "One session sends {TURNS} messages one after another; each is stamped as the client \
+         sends it, and the fake provider notes when the model request arrives. Parley's \
+         figure includes the turn's admission, its commit and the history read.\n"
+    )
+    .ok();
+    writeln!(out, "| figure | relay | parley | added |\n|---|---:|---:|---:|").ok();
+    let mut relay_starts = measure::turn_starts(relay, Target::Relay, "start", token, TURNS).await;
+    let mut parley_starts =
+        measure::turn_starts(parley, Target::Parley, "start", token, TURNS).await;
+    relay_starts.sort_unstable();
+    parley_starts.sort_unstable();
+    for (name, p) in [("median", 0.5), ("p99", 0.99)] {
+        let r = percentile(&relay_starts, p) as f64 / 1e3;
+        let q = percentile(&parley_starts, p) as f64 / 1e3;
+        writeln!(out, "| {name} | {r:.0} µs | {q:.0} µs | {:.0} µs |", q - r).ok();
     }
     out
 }

@@ -42,19 +42,29 @@ async fn connect(addr: &str, target: Target, session: &str, token: &str) -> Sock
     socket
 }
 
+/// What a client reads of a frame.
+#[derive(Default, serde::Deserialize)]
+struct ClientFrame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    content: std::borrow::Cow<'a, str>,
+}
+
 /// Reads frames until `done`, returning the latency of each chunk (ns).
 pub async fn read_answer(socket: &mut Socket) -> Vec<u64> {
     let mut latencies = Vec::new();
     while let Some(Ok(message)) = socket.next().await {
         let Message::Text(text) = message else { continue };
-        let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        match frame["type"].as_str() {
-            Some("chunk") => {
-                let stamp: u128 =
-                    frame["content"].as_str().unwrap_or("").trim().parse().unwrap_or(0);
+        // Only the two fields read: at thousands of sessions the clients share the
+        // machine with both servers, so they parse as little as they can.
+        let frame: ClientFrame = serde_json::from_str(&text).unwrap_or_default();
+        match frame.kind.as_ref() {
+            "chunk" => {
+                let stamp: u128 = frame.content.trim().parse().unwrap_or(0);
                 latencies.push(now_ns().saturating_sub(stamp) as u64);
             }
-            Some("done") | Some("error") => break,
+            "done" | "error" => break,
             _ => {}
         }
     }
@@ -165,6 +175,31 @@ pub async fn idle_connections(server: &Server, count: usize, token: &str) -> (u6
     let after = server.rss();
     drop(sockets);
     (after.saturating_sub(before) / count as u64, elapsed / count as u32)
+}
+
+/// One session sends `turns` messages one after another, each stamped as it is sent: how
+/// long each took to reach the provider as a model request (ns), turn start included.
+pub async fn turn_starts(
+    server: &Server,
+    target: Target,
+    session: &str,
+    token: &str,
+    turns: usize,
+) -> Vec<u64> {
+    let mut socket = connect(&server.addr, target, session, token).await;
+    super::upstream::take_starts();
+    for _ in 0..turns {
+        let content = format!("start {}", now_ns());
+        let frame = match target {
+            Target::Relay => content,
+            Target::Parley => {
+                serde_json::json!({"type": "message", "content": content}).to_string()
+            }
+        };
+        socket.send(Message::Text(frame.into())).await.expect("send");
+        read_answer(&mut socket).await;
+    }
+    super::upstream::take_starts()
 }
 
 /// Percentile of sorted values.

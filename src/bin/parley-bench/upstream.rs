@@ -3,6 +3,7 @@
 //! WebSocket, stream one upstream completion, forward each delta, nothing else).
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,7 +110,31 @@ fn fault(body: &serde_json::Value) -> Option<Response> {
     Some(response.unwrap_or_default())
 }
 
+/// For the turn-start figure: how long each `start NS` request took to arrive since the
+/// client stamped its message (ns).
+static STARTS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// The turn starts noted since the last call.
+pub fn take_starts() -> Vec<u64> {
+    std::mem::take(&mut *STARTS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// `start NS` (NS: when the client sent it) notes the request's arrival and answers one word.
+fn start(body: &serde_json::Value) -> Option<Response> {
+    let stamp: u128 = last_user(body)?.strip_prefix("start ")?.trim().parse().ok()?;
+    let waited = now_ns().saturating_sub(stamp) as u64;
+    STARTS.lock().unwrap_or_else(|e| e.into_inner()).push(waited);
+    let reply = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n\
+                 data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                 data: [DONE]\n\n";
+    let response = Response::builder().header("content-type", "text/event-stream");
+    Some(response.body(Body::from(reply)).unwrap_or_default())
+}
+
 async fn complete(State(chunks): State<usize>, body: axum::Json<serde_json::Value>) -> Response {
+    if let Some(response) = start(&body) {
+        return response;
+    }
     if let Some(response) = fault(&body) {
         return response;
     }

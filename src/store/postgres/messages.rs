@@ -105,6 +105,20 @@ pub(super) async fn update(
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
     leases::check(&mut tx, fence).await?;
+    rewrite(&mut tx, id, content, reasoning, tool_calls, status).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Rewrites a message's text, calls and status inside the caller's transaction.
+pub(super) async fn rewrite(
+    tx: &mut Transaction<'static, Postgres>,
+    id: i64,
+    content: &str,
+    reasoning: Option<&str>,
+    tool_calls: &[ToolCall],
+    status: MessageStatus,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE messages SET content = $1, reasoning = $2, tool_calls = $3, status = $4 \
          WHERE id = $5",
@@ -114,9 +128,8 @@ pub(super) async fn update(
     .bind(escape_opt(tool_calls_json(tool_calls).as_deref()))
     .bind(status.as_str())
     .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -328,8 +328,9 @@ impl Store for PostgresStore {
         turn_id: &str,
         model: &str,
         message: &NewMessage,
+        starts: bool,
     ) -> Result<(), StoreError> {
-        turns::create(&self.pool, fence, turn_id, model, message).await
+        turns::create(&self.pool, fence, turn_id, model, message, starts).await
     }
 
     async fn start_turn(&self, fence: Fence, turn_id: &str) -> Result<(), StoreError> {

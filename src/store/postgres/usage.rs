@@ -13,8 +13,8 @@ use crate::store::{
 
 /// Adds one model call of a turn to the ledger, under `user` (once: the same step again
 /// changes nothing). Not fenced: a call that was made is counted, whoever holds the session.
-pub(super) async fn record(
-    pool: &PgPool,
+pub(super) async fn record<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
     user: &str,
     turn_id: &str,
     step: i64,
@@ -35,7 +35,7 @@ pub(super) async fn record(
     .bind(stored_count(usage.cached_tokens))
     .bind(nanos(usage.cost))
     .bind(now_ms())
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -1,16 +1,16 @@
 //! The SQLite store's turns (queued with their user message, started, finished with their
 //! usage) and the tool-call timeline.
 
-use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
+use sqlx::{Row, Sqlite, Transaction};
 
-use super::{leases, messages, write};
+use super::{leases, messages, usage, write};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
 use crate::conversation::Usage;
 use crate::store::{
-    Fence, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnRecord, TurnStatus, from_nanos,
-    nanos,
+    AnswerWrite, Fence, MessageStatus, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnRecord,
+    TurnStatus, from_nanos, nanos,
 };
 
 pub(super) async fn create(
@@ -19,22 +19,29 @@ pub(super) async fn create(
     turn_id: &str,
     model: &str,
     message: &NewMessage,
+    starts: bool,
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
     leases::check(&mut tx, fence).await?;
     let session = fence.session;
+    let (status, now) = (if starts { TurnStatus::Running } else { TurnStatus::Queued }, now_ms());
     // The model asked for, until the turn's end records the one that served it.
     sqlx::query(
-        "INSERT INTO turns (id, session_pk, status, model, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO turns (id, session_pk, status, model, created_at, started_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(turn_id)
     .bind(session)
-    .bind(TurnStatus::Queued.as_str())
+    .bind(status.as_str())
     .bind(model)
-    .bind(now_ms())
+    .bind(now)
+    .bind(starts.then_some(now))
     .execute(&mut *tx)
     .await?;
     messages::insert(&mut tx, session, message).await?;
+    if starts {
+        running(&mut tx, session).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -52,11 +59,17 @@ pub(super) async fn start(
         .bind(turn_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1")
-        .bind(fence.session)
-        .execute(&mut *tx)
-        .await?;
+    running(&mut tx, fence.session).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Marks the session running, inside the caller's transaction.
+async fn running(tx: &mut Transaction<'static, Sqlite>, session: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1")
+        .bind(session)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -67,7 +80,27 @@ pub(super) async fn finish(
     end: &TurnEnd,
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
-    leases::check(&mut tx, fence).await?;
+    if let Some(call) = &end.ledger {
+        let (user, turn, model) = (&call.user, &call.turn_id, &call.model);
+        usage::record(&mut *tx, user, turn, call.step, model, &call.usage).await?;
+    }
+    if let Err(err) = leases::check(&mut tx, fence).await {
+        if end.ledger.is_some() && matches!(err, StoreError::Fenced) {
+            // The call was made: it counts, whoever finishes the turn.
+            tx.commit().await?;
+        }
+        return Err(err);
+    }
+    match &end.answer {
+        Some(AnswerWrite::Insert(message)) => {
+            messages::insert(&mut tx, fence.session, message).await?;
+        }
+        Some(AnswerWrite::Update { id, content, reasoning }) => {
+            let (reasoning, complete) = (reasoning.as_deref(), MessageStatus::Complete);
+            messages::rewrite(&mut tx, *id, content, reasoning, &[], complete).await?;
+        }
+        None => {}
+    }
     sqlx::query(
         "UPDATE turns SET status = $1, error_code = $2, error_message = $3, model = $4, \
          prompt_tokens = $5, completion_tokens = $6, total_tokens = $7, finished_at = $8, \
@@ -87,6 +120,12 @@ pub(super) async fn finish(
     .bind(turn_id)
     .execute(&mut *tx)
     .await?;
+    if end.idle {
+        sqlx::query("UPDATE sessions SET state = 'idle' WHERE pk = $1")
+            .bind(fence.session)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -47,7 +47,7 @@ pub async fn a_moved_fence_refuses_every_write_of_a_turn(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let old = store.acquire_lease(session.pk, "node-a", FAR, false).await.unwrap().unwrap().fence;
-    store.create_turn(old, "turn-1", "m", &text(1, 1, Role::User, "go")).await.unwrap();
+    store.create_turn(old, "turn-1", "m", &text(1, 1, Role::User, "go"), false).await.unwrap();
     store.start_turn(old, "turn-1").await.unwrap();
     let streaming =
         NewMessage { status: MessageStatus::Streaming, ..text(2, 1, Role::Assistant, "half") };
@@ -57,7 +57,7 @@ pub async fn a_moved_fence_refuses_every_write_of_a_turn(db: &Db) {
     let new = store.acquire_lease(session.pk, "node-b", FAR, true).await.unwrap().unwrap().fence;
 
     let refused = [
-        store.create_turn(old, "turn-2", "m", &text(3, 3, Role::User, "late")).await,
+        store.create_turn(old, "turn-2", "m", &text(3, 3, Role::User, "late"), false).await,
         store.start_turn(old, "turn-1").await,
         store.append_message(old, &text(4, 1, Role::Assistant, "late")).await.map(drop),
         store.update_message(old, message, "late", None, &[], MessageStatus::Complete).await,
@@ -84,7 +84,7 @@ pub async fn a_moved_fence_refuses_every_write_of_a_turn(db: &Db) {
     let stored = store.session("alice", "s").await.unwrap().unwrap();
     assert_eq!(stored.reserved_seq, 2);
     // The new holder writes; the old one's partial flushes do not touch its messages.
-    store.create_turn(new, "turn-2", "m", &text(3, 3, Role::User, "now")).await.unwrap();
+    store.create_turn(new, "turn-2", "m", &text(3, 3, Role::User, "now"), false).await.unwrap();
     store.reserve_seq(new, 100).await.unwrap();
     let theirs =
         NewMessage { status: MessageStatus::Streaming, ..text(6, 3, Role::Assistant, "new") };
@@ -111,15 +111,18 @@ pub async fn taking_a_lease_interrupts_what_the_last_holder_left_running(db: &Db
     let (other, _) = store.open_session("bob", "s", None).await.unwrap();
     let a = store.acquire_lease(session.pk, "node-a", 1, false).await.unwrap().unwrap().fence;
     let b = store.acquire_lease(other.pk, "node-a", FAR, false).await.unwrap().unwrap().fence;
-    store.create_turn(a, "turn-1", "m", &text(1, 1, Role::User, "go")).await.unwrap();
+    store.create_turn(a, "turn-1", "m", &text(1, 1, Role::User, "go"), false).await.unwrap();
     store.start_turn(a, "turn-1").await.unwrap();
-    store.create_turn(a, "turn-2", "m", &text(2, 2, Role::User, "queued")).await.unwrap();
-    store.create_turn(a, "turn-3", "other", &text(3, 3, Role::User, "queued too")).await.unwrap();
+    store.create_turn(a, "turn-2", "m", &text(2, 2, Role::User, "queued"), false).await.unwrap();
+    store
+        .create_turn(a, "turn-3", "other", &text(3, 3, Role::User, "queued too"), false)
+        .await
+        .unwrap();
     let streaming =
         NewMessage { status: MessageStatus::Streaming, ..text(4, 1, Role::Assistant, "half") };
     store.append_message(a, &streaming).await.unwrap();
     store.start_tool_call(a, "turn-1", &call("c1", "shell")).await.unwrap();
-    store.create_turn(b, "turn-b", "m", &text(1, 1, Role::User, "go")).await.unwrap();
+    store.create_turn(b, "turn-b", "m", &text(1, 1, Role::User, "go"), false).await.unwrap();
     store.start_turn(b, "turn-b").await.unwrap();
 
     // node-a's lease on alice's session expired (it died): node-b takes it.
@@ -189,9 +192,9 @@ pub async fn orphans_are_sessions_with_unfinished_turns_and_no_live_lease(db: &D
     let idle = open("idle", now - 1).await;
     let released = open("released", now + 60_000).await;
     for (fence, turn) in [(dead, "t1"), (live, "t2"), (released, "t3")] {
-        store.create_turn(fence, turn, "m", &text(1, 1, Role::User, "go")).await.unwrap();
+        store.create_turn(fence, turn, "m", &text(1, 1, Role::User, "go"), false).await.unwrap();
     }
-    store.create_turn(idle, "t4", "m", &text(1, 1, Role::User, "go")).await.unwrap();
+    store.create_turn(idle, "t4", "m", &text(1, 1, Role::User, "go"), false).await.unwrap();
     store.finish_turn(idle, "t4", &end(TurnStatus::Done)).await.unwrap();
     store.release_lease(released).await.unwrap();
     let mut orphans: Vec<_> = store.orphans(now).await.unwrap().into_iter().map(|o| o.id).collect();
@@ -223,7 +226,7 @@ pub async fn the_live_holder_of_a_lease_and_the_session_of_a_turn_are_found(db: 
     let fence = lease.unwrap().fence;
     assert_eq!(store.lease_holder(session.pk, now).await.unwrap().as_deref(), Some("node-a"));
     assert_eq!(store.lease_holder(session.pk, now + 120_000).await.unwrap(), None, "expired");
-    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "go")).await.unwrap();
+    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "go"), false).await.unwrap();
     let found = store.turn_session("alice", "turn-1").await.unwrap();
     assert_eq!(found, Some(("s".to_owned(), session.pk)));
     assert_eq!(store.turn_session("bob", "turn-1").await.unwrap(), None, "only the owner's");

@@ -70,7 +70,13 @@ pub async fn duplicate_seq_is_a_conflict_and_changes_nothing(db: &Db) {
         store.append_message(db.fence(session.pk).await, &text(1, 1, Role::User, "again")).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     let turn = store
-        .create_turn(db.fence(session.pk).await, "turn-x", "m", &text(1, 1, Role::User, "again"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-x",
+            "m",
+            &text(1, 1, Role::User, "again"),
+            false,
+        )
         .await;
     assert!(matches!(turn, Err(StoreError::Conflict(_))), "{turn:?}");
     // Nothing of the refused writes is left: not the count, not the turn.
@@ -167,11 +173,23 @@ async fn interleaved_turns(db: &Db) -> i64 {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     store
-        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(1, 1, Role::User, "one"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-1",
+            "m",
+            &text(1, 1, Role::User, "one"),
+            false,
+        )
         .await
         .unwrap();
     store
-        .create_turn(db.fence(session.pk).await, "turn-2", "m", &text(2, 2, Role::User, "two"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-2",
+            "m",
+            &text(2, 2, Role::User, "two"),
+            false,
+        )
         .await
         .unwrap();
     store
@@ -236,7 +254,7 @@ pub async fn any_text_round_trips_nul_characters_included(db: &Db) {
         }],
         ..text(1, 1, Role::Assistant, odd)
     };
-    store.create_turn(db.fence(session.pk).await, odd, "m", &message).await.unwrap();
+    store.create_turn(db.fence(session.pk).await, odd, "m", &message, false).await.unwrap();
     let stored = &store.history(session.pk, 1).await.unwrap()[0];
     assert_eq!((stored.content.as_str(), stored.reasoning.as_deref()), (odd, Some(odd)));
     assert_eq!(stored.turn_id.as_deref(), Some(odd));

@@ -104,7 +104,13 @@ pub async fn delete_takes_messages_turns_and_tool_calls_with_it(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "gone", None).await.unwrap();
     store
-        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(1, 1, Role::User, "hi"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-1",
+            "m",
+            &text(1, 1, Role::User, "hi"),
+            false,
+        )
         .await
         .unwrap();
     store.start_turn(db.fence(session.pk).await, "turn-1").await.unwrap();
@@ -220,7 +226,13 @@ pub async fn a_stored_message_raises_last_seq(db: &Db) {
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let reserved = async || store.session("alice", "s").await.unwrap().unwrap().reserved_seq;
     store
-        .create_turn(db.fence(session.pk).await, "turn-3", "m", &text(3, 3, Role::User, "hi"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-3",
+            "m",
+            &text(3, 3, Role::User, "hi"),
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(reserved().await, 3);

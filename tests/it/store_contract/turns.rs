@@ -1,7 +1,7 @@
 //! Turns and tool calls.
 
 use parley::conversation::{Role, Usage};
-use parley::store::{TurnEnd, TurnStatus};
+use parley::store::{NewMessage, TurnEnd, TurnStatus};
 
 use super::{Db, call, text};
 
@@ -18,6 +18,9 @@ pub(super) fn end(status: TurnStatus) -> TurnEnd {
             ..Usage::default()
         },
         duration_ms: 12,
+        answer: None,
+        ledger: None,
+        idle: false,
     }
 }
 
@@ -37,9 +40,9 @@ pub async fn usage_is_ledgered_per_model_and_outlives_the_session(db: &Db) {
     let (alice, _) = store.open_session("alice", "a", None).await.unwrap();
     let (bob, _) = store.open_session("bob", "b", None).await.unwrap();
     let (fa, fb) = (db.fence(alice.pk).await, db.fence(bob.pk).await);
-    store.create_turn(fa, "t1", "big", &text(1, 1, Role::User, "one")).await.unwrap();
-    store.create_turn(fa, "t2", "big", &text(2, 2, Role::User, "two")).await.unwrap();
-    store.create_turn(fb, "t3", "small", &text(1, 1, Role::User, "three")).await.unwrap();
+    store.create_turn(fa, "t1", "big", &text(1, 1, Role::User, "one"), false).await.unwrap();
+    store.create_turn(fa, "t2", "big", &text(2, 2, Role::User, "two"), false).await.unwrap();
+    store.create_turn(fb, "t3", "small", &text(1, 1, Role::User, "three"), false).await.unwrap();
     // A turn that fell back from `big` to `small` after its first step used both.
     store.record_usage("alice", "t1", 3, "big", &usage(100, 10, 0, Some(0.125))).await.unwrap();
     store.record_usage("alice", "t1", 5, "small", &usage(200, 20, 100, Some(0.125))).await.unwrap();
@@ -108,7 +111,13 @@ pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     store
-        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(1, 1, Role::User, "hello"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-1",
+            "m",
+            &text(1, 1, Role::User, "hello"),
+            false,
+        )
         .await
         .unwrap();
     let stored = store.messages(session.pk, None, 10).await.unwrap();
@@ -119,7 +128,13 @@ pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
     assert_eq!((session.message_count, session.reserved_seq), (1, 1));
     // A turn id is used once; the refused turn leaves no message behind.
     let again = store
-        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(2, 2, Role::User, "again"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-1",
+            "m",
+            &text(2, 2, Role::User, "again"),
+            false,
+        )
         .await;
     assert!(matches!(again, Err(parley::store::StoreError::Conflict(_))), "{again:?}");
     assert_eq!(store.messages(session.pk, None, 10).await.unwrap().len(), 1);
@@ -129,9 +144,9 @@ pub async fn start_and_finish_turn_are_recorded(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let fence = db.fence(session.pk).await;
-    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "a")).await.unwrap();
-    store.create_turn(fence, "turn-2", "m", &text(2, 2, Role::User, "b")).await.unwrap();
-    store.create_turn(fence, "turn-3", "m", &text(3, 3, Role::User, "c")).await.unwrap();
+    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "a"), false).await.unwrap();
+    store.create_turn(fence, "turn-2", "m", &text(2, 2, Role::User, "b"), false).await.unwrap();
+    store.create_turn(fence, "turn-3", "m", &text(3, 3, Role::User, "c"), false).await.unwrap();
     store.start_turn(fence, "turn-1").await.unwrap();
     assert_eq!(store.session("alice", "s").await.unwrap().unwrap().state, "running");
     store.finish_turn(fence, "turn-1", &end(TurnStatus::Done)).await.unwrap();
@@ -156,7 +171,13 @@ pub async fn tool_calls_form_a_timeline(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     store
-        .create_turn(db.fence(session.pk).await, "turn-1", "m", &text(1, 1, Role::User, "go"))
+        .create_turn(
+            db.fence(session.pk).await,
+            "turn-1",
+            "m",
+            &text(1, 1, Role::User, "go"),
+            false,
+        )
         .await
         .unwrap();
     let first = store
@@ -213,14 +234,14 @@ pub async fn unfinished_turns_are_counted_per_user(db: &Db) {
     let (also_mine, _) = store.open_session("alice", "b", None).await.unwrap();
     let (theirs, _) = store.open_session("bob", "a", None).await.unwrap();
     let fence = db.fence(mine.pk).await;
-    store.create_turn(fence, "t1", "m", &text(1, 1, Role::User, "x")).await.unwrap();
-    store.create_turn(fence, "t2", "m", &text(2, 2, Role::User, "x")).await.unwrap();
+    store.create_turn(fence, "t1", "m", &text(1, 1, Role::User, "x"), false).await.unwrap();
+    store.create_turn(fence, "t2", "m", &text(2, 2, Role::User, "x"), false).await.unwrap();
     store.start_turn(fence, "t1").await.unwrap();
     let other = db.fence(also_mine.pk).await;
-    store.create_turn(other, "t3", "m", &text(1, 1, Role::User, "x")).await.unwrap();
+    store.create_turn(other, "t3", "m", &text(1, 1, Role::User, "x"), false).await.unwrap();
     store.finish_turn(other, "t3", &end(TurnStatus::Done)).await.unwrap();
     let bobs = db.fence(theirs.pk).await;
-    store.create_turn(bobs, "t4", "m", &text(1, 1, Role::User, "x")).await.unwrap();
+    store.create_turn(bobs, "t4", "m", &text(1, 1, Role::User, "x"), false).await.unwrap();
     assert_eq!(store.unfinished_turns("alice").await.unwrap(), 2);
     assert_eq!(store.unfinished_turns("bob").await.unwrap(), 1);
     assert_eq!(store.unfinished_turns("carol").await.unwrap(), 0);
@@ -230,11 +251,14 @@ pub async fn a_turn_is_found_by_its_id_with_its_own_messages(db: &Db) {
     let store = &db.store;
     let (session, _) = store.open_session("alice", "s", None).await.unwrap();
     let fence = db.fence(session.pk).await;
-    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "first")).await.unwrap();
+    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "first"), false).await.unwrap();
     store.append_message(fence, &text(2, 1, Role::Assistant, "one")).await.unwrap();
     store.finish_turn(fence, "turn-1", &end(TurnStatus::Done)).await.unwrap();
     // Another turn queued before the first answered: its message comes between by seq.
-    store.create_turn(fence, "turn-3", "m", &text(3, 3, Role::User, "second \u{0}")).await.unwrap();
+    store
+        .create_turn(fence, "turn-3", "m", &text(3, 3, Role::User, "second \u{0}"), false)
+        .await
+        .unwrap();
     let failed = TurnEnd {
         error_code: Some("PROVIDER_ERROR".into()),
         error_message: Some("the model \u{0} failed".into()),
@@ -271,4 +295,83 @@ pub async fn a_turn_is_found_by_its_id_with_its_own_messages(db: &Db) {
     // Only the owner's, and only turns that exist.
     assert!(store.turn("bob", "turn-1").await.unwrap().is_none());
     assert!(store.turn("alice", "turn-9").await.unwrap().is_none());
+}
+
+/// A turn admitted with nothing ahead of it is stored running; its end writes the answer,
+/// the ledger entry and the session's return to idle in one go, and a fenced end still
+/// counts the model call.
+pub async fn a_turn_can_start_as_it_is_stored_and_end_in_one_write(db: &Db) {
+    use parley::store::{AnswerWrite, LedgerEntry, MessageStatus};
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "one-go", None).await.unwrap();
+    let fence = db.fence(session.pk).await;
+    store.create_turn(fence, "turn-1", "m", &text(1, 1, Role::User, "hi"), true).await.unwrap();
+    assert_eq!(store.session("alice", "one-go").await.unwrap().unwrap().state, "running");
+    assert_eq!(store.turn("alice", "turn-1").await.unwrap().unwrap().status, TurnStatus::Running);
+
+    let call = |turn: &str, step| LedgerEntry {
+        user: "alice".into(),
+        turn_id: turn.into(),
+        step,
+        model: "m".into(),
+        usage: usage(10, 5, 0, Some(0.5)),
+    };
+    let answer =
+        NewMessage { reasoning: Some("thought".into()), ..text(2, 1, Role::Assistant, "hello") };
+    let done = TurnEnd {
+        answer: Some(AnswerWrite::Insert(answer)),
+        ledger: Some(call("turn-1", 2)),
+        idle: true,
+        ..end(TurnStatus::Done)
+    };
+    store.finish_turn(fence, "turn-1", &done).await.unwrap();
+    let stored = store.session("alice", "one-go").await.unwrap().unwrap();
+    assert_eq!((stored.state.as_str(), stored.message_count), ("idle", 2));
+    let messages = store.messages(session.pk, None, 10).await.unwrap();
+    let last = messages.last().unwrap();
+    assert_eq!((last.content.as_str(), last.reasoning.as_deref()), ("hello", Some("thought")));
+    assert_eq!(last.status, MessageStatus::Complete);
+    assert_eq!(store.turn("alice", "turn-1").await.unwrap().unwrap().status, TurnStatus::Done);
+
+    // A partial flush's row is completed by the end, which leaves the session running when
+    // another turn waits.
+    store.create_turn(fence, "turn-3", "m", &text(3, 3, Role::User, "again"), true).await.unwrap();
+    let partial =
+        NewMessage { status: MessageStatus::Streaming, ..text(4, 3, Role::Assistant, "hal") };
+    let id = store.append_message(fence, &partial).await.unwrap();
+    let update = AnswerWrite::Update { id, content: "halfway there".into(), reasoning: None };
+    let done =
+        TurnEnd { answer: Some(update), ledger: Some(call("turn-3", 4)), ..end(TurnStatus::Done) };
+    store.finish_turn(fence, "turn-3", &done).await.unwrap();
+    assert_eq!(store.session("alice", "one-go").await.unwrap().unwrap().state, "running");
+    let messages = store.messages(session.pk, None, 10).await.unwrap();
+    let last = messages.last().unwrap();
+    assert_eq!((last.content.as_str(), last.status), ("halfway there", MessageStatus::Complete));
+
+    // Fenced: nothing of the end is written, but the call is counted.
+    store.create_turn(fence, "turn-5", "m", &text(5, 5, Role::User, "more"), true).await.unwrap();
+    store.release_lease(fence).await.unwrap();
+    store.acquire_lease(session.pk, "other", i64::MAX, false).await.unwrap().unwrap();
+    let answer = text(6, 5, Role::Assistant, "never stored");
+    let refused = TurnEnd {
+        answer: Some(AnswerWrite::Insert(answer)),
+        ledger: Some(call("turn-5", 6)),
+        idle: true,
+        ..end(TurnStatus::Done)
+    };
+    let err = store.finish_turn(fence, "turn-5", &refused).await.unwrap_err();
+    assert!(matches!(err, parley::store::StoreError::Fenced), "{err:?}");
+    let messages = store.messages(session.pk, None, 10).await.unwrap();
+    assert!(messages.iter().all(|m| m.content != "never stored"));
+    let now = parley::clock::now_ms();
+    let query = parley::store::UsageQuery {
+        from: now - 60_000,
+        to: now + 60_000,
+        user: Some("alice".into()),
+        group_by: parley::store::UsageGroup::User,
+    };
+    let report = store.usage_report(&query).await.unwrap();
+    assert_eq!(report.len(), 1, "{report:?}");
+    // Three turns' calls, the fenced one's among them.
+    assert_eq!((report[0].turns, report[0].usage.prompt_tokens), (3, 30), "{report:?}");
 }
