@@ -262,20 +262,22 @@ async fn streaming(
 /// server: Parley's turn start (admission, its commit, the history read) against the
 /// relay's forwarding alone.
 async fn turn_start(parley: &process::Server, relay: &process::Server, token: &str) -> String {
-    const TURNS: usize = 200;
+    const SESSIONS: usize = 20;
+    const TURNS: usize = 10;
     let mut out = String::new();
     writeln!(out, "\n## Turn start (a message until its model request arrives)\n").ok();
     writeln!(
         out,
-        "One session sends {TURNS} messages one after another; each is stamped as the client \
-         sends it, and the fake provider notes when the model request arrives. Parley's \
-         figure includes the turn's admission, its commit and the history read.\n"
+        "{SESSIONS} sessions one after another each send {TURNS} messages one after another; \
+         each is stamped as the client sends it, and the fake provider notes when the model \
+         request arrives. Parley's figure includes the turn's admission, its commit, the \
+         history read and the request's larger body (system prompt, tools, history).\n"
     )
     .ok();
     writeln!(out, "| figure | relay | parley | added |\n|---|---:|---:|---:|").ok();
-    let mut relay_starts = measure::turn_starts(relay, Target::Relay, "start", token, TURNS).await;
+    let mut relay_starts = measure::turn_starts(relay, Target::Relay, token, SESSIONS, TURNS).await;
     let mut parley_starts =
-        measure::turn_starts(parley, Target::Parley, "start", token, TURNS).await;
+        measure::turn_starts(parley, Target::Parley, token, SESSIONS, TURNS).await;
     relay_starts.sort_unstable();
     parley_starts.sort_unstable();
     for (name, p) in [("median", 0.5), ("p99", 0.99)] {

@@ -177,27 +177,32 @@ pub async fn idle_connections(server: &Server, count: usize, token: &str) -> (u6
     (after.saturating_sub(before) / count as u64, elapsed / count as u32)
 }
 
-/// One session sends `turns` messages one after another, each stamped as it is sent: how
-/// long each took to reach the provider as a model request (ns), turn start included.
+/// `sessions` sessions, one after another, each send `turns` messages one after another,
+/// each stamped as it is sent: how long each took to reach the provider as a model request
+/// (ns), turn start included. Short conversations, so the figure is the turn's start rather
+/// than its history's length.
 pub async fn turn_starts(
     server: &Server,
     target: Target,
-    session: &str,
     token: &str,
+    sessions: usize,
     turns: usize,
 ) -> Vec<u64> {
-    let mut socket = connect(&server.addr, target, session, token).await;
     super::upstream::take_starts();
-    for _ in 0..turns {
-        let content = format!("start {}", now_ns());
-        let frame = match target {
-            Target::Relay => content,
-            Target::Parley => {
-                serde_json::json!({"type": "message", "content": content}).to_string()
-            }
-        };
-        socket.send(Message::Text(frame.into())).await.expect("send");
-        read_answer(&mut socket).await;
+    for session in 0..sessions {
+        let id = format!("start-{session}");
+        let mut socket = connect(&server.addr, target, &id, token).await;
+        for _ in 0..turns {
+            let content = format!("start {}", now_ns());
+            let frame = match target {
+                Target::Relay => content,
+                Target::Parley => {
+                    serde_json::json!({"type": "message", "content": content}).to_string()
+                }
+            };
+            socket.send(Message::Text(frame.into())).await.expect("send");
+            read_answer(&mut socket).await;
+        }
     }
     super::upstream::take_starts()
 }
