@@ -104,12 +104,18 @@ fn store_latency() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+/// Seconds from 0.1 ms to about 3 s, for a turn's start.
+fn start_latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
     pub turns_started: Counter,
     pub turns_finished: Family<TurnEnd, Counter>,
     pub turn_duration: Histogram,
+    pub turn_start: Histogram,
     pub provider_requests: Family<ProviderCall, Counter>,
     pub first_token: Histograms<Model>,
     pub tokens: Family<Tokens, Counter>,
@@ -146,6 +152,7 @@ impl Metrics {
             turns_started: Counter::default(),
             turns_finished: Family::default(),
             turn_duration: latency(),
+            turn_start: start_latency(),
             provider_requests: Family::default(),
             first_token: Family::new_with_constructor(latency),
             tokens: Family::default(),
@@ -180,6 +187,11 @@ impl Metrics {
             "turn_duration_seconds",
             "Time from a turn's start to its end",
             metrics.turn_duration.clone(),
+        );
+        registry.register(
+            "turn_start_seconds",
+            "Time from a turn's start (taken off its session's queue) to its first model call",
+            metrics.turn_start.clone(),
         );
         registry.register(
             "provider_requests",

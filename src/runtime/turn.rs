@@ -48,6 +48,8 @@ struct Recorder<'a> {
     /// The answer's last write and its model call's ledger entry, left for the turn's end
     /// to make in its own transaction.
     last: Mutex<Option<(AnswerWrite, LedgerEntry)>>,
+    /// When the turn started, until its first model call.
+    starting: Mutex<Option<Instant>>,
 }
 
 impl Recorder<'_> {
@@ -140,6 +142,9 @@ impl Recorder<'_> {
 #[async_trait]
 impl TurnObserver for Recorder<'_> {
     async fn step_started(&self, model: &str) -> Result<(), StoreError> {
+        if let Some(started) = self.starting.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.inner.agent.metrics.turn_start.observe(started.elapsed().as_secs_f64());
+        }
         if let Some((_, call)) = self.take_last() {
             // A step after an answer (not how the agent goes on, but never lost if it did):
             // the answer, still this step's, is written now.
@@ -416,6 +421,7 @@ pub(super) async fn run(
         summaries: Mutex::new(Vec::new()),
         used: Mutex::new((Usage::default(), None)),
         last: Mutex::new(None),
+        starting: Mutex::new(Some(started)),
     };
     inner.lifecycle(session, Some(&turn.turn_id), EventKind::TurnStarted);
     let metrics = &inner.agent.metrics;

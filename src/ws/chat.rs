@@ -110,7 +110,9 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
         after: query.last_seq,
         fresh: false,
     };
-    let opened = open(&mut socket, &state, &caller, opening).await;
+    // Boxed, like the handling of each message below: an idle connection's task then
+    // holds only the loop's own state, not the largest of the futures it may await.
+    let opened = Box::pin(open(&mut socket, &state, &caller, opening)).await;
     let Some((session, watch)) = opened else {
         return;
     };
@@ -135,7 +137,7 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
                         break;
                     }
                     Some(Ok(Message::Text(frame))) => {
-                        if conn.handle(&mut socket, &frame).await.is_err() {
+                        if Box::pin(conn.handle(&mut socket, &frame)).await.is_err() {
                             break;
                         }
                     }

@@ -40,13 +40,15 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 
 /// The upgrade with Parley's limits: sub-protocols, message size, buffers sized for chat
-/// frames rather than the library's 128 KiB defaults. Frames fed without a flush collect
-/// up to 16 KiB before they are written (every `send` flushes).
+/// frames rather than the library's 128 KiB defaults. The read buffer is every idle
+/// connection's largest allocation, and what clients send is short: 1 KiB at a time (a
+/// longer frame takes a few more reads). Frames fed without a flush collect up to 16 KiB
+/// before they are written (every `send` flushes).
 fn configure(ws: WebSocketUpgrade, config: &StreamConfig) -> WebSocketUpgrade {
     ws.protocols(PROTOCOLS)
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(1024 * 1024)
 }

@@ -139,7 +139,8 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
                     break;
                 }
                 Some(Ok(Message::Text(frame))) => {
-                    if let Some(reply) = conn.handle(&frame).await
+                    // Boxed: an idle connection's task holds only the loop's own state.
+                    if let Some(reply) = Box::pin(conn.handle(&frame)).await
                         && socket.send(reply).await.is_err()
                     {
                         break;

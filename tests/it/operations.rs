@@ -120,6 +120,8 @@ async fn metrics_change_as_turns_run_and_need_an_admin_or_an_allowed_address() {
     let failed = "status=\"error\",code=\"PROVIDER_ERROR\"";
     assert_eq!(sample(&text, "parley_turns_finished_total", failed), 1.0, "{text}");
     assert_eq!(sample(&text, "parley_turn_duration_seconds_count", ""), 3.0, "{text}");
+    // Each of the three turns reached its first model call once, however many it made.
+    assert_eq!(sample(&text, "parley_turn_start_seconds_count", ""), 3.0, "{text}");
     let ok = "provider=\"default\",model=\"parley\",outcome=\"ok\"";
     assert_eq!(sample(&text, "parley_provider_requests_total", ok), 4.0, "{text}");
     let rejected = "provider=\"default\",model=\"parley\",outcome=\"rejected\"";

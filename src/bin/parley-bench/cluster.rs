@@ -89,6 +89,24 @@ impl Cluster {
         (transactions as u64, commands)
     }
 
+    /// Redis's read events (each a client's request, pipelined commands arriving together
+    /// counting once) and commands so far, all clients together.
+    async fn redis_counts(&self) -> (u64, u64) {
+        let mut conn = self.redis.get_multiplexed_async_connection().await.expect("Redis");
+        let info: String = redis::cmd("INFO").query_async(&mut conn).await.expect("INFO");
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+                .unwrap_or(0u64)
+        };
+        let commands: u64 = info
+            .lines()
+            .filter(|line| line.starts_with("cmdstat_"))
+            .filter_map(|line| line.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .sum();
+        (field("total_reads_processed"), commands)
+    }
+
     async fn stop(self) {
         drop(self.a);
         drop(self.b);
@@ -211,6 +229,30 @@ pub async fn section(
         writeln!(out, "| {label} | {:.0} | {:.1} | {:.1} |", median(rates), median(pg), median(rd))
             .ok();
     }
+    writeln!(
+        out,
+        "\nStreaming across nodes: 100 sessions, each answer 500 chunks as fast as the path \
+         takes them, the turn on node a and its watcher on b. Redis round trips are its read \
+         events (a pipelined batch arriving at once counts once), both nodes' and the \
+         bench's few together.\n"
+    )
+    .ok();
+    writeln!(out, "| chunks delivered | Redis round trips per chunk | Redis commands per chunk |")
+        .ok();
+    writeln!(out, "|---:|---:|---:|").ok();
+    let (mut trips, mut commands, mut chunks) = (vec![], vec![], vec![]);
+    let other = Route { submit: &cluster.a, watch: &cluster.b, nodes: &[], token: &cluster.token };
+    for run in 0..runs {
+        let before = cluster.redis_counts().await;
+        let (latencies, _) = paced(&other, 100, &format!("fast-{run}"), "go").await;
+        let after = cluster.redis_counts().await;
+        let delivered = latencies.len().max(1) as f64;
+        trips.push((after.0 - before.0) as f64 / delivered);
+        commands.push((after.1 - before.1) as f64 / delivered);
+        chunks.push(delivered);
+    }
+    writeln!(out, "| {:.0} | {:.3} | {:.2} |", median(chunks), median(trips), median(commands))
+        .ok();
     cluster.stop().await;
     out
 }

@@ -207,6 +207,59 @@ pub async fn turn_starts(
     super::upstream::take_starts()
 }
 
+/// A histogram of Parley's `/metrics`, as scraped.
+#[derive(Default)]
+pub struct Scraped {
+    /// Cumulative counts by upper bound (seconds).
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Scraped {
+    /// What was observed between `earlier` and this scrape: the mean, and the upper bound
+    /// of the bucket holding the median (seconds).
+    pub fn since(&self, earlier: &Scraped) -> (f64, f64) {
+        let count = self.count.saturating_sub(earlier.count);
+        let mean = (self.sum - earlier.sum) / count.max(1) as f64;
+        let median = self
+            .buckets
+            .iter()
+            .zip(&earlier.buckets)
+            .find(|((_, now), (_, then))| (now - then) * 2 >= count)
+            .map_or(f64::INFINITY, |((le, _), _)| *le);
+        (mean, median)
+    }
+}
+
+/// Scrapes the histogram `name` from the server's `/metrics`.
+pub async fn scrape(server: &Server, token: &str, name: &str) -> Scraped {
+    let text = reqwest::Client::new()
+        .get(format!("http://{}/metrics", server.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let mut scraped = Scraped::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let value = |v: &str| v.trim().parse::<f64>().unwrap_or(0.0);
+        if let Some(bucket) = rest.strip_prefix("_bucket{le=\"") {
+            let (le, count) = bucket.split_once("\"}").unwrap_or(("inf", "0"));
+            let le = le.parse().unwrap_or(f64::INFINITY);
+            scraped.buckets.push((le, value(count) as u64));
+        } else if let Some(sum) = rest.strip_prefix("_sum ") {
+            scraped.sum = value(sum);
+        } else if let Some(count) = rest.strip_prefix("_count ") {
+            scraped.count = value(count) as u64;
+        }
+    }
+    scraped
+}
+
 /// Percentile of sorted values.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {

@@ -42,20 +42,38 @@ fn tool_calls_json(calls: &[ToolCall]) -> Option<String> {
     (!calls.is_empty()).then(|| serde_json::to_string(calls).unwrap_or_default())
 }
 
-/// Inserts a message and counts it on its session, raising the session's `last_seq` to at
-/// least the message's seq; returns its id.
+/// Inserts a message into the fenced session and counts it there, raising the session's
+/// `last_seq` to at least the message's seq and setting its `state` if given; returns its
+/// id. The session's update comes first and checks the fence: [`StoreError::Fenced`] if
+/// the lease moved on (or the session is gone), with nothing written.
 pub(super) async fn insert(
     tx: &mut Transaction<'static, Sqlite>,
-    session: i64,
+    fence: Fence,
     message: &NewMessage,
+    state: Option<&str>,
 ) -> Result<i64, StoreError> {
     let now = now_ms();
+    let counted = sqlx::query(
+        "UPDATE sessions SET message_count = message_count + 1, updated_at = $1, \
+         last_seq = MAX(last_seq, $2), state = COALESCE($3, state) \
+         WHERE pk = $4 AND lease_fence = $5",
+    )
+    .bind(now)
+    .bind(message.seq)
+    .bind(state)
+    .bind(fence.session)
+    .bind(fence.token)
+    .execute(&mut **tx)
+    .await?;
+    if counted.rows_affected() == 0 {
+        return Err(StoreError::Fenced);
+    }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO messages (session_pk, seq, turn_seq, turn_id, role, content, reasoning, \
          tool_calls, tool_call_id, tool_name, status, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
-    .bind(session)
+    .bind(fence.session)
     .bind(message.seq)
     .bind(message.turn_seq)
     .bind(&message.turn_id)
@@ -69,15 +87,6 @@ pub(super) async fn insert(
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
-    sqlx::query(
-        "UPDATE sessions SET message_count = message_count + 1, updated_at = $1, \
-         last_seq = MAX(last_seq, $2) WHERE pk = $3",
-    )
-    .bind(now)
-    .bind(message.seq)
-    .bind(session)
-    .execute(&mut **tx)
-    .await?;
     Ok(id)
 }
 
@@ -87,8 +96,7 @@ pub(super) async fn append(
     message: &NewMessage,
 ) -> Result<i64, StoreError> {
     let mut tx = write(pool).await?;
-    leases::check(&mut tx, fence).await?;
-    let id = insert(&mut tx, fence.session, message).await?;
+    let id = insert(&mut tx, fence, message, None).await?;
     tx.commit().await?;
     Ok(id)
 }

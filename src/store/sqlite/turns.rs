@@ -1,8 +1,8 @@
 //! The SQLite store's turns (queued with their user message, started, finished with their
 //! usage) and the tool-call timeline.
 
+use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, Sqlite, Transaction};
 
 use super::{leases, messages, usage, write};
 use crate::clock::now_ms;
@@ -22,7 +22,9 @@ pub(super) async fn create(
     starts: bool,
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
-    leases::check(&mut tx, fence).await?;
+    // The message first: its session update checks the fence.
+    let running = starts.then_some("running");
+    messages::insert(&mut tx, fence, message, running).await?;
     let session = fence.session;
     let (status, now) = (if starts { TurnStatus::Running } else { TurnStatus::Queued }, now_ms());
     // The model asked for, until the turn's end records the one that served it.
@@ -38,10 +40,6 @@ pub(super) async fn create(
     .bind(starts.then_some(now))
     .execute(&mut *tx)
     .await?;
-    messages::insert(&mut tx, session, message).await?;
-    if starts {
-        running(&mut tx, session).await?;
-    }
     tx.commit().await?;
     Ok(())
 }
@@ -52,24 +50,23 @@ pub(super) async fn start(
     turn_id: &str,
 ) -> Result<(), StoreError> {
     let mut tx = write(pool).await?;
-    leases::check(&mut tx, fence).await?;
+    // The session first: its update checks the fence.
+    let marked =
+        sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1 AND lease_fence = $2")
+            .bind(fence.session)
+            .bind(fence.token)
+            .execute(&mut *tx)
+            .await?;
+    if marked.rows_affected() == 0 {
+        return Err(StoreError::Fenced);
+    }
     sqlx::query("UPDATE turns SET status = $1, started_at = $2 WHERE id = $3")
         .bind(TurnStatus::Running.as_str())
         .bind(now_ms())
         .bind(turn_id)
         .execute(&mut *tx)
         .await?;
-    running(&mut tx, fence.session).await?;
     tx.commit().await?;
-    Ok(())
-}
-
-/// Marks the session running, inside the caller's transaction.
-async fn running(tx: &mut Transaction<'static, Sqlite>, session: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1")
-        .bind(session)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
@@ -84,22 +81,26 @@ pub(super) async fn finish(
         let (user, turn, model) = (&call.user, &call.turn_id, &call.model);
         usage::record(&mut *tx, user, turn, call.step, model, &call.usage).await?;
     }
-    if let Err(err) = leases::check(&mut tx, fence).await {
+    // The fence is checked first, by the answer's insert when there is one (which also
+    // returns the session to idle).
+    let idle = end.idle.then_some("idle");
+    let fenced = match &end.answer {
+        Some(AnswerWrite::Insert(message)) => {
+            messages::insert(&mut tx, fence, message, idle).await.map(drop)
+        }
+        _ => leases::check(&mut tx, fence).await,
+    };
+    if let Err(err) = fenced {
         if end.ledger.is_some() && matches!(err, StoreError::Fenced) {
             // The call was made: it counts, whoever finishes the turn.
             tx.commit().await?;
         }
         return Err(err);
     }
-    match &end.answer {
-        Some(AnswerWrite::Insert(message)) => {
-            messages::insert(&mut tx, fence.session, message).await?;
-        }
-        Some(AnswerWrite::Update { id, content, reasoning }) => {
-            let (reasoning, complete) = (reasoning.as_deref(), MessageStatus::Complete);
-            messages::rewrite(&mut tx, *id, content, reasoning, &[], complete).await?;
-        }
-        None => {}
+    let idle_set = matches!(end.answer, Some(AnswerWrite::Insert(_)));
+    if let Some(AnswerWrite::Update { id, content, reasoning }) = &end.answer {
+        let (reasoning, complete) = (reasoning.as_deref(), MessageStatus::Complete);
+        messages::rewrite(&mut tx, *id, content, reasoning, &[], complete).await?;
     }
     sqlx::query(
         "UPDATE turns SET status = $1, error_code = $2, error_message = $3, model = $4, \
@@ -120,7 +121,7 @@ pub(super) async fn finish(
     .bind(turn_id)
     .execute(&mut *tx)
     .await?;
-    if end.idle {
+    if end.idle && !idle_set {
         sqlx::query("UPDATE sessions SET state = 'idle' WHERE pk = $1")
             .bind(fence.session)
             .execute(&mut *tx)
