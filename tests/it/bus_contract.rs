@@ -101,6 +101,33 @@ async fn a_quiet_stream_expires() {
     panic!("the stream was held: {held}, and never expired");
 }
 
+#[tokio::test]
+async fn a_stream_published_to_outlives_its_time_to_live() {
+    // Expiries are refreshed once in a while, not with every frame: a topic published to
+    // for several times its time to live keeps its stream and its claim all along.
+    let Some(url) = redis::url() else { return };
+    let prefix = redis::prefix();
+    let short = RedisBusConfig { stream_ttl: Duration::from_millis(400), ..config(&prefix) };
+    let a = RedisBus::open(&url, short).await.unwrap();
+    for seq in 1..=30 {
+        a.publish("session:1", seq, 1, &frame(seq));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // 1.2 s of frames, three times the time to live: every one is still there.
+    let mut replayed = a.replay("session:1", 0).await.unwrap();
+    for _ in 0..20 {
+        if matches!(&replayed, Replayed::Frames { newest: 30, .. }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        replayed = a.replay("session:1", 0).await.unwrap();
+    }
+    let Replayed::Frames { frames, newest } = replayed else {
+        panic!("the stream expired while it was published to");
+    };
+    assert_eq!((frames.first().map(|(seq, _)| *seq), newest), (Some(1), 30));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_noticed_and_its_end_announced() {
     let Some(url) = redis::url() else { return };

@@ -93,7 +93,8 @@ impl Cluster {
     /// counting once) and commands so far, all clients together.
     async fn redis_counts(&self) -> (u64, u64) {
         let mut conn = self.redis.get_multiplexed_async_connection().await.expect("Redis");
-        let info: String = redis::cmd("INFO").query_async(&mut conn).await.expect("INFO");
+        let info: String =
+            redis::cmd("INFO").arg("all").query_async(&mut conn).await.expect("INFO");
         let field = |name: &str| {
             info.lines()
                 .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())

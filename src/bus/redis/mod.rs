@@ -1,5 +1,5 @@
 //! The Redis bus. Each topic is a stream `<prefix>log:<topic>` (entry ID `<seq>-0`, trimmed
-//! to about `stream_len` entries, expiring after `stream_ttl` without events) that a node
+//! to about `stream_len` entries, expiring about `stream_ttl` (at least 7/8 of it) without events) that a node
 //! catches up from, and a channel `<prefix>live:<topic>` that carries each frame once, live.
 //!
 //! Two connections per node, however many sessions it follows: one publishes, in batches
@@ -10,10 +10,10 @@
 mod followers;
 mod requests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::streams::StreamRangeReply;
@@ -47,23 +47,31 @@ const PUBLISH_QUEUE: usize = 100_000;
 /// Appends a frame to its topic's stream and publishes it, in one step, unless the topic
 /// was claimed for a later epoch (the publisher lost the session to another node) or the
 /// stream holds a later entry already: such a frame goes nowhere. A published frame also
-/// claims the topic for its epoch (and keeps the claim as long as the stream).
+/// claims the topic for its epoch (and keeps the claim as long as the stream). The
+/// expiries are refreshed when the publisher asks (see [`REFRESH_SHARE`]) or the claim is
+/// new, not with every frame.
 /// KEYS: stream, epoch key. ARGV: epoch, stream length, entry id, frame, channel, payload,
-/// stream time to live (ms).
+/// stream time to live (ms), `1` to refresh the expiries.
 const PUBLISH: &str = r"
 local claimed = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) < claimed then return 0 end
 local ok = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], 'f', ARGV[4])
 if not ok then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
 if tonumber(ARGV[1]) > claimed then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[7])
-else
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+elseif ARGV[8] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 ";
+
+/// A topic's expiries are refreshed once per this share of their time to live while it is
+/// published to: a stream and its claim then expire between 7/8 of `stream_ttl` and
+/// `stream_ttl` after its last frame, for two commands per refresh instead of per frame.
+const REFRESH_SHARE: u32 = 8;
 
 /// Raises a topic's epoch (never lowers it). KEYS: epoch key. ARGV: epoch, time to live.
 const CLAIM: &str = r"
@@ -482,16 +490,28 @@ async fn publish_batches(
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut batch = Vec::new();
+    // When each topic's expiries were last refreshed (by a batch Redis took).
+    let mut refreshed: HashMap<String, Instant> = HashMap::new();
+    let mut swept = Instant::now();
     while outgoing.recv_many(&mut batch, 512).await > 0 {
         let mut pause = Duration::from_millis(50);
         loop {
             let Some(shared) = shared.upgrade() else { return };
             let ttl = shared.config.stream_ttl.as_millis() as u64;
+            let every = shared.config.stream_ttl / REFRESH_SHARE;
+            if swept.elapsed() > shared.config.stream_ttl {
+                refreshed.retain(|_, at| at.elapsed() < every);
+                swept = Instant::now();
+            }
+            // The first frame of each topic due a refresh asks for it.
+            let mut refreshing: HashSet<&str> = HashSet::new();
             let mut pipe = ::redis::pipe();
             for out in &batch {
                 let payload = followers::payload(shared.origin, out.seq, &out.frame);
                 let channel = shared.key("live", &out.topic);
                 if out.kept {
+                    let due = refreshed.get(&out.topic).is_none_or(|at| at.elapsed() >= every);
+                    let refresh = due && refreshing.insert(out.topic.as_str());
                     pipe.cmd("EVAL")
                         .arg(PUBLISH)
                         .arg(2)
@@ -504,13 +524,20 @@ async fn publish_batches(
                         .arg(channel)
                         .arg(payload)
                         .arg(ttl)
+                        .arg(u8::from(refresh))
                         .ignore();
                 } else {
                     pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
                 }
             }
             match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    let now = Instant::now();
+                    for topic in refreshing {
+                        refreshed.insert(topic.to_owned(), now);
+                    }
+                    break;
+                }
                 Err(err)
                     if err.is_io_error()
                         || err.is_timeout()
