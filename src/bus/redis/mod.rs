@@ -1,6 +1,7 @@
 //! The Redis bus. Each topic is a stream `<prefix>log:<topic>` (entry ID `<seq>-0`, trimmed
-//! to about `stream_len` entries, expiring about `stream_ttl` (at least 7/8 of it) without events) that a node
-//! catches up from, and a channel `<prefix>live:<topic>` that carries each frame once, live.
+//! to about `stream_len` entries, expiring 7/8 to all of `stream_ttl` after its last event)
+//! that a node catches up from, and a channel `<prefix>live:<topic>` that carries each frame
+//! once, live.
 //!
 //! Two connections per node, however many sessions it follows: one publishes, in batches
 //! (pipelined, in order); the other (RESP3, resubscribing by itself after a reconnect)
