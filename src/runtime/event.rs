@@ -158,17 +158,6 @@ pub struct Event {
     pub json: Bytes,
 }
 
-/// The wire shape of an event: its kind's fields plus where it belongs.
-#[derive(Serialize)]
-struct Frame<'a> {
-    #[serde(flatten)]
-    kind: &'a EventKind,
-    seq: u64,
-    session_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    turn_id: Option<&'a str>,
-}
-
 /// A frame read back (from another node).
 #[derive(Deserialize)]
 struct ReadFrame {
@@ -194,12 +183,28 @@ impl Event {
         })
     }
 
-    /// Builds the event and its JSON frame.
+    /// Builds the event and its JSON frame: the kind's fields, then `seq`, `session_id` and
+    /// `turn_id`.
     pub fn new(seq: u64, session_id: &str, turn_id: Option<&str>, kind: EventKind) -> Self {
-        let frame = Frame { kind: &kind, seq, session_id, turn_id };
-        // Serializing these plain types cannot fail. Written straight to bytes: this runs
-        // once per streamed chunk.
-        let json = Bytes::from(serde_json::to_vec(&frame).unwrap_or_default());
+        // This runs once per streamed chunk, so the frame is written straight to bytes: the
+        // kind's object (serializing these plain types cannot fail), then the fields of
+        // where it belongs in place of its closing brace (serde's `flatten` would go
+        // through a map of buffered values instead).
+        let mut json = Vec::with_capacity(96 + session_id.len());
+        let _ = serde_json::to_writer(&mut json, &kind);
+        if json.last() == Some(&b'}') {
+            json.pop();
+            json.extend_from_slice(if json.len() > 1 { b",\"seq\":" } else { b"\"seq\":" });
+            let _ = serde_json::to_writer(&mut json, &seq);
+            json.extend_from_slice(b",\"session_id\":");
+            let _ = serde_json::to_writer(&mut json, session_id);
+            if let Some(turn_id) = turn_id {
+                json.extend_from_slice(b",\"turn_id\":");
+                let _ = serde_json::to_writer(&mut json, turn_id);
+            }
+            json.push(b'}');
+        }
+        let json = Bytes::from(json);
         Self {
             seq,
             session_id: session_id.to_owned(),
