@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::AgentError;
 use crate::conversation::Usage;
+use crate::providers::ProviderError;
 
 /// A tool call as reported at the end of a turn.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +54,26 @@ impl TurnError {
             TurnError::ProviderError => "PROVIDER_ERROR",
             TurnError::AgentError => "AGENT_ERROR",
             TurnError::BudgetExceeded => "BUDGET_EXCEEDED",
+        }
+    }
+
+    /// The stable wire code and a client-safe message of a failed turn.
+    pub(super) fn of(err: &AgentError) -> (TurnError, String) {
+        match err {
+            AgentError::Provider(ProviderError::NotConfigured) => {
+                (TurnError::ProviderNotConfigured, err.to_string())
+            }
+            AgentError::Provider(provider) => {
+                tracing::warn!(error = %provider, kind = provider.kind(), "the model call failed");
+                (TurnError::ProviderError, provider.public_message())
+            }
+            AgentError::IterationLimit(_) => (TurnError::AgentError, err.to_string()),
+            AgentError::BudgetExceeded { .. } => (TurnError::BudgetExceeded, err.to_string()),
+            AgentError::Store(store) => {
+                tracing::error!(%store, "storage failed during a turn");
+                (TurnError::AgentError, "the turn failed because storage failed".into())
+            }
+            AgentError::Cancelled => (TurnError::AgentError, "cancelled".into()),
         }
     }
 }
@@ -192,7 +214,9 @@ impl Event {
         // through a map of buffered values instead).
         let mut json = Vec::with_capacity(96 + session_id.len());
         let _ = serde_json::to_writer(&mut json, &kind);
-        if json.last() == Some(&b'}') {
+        let object = json.last() == Some(&b'}');
+        debug_assert!(object, "an event kind is written as a JSON object");
+        if object {
             json.pop();
             json.extend_from_slice(if json.len() > 1 { b",\"seq\":" } else { b"\"seq\":" });
             let _ = serde_json::to_writer(&mut json, &seq);

@@ -13,6 +13,7 @@ mod lease;
 mod log;
 mod partials;
 mod remote;
+mod replay;
 mod session;
 mod turn;
 mod turn_watch;
@@ -324,12 +325,14 @@ impl Runtime {
             self.inner.store.clone(),
             self.inner.bus.clone(),
         ));
-        sessions.insert(key, session.clone());
-        drop(sessions);
         if created {
             self.inner.lifecycle(&session, None, EventKind::SessionCreated);
         }
+        // What the last holder left queued is queued before anyone can reach the session:
+        // a message admitted meanwhile would otherwise start (stored as running) ahead of it.
         self.inner.adopt(&session, lease);
+        sessions.insert(key, session.clone());
+        drop(sessions);
         Ok((session, created))
     }
 

@@ -40,13 +40,20 @@ pub(crate) struct PendingTurn {
 
 impl PendingTurn {
     /// Tells a caller waiting for this turn that it stays queued in the store, to be run
-    /// by this node's next start or by another node: it has no outcome here.
+    /// by this node's next start or by another node: it has no outcome here. A turn stored
+    /// as running (see `started`) is not run by anyone else: the next holder of the session
+    /// marks it interrupted, and so the caller is told.
     pub fn hand_over(mut self, session_id: &str) {
         if let Some(reply) = self.reply.take() {
+            let status = if self.started {
+                crate::store::TurnStatus::Interrupted
+            } else {
+                crate::store::TurnStatus::Queued
+            };
             let _ = reply.send(TurnOutcome {
                 turn_id: self.turn_id,
                 session_id: session_id.to_owned(),
-                status: crate::store::TurnStatus::Queued,
+                status,
                 reply: String::new(),
                 tool_calls: Vec::new(),
                 usage: crate::conversation::Usage::default(),

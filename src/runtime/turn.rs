@@ -14,10 +14,10 @@ use super::session::{LiveSession, PendingTurn};
 use super::{Inner, TurnOutcome};
 use crate::agent::{AgentError, ToolOutcome, TurnObserver};
 use crate::conversation::{ChatMessage, Role, ToolCall, Usage};
-use crate::providers::{Completion, Delta, ProviderError};
+use crate::providers::{Completion, Delta};
 use crate::store::{
-    AnswerWrite, LedgerEntry, Message, MessageStatus, NewMessage, PartialText, Store, StoreError,
-    TurnEnd, TurnStatus,
+    AnswerWrite, LedgerEntry, MessageStatus, NewMessage, PartialText, Store, StoreError, TurnEnd,
+    TurnStatus,
 };
 
 /// The step being streamed.
@@ -492,7 +492,7 @@ pub(super) async fn run(
             EventKind::Cancelled { partial: outcome.reply.clone() }
         }
         Err(err) => {
-            let (code, message) = error_code(&err);
+            let (code, message) = TurnError::of(&err);
             outcome.status = TurnStatus::Error;
             outcome.reply = recorder.partial();
             outcome.error = Some((code, message.clone()));
@@ -527,10 +527,21 @@ pub(super) async fn run(
         }
         Err(err) => {
             tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
+            if let Some(call) = &end.ledger {
+                // The last call was made all the same: counted on its own (the same step
+                // is never counted twice).
+                let (user, model) = (&call.user, &call.model);
+                let usage = &call.usage;
+                if let Err(err) =
+                    inner.store.record_usage(user, &call.turn_id, call.step, model, usage).await
+                {
+                    tracing::error!(%err, "recording a model call's usage failed");
+                }
+            }
             if end.answer.is_some() && outcome.status == TurnStatus::Done {
                 // The answer went with that write: watchers are not told it is done when
                 // it is not stored (its record stays unfinished until recovery marks it).
-                let (code, message) = error_code(&AgentError::Store(err));
+                let (code, message) = TurnError::of(&AgentError::Store(err));
                 outcome.status = TurnStatus::Error;
                 outcome.error = Some((code, message.clone()));
                 kind = EventKind::Error { message, code };
@@ -576,7 +587,7 @@ async fn execute(
         messages.push(ChatMessage::text(Role::System, inner.system_prompt.clone()));
     }
     messages.extend(turn.context.iter().cloned());
-    messages.extend(provider_history(history));
+    messages.extend(super::replay::provider_history(history));
     if let Some(hint) = &turn.hint {
         // Just before the user's message, so the model reads it as context for it.
         let at = messages.len().saturating_sub(1);
@@ -588,62 +599,4 @@ async fn execute(
         .context(&session.user, turn.cancel.clone())
         .map_err(|e| AgentError::Store(StoreError::Other(format!("workspace: {e}"))))?;
     inner.agent.run(&turn.model, messages, &ctx, &turn.cancel, recorder).await
-}
-
-/// Stored messages as the provider needs them: every tool call answered (a call whose
-/// result was lost to a crash gets an explicit "interrupted" result), partial answers kept.
-pub(super) fn provider_history(stored: Vec<Message>) -> Vec<ChatMessage> {
-    let mut out: Vec<ChatMessage> = Vec::with_capacity(stored.len());
-    let mut unanswered: Vec<String> = Vec::new();
-    for message in stored {
-        if message.role != Role::Tool {
-            close_unanswered(&mut out, &mut unanswered);
-        }
-        match message.role {
-            Role::Assistant if message.content.is_empty() && message.tool_calls.is_empty() => {}
-            Role::Tool => {
-                let Some(id) = message.tool_call_id else {
-                    continue;
-                };
-                let Some(pos) = unanswered.iter().position(|u| *u == id) else {
-                    continue;
-                };
-                unanswered.remove(pos);
-                out.push(ChatMessage::tool_result(message.content, id, message.tool_error));
-            }
-            role => {
-                unanswered = message.tool_calls.iter().map(|c| c.id.clone()).collect();
-                out.push(ChatMessage::with_calls(role, message.content, message.tool_calls, None));
-            }
-        }
-    }
-    close_unanswered(&mut out, &mut unanswered);
-    out
-}
-
-fn close_unanswered(out: &mut Vec<ChatMessage>, unanswered: &mut Vec<String>) {
-    for id in unanswered.drain(..) {
-        let interrupted = "error: interrupted before this tool call finished";
-        out.push(ChatMessage::tool_result(interrupted, id, true));
-    }
-}
-
-/// The stable wire code and a client-safe message of a failed turn.
-fn error_code(err: &AgentError) -> (TurnError, String) {
-    match err {
-        AgentError::Provider(ProviderError::NotConfigured) => {
-            (TurnError::ProviderNotConfigured, err.to_string())
-        }
-        AgentError::Provider(provider) => {
-            tracing::warn!(error = %provider, kind = provider.kind(), "the model call failed");
-            (TurnError::ProviderError, provider.public_message())
-        }
-        AgentError::IterationLimit(_) => (TurnError::AgentError, err.to_string()),
-        AgentError::BudgetExceeded { .. } => (TurnError::BudgetExceeded, err.to_string()),
-        AgentError::Store(store) => {
-            tracing::error!(%store, "storage failed during a turn");
-            (TurnError::AgentError, "the turn failed because storage failed".into())
-        }
-        AgentError::Cancelled => (TurnError::AgentError, "cancelled".into()),
-    }
 }

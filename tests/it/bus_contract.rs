@@ -104,18 +104,20 @@ async fn a_quiet_stream_expires() {
 #[tokio::test]
 async fn a_stream_published_to_outlives_its_time_to_live() {
     // Expiries are refreshed once in a while, not with every frame: a topic published to
-    // for several times its time to live keeps its stream and its claim all along.
+    // for three times its time to live keeps its stream (and its claim: a frame of an
+    // older epoch is still refused at the end).
     let Some(url) = redis::url() else { return };
     let prefix = redis::prefix();
-    let short = RedisBusConfig { stream_ttl: Duration::from_millis(400), ..config(&prefix) };
+    let short = RedisBusConfig { stream_ttl: Duration::from_secs(1), ..config(&prefix) };
     let a = RedisBus::open(&url, short).await.unwrap();
+    a.claim("session:1", 2).await.unwrap();
     for seq in 1..=30 {
-        a.publish("session:1", seq, 1, &frame(seq));
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        a.publish("session:1", seq, 2, &frame(seq));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // 1.2 s of frames, three times the time to live: every one is still there.
+    a.publish("session:1", 31, 1, &frame(31));
     let mut replayed = a.replay("session:1", 0).await.unwrap();
-    for _ in 0..20 {
+    for _ in 0..50 {
         if matches!(&replayed, Replayed::Frames { newest: 30, .. }) {
             break;
         }
@@ -126,6 +128,37 @@ async fn a_stream_published_to_outlives_its_time_to_live() {
         panic!("the stream expired while it was published to");
     };
     assert_eq!((frames.first().map(|(seq, _)| *seq), newest), (Some(1), 30));
+}
+
+#[tokio::test]
+async fn a_stream_made_anew_gets_its_expiry() {
+    // Redis lost the stream (evicted, flushed) but not the topic's claim, and the frame
+    // that makes it again is not one that refreshes expiries: the new stream expires all
+    // the same.
+    let Some(url) = redis::url() else { return };
+    let prefix = redis::prefix();
+    let a = bus(&url, &prefix).await;
+    a.publish("session:1", 1, 1, &frame(1));
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}log:session:1");
+    for _ in 0..100 {
+        if matches!(a.replay("session:1", 0).await.unwrap(), Replayed::Frames { .. }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _: () = ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    a.publish("session:1", 2, 1, &frame(2));
+    let mut ttl = -2;
+    for _ in 0..100 {
+        ttl = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+        if ttl != -2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ttl > 0, "the stream was made again without an expiry (PTTL {ttl})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

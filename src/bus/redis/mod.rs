@@ -9,12 +9,13 @@
 //! an outage is noticed and its end announced to the followers, so they catch up.
 
 mod followers;
+mod publisher;
 mod requests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::streams::StreamRangeReply;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 
 use super::{Bus, BusError, Following, Replayed, Request};
 use followers::Followers;
+use publisher::Outgoing;
 use requests::Requests;
 
 /// Settings of the Redis bus.
@@ -44,35 +46,6 @@ pub struct RedisBusConfig {
 /// Frames waiting for the publisher before new ones are dropped (Redis is down or slow):
 /// the nodes that miss them resync.
 const PUBLISH_QUEUE: usize = 100_000;
-
-/// Appends a frame to its topic's stream and publishes it, in one step, unless the topic
-/// was claimed for a later epoch (the publisher lost the session to another node) or the
-/// stream holds a later entry already: such a frame goes nowhere. A published frame also
-/// claims the topic for its epoch (and keeps the claim as long as the stream). The
-/// expiries are refreshed when the publisher asks (see [`REFRESH_SHARE`]) or the claim is
-/// new, not with every frame.
-/// KEYS: stream, epoch key. ARGV: epoch, stream length, entry id, frame, channel, payload,
-/// stream time to live (ms), `1` to refresh the expiries.
-const PUBLISH: &str = r"
-local claimed = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[1]) < claimed then return 0 end
-local ok = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], 'f', ARGV[4])
-if not ok then return 0 end
-if tonumber(ARGV[1]) > claimed then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[7])
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
-elseif ARGV[8] == '1' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 1
-";
-
-/// A topic's expiries are refreshed once per this share of their time to live while it is
-/// published to: a stream and its claim then expire between 7/8 of `stream_ttl` and
-/// `stream_ttl` after its last frame, for two commands per refresh instead of per frame.
-const REFRESH_SHARE: u32 = 8;
 
 /// Raises a topic's epoch (never lowers it). KEYS: epoch key. ARGV: epoch, time to live.
 const CLAIM: &str = r"
@@ -94,17 +67,6 @@ struct Shared {
     origin: u64,
     queued: AtomicUsize,
     healthy: AtomicBool,
-}
-
-/// A frame on its way to Redis.
-struct Outgoing {
-    topic: String,
-    seq: u64,
-    /// The publisher's claim on the topic ([`Bus::claim`]).
-    epoch: u64,
-    frame: Bytes,
-    /// Whether the topic's stream keeps it (events), or it goes out live only (broadcasts).
-    kept: bool,
 }
 
 /// [`Bus`] over Redis, for several nodes.
@@ -156,7 +118,7 @@ impl RedisBus {
             [shared.key("node", &shared.config.node), shared.key("reply", &shared.config.node)];
         listening.subscribe(&mine).await.map_err(unavailable)?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
-        tokio::spawn(publish_batches(Arc::downgrade(&shared), publishing, outgoing));
+        tokio::spawn(publisher::publish_batches(Arc::downgrade(&shared), publishing, outgoing));
         tokio::spawn(read_pushes(Arc::downgrade(&shared), pushed));
         tokio::spawn(check_health(Arc::downgrade(&shared)));
         Ok(Self { shared, publisher })
@@ -478,94 +440,6 @@ fn entry(entry: &::redis::streams::StreamId) -> Option<(u64, Bytes)> {
     match entry.map.get("f")? {
         Value::BulkString(bytes) => Some((seq, Bytes::copy_from_slice(bytes))),
         _ => None,
-    }
-}
-
-/// Writes frames to Redis in batches, in order: each event is appended to its topic's
-/// stream and published on its channel in one step (refused if its publisher lost the
-/// topic), each broadcast published. A batch that fails for want of Redis is tried again,
-/// in order, until Redis is back (frames queue meanwhile, up to `PUBLISH_QUEUE`).
-async fn publish_batches(
-    shared: std::sync::Weak<Shared>,
-    mut conn: ConnectionManager,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let mut batch = Vec::new();
-    // When each topic's expiries were last refreshed (by a batch Redis took).
-    let mut refreshed: HashMap<String, Instant> = HashMap::new();
-    let mut swept = Instant::now();
-    while outgoing.recv_many(&mut batch, 512).await > 0 {
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let Some(shared) = shared.upgrade() else { return };
-            let ttl = shared.config.stream_ttl.as_millis() as u64;
-            let every = shared.config.stream_ttl / REFRESH_SHARE;
-            if swept.elapsed() > shared.config.stream_ttl {
-                refreshed.retain(|_, at| at.elapsed() < every);
-                swept = Instant::now();
-            }
-            // The first frame of each topic due a refresh asks for it.
-            let mut refreshing: HashSet<&str> = HashSet::new();
-            let mut pipe = ::redis::pipe();
-            for out in &batch {
-                let payload = followers::payload(shared.origin, out.seq, &out.frame);
-                let channel = shared.key("live", &out.topic);
-                if out.kept {
-                    let due = refreshed.get(&out.topic).is_none_or(|at| at.elapsed() >= every);
-                    let refresh = due && refreshing.insert(out.topic.as_str());
-                    pipe.cmd("EVAL")
-                        .arg(PUBLISH)
-                        .arg(2)
-                        .arg(shared.key("log", &out.topic))
-                        .arg(shared.key("epoch", &out.topic))
-                        .arg(out.epoch)
-                        .arg(shared.config.stream_len)
-                        .arg(format!("{}-0", out.seq))
-                        .arg(out.frame.as_ref())
-                        .arg(channel)
-                        .arg(payload)
-                        .arg(ttl)
-                        .arg(u8::from(refresh))
-                        .ignore();
-                } else {
-                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-                }
-            }
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => {
-                    let now = Instant::now();
-                    for topic in refreshing {
-                        refreshed.insert(topic.to_owned(), now);
-                    }
-                    break;
-                }
-                Err(err)
-                    if err.is_io_error()
-                        || err.is_timeout()
-                        || err.is_connection_dropped()
-                        || matches!(
-                            err.retry_method(),
-                            ::redis::RetryMethod::WaitAndRetry
-                                | ::redis::RetryMethod::RetryImmediately
-                                | ::redis::RetryMethod::Reconnect
-                        ) =>
-                {
-                    tracing::warn!(%err, frames = batch.len(), "publishing to Redis failed; retrying");
-                    shared.set_healthy(false);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, frames = batch.len(), "Redis refused published frames");
-                    break;
-                }
-            }
-            drop(shared);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
-        if let Some(shared) = shared.upgrade() {
-            shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        }
-        batch.clear();
     }
 }
 

@@ -89,8 +89,11 @@ pub(super) async fn finish(
     };
     if let Err(err) = fenced {
         if end.ledger.is_some() && matches!(err, StoreError::Fenced) {
-            // The call was made: it counts, whoever finishes the turn.
-            tx.commit().await?;
+            // The call was made: it counts, whoever finishes the turn. Fenced all the same
+            // if that fails: the caller's next step depends on it.
+            if let Err(failed) = tx.commit().await {
+                tracing::error!(%failed, "recording a fenced turn's last model call failed");
+            }
         }
         return Err(err);
     }

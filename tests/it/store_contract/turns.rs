@@ -348,21 +348,36 @@ pub async fn a_turn_can_start_as_it_is_stored_and_end_in_one_write(db: &Db) {
     let last = messages.last().unwrap();
     assert_eq!((last.content.as_str(), last.status), ("halfway there", MessageStatus::Complete));
 
+    // An end with no answer to write (an error, a cancel) returns the session to idle too.
+    store.create_turn(fence, "turn-4", "m", &text(5, 5, Role::User, "fails"), false).await.unwrap();
+    store.start_turn(fence, "turn-4").await.unwrap();
+    let failed = TurnEnd { idle: true, ..end(TurnStatus::Error) };
+    store.finish_turn(fence, "turn-4", &failed).await.unwrap();
+    assert_eq!(store.session("alice", "one-go").await.unwrap().unwrap().state, "idle");
+
     // Fenced: nothing of the end is written, but the call is counted.
-    store.create_turn(fence, "turn-5", "m", &text(5, 5, Role::User, "more"), true).await.unwrap();
+    store.create_turn(fence, "turn-5", "m", &text(6, 6, Role::User, "more"), true).await.unwrap();
+    store.create_turn(fence, "turn-6", "m", &text(7, 7, Role::User, "most"), false).await.unwrap();
+    let counted = store.session("alice", "one-go").await.unwrap().unwrap().message_count;
     store.release_lease(fence).await.unwrap();
     store.acquire_lease(session.pk, "other", i64::MAX, false).await.unwrap().unwrap();
-    let answer = text(6, 5, Role::Assistant, "never stored");
+    let answer = text(8, 6, Role::Assistant, "never stored");
     let refused = TurnEnd {
         answer: Some(AnswerWrite::Insert(answer)),
-        ledger: Some(call("turn-5", 6)),
+        ledger: Some(call("turn-5", 8)),
         idle: true,
         ..end(TurnStatus::Done)
     };
     let err = store.finish_turn(fence, "turn-5", &refused).await.unwrap_err();
     assert!(matches!(err, parley::store::StoreError::Fenced), "{err:?}");
-    let messages = store.messages(session.pk, None, 10).await.unwrap();
+    // Without an answer to write, the fence is checked on its own: the call still counts.
+    let refused = TurnEnd { ledger: Some(call("turn-6", 9)), ..end(TurnStatus::Cancelled) };
+    let err = store.finish_turn(fence, "turn-6", &refused).await.unwrap_err();
+    assert!(matches!(err, parley::store::StoreError::Fenced), "{err:?}");
+    let messages = store.messages(session.pk, None, 20).await.unwrap();
     assert!(messages.iter().all(|m| m.content != "never stored"));
+    let stored = store.session("alice", "one-go").await.unwrap().unwrap();
+    assert_eq!(stored.message_count, counted, "a fenced end counts no message");
     let now = parley::clock::now_ms();
     let query = parley::store::UsageQuery {
         from: now - 60_000,
@@ -372,6 +387,6 @@ pub async fn a_turn_can_start_as_it_is_stored_and_end_in_one_write(db: &Db) {
     };
     let report = store.usage_report(&query).await.unwrap();
     assert_eq!(report.len(), 1, "{report:?}");
-    // Three turns' calls, the fenced one's among them.
-    assert_eq!((report[0].turns, report[0].usage.prompt_tokens), (3, 30), "{report:?}");
+    // Four turns' calls, the fenced ones' among them.
+    assert_eq!((report[0].turns, report[0].usage.prompt_tokens), (4, 40), "{report:?}");
 }
