@@ -67,39 +67,14 @@ impl Recorder<'_> {
         status: MessageStatus,
         tool_calls: &[ToolCall],
     ) -> Result<(), StoreError> {
-        let (seq, text, thinking, message_id) = {
-            let mut step = self.step();
-            step.flushed_len = step.text.len();
-            let thinking = (!step.thinking.is_empty()).then(|| step.thinking.clone());
-            (step.seq, step.text.clone(), thinking, step.message_id)
-        };
         let started = Instant::now();
-        let written = match message_id {
-            Some(id) => {
-                self.store
-                    .update_message(
-                        self.session.fence,
-                        id,
-                        &text,
-                        thinking.as_deref(),
-                        tool_calls,
-                        status,
-                    )
-                    .await
+        let written = match self.answer() {
+            AnswerWrite::Update { id, content, reasoning } => {
+                let (fence, reasoning) = (self.session.fence, reasoning.as_deref());
+                self.store.update_message(fence, id, &content, reasoning, tool_calls, status).await
             }
-            None => {
-                let message = NewMessage {
-                    reasoning: thinking,
-                    tool_calls: tool_calls.to_vec(),
-                    status,
-                    ..NewMessage::text(
-                        seq as i64,
-                        self.turn_seq,
-                        self.turn_id,
-                        Role::Assistant,
-                        text,
-                    )
-                };
+            AnswerWrite::Insert(message) => {
+                let message = NewMessage { tool_calls: tool_calls.to_vec(), status, ..message };
                 let id = self.store.append_message(self.session.fence, &message).await?;
                 self.step().message_id = Some(id);
                 Ok(())
@@ -113,7 +88,8 @@ impl Recorder<'_> {
         self.step().text.clone()
     }
 
-    /// The answer's last write, as the end of the turn makes it.
+    /// The step's text as its row's next write: the row, or its update once a flush made
+    /// it (complete and without calls, as the end of the turn writes an answer).
     fn answer(&self) -> AnswerWrite {
         let mut step = self.step();
         step.flushed_len = step.text.len();
@@ -148,8 +124,7 @@ impl TurnObserver for Recorder<'_> {
         if let Some((_, call)) = self.take_last() {
             // A step after an answer (not how the agent goes on, but never lost if it did):
             // the answer, still this step's, is written now.
-            let (user, model) = (&call.user, &call.model);
-            self.store.record_usage(user, self.turn_id, call.step, model, &call.usage).await?;
+            count(self.store, &call).await?;
             self.write_step(MessageStatus::Complete, &[]).await?;
         }
         let detail = Some(model.to_owned());
@@ -229,7 +204,7 @@ impl TurnObserver for Recorder<'_> {
         // meanwhile (and the step's own write below is refused).
         self.store.record_usage(user, self.turn_id, step, &model, &completion.usage).await?;
         self.write_step(MessageStatus::Complete, &completion.tool_calls).await?;
-        if !completion.tool_calls.is_empty() && !completion.text.is_empty() {
+        if !completion.text.is_empty() {
             self.emit(EventKind::ChunkReset);
         }
         Ok(())
@@ -395,6 +370,12 @@ impl TurnObserver for Recorder<'_> {
     }
 }
 
+/// Adds a model call to the usage ledger on its own (the same step is never counted twice).
+async fn count(store: &dyn Store, call: &LedgerEntry) -> Result<(), StoreError> {
+    let (user, model) = (&call.user, &call.model);
+    store.record_usage(user, &call.turn_id, call.step, model, &call.usage).await
+}
+
 /// The model's arguments as JSON, or as a string if they are not valid JSON.
 fn args_value(arguments: &str) -> serde_json::Value {
     serde_json::from_str(arguments).unwrap_or_else(|_| serde_json::Value::String(arguments.into()))
@@ -449,13 +430,10 @@ pub(super) async fn run(
     {
         // Another node took the session: the turn's rows are its to finish, and nothing
         // more is published here. Its last model call was made all the same.
-        if let Some((_, call)) = recorder.take_last() {
-            let (user, model) = (&call.user, &call.model);
-            if let Err(err) =
-                inner.store.record_usage(user, &call.turn_id, call.step, model, &call.usage).await
-            {
-                tracing::error!(%err, "recording a model call's usage failed");
-            }
+        if let Some((_, call)) = recorder.take_last()
+            && let Err(err) = count(inner.store.as_ref(), &call).await
+        {
+            tracing::error!(%err, "recording a model call's usage failed");
         }
         inner.lose(session).await;
         outcome.status = TurnStatus::Interrupted;
@@ -527,16 +505,11 @@ pub(super) async fn run(
         }
         Err(err) => {
             tracing::error!(%err, turn_id = %turn.turn_id, "recording the end of a turn failed");
-            if let Some(call) = &end.ledger {
-                // The last call was made all the same: counted on its own (the same step
-                // is never counted twice).
-                let (user, model) = (&call.user, &call.model);
-                let usage = &call.usage;
-                if let Err(err) =
-                    inner.store.record_usage(user, &call.turn_id, call.step, model, usage).await
-                {
-                    tracing::error!(%err, "recording a model call's usage failed");
-                }
+            // The last call was made all the same: counted on its own.
+            if let Some(call) = &end.ledger
+                && let Err(err) = count(inner.store.as_ref(), call).await
+            {
+                tracing::error!(%err, "recording a model call's usage failed");
             }
             if end.answer.is_some() && outcome.status == TurnStatus::Done {
                 // The answer went with that write: watchers are not told it is done when
