@@ -168,6 +168,7 @@ async fn start_turn(
             .as_ref()
             .and_then(|props| props.get("model"))
             .and_then(serde_json::Value::as_str),
+        parent: None,
     };
     let submission = runtime.submit(user, Target::Id(&input.thread_id), turn).await?;
     Ok(submission.turn_id)

@@ -42,6 +42,7 @@ pub(super) async fn chat(
         request_id: request_id.as_ref(),
         context: &[],
         model: request.model.as_deref(),
+        parent: None,
     };
     let submission = state.runtime.submit(&caller.user, target, turn).await?;
     let outcome = finished(submission).await?;

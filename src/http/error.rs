@@ -72,7 +72,9 @@ impl ApiError {
         }
         match self {
             ApiError::Runtime(err) => match err {
-                RuntimeError::InvalidSessionId => StatusCode::BAD_REQUEST,
+                RuntimeError::InvalidSessionId | RuntimeError::UnknownMessage { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
                 RuntimeError::NotFound | RuntimeError::ApprovalNotFound => StatusCode::NOT_FOUND,
                 RuntimeError::EmptyContent => StatusCode::UNPROCESSABLE_ENTITY,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -129,6 +131,7 @@ impl ApiError {
         match self {
             ApiError::Runtime(err) => match err {
                 RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
+                RuntimeError::UnknownMessage { .. } => "UNKNOWN_MESSAGE",
                 RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
                 RuntimeError::EmptyContent => "EMPTY_CONTENT",
                 RuntimeError::ContentTooLarge { .. } => "MESSAGE_TOO_LARGE",

@@ -189,7 +189,10 @@ pub(super) struct SessionPage {
 pub(super) struct SessionDetail {
     #[serde(flatten)]
     session: SessionView,
-    /// Messages: `seq`, `role`, `content`, `status`, `tool_calls`, `turn_id`, ...
+    /// Messages of one branch: `seq`, `role`, `content`, `status`, `tool_calls`,
+    /// `turn_id`, ...; a user message has `parent` (the `seq` of the user message of the
+    /// turn it follows, 0 for none) and, when an edit or a regenerated answer put others
+    /// beside it, `siblings` (their `seq`s, its own included).
     messages: Vec<Value>,
     has_more: bool,
     /// Pass as `before_seq` for the page before this one.

@@ -12,7 +12,7 @@ use super::extract::{Json, Path, Query};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::clock::rfc3339;
-use crate::runtime::{LiveSession, NewTurn, Target};
+use crate::runtime::{LiveState, MessagePage, NewTurn, Target};
 use crate::store::{Message, Session};
 
 /// Largest page of sessions or messages.
@@ -50,8 +50,8 @@ fn check_limit(limit: u64) -> Result<u64, ApiError> {
 }
 
 /// A session as shown to clients.
-fn session_json(session: &Session, live: Option<&LiveSession>) -> Value {
-    let running = live.and_then(LiveSession::running);
+fn session_json(session: &Session, live: Option<&LiveState>) -> Value {
+    let running = live.and_then(|live| live.running.as_ref());
     json!({
         "id": session.id,
         "name": session.name,
@@ -59,9 +59,9 @@ fn session_json(session: &Session, live: Option<&LiveSession>) -> Value {
         "message_count": session.message_count,
         "created_at": rfc3339(session.created_at),
         "updated_at": rfc3339(session.updated_at),
-        "last_seq": live.map_or(session.reserved_seq as u64, LiveSession::last_seq),
+        "last_seq": live.map_or(session.reserved_seq as u64, |live| live.last_seq),
         "running_turn": running.map(|r| json!({"turn_id": r.turn_id, "started_at": rfc3339(r.started_at)})),
-        "queued": live.map_or(0, LiveSession::queued),
+        "queued": live.map_or(0, |live| live.queued),
     })
 }
 
@@ -101,6 +101,9 @@ pub(super) async fn list(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct DetailQuery {
+    /// The `seq` of a message on the branch to read, which goes on to its newest turn
+    /// (absent: the current branch, ending at the newest turn).
+    branch: Option<i64>,
     before_seq: Option<i64>,
     #[serde(default = "default_message_limit")]
     limit: u64,
@@ -118,11 +121,13 @@ pub(super) async fn detail(
     Query(query): Query<DetailQuery>,
 ) -> Result<JsonResponse<Value>, ApiError> {
     let limit = check_limit(query.limit)?;
+    let page_of =
+        MessagePage { branch: query.branch, before_seq: query.before_seq, limit: limit + 1 };
     let (session, live, messages) =
-        state.runtime.session_messages(&caller.user, &id, query.before_seq, limit + 1).await?;
+        state.runtime.session_messages(&caller.user, &id, page_of).await?;
     let has_more = messages.len() as u64 > limit;
     let page = &messages[messages.len().saturating_sub(limit as usize)..];
-    let mut body = session_json(&session, live.as_deref());
+    let mut body = session_json(&session, live.as_ref());
     body["messages"] = page.iter().map(message_json).collect();
     body["has_more"] = json!(has_more);
     body["next_before_seq"] = json!(if has_more { page.first().map(|m| m.seq) } else { None });
@@ -149,7 +154,8 @@ pub(super) async fn rename(
         });
     }
     let (session, live) = state.runtime.rename_session(&caller.user, &id, name).await?;
-    Ok(JsonResponse(session_json(&session, live.as_deref())))
+    let live = live.map(|live| live.state());
+    Ok(JsonResponse(session_json(&session, live.as_ref())))
 }
 
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), responses((status = 204, description = "Deleted")))]
@@ -169,6 +175,11 @@ pub(super) struct MessageRequest {
     /// The model to answer with (default: the configured default).
     #[serde(default)]
     model: Option<String>,
+    /// The `seq` of a message whose turn this one follows: editing a later message or
+    /// regenerating an answer starts a branch beside the old one, which is kept
+    /// (0: the start of the conversation). Absent: the session's newest turn.
+    #[serde(default)]
+    parent: Option<i64>,
 }
 
 /// Queues a turn without waiting: 202 with its id once the user message is stored.
@@ -188,6 +199,7 @@ pub(super) async fn post_message(
         request_id: request_id.as_ref(),
         context: &[],
         model: request.model.as_deref(),
+        parent: request.parent,
     };
     let submission = state.runtime.submit(&caller.user, Target::Id(&id), turn).await?;
     let body = json!({"turn_id": submission.turn_id, "session_id": submission.session.id});

@@ -79,6 +79,7 @@ pub(super) async fn completions(
         request_id: request_id.as_ref(),
         context: &context,
         model: Some(&model),
+        parent: None,
     };
     // A stream counts among the caller's connections: refused before anything is queued.
     let connection = if request.stream {

@@ -147,6 +147,7 @@ pub(super) async fn create(
         request_id: request_id.as_ref(),
         context: &context,
         model: Some(&responses.echo.model),
+        parent: None,
     };
     let submission = runtime.submit(user, target, turn).await?;
     let (turn, session) = (submission.turn_id.clone(), submission.session.id.clone());

@@ -42,6 +42,10 @@ pub struct NewTurn<'a> {
     pub context: &'a [ChatMessage],
     /// The model asked for (none: the default); a name no provider serves is refused.
     pub model: Option<&'a str>,
+    /// The message whose turn this one follows, by its seq (0: the start of the
+    /// conversation): an edit of a later message or a regenerated answer, starting a
+    /// branch beside the old one. `None` follows the session's newest turn.
+    pub parent: Option<i64>,
 }
 
 impl Runtime {
@@ -144,6 +148,7 @@ impl Runtime {
             model: turn
                 .model
                 .map_or_else(|| inner.agent.models.default_id().to_owned(), str::to_owned),
+            parent: turn.parent,
         };
         // In a task of its own: a caller that goes away midway (an HTTP client hanging up)
         // must not leave a stored message without its turn.
@@ -163,6 +168,7 @@ struct Admission {
     wait: bool,
     context: Vec<ChatMessage>,
     model: String,
+    parent: Option<i64>,
 }
 
 /// Numbers the message, makes it durable, queues its turn, and only then echoes it to the
@@ -184,11 +190,28 @@ async fn admit(
         session.queue().admitting -= 1;
         return Err(err.into());
     }
+    // A chosen parent names a message: the turn follows that message's turn.
+    let parent = match admission.parent {
+        None | Some(0) => admission.parent,
+        Some(seq) => match inner.store.turn_of(session.pk, seq).await {
+            Ok(Some(turn)) => Some(turn),
+            Ok(None) => {
+                session.queue().admitting -= 1;
+                return Err(RuntimeError::UnknownMessage { seq });
+            }
+            Err(err) => {
+                session.queue().admitting -= 1;
+                return Err(err.into());
+            }
+        },
+    };
     let turn_id = uuid::Uuid::new_v4().to_string();
     let slot = session.reserve_slot();
     let seq = slot.seq;
-    let message =
-        NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content);
+    let message = NewMessage {
+        parent,
+        ..NewMessage::text(seq as i64, seq as i64, &turn_id, Role::User, &admission.content)
+    };
     // Nothing ahead of it (admissions take turns, so nothing can get ahead meanwhile): the
     // turn starts as it is queued, and is stored as running straight away. Not while
     // shutting down, when what is queued is left for later.
@@ -238,7 +261,8 @@ async fn admit(
     }
     drop(queue);
     session.stored_up_to(seq);
-    slot.fill(Some(&turn_id), EventKind::UserMessage { content: admission.content });
+    let parent = parent.map(|turn| turn as u64);
+    slot.fill(Some(&turn_id), EventKind::UserMessage { content: admission.content, parent });
     if waiting > 0 {
         let detail = Some(format!("{waiting} ahead"));
         session.emit(Some(&turn_id), EventKind::OperatorStatus { phase: "queued".into(), detail });

@@ -87,6 +87,11 @@ pub enum EventKind {
     /// A user message was accepted (so every watcher sees it, not only the sender).
     UserMessage {
         content: String,
+        /// The turn it follows, by that turn's user message's seq, when the client chose
+        /// it (an edit or a regenerated answer: a new branch); otherwise it follows the
+        /// session's newest turn.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<u64>,
     },
     /// What the turn is doing now: `queued`, `model`, `tool`, `approval`.
     OperatorStatus {
@@ -246,7 +251,7 @@ mod tests {
     #[test]
     fn every_kind_reads_back_from_its_frame() {
         let kinds = [
-            EventKind::UserMessage { content: "hi \u{0} there".into() },
+            EventKind::UserMessage { content: "hi \u{0} there".into(), parent: None },
             EventKind::OperatorStatus { phase: "queued".into(), detail: Some("1 ahead".into()) },
             EventKind::Chunk { content: "a".into() },
             EventKind::ToolResult {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{LiveSession, Runtime, RuntimeError};
+use super::{LiveSession, LiveState, Runtime, RuntimeError};
 use crate::store::{Message, Session, StoreError, ToolCallRecord, TurnRecord};
 
 /// A turn as stored, with what it said and did.
@@ -13,6 +13,17 @@ pub struct TurnView {
     pub messages: Vec<Message>,
     /// Its tool calls, in the order they started.
     pub tool_calls: Vec<ToolCallRecord>,
+}
+
+/// Which messages of a session to read.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagePage {
+    /// A message on the branch: the branch through it, down to its newest turn. `None`:
+    /// the current branch, ending at the session's newest turn.
+    pub branch: Option<i64>,
+    /// Up to `limit` messages before this one in conversation order (the newest if `None`).
+    pub before_seq: Option<i64>,
+    pub limit: u64,
 }
 
 /// A page of a user's sessions, newest first.
@@ -39,17 +50,23 @@ impl Runtime {
         Ok(SessionPage { sessions, total })
     }
 
-    /// The session, its live state if loaded, and up to `limit` of its messages before
-    /// `before_seq` (the newest ones when `None`), oldest first.
+    /// The session, its live state if loaded (read first: the rest is at least as new),
+    /// and a page of one of its branches' messages, oldest first.
     pub async fn session_messages(
         &self,
         user: &str,
         id: &str,
-        before_seq: Option<i64>,
-        limit: u64,
-    ) -> Result<(Session, Option<Arc<LiveSession>>, Vec<Message>), RuntimeError> {
-        let (session, live) = self.find_session(user, id).await?;
-        let messages = self.inner.store.messages(session.pk, before_seq, limit).await?;
+        page: MessagePage,
+    ) -> Result<(Session, Option<LiveState>, Vec<Message>), RuntimeError> {
+        let live = self.loaded(user, id).await?.map(|session| session.state());
+        let store = &self.inner.store;
+        let session = store.session(user, id).await?.ok_or(RuntimeError::NotFound)?;
+        if let Some(seq) = page.branch
+            && store.turn_of(session.pk, seq).await?.is_none()
+        {
+            return Err(RuntimeError::UnknownMessage { seq });
+        }
+        let messages = store.messages(session.pk, page.branch, page.before_seq, page.limit).await?;
         Ok((session, live, messages))
     }
 

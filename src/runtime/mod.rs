@@ -39,9 +39,9 @@ pub use admission::{NewTurn, Target};
 use approvals::Approvals;
 pub use approvals::{ApprovalInfo, Decision};
 pub use event::{Event, EventKind, ToolCallSummary, TurnError};
-pub use history::{SessionPage, TurnView};
+pub use history::{MessagePage, SessionPage, TurnView};
 pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
-pub use session::LiveSession;
+pub use session::{LiveSession, LiveState};
 pub use turn_watch::{TurnItem, TurnWatch, ends_turn};
 pub use usage::Budget;
 
@@ -52,6 +52,9 @@ pub enum RuntimeError {
     InvalidSessionId,
     #[error("session not found")]
     NotFound,
+    /// A message named as a parent or a branch that the session does not have.
+    #[error("the session has no message numbered {seq}")]
+    UnknownMessage { seq: i64 },
     #[error("the message is empty")]
     EmptyContent,
     #[error("the message is {size} bytes; the limit is {limit}")]

@@ -46,6 +46,9 @@ enum Command {
         /// The model, resolved by the node that took the message.
         #[serde(default)]
         model: Option<String>,
+        /// The message the turn follows (an edit, a regeneration).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<i64>,
     },
     Abort {
         user: String,
@@ -86,6 +89,7 @@ enum Answer {
 enum Refusal {
     InvalidSessionId,
     NotFound,
+    UnknownMessage { seq: i64 },
     EmptyContent,
     ContentTooLarge { size: usize, limit: usize },
     QueueFull { limit: usize },
@@ -101,6 +105,7 @@ impl From<&RuntimeError> for Refusal {
         match err {
             RuntimeError::InvalidSessionId => Refusal::InvalidSessionId,
             RuntimeError::NotFound => Refusal::NotFound,
+            RuntimeError::UnknownMessage { seq } => Refusal::UnknownMessage { seq: *seq },
             RuntimeError::EmptyContent => Refusal::EmptyContent,
             RuntimeError::ContentTooLarge { size, limit } => {
                 Refusal::ContentTooLarge { size: *size, limit: *limit }
@@ -128,6 +133,7 @@ impl From<Refusal> for RuntimeError {
         match refusal {
             Refusal::InvalidSessionId => RuntimeError::InvalidSessionId,
             Refusal::NotFound => RuntimeError::NotFound,
+            Refusal::UnknownMessage { seq } => RuntimeError::UnknownMessage { seq },
             Refusal::EmptyContent => RuntimeError::EmptyContent,
             Refusal::ContentTooLarge { size, limit } => {
                 RuntimeError::ContentTooLarge { size, limit }
@@ -227,6 +233,7 @@ impl Runtime {
             request_id: turn.request_id.map(|id| id.to_string()),
             context: turn.context.to_vec(),
             model: turn.model.map(str::to_owned),
+            parent: turn.parent,
         };
         let Answer::Submitted { turn_id, user_seq } = self.ask(node, &command).await? else {
             return Err(RuntimeError::Store(StoreError::Other("unexpected answer".into())));
@@ -400,7 +407,16 @@ impl Runtime {
     /// Answers one command from another node.
     async fn answer(&self, command: Command) -> Answer {
         let result = match command {
-            Command::Submit { user, session, content, page, request_id, context, model } => {
+            Command::Submit {
+                user,
+                session,
+                content,
+                page,
+                request_id,
+                context,
+                model,
+                parent,
+            } => {
                 let request_id = request_id.map(Arc::<str>::from);
                 let turn = NewTurn {
                     content: &content,
@@ -409,6 +425,7 @@ impl Runtime {
                     request_id: request_id.as_ref(),
                     context: &context,
                     model: model.as_deref(),
+                    parent,
                 };
                 // Only if this node still runs the session (and is not stopping): never
                 // forwarded twice.

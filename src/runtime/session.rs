@@ -73,6 +73,18 @@ pub struct RunningTurn {
     pub started_at: i64,
 }
 
+/// What a loaded session is doing, read at one moment. A reader takes it before reading
+/// the store, so what it reads there is at least as new: a turn's end is stored before the
+/// session stops running it, so "not running" never comes with a history missing its end.
+#[derive(Clone)]
+pub struct LiveState {
+    pub running: Option<RunningTurn>,
+    /// Turns waiting behind the running one.
+    pub queued: usize,
+    /// The newest event's seq.
+    pub last_seq: u64,
+}
+
 #[derive(Default)]
 pub(crate) struct Queue {
     pub pending: VecDeque<PendingTurn>,
@@ -209,6 +221,15 @@ impl LiveSession {
     /// The last `seq` published.
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()
+    }
+
+    /// What the session is doing now.
+    pub fn state(&self) -> LiveState {
+        let (running, queued) = {
+            let queue = self.queue();
+            (queue.running.clone(), queue.pending.len())
+        };
+        LiveState { running, queued, last_seq: self.last_seq() }
     }
 
     /// Marks the session evicted if nothing needs it in memory: no turn, no watcher, and no

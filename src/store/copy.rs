@@ -109,6 +109,7 @@ pub const TABLES: &[Table] = &[
             ("tool_name", Text),
             ("status", Text),
             ("created_at", Int),
+            ("parent_turn", Int),
         ],
         serial: true,
     },

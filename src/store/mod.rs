@@ -144,6 +144,10 @@ pub struct NewMessage {
     pub tool_call_id: Option<String>,
     pub tool_name: Option<String>,
     pub status: MessageStatus,
+    /// A turn's first message (its user message): the turn it follows, by that turn's
+    /// `turn_seq` (0: none, it starts the conversation). `None` follows the session's
+    /// newest turn. Ignored on a turn's other messages.
+    pub parent: Option<i64>,
 }
 
 impl NewMessage {
@@ -166,6 +170,7 @@ impl NewMessage {
             tool_call_id: None,
             tool_name: None,
             status: MessageStatus::Complete,
+            parent: None,
         }
     }
 }
@@ -190,6 +195,15 @@ pub struct Message {
     pub tool_name: Option<String>,
     pub status: MessageStatus,
     pub created_at: i64,
+    /// On a turn's user message: the turn it follows, by that turn's user message's `seq`
+    /// (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<i64>,
+    /// On a turn's user message that has others beside it (an edit, a regenerated
+    /// answer): the `seq` of every user message following the same turn, this one's
+    /// included, oldest first (read with pages of messages only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub siblings: Vec<i64>,
     /// A tool's answer that is its call's failure (read with the provider's history only).
     #[serde(skip)]
     pub tool_error: bool,
@@ -517,17 +531,24 @@ pub trait Store: Send + Sync + 'static {
     /// has.
     async fn update_partials(&self, partials: &[PartialText]) -> Result<(), StoreError>;
 
-    /// Up to `limit` messages in conversation order before the message numbered
-    /// `before_seq` (all of them if `None`), oldest first.
+    /// Up to `limit` messages of a branch in conversation order before the message
+    /// numbered `before_seq` (all of them if `None`), oldest first, with each user
+    /// message's siblings. The branch is the one through the message numbered `branch`,
+    /// down to its newest turn; `None` is the current one, ending at the session's newest
+    /// turn.
     async fn messages(
         &self,
         session: i64,
+        branch: Option<i64>,
         before_seq: Option<i64>,
         limit: u64,
     ) -> Result<Vec<Message>, StoreError>;
 
+    /// The `turn_seq` of the message numbered `seq`, if the session has it.
+    async fn turn_of(&self, session: i64, seq: i64) -> Result<Option<i64>, StoreError>;
+
     /// The conversation up to and including the turn whose user message is `up_to_turn`,
-    /// in conversation order, for the provider.
+    /// along that turn's branch, in conversation order, for the provider.
     async fn history(&self, session: i64, up_to_turn: i64) -> Result<Vec<Message>, StoreError>;
 
     /// Records a turn for `model` with the user message that asked for it, in one
@@ -633,6 +654,19 @@ pub trait Store: Send + Sync + 'static {
         max_sessions: u64,
         ttl_ms: i64,
     ) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// Gives each user message in `messages` its siblings from `rows` of `(parent_turn, seq)`
+/// in `seq` order, where it has any (one row is the message itself).
+fn attach_siblings(messages: &mut [Message], rows: &[(i64, i64)]) {
+    for message in messages.iter_mut() {
+        let Some(parent) = message.parent else { continue };
+        let siblings: Vec<i64> =
+            rows.iter().filter(|(p, _)| *p == parent).map(|(_, seq)| *seq).collect();
+        if siblings.len() > 1 {
+            message.siblings = siblings;
+        }
+    }
 }
 
 /// Opens the store named by `url`, creating and migrating it as needed.

@@ -53,6 +53,10 @@ pub(super) enum ClientFrame {
         /// The model to answer with (default: the configured default).
         #[serde(default)]
         model: Option<String>,
+        /// The message whose turn this one follows (an edit or a regenerated answer,
+        /// starting a branch); absent: the session's newest turn.
+        #[serde(default)]
+        parent: Option<i64>,
     },
     Cancel {
         turn_id: Option<String>,
@@ -364,7 +368,7 @@ impl Connection {
                     "device_name": device_name,
                 })))
             }
-            ClientFrame::Message { content, page_context, model } => {
+            ClientFrame::Message { content, page_context, model, parent } => {
                 let content = content.unwrap_or_default();
                 let request_id = crate::request_id::current();
                 let turn = NewTurn {
@@ -374,6 +378,7 @@ impl Connection {
                     request_id: request_id.as_ref(),
                     context: &[],
                     model: model.as_deref(),
+                    parent,
                 };
                 let followed = self.followed.as_ref().map(|(session, _)| session.id.clone());
                 let submitted = match &followed {

@@ -95,6 +95,7 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         RuntimeError::RateLimited { .. } => "RATE_LIMITED",
         RuntimeError::NotFound | RuntimeError::ApprovalNotFound => "NOT_FOUND",
         RuntimeError::InvalidSessionId => "INVALID_SESSION_ID",
+        RuntimeError::UnknownMessage { .. } => "UNKNOWN_MESSAGE",
         RuntimeError::SessionBusy => "SESSION_BUSY",
         RuntimeError::UnknownModel(_) => "UNKNOWN_MODEL",
         RuntimeError::BudgetExceeded { .. } => "BUDGET_EXCEEDED",

@@ -218,6 +218,7 @@ impl Connection {
                     request_id: request_id.as_ref(),
                     context: &[],
                     model: model.as_deref(),
+                    parent: None,
                 };
                 // Every check comes before anything is created or followed: a refused message
                 // leaves no session and no watcher behind. A named session is created if

@@ -4,6 +4,7 @@ mod common;
 
 mod agui;
 mod anthropic;
+mod branches;
 mod browser;
 mod bus_contract;
 mod chat;

@@ -285,3 +285,22 @@ impl StoreFault {
         }
     }
 }
+
+#[tokio::test]
+async fn a_session_read_as_idle_already_holds_its_last_answer() {
+    // What a session is doing is read before its history: a reader told no turn runs any
+    // more gets the answers of the turns that ran (read the other way round, the history
+    // could predate the end of the turn the live state had seen end).
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    for i in 0..20 {
+        let body = json!({"content": format!("m{i}")});
+        let (status, _) = server.post("/api/sessions/s/messages", body).await;
+        assert_eq!(status, 202);
+        let detail = server.wait_idle("s").await;
+        let answers = transcript(&detail).into_iter().filter(|(role, _)| role == "assistant");
+        assert_eq!(answers.count(), i + 1, "{detail}");
+        assert_eq!(detail["message_count"], 2 * (i + 1), "{detail}");
+    }
+}

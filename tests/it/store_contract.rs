@@ -217,6 +217,7 @@ contract! {
     messages::update_partials_only_touch_streaming_messages,
     messages::pages_go_backwards_in_conversation_order,
     messages::history_stops_at_the_turn_in_conversation_order,
+    messages::edits_and_regenerations_branch_and_each_branch_reads_alone,
     messages::any_text_round_trips_nul_characters_included,
     turns::create_turn_stores_the_turn_and_its_message_together,
     turns::start_and_finish_turn_are_recorded,

@@ -35,7 +35,7 @@ pub async fn measure(dir: &std::path::Path, marks: &[u64]) -> History {
         appends.push((mark, started.elapsed() / 50));
         if mark == 10_000 {
             let started = Instant::now();
-            store.messages(session.pk, None, 100).await.expect("page");
+            store.messages(session.pk, None, None, 100).await.expect("page");
             open_page = started.elapsed();
         }
     }

@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/postgres/0004_leases.sql")),
     (5, include_str!("../../../migrations/postgres/0005_turn_lookup.sql")),
     (6, include_str!("../../../migrations/postgres/0006_usage.sql")),
+    (7, include_str!("../../../migrations/postgres/0007_branches.sql")),
 ];
 
 /// The advisory lock key that serializes migrations across nodes ("parley" in ASCII).
@@ -310,10 +311,15 @@ impl Store for PostgresStore {
     async fn messages(
         &self,
         session: i64,
+        branch: Option<i64>,
         before_seq: Option<i64>,
         limit: u64,
     ) -> Result<Vec<Message>, StoreError> {
-        messages::page(&self.pool, session, before_seq, limit).await
+        messages::page(&self.pool, session, branch, before_seq, limit).await
+    }
+
+    async fn turn_of(&self, session: i64, seq: i64) -> Result<Option<i64>, StoreError> {
+        messages::turn_of(&self.pool, session, seq).await
     }
 
     #[instrument(skip_all)]

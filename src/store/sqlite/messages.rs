@@ -1,5 +1,5 @@
 //! The SQLite store's messages: appending, rewriting the one still streaming, and reading
-//! pages and the provider's history in conversation order `(turn_seq, seq)`.
+//! a branch's pages and the provider's history in conversation order `(turn_seq, seq)`.
 
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
@@ -10,7 +10,19 @@ use crate::conversation::{Role, ToolCall};
 use crate::store::{Fence, Message, MessageStatus, NewMessage, PartialText, StoreError};
 
 const MESSAGE_COLUMNS: &str = "id, seq, turn_seq, turn_id, role, content, reasoning, tool_calls, \
-                               tool_call_id, tool_name, status, created_at";
+                               tool_call_id, tool_name, status, created_at, parent_turn";
+
+/// The turns of a branch, `path(t)` by `turn_seq`, for a query whose `$1` is the session and
+/// `$2` a message on the branch (NULL: the current branch). From the message's turn down to
+/// its newest descendant (`down`), then up from there to the first turn (`path`).
+const BRANCH: &str = "WITH RECURSIVE \
+    down(t) AS (SELECT COALESCE((SELECT turn_seq FROM messages WHERE session_pk = $1 AND seq = $2), \
+                                (SELECT MAX(turn_seq) FROM messages WHERE session_pk = $1 AND $2 IS NULL)) \
+                UNION ALL SELECT m.seq FROM messages m JOIN down \
+                ON m.session_pk = $1 AND m.parent_turn = down.t), \
+    path(t) AS (SELECT MAX(t) FROM down \
+                UNION ALL SELECT m.parent_turn FROM messages m JOIN path \
+                ON m.session_pk = $1 AND m.seq = path.t WHERE m.parent_turn > 0)";
 
 fn message_from_row(row: &SqliteRow) -> Result<Message, StoreError> {
     let role: String = row.try_get("role")?;
@@ -33,6 +45,8 @@ fn message_from_row(row: &SqliteRow) -> Result<Message, StoreError> {
         tool_name: row.try_get("tool_name")?,
         status: MessageStatus::parse(&status),
         created_at: row.try_get("created_at")?,
+        parent: row.try_get("parent_turn")?,
+        siblings: Vec::new(),
         tool_error: false,
     })
 }
@@ -70,8 +84,10 @@ pub(super) async fn insert(
     }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO messages (session_pk, seq, turn_seq, turn_id, role, content, reasoning, \
-         tool_calls, tool_call_id, tool_name, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+         tool_calls, tool_call_id, tool_name, status, created_at, parent_turn) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $2 = $3 THEN \
+         COALESCE($13, (SELECT COALESCE(MAX(turn_seq), 0) FROM messages \
+                        WHERE session_pk = $1 AND turn_seq < $3)) END) RETURNING id",
     )
     .bind(fence.session)
     .bind(message.seq)
@@ -85,6 +101,7 @@ pub(super) async fn insert(
     .bind(&message.tool_name)
     .bind(message.status.as_str())
     .bind(now)
+    .bind(message.parent)
     .fetch_one(&mut **tx)
     .await?;
     Ok(id)
@@ -166,25 +183,55 @@ pub(super) async fn update_partials(
 pub(super) async fn page(
     pool: &SqlitePool,
     session: i64,
+    branch: Option<i64>,
     before_seq: Option<i64>,
     limit: u64,
 ) -> Result<Vec<Message>, StoreError> {
     // The cursor is a message's seq; its place in conversation order is (turn_seq, seq).
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND \
+        "{BRANCH} SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND \
+         turn_seq IN (SELECT t FROM path) AND \
          (turn_seq, seq) < (COALESCE((SELECT turn_seq FROM messages \
-                                      WHERE session_pk = $1 AND seq = $2), $2), $2) \
-         ORDER BY turn_seq DESC, seq DESC LIMIT $3"
+                                      WHERE session_pk = $1 AND seq = $3), $3), $3) \
+         ORDER BY turn_seq DESC, seq DESC LIMIT $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(session)
+        .bind(branch)
         .bind(before_seq.unwrap_or(i64::MAX))
         .bind(bound(limit))
         .fetch_all(pool)
         .await?;
     let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>, _>>()?;
     messages.reverse();
+    let parents: Vec<i64> = messages.iter().filter_map(|m| m.parent).collect();
+    if !parents.is_empty() {
+        let parents = serde_json::to_string(&parents).unwrap_or_default();
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT parent_turn, seq FROM messages WHERE session_pk = $1 AND parent_turn IN \
+             (SELECT value FROM json_each($2)) ORDER BY seq",
+        )
+        .bind(session)
+        .bind(parents)
+        .fetch_all(pool)
+        .await?;
+        crate::store::attach_siblings(&mut messages, &rows);
+    }
     Ok(messages)
+}
+
+pub(super) async fn turn_of(
+    pool: &SqlitePool,
+    session: i64,
+    seq: i64,
+) -> Result<Option<i64>, StoreError> {
+    let turn =
+        sqlx::query_scalar("SELECT turn_seq FROM messages WHERE session_pk = $1 AND seq = $2")
+            .bind(session)
+            .bind(seq)
+            .fetch_optional(pool)
+            .await?;
+    Ok(turn)
 }
 
 pub(super) async fn history(
@@ -192,12 +239,16 @@ pub(super) async fn history(
     session: i64,
     up_to_turn: i64,
 ) -> Result<Vec<Message>, StoreError> {
+    // The turn's branch, up from it.
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS}, CASE WHEN tool_call_id IS NULL THEN FALSE ELSE EXISTS \
+        "WITH RECURSIVE path(t) AS (SELECT $2 UNION ALL SELECT m.parent_turn FROM messages m \
+         JOIN path ON m.session_pk = $1 AND m.seq = path.t WHERE m.parent_turn > 0) \
+         SELECT {MESSAGE_COLUMNS}, CASE WHEN tool_call_id IS NULL THEN FALSE ELSE EXISTS \
          (SELECT 1 FROM tool_calls c WHERE c.session_pk = messages.session_pk \
          AND c.turn_id = messages.turn_id AND c.call_id = messages.tool_call_id \
          AND c.is_error) END AS tool_error \
-         FROM messages WHERE session_pk = $1 AND turn_seq <= $2 ORDER BY turn_seq, seq"
+         FROM messages WHERE session_pk = $1 AND turn_seq IN (SELECT t FROM path) \
+         ORDER BY turn_seq, seq"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(session)

@@ -75,7 +75,7 @@ pub async fn a_moved_fence_refuses_every_write_of_a_turn(db: &Db) {
     store.update_partials(&[partial]).await.unwrap();
 
     // Nothing of the refused writes landed: the takeover's state stands.
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 10).await.unwrap();
     let contents: Vec<_> = stored.iter().map(|m| (m.content.as_str(), m.status)).collect();
     assert_eq!(contents, [("go", MessageStatus::Complete), ("half", MessageStatus::Interrupted)]);
     let calls = store.tool_calls(session.pk).await.unwrap();
@@ -92,12 +92,12 @@ pub async fn a_moved_fence_refuses_every_write_of_a_turn(db: &Db) {
     let stale =
         PartialText { fence: old, message_id: theirs, content: "old".into(), reasoning: None };
     store.update_partials(&[stale]).await.unwrap();
-    let last = store.messages(session.pk, None, 10).await.unwrap().pop().unwrap();
+    let last = store.messages(session.pk, None, None, 10).await.unwrap().pop().unwrap();
     assert_eq!(last.content, "new", "a stale fence's flush changes nothing");
     let current =
         PartialText { fence: new, message_id: theirs, content: "newer".into(), reasoning: None };
     store.update_partials(&[current]).await.unwrap();
-    let last = store.messages(session.pk, None, 10).await.unwrap().pop().unwrap();
+    let last = store.messages(session.pk, None, None, 10).await.unwrap().pop().unwrap();
     assert_eq!((last.content.as_str(), last.status), ("newer", MessageStatus::Streaming));
     // A deleted session fences everyone out.
     store.delete_session("alice", "s").await.unwrap();
@@ -132,7 +132,7 @@ pub async fn taking_a_lease_interrupts_what_the_last_holder_left_running(db: &Db
     assert_eq!(queued, [("turn-2", 2), ("turn-3", 3)], "queued turns are handed over, in order");
     let models: Vec<_> = lease.queued.iter().map(|t| t.model.as_deref()).collect();
     assert_eq!(models, [Some("m"), Some("other")], "each with the model it asked for");
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 10).await.unwrap();
     let statuses: Vec<_> = stored.iter().map(|m| (m.content.as_str(), m.status)).collect();
     assert_eq!(
         statuses,

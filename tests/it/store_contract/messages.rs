@@ -33,7 +33,7 @@ pub async fn append_keeps_every_field_and_counts_the_message(db: &Db) {
     let third = store.append_message(db.fence(session.pk).await, &answer).await.unwrap();
     assert!(first < second && second < third, "ids grow: {first} {second} {third}");
 
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 10).await.unwrap();
     assert_eq!(seqs(&stored), [1, 2, 3]);
     let m = &stored[1];
     assert_eq!((m.id, m.seq, m.turn_seq), (second, 2, 1));
@@ -80,7 +80,7 @@ pub async fn duplicate_seq_is_a_conflict_and_changes_nothing(db: &Db) {
         .await;
     assert!(matches!(turn, Err(StoreError::Conflict(_))), "{turn:?}");
     // Nothing of the refused writes is left: not the count, not the turn.
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].content, "first");
     assert_eq!(store.session("alice", "s").await.unwrap().unwrap().message_count, 1);
@@ -111,7 +111,7 @@ pub async fn update_message_rewrites_content_and_status(db: &Db) {
         )
         .await
         .unwrap();
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 10).await.unwrap();
     let m = &stored[0];
     assert_eq!((m.content.as_str(), m.reasoning.as_deref()), ("done", None));
     assert_eq!((m.tool_calls.as_slice(), m.status), (calls.as_slice(), MessageStatus::Complete));
@@ -126,7 +126,7 @@ pub async fn update_message_rewrites_content_and_status(db: &Db) {
         )
         .await
         .unwrap();
-    let m = &store.messages(session.pk, None, 10).await.unwrap()[0];
+    let m = &store.messages(session.pk, None, None, 10).await.unwrap()[0];
     assert_eq!((m.content.as_str(), m.reasoning.as_deref()), ("cut", Some("r")));
     assert!(m.tool_calls.is_empty());
     assert_eq!(m.status, MessageStatus::Interrupted);
@@ -160,7 +160,7 @@ pub async fn update_partials_only_touch_streaming_messages(db: &Db) {
     let partials = [partial(a, "so far"), partial(b, "stale"), partial(done, "stale")];
     store.update_partials(&partials).await.unwrap();
     store.update_partials(&[]).await.unwrap();
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 10).await.unwrap();
     let contents: Vec<_> =
         stored.iter().map(|m| (m.content.as_str(), m.reasoning.as_deref())).collect();
     assert_eq!(contents, [("so far", Some("r-so far")), ("whole", None), ("final", None)]);
@@ -210,17 +210,17 @@ async fn interleaved_turns(db: &Db) -> i64 {
 pub async fn pages_go_backwards_in_conversation_order(db: &Db) {
     let store = &db.store;
     let pk = interleaved_turns(db).await;
-    assert_eq!(seqs(&store.messages(pk, None, 100).await.unwrap()), [1, 3, 4, 2, 5]);
-    assert_eq!(seqs(&store.messages(pk, None, u64::MAX).await.unwrap()), [1, 3, 4, 2, 5]);
+    assert_eq!(seqs(&store.messages(pk, None, None, 100).await.unwrap()), [1, 3, 4, 2, 5]);
+    assert_eq!(seqs(&store.messages(pk, None, None, u64::MAX).await.unwrap()), [1, 3, 4, 2, 5]);
     // The newest page, then the ones before it, by the seq of the oldest message seen.
-    assert_eq!(seqs(&store.messages(pk, None, 2).await.unwrap()), [2, 5]);
-    assert_eq!(seqs(&store.messages(pk, Some(2), 2).await.unwrap()), [3, 4]);
-    assert_eq!(seqs(&store.messages(pk, Some(3), 2).await.unwrap()), [1]);
-    assert!(store.messages(pk, Some(1), 2).await.unwrap().is_empty());
-    assert!(store.messages(pk, None, 0).await.unwrap().is_empty());
+    assert_eq!(seqs(&store.messages(pk, None, None, 2).await.unwrap()), [2, 5]);
+    assert_eq!(seqs(&store.messages(pk, None, Some(2), 2).await.unwrap()), [3, 4]);
+    assert_eq!(seqs(&store.messages(pk, None, Some(3), 2).await.unwrap()), [1]);
+    assert!(store.messages(pk, None, Some(1), 2).await.unwrap().is_empty());
+    assert!(store.messages(pk, None, None, 0).await.unwrap().is_empty());
     // Another session's messages never show.
     let (other, _) = store.open_session("alice", "other", None).await.unwrap();
-    assert!(store.messages(other.pk, None, 100).await.unwrap().is_empty());
+    assert!(store.messages(other.pk, None, None, 100).await.unwrap().is_empty());
 }
 
 pub async fn history_stops_at_the_turn_in_conversation_order(db: &Db) {
@@ -303,4 +303,73 @@ pub async fn any_text_round_trips_nul_characters_included(db: &Db) {
     store.audit(&entry).await.unwrap();
     let logged = &store.audit_log(1).await.unwrap()[0];
     assert_eq!((logged.ip.as_deref(), logged.detail.as_deref()), (Some(odd), Some(odd)));
+}
+
+pub async fn edits_and_regenerations_branch_and_each_branch_reads_alone(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "tree", None).await.unwrap();
+    let pk = session.pk;
+    // Each turn: its user message (following `parent`, or the newest turn), then an answer.
+    let turn = async |seq: i64, parent: Option<i64>, asked: &str, answer: &str| {
+        let message = NewMessage { parent, ..text(seq, seq, Role::User, asked) };
+        let turn_id = format!("turn-{seq}");
+        store.create_turn(db.fence(pk).await, &turn_id, "m", &message, false).await.unwrap();
+        let answer = text(seq + 1, seq, Role::Assistant, answer);
+        store.append_message(db.fence(pk).await, &answer).await.unwrap();
+    };
+    turn(1, None, "one", "a1").await;
+    turn(3, None, "two", "a2").await;
+    turn(5, Some(1), "two, edited", "a2 to the edit").await; // edits turn 3
+    turn(7, Some(0), "one", "a1 again").await; // regenerates turn 1
+    turn(9, Some(3), "three", "a3").await; // goes on from the first turn 3
+
+    let page = |branch: Option<i64>, before: Option<i64>| async move {
+        seqs(&store.messages(pk, branch, before, 100).await.unwrap())
+    };
+    // The current branch ends at the newest turn.
+    assert_eq!(page(None, None).await, [1, 2, 3, 4, 9, 10]);
+    // A branch through a message goes down to its newest turn.
+    assert_eq!(page(Some(7), None).await, [7, 8]);
+    assert_eq!(page(Some(5), None).await, [1, 2, 5, 6]);
+    assert_eq!(page(Some(6), None).await, [1, 2, 5, 6]);
+    assert_eq!(page(Some(1), None).await, [1, 2, 3, 4, 9, 10]);
+    assert_eq!(page(Some(4), None).await, [1, 2, 3, 4, 9, 10]);
+    // Pages go backwards within the branch.
+    assert_eq!(page(Some(5), Some(5)).await, [1, 2]);
+    assert_eq!(page(None, Some(9)).await, [1, 2, 3, 4]);
+    assert!(page(Some(99), None).await.is_empty());
+
+    // User messages name their parent turn and, where there are several, their siblings.
+    let current = store.messages(pk, None, None, 100).await.unwrap();
+    let tree: Vec<(i64, Option<i64>, Vec<i64>)> =
+        current.iter().map(|m| (m.seq, m.parent, m.siblings.clone())).collect();
+    assert_eq!(
+        tree,
+        [
+            (1, Some(0), vec![1, 7]),
+            (2, None, vec![]),
+            (3, Some(1), vec![3, 5]),
+            (4, None, vec![]),
+            (9, Some(3), vec![]),
+            (10, None, vec![]),
+        ]
+    );
+
+    // The model sees a turn's own branch only.
+    let contents = |messages: Vec<parley::store::Message>| {
+        messages.into_iter().map(|m| m.content).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        contents(store.history(pk, 5).await.unwrap()),
+        ["one", "a1", "two, edited", "a2 to the edit"]
+    );
+    assert_eq!(contents(store.history(pk, 7).await.unwrap()), ["one", "a1 again"]);
+    assert_eq!(
+        contents(store.history(pk, 9).await.unwrap()),
+        ["one", "a1", "two", "a2", "three", "a3"]
+    );
+    assert_eq!(store.turn_of(pk, 4).await.unwrap(), Some(3));
+    assert_eq!(store.turn_of(pk, 99).await.unwrap(), None);
+    // Every message is kept and counted.
+    assert_eq!(store.session("alice", "tree").await.unwrap().unwrap().message_count, 10);
 }

@@ -125,7 +125,7 @@ pub async fn delete_takes_messages_turns_and_tool_calls_with_it(db: &Db) {
 
     store.delete_session("alice", "gone").await.unwrap();
     assert!(store.session("alice", "gone").await.unwrap().is_none());
-    assert!(store.messages(session.pk, None, 100).await.unwrap().is_empty());
+    assert!(store.messages(session.pk, None, None, 100).await.unwrap().is_empty());
     assert!(store.history(session.pk, i64::MAX).await.unwrap().is_empty());
     assert!(store.tool_calls(session.pk).await.unwrap().is_empty());
     // The running turn went too: nothing is left for another node to take over.
@@ -136,7 +136,7 @@ pub async fn delete_takes_messages_turns_and_tool_calls_with_it(db: &Db) {
     let (again, created) = store.open_session("alice", "gone", None).await.unwrap();
     assert!(created);
     assert_eq!((again.message_count, again.reserved_seq), (0, 0));
-    assert!(store.messages(again.pk, None, 100).await.unwrap().is_empty());
+    assert!(store.messages(again.pk, None, None, 100).await.unwrap().is_empty());
 }
 
 pub async fn set_session_state_is_stored(db: &Db) {

@@ -120,7 +120,7 @@ pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
         )
         .await
         .unwrap();
-    let stored = store.messages(session.pk, None, 10).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!((stored[0].role, stored[0].content.as_str()), (Role::User, "hello"));
     assert_eq!(stored[0].turn_id.as_deref(), Some("turn-1"));
@@ -137,7 +137,7 @@ pub async fn create_turn_stores_the_turn_and_its_message_together(db: &Db) {
         )
         .await;
     assert!(matches!(again, Err(parley::store::StoreError::Conflict(_))), "{again:?}");
-    assert_eq!(store.messages(session.pk, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.messages(session.pk, None, None, 10).await.unwrap().len(), 1);
 }
 
 pub async fn start_and_finish_turn_are_recorded(db: &Db) {
@@ -327,7 +327,7 @@ pub async fn a_turn_can_start_as_it_is_stored_and_end_in_one_write(db: &Db) {
     store.finish_turn(fence, "turn-1", &done).await.unwrap();
     let stored = store.session("alice", "one-go").await.unwrap().unwrap();
     assert_eq!((stored.state.as_str(), stored.message_count), ("idle", 2));
-    let messages = store.messages(session.pk, None, 10).await.unwrap();
+    let messages = store.messages(session.pk, None, None, 10).await.unwrap();
     let last = messages.last().unwrap();
     assert_eq!((last.content.as_str(), last.reasoning.as_deref()), ("hello", Some("thought")));
     assert_eq!(last.status, MessageStatus::Complete);
@@ -344,7 +344,7 @@ pub async fn a_turn_can_start_as_it_is_stored_and_end_in_one_write(db: &Db) {
         TurnEnd { answer: Some(update), ledger: Some(call("turn-3", 4)), ..end(TurnStatus::Done) };
     store.finish_turn(fence, "turn-3", &done).await.unwrap();
     assert_eq!(store.session("alice", "one-go").await.unwrap().unwrap().state, "running");
-    let messages = store.messages(session.pk, None, 10).await.unwrap();
+    let messages = store.messages(session.pk, None, None, 10).await.unwrap();
     let last = messages.last().unwrap();
     assert_eq!((last.content.as_str(), last.status), ("halfway there", MessageStatus::Complete));
 
@@ -374,7 +374,7 @@ pub async fn a_turn_can_start_as_it_is_stored_and_end_in_one_write(db: &Db) {
     let refused = TurnEnd { ledger: Some(call("turn-6", 9)), ..end(TurnStatus::Cancelled) };
     let err = store.finish_turn(fence, "turn-6", &refused).await.unwrap_err();
     assert!(matches!(err, parley::store::StoreError::Fenced), "{err:?}");
-    let messages = store.messages(session.pk, None, 20).await.unwrap();
+    let messages = store.messages(session.pk, None, None, 20).await.unwrap();
     assert!(messages.iter().all(|m| m.content != "never stored"));
     let stored = store.session("alice", "one-go").await.unwrap().unwrap();
     assert_eq!(stored.message_count, counted, "a fenced end counts no message");
