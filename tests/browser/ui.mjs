@@ -277,6 +277,71 @@ await scenario("a session list read during a turn does not turn its live dot bac
   assert.equal(await page.locator(`${item} .live`).count(), 0, "the live dot stayed on after the turn ended");
 });
 
+await scenario("editing a message branches the conversation; versions switch; regenerate; copy", async () => {
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+  const users = () => page.$$eval(".msg.user", (nodes) => nodes.map((n) => n.textContent));
+  const answers = () => page.$$eval(".msg.assistant", (nodes) => nodes.map((n) => n.dataset.raw));
+  const clipboard = () => page.evaluate(() => navigator.clipboard.readText());
+  await page.click("#new-session");
+  await send(page, "first question");
+  await page.waitForSelector(".msg.assistant:has-text('echo: first question')");
+  await send(page, "second question");
+  await page.waitForSelector(".msg.assistant:has-text('echo: second question')");
+  await page.waitForSelector(".turn:nth-child(2) .msg-actions button[aria-label='Copy answer']");
+  // A second tab on the same chat follows the branch made in the first.
+  const other = await newPage();
+  await other.goto(page.url());
+  await other.waitForSelector(".msg.assistant:has-text('echo: second question')");
+
+  const second = page.locator(".turn").nth(1);
+  await second.getByRole("button", { name: "Edit message" }).click();
+  await page.fill("form.edit textarea", "second question, edited");
+  await page.click("form.edit button[type=submit]");
+  await page.waitForSelector(".msg.assistant:has-text('echo: second question, edited')");
+  assert.deepEqual(await users(), ["first question", "second question, edited"]);
+  assert.deepEqual(await answers(), ["echo: first question", "echo: second question, edited"]);
+  assert.equal(await page.textContent(".versions"), "2/2");
+  await other.waitForSelector(".msg.assistant:has-text('echo: second question, edited')");
+  assert.equal(await other.locator(".msg.user").count(), 2);
+  await other.close();
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: `${ARTIFACTS}/branch.png` });
+
+  // The first version is kept: ‹ shows it, › comes back.
+  await page.getByRole("button", { name: "Previous version" }).click();
+  await page.waitForSelector(".versions:has-text('1/2')");
+  assert.deepEqual(await users(), ["first question", "second question"]);
+  assert.deepEqual(await answers(), ["echo: first question", "echo: second question"]);
+  await page.getByRole("button", { name: "Next version" }).click();
+  await page.waitForSelector(".versions:has-text('2/2')");
+  assert.deepEqual(await users(), ["first question", "second question, edited"]);
+
+  // Regenerating the first answer asks again beside it.
+  await script({ text: ["Another ", "take"] });
+  await page.locator(".turn").nth(0).getByRole("button", { name: "Regenerate answer" }).click();
+  await page.waitForSelector(".msg.assistant:has-text('Another take')");
+  assert.deepEqual(await users(), ["first question"]);
+  assert.equal(await page.textContent(".versions"), "2/2");
+  await page.getByRole("button", { name: "Copy answer" }).click();
+  assert.equal(await clipboard(), "Another take");
+
+  // Going on from an older version continues that one.
+  await page.getByRole("button", { name: "Previous version" }).click();
+  await page.waitForSelector(".versions:has-text('1/2')");
+  assert.deepEqual(await users(), ["first question", "second question, edited"]);
+  await script({ text: ["Run:\n\n```sh\necho copied\n```\n"] });
+  await send(page, "third question");
+  await page.waitForSelector(".msg.user:has-text('third question')");
+  await page.waitForSelector(".msg.assistant pre code:has-text('echo copied')");
+  assert.deepEqual(await users(), ["first question", "second question, edited", "third question"]);
+  await page.getByRole("button", { name: "Copy code" }).click();
+  assert.equal(await clipboard(), "echo copied");
+  // After a reload the current branch is the one the last message went on.
+  await page.reload();
+  await page.waitForSelector(".msg.user:has-text('third question')");
+  assert.deepEqual(await users(), ["first question", "second question, edited", "third question"]);
+});
+
 await scenario("main screen screenshot", async () => {
   await page.click("#new-session");
   await script({ tool_call: { id: "s1", name: "list_dir", args: {} } },

@@ -208,28 +208,54 @@ function setRunning(turnId) {
   $("stop").hidden = !turnId;
 }
 
-async function openSession(id, { replace, fresh } = {}) {
+/** What a conversation's buttons do: ask again (an edit, a regeneration), show a branch. */
+function conversationHooks(id) {
+  return {
+    ask: async (content, parent) => {
+      try {
+        await api("POST", `/api/sessions/${id}/messages`, { content, parent, model: pickedModel() });
+      } catch (err) {
+        return explain(err.code, err.message);
+      }
+      // The new turn is the newest: the current branch ends with it.
+      if (state.current === id) openSession(id, { replace: true });
+      return null;
+    },
+    branch: (seq) => openSession(id, { replace: true, branch: seq }),
+    moved: () => openSession(id, { replace: true }),
+  };
+}
+
+async function openSession(id, { replace, fresh, branch } = {}) {
   closeLive();
   state.current = id;
   // A new chat gets its URL with its first message, so a reload never opens an empty one.
   const url = fresh ? "/" : `/s/${id}`;
   if (location.pathname !== url) history[replace ? "replaceState" : "pushState"]({}, "", url);
   renderSessions();
-  const conversation = new Conversation($("conversation"), id, setRunning);
+  const conversation = new Conversation($("conversation"), id, setRunning, conversationHooks(id));
   state.conversation = conversation;
   setRunning(null);
   let detail = null;
   let calls = [];
+  let newest = null;
   try {
     if (fresh) throw Object.assign(new Error("new"), { status: 404 });
-    [detail, calls] = await Promise.all([
-      api("GET", `/api/sessions/${id}?limit=500`),
+    const shown = branch === undefined ? "" : `&branch=${branch}`;
+    [detail, calls, newest] = await Promise.all([
+      api("GET", `/api/sessions/${id}?limit=500${shown}`),
       api("GET", `/api/sessions/${id}/tool-calls`).then((r) => r.items),
+      // Whether that branch is the current one: the same newest message.
+      branch === undefined ? null : api("GET", `/api/sessions/${id}?limit=1`),
     ]);
   } catch (err) {
     if (err.status !== 404) setConnection(explain(err.code, err.message), true);
   }
   if (state.conversation !== conversation) return;
+  if (newest) {
+    const last = (d) => d.messages.at(-1)?.seq;
+    conversation.pinned = last(detail) !== last(newest);
+  }
   $("title").textContent = detail?.name || (detail ? id : "New chat");
   if (!detail) {
     conversation.renderHistory([], []);
@@ -335,15 +361,21 @@ $("model").addEventListener("change", (event) => {
   localStorage.setItem(MODEL_KEY, event.target.value);
 });
 
+function pickedModel() {
+  const picker = $("model");
+  return picker.hidden ? undefined : picker.value;
+}
+
 async function send() {
   const input = $("input");
   const content = input.value;
   if (!content.trim()) return;
   const id = state.current;
+  // On a branch other than the current one, the message goes on from it (and makes it
+  // the current one).
+  const pinned = state.conversation?.pinned ? state.conversation.lastTurn : undefined;
   try {
-    const picker = $("model");
-    const model = picker.hidden ? undefined : picker.value;
-    await api("POST", `/api/sessions/${id}/messages`, { content, model });
+    await api("POST", `/api/sessions/${id}/messages`, { content, model: pickedModel(), parent: pinned });
   } catch (err) {
     // The text stays in the box: nothing typed is lost.
     setConnection(explain(err.code, err.message), true);
@@ -351,6 +383,10 @@ async function send() {
   }
   input.value = "";
   input.style.height = "";
+  if (pinned !== undefined && state.current === id) {
+    openSession(id, { replace: true });
+    return;
+  }
   if (!state.live && state.current === id) {
     // The first message created the session: name it after the message, and start
     // watching it from its beginning.

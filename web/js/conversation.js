@@ -1,5 +1,7 @@
 // The conversation view: turns built from the stored history and updated by live events.
 // Each turn is keyed by its turn_id, so replayed and live events land in the right place.
+// A turn's user message can be edited and its answer regenerated: both start a branch
+// beside it (the old one is kept and browsable with ‹ 1/2 ›), through `hooks`.
 
 import { api, explain } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
@@ -13,31 +15,170 @@ function el(tag, className, text) {
   return node;
 }
 
+function button(label, title, onClick) {
+  const node = el("button", "small", label);
+  node.type = "button";
+  node.title = title;
+  node.setAttribute("aria-label", title);
+  node.addEventListener("click", onClick);
+  return node;
+}
+
+/** Copies `text`; without the clipboard API (a page not served over https), a selection. */
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = el("textarea");
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const copied = document.execCommand("copy");
+    area.remove();
+    return copied;
+  }
+}
+
+/** A copy button for each code block under `node`. */
+function codeCopies(node) {
+  for (const pre of node.querySelectorAll("pre")) {
+    const copy = button("Copy", "Copy code", async () => {
+      if (await copyText(pre.querySelector("code")?.textContent ?? pre.textContent)) {
+        copy.textContent = "Copied";
+        setTimeout(() => { copy.textContent = "Copy"; }, 1500);
+      }
+    });
+    copy.classList.add("code-copy");
+    pre.prepend(copy);
+  }
+  return node;
+}
+
+function markdown(text) {
+  const fragment = renderMarkdown(text);
+  const holder = document.createElement("div");
+  holder.append(fragment);
+  codeCopies(holder);
+  return [...holder.childNodes];
+}
+
 function pretty(args) {
   if (typeof args === "string") return args;
   return JSON.stringify(args, null, 2);
 }
 
 class Turn {
-  constructor(container, id) {
+  constructor(container, id, hooks) {
     this.id = id;
+    this.hooks = hooks;
     this.node = el("div", "turn");
     this.node.dataset.turn = id;
+    this.userBox = el("div", "user-box");
+    this.userBox.hidden = true;
     this.user = el("div", "msg user");
-    this.user.hidden = true;
+    this.userActions = el("div", "msg-actions");
+    this.userBox.append(this.user, this.userActions);
     this.body = el("div", "body");
     this.meta = el("div", "meta");
-    this.node.append(this.user, this.body, this.meta);
+    this.answerActions = el("div", "msg-actions");
+    this.answerActions.hidden = true;
+    this.node.append(this.userBox, this.body, this.meta, this.answerActions);
     container.append(this.node);
     this.text = null;
     this.thinking = null;
     this.tools = new Map();
     this.approvals = new Map();
+    this.content = null;
+    this.seq = null;
+    this.parent = null;
+    this.siblings = [];
   }
 
-  setUser(content) {
+  /** The turn's user message: its text, seq, the turn it follows and its siblings. */
+  setUser(content, seq, parent, siblings) {
+    this.content = content;
+    this.seq = seq ?? null;
+    this.parent = parent ?? null;
+    this.siblings = siblings || [];
     this.user.textContent = content;
+    this.userBox.hidden = false;
+    this.renderUserActions();
+  }
+
+  renderUserActions() {
+    this.userActions.replaceChildren();
+    if (this.seq === null || this.parent === null) return;
+    this.userActions.append(button("Edit", "Edit message", () => this.startEdit()));
+    const at = this.siblings.indexOf(this.seq);
+    if (this.siblings.length > 1 && at >= 0) {
+      const previous = button("‹", "Previous version", () => this.hooks.branch(this.siblings[at - 1]));
+      previous.disabled = at === 0;
+      const next = button("›", "Next version", () => this.hooks.branch(this.siblings[at + 1]));
+      next.disabled = at === this.siblings.length - 1;
+      const where = el("span", "versions", `${at + 1}/${this.siblings.length}`);
+      where.setAttribute("aria-label", `Version ${at + 1} of ${this.siblings.length}`);
+      this.userActions.append(previous, where, next);
+    }
+  }
+
+  startEdit() {
+    const form = el("form", "edit");
+    const area = el("textarea");
+    area.value = this.content;
+    area.setAttribute("aria-label", "Edited message");
+    area.rows = Math.min(12, Math.max(2, this.content.split("\n").length));
+    const send = el("button", "primary", "Send");
+    send.type = "submit";
+    const cancel = button("Cancel", "Cancel editing", () => this.endEdit(form));
+    const problem = el("div", "turn-error");
+    problem.setAttribute("role", "alert");
+    const actions = el("div", "actions");
+    actions.append(send, cancel);
+    form.append(area, actions, problem);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (!area.value.trim()) return;
+      send.disabled = true;
+      const error = await this.hooks.ask(area.value, this.parent);
+      send.disabled = false;
+      if (error) problem.textContent = error;
+    });
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.stopPropagation();
+        this.endEdit(form);
+      }
+    });
+    this.user.hidden = true;
+    this.userActions.hidden = true;
+    this.userBox.append(form);
+    area.focus();
+  }
+
+  endEdit(form) {
+    form.remove();
     this.user.hidden = false;
+    this.userActions.hidden = false;
+  }
+
+  /** Copy and regenerate, once the turn has ended. */
+  showAnswerActions() {
+    this.answerActions.replaceChildren();
+    const answer = () => [...this.body.querySelectorAll(".msg.assistant")].map((n) => n.dataset.raw || "").join("\n\n");
+    const copy = button("Copy", "Copy answer", async () => {
+      if (await copyText(answer())) {
+        copy.textContent = "Copied";
+        setTimeout(() => { copy.textContent = "Copy"; }, 1500);
+      }
+    });
+    this.answerActions.append(copy);
+    if (this.content !== null && this.parent !== null) {
+      this.answerActions.append(
+        button("Regenerate", "Regenerate answer", () => this.hooks.ask(this.content, this.parent)),
+      );
+    }
+    this.answerActions.hidden = false;
   }
 
   /** The assistant block being streamed into. */
@@ -57,7 +198,8 @@ class Turn {
       block.pending = true;
       requestAnimationFrame(() => {
         block.pending = false;
-        block.node.replaceChildren(renderMarkdown(block.raw));
+        block.node.dataset.raw = block.raw;
+        block.node.replaceChildren(...markdown(block.raw));
       });
     }
   }
@@ -66,7 +208,8 @@ class Turn {
     if (!content) return;
     const block = this.block();
     block.raw = content;
-    block.node.replaceChildren(renderMarkdown(content));
+    block.node.dataset.raw = content;
+    block.node.replaceChildren(...markdown(content));
     block.node.classList.toggle("interrupted", Boolean(interrupted));
   }
 
@@ -152,16 +295,26 @@ class Turn {
 
 /** A session's conversation. */
 export class Conversation {
-  constructor(container, sessionId, onRunning) {
+  /**
+   * @param {object} hooks  ask(content, parent) → error text or null (an edit or a
+   *   regeneration), branch(seq) (show another branch), moved() (another client started a
+   *   branch: show the current one again)
+   */
+  constructor(container, sessionId, onRunning, hooks) {
     this.container = container;
     this.sessionId = sessionId;
     this.onRunning = onRunning;
+    this.hooks = hooks;
     this.turns = new Map();
     this.running = null;
+    // The seq of the newest turn shown (its user message); 0 before the first.
+    this.lastTurn = 0;
+    // Showing a branch other than the current one: live turns of other branches stay out.
+    this.pinned = false;
   }
 
   turn(id) {
-    if (!this.turns.has(id)) this.turns.set(id, new Turn(this.container, id));
+    if (!this.turns.has(id)) this.turns.set(id, new Turn(this.container, id, this.hooks));
     return this.turns.get(id);
   }
 
@@ -173,7 +326,8 @@ export class Conversation {
     for (const message of messages) {
       const turn = this.turn(message.turn_id || `m${message.id}`);
       if (message.role === "user") {
-        turn.setUser(message.content);
+        turn.setUser(message.content, message.seq, message.parent, message.siblings);
+        this.lastTurn = Math.max(this.lastTurn, message.seq);
       } else if (message.role === "assistant") {
         if (message.reasoning) turn.appendThinking(message.reasoning);
         turn.setText(message.content, message.status === "interrupted");
@@ -187,6 +341,9 @@ export class Conversation {
         const call = timeline.get(message.tool_call_id) || {};
         turn.toolResult(message.tool_call_id, message.tool_name, message.content, call.is_error, call.duration_ms);
       }
+    }
+    for (const turn of this.turns.values()) {
+      if (turn.id !== this.running) turn.showAnswerActions();
     }
     this.scroll(true);
   }
@@ -206,11 +363,23 @@ export class Conversation {
 
   /** Applies one live event. */
   apply(frame) {
+    if (frame.turn_id && !this.turns.has(frame.turn_id)) {
+      // Another branch's turn: a pinned view leaves it out; the current view follows a
+      // new branch by showing it whole.
+      if (this.pinned) return;
+      if (frame.type === "user_message" && frame.parent !== undefined && frame.parent !== this.lastTurn) {
+        this.hooks.moved();
+        return;
+      }
+    }
     const turn = frame.turn_id ? this.turn(frame.turn_id) : null;
     switch (frame.type) {
-      case "user_message":
-        turn.setUser(frame.content);
+      case "user_message": {
+        const parent = frame.parent ?? (turn.seq === null ? this.lastTurn : turn.parent);
+        turn.setUser(frame.content, frame.seq, parent, turn.siblings);
+        this.lastTurn = Math.max(this.lastTurn, frame.seq);
         break;
+      }
       case "operator_status":
         if (frame.phase === "queued") {
           turn.user.classList.add("queued");
@@ -249,17 +418,20 @@ export class Conversation {
         }
         turn.endBlock();
         turn.finish(frame);
+        turn.showAnswerActions();
         if (this.running === frame.turn_id) this.setRunning(null);
         break;
       case "cancelled":
         if (turn.text) turn.text.node.classList.add("interrupted");
         turn.endBlock();
+        turn.showAnswerActions();
         if (this.running === frame.turn_id) this.setRunning(null);
         break;
       case "error":
         if (turn) {
           turn.error(frame.code, frame.message);
           turn.endBlock();
+          turn.showAnswerActions();
           if (this.running === frame.turn_id) this.setRunning(null);
         }
         break;
