@@ -5,6 +5,7 @@ mod approvals;
 pub(crate) mod chat;
 mod connections;
 mod error;
+mod export;
 pub(crate) mod extract;
 mod health;
 mod identity;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/messages", post(sessions::post_message))
         .route("/api/sessions/{id}/abort", post(sessions::abort))
         .route("/api/sessions/{id}/tool-calls", get(sessions::tool_calls))
+        .route("/api/sessions/{id}/export", get(export::export))
         .route("/api/sessions/{id}/notify", post(sessions::notify))
         .route("/api/workspace/tree", get(workspace::tree))
         .route("/api/workspace/file/{*path}", get(workspace::file))

@@ -65,6 +65,7 @@ pub fn openapi() -> Document {
         sessions::post_message,
         sessions::abort,
         sessions::tool_calls,
+        super::export::export,
         sessions::notify,
         sessions::prune,
         approvals::list,

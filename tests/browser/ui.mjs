@@ -3,7 +3,7 @@
 // PARLEY_BASE, PARLEY_TOKEN, PARLEY_PAIR_CODE, FAKE_CONTROL, ARTIFACTS, CHROMIUM.
 
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const BASE = process.env.PARLEY_BASE;
@@ -340,6 +340,26 @@ await scenario("editing a message branches the conversation; versions switch; re
   await page.reload();
   await page.waitForSelector(".msg.user:has-text('third question')");
   assert.deepEqual(await users(), ["first question", "second question, edited", "third question"]);
+});
+
+await scenario("a chat exports as Markdown and as JSON", async () => {
+  await page.click("#new-session");
+  await send(page, "export me");
+  await page.waitForSelector(".msg.assistant:has-text('echo: export me')");
+  const checks = {
+    markdown: (text) => text.includes("## You\n\nexport me") && text.includes("## Assistant\n\necho: export me"),
+    json: (text) => JSON.parse(text).messages.map((m) => m.content).join("|") === "export me|echo: export me",
+  };
+  for (const [format, check] of Object.entries(checks)) {
+    await page.click("#export summary");
+    const [file] = await Promise.all([
+      page.waitForEvent("download"),
+      page.click(`#export button[data-format=${format}]`),
+    ]);
+    const text = readFileSync(await file.path(), "utf8");
+    assert.ok(check(text), `${format}: ${text}`);
+    assert.match(file.suggestedFilename(), format === "json" ? /\.json$/ : /\.md$/);
+  }
 });
 
 await scenario("main screen screenshot", async () => {

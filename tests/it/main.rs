@@ -21,6 +21,7 @@ mod models;
 mod openai;
 mod openapi;
 mod operations;
+mod organize;
 mod provider_failures;
 mod queue;
 mod reliability;

@@ -33,6 +33,23 @@ export async function api(method, path, body) {
   return data;
 }
 
+/** Downloads `path` (an authenticated GET) as the file the server names. */
+export async function download(path) {
+  const response = await fetch(path, { headers: { authorization: `Bearer ${token()}` } });
+  if (!response.ok) {
+    const data = await response.json().catch(() => ({}));
+    throw new ApiError(response.status, data);
+  }
+  const named = /filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "");
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = named ? named[1] : "export";
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
 /** Signs in with a token, or trades a pairing code (like `K7QD-M2XH`) for one. */
 export async function signIn(secret) {
   let candidate = secret.trim();

@@ -1,6 +1,6 @@
 // The web chat: sign-in, the sessions sidebar, the open conversation and the composer.
 
-import { api, explain, signIn, signOut, token } from "./api.js";
+import { api, download, explain, signIn, signOut, token } from "./api.js";
 import { Conversation } from "./conversation.js";
 import { Live } from "./live.js";
 
@@ -311,6 +311,19 @@ $("rename").addEventListener("click", async () => {
     const item = state.sessions.find((s) => s.id === state.current);
     if (item) item.name = session.name;
     renderSessions();
+  } catch (err) {
+    setConnection(explain(err.code, err.message), true);
+  }
+});
+
+$("export").addEventListener("click", async (event) => {
+  const format = event.target.dataset?.format;
+  if (!format) return;
+  $("export").open = false;
+  // The branch on screen, when it is not the current one.
+  const pinned = state.conversation?.pinned ? `&branch=${state.conversation.lastTurn}` : "";
+  try {
+    await download(`/api/sessions/${state.current}/export?format=${format}${pinned}`);
   } catch (err) {
     setConnection(explain(err.code, err.message), true);
   }
