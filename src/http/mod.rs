@@ -12,6 +12,7 @@ mod identity;
 mod listener;
 mod metrics;
 mod openapi;
+mod search;
 mod sessions;
 mod turns;
 mod usage;
@@ -97,11 +98,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/events", get(sse::session_events))
         .route("/api/approvals", get(approvals::list))
         .route("/api/approvals/{id}/{decision}", post(approvals::decide))
+        .route("/api/search", get(search::search))
         .route("/api/sessions", get(sessions::list))
         .route("/api/sessions/prune", post(sessions::prune))
         .route(
             "/api/sessions/{id}",
-            get(sessions::detail).patch(sessions::rename).delete(sessions::delete),
+            get(sessions::detail).patch(sessions::update).delete(sessions::delete),
         )
         .route("/api/sessions/{id}/messages", post(sessions::post_message))
         .route("/api/sessions/{id}/abort", post(sessions::abort))

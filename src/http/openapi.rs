@@ -60,12 +60,13 @@ pub fn openapi() -> Document {
         chat::ticket,
         sessions::list,
         sessions::detail,
-        sessions::rename,
+        sessions::update,
         sessions::delete,
         sessions::post_message,
         sessions::abort,
         sessions::tool_calls,
         super::export::export,
+        super::search::search,
         sessions::notify,
         sessions::prune,
         approvals::list,
@@ -159,6 +160,10 @@ pub(super) struct SessionView {
     message_count: i64,
     created_at: String,
     updated_at: String,
+    /// Listed first, and never pruned.
+    pinned: bool,
+    /// Listed apart (`?archived=true`).
+    archived: bool,
     /// The last event number of the session (resume after it).
     last_seq: u64,
     running_turn: Option<RunningTurnView>,

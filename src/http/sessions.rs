@@ -12,7 +12,7 @@ use super::extract::{Json, Path, Query};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::clock::rfc3339;
-use crate::runtime::{LiveState, MessagePage, NewTurn, Target};
+use crate::runtime::{LiveState, MessagePage, NewTurn, SessionChange, Target};
 use crate::store::{Message, Session};
 
 /// Largest page of sessions or messages.
@@ -28,6 +28,9 @@ pub(super) struct ListQuery {
     /// Admins only: every user's sessions.
     #[serde(default)]
     all: bool,
+    /// The archived sessions instead of the others.
+    #[serde(default)]
+    archived: bool,
 }
 
 fn first_page() -> u64 {
@@ -59,6 +62,8 @@ fn session_json(session: &Session, live: Option<&LiveState>) -> Value {
         "message_count": session.message_count,
         "created_at": rfc3339(session.created_at),
         "updated_at": rfc3339(session.updated_at),
+        "pinned": session.pinned,
+        "archived": session.archived,
         "last_seq": live.map_or(session.reserved_seq as u64, |live| live.last_seq),
         "running_turn": running.map(|r| json!({"turn_id": r.turn_id, "started_at": rfc3339(r.started_at)})),
         "queued": live.map_or(0, |live| live.queued),
@@ -83,7 +88,8 @@ pub(super) async fn list(
     if query.all && !caller.admin {
         return Err(ApiError::Forbidden("listing every user's sessions needs an admin token"));
     }
-    let listed = state.runtime.list_sessions(&caller.user, query.all, offset, limit).await?;
+    let listed =
+        state.runtime.list_sessions(&caller.user, query.all, query.archived, offset, limit).await?;
     let (sessions, total) = (listed.sessions, listed.total);
     let items: Vec<Value> = sessions
         .iter()
@@ -135,25 +141,41 @@ pub(super) async fn detail(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub(super) struct RenameRequest {
-    name: String,
+pub(super) struct SessionChangeRequest {
+    /// A new name.
+    #[serde(default)]
+    name: Option<String>,
+    /// Pinned sessions are listed first and never pruned.
+    #[serde(default)]
+    pinned: Option<bool>,
+    /// Archived sessions are listed apart (`GET /api/sessions?archived=true`).
+    #[serde(default)]
+    archived: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = RenameRequest, responses((status = 200, body = super::openapi::SessionView)))]
-pub(super) async fn rename(
+/// Renames, pins or archives a session; what the request leaves out stays.
+#[utoipa::path(patch, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = SessionChangeRequest, responses((status = 200, body = super::openapi::SessionView)))]
+pub(super) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(request): Json<RenameRequest>,
+    Json(request): Json<SessionChangeRequest>,
 ) -> Result<JsonResponse<Value>, ApiError> {
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    let name = request.name.as_deref().map(str::trim);
+    if name.is_some_and(|name| name.is_empty() || name.len() > 200) {
         return Err(ApiError::Unprocessable {
             code: "INVALID_NAME",
             message: "name must be 1-200 bytes".into(),
         });
     }
-    let (session, live) = state.runtime.rename_session(&caller.user, &id, name).await?;
+    if name.is_none() && request.pinned.is_none() && request.archived.is_none() {
+        return Err(ApiError::Unprocessable {
+            code: "INVALID_REQUEST",
+            message: "nothing to change: send name, pinned or archived".into(),
+        });
+    }
+    let change = SessionChange { name, pinned: request.pinned, archived: request.archived };
+    let (session, live) = state.runtime.update_session(&caller.user, &id, change).await?;
     let live = live.map(|live| live.state());
     Ok(JsonResponse(session_json(&session, live.as_ref())))
 }

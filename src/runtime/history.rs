@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{LiveSession, LiveState, Runtime, RuntimeError};
-use crate::store::{Message, Session, StoreError, ToolCallRecord, TurnRecord};
+use crate::store::{Message, SearchHit, Session, StoreError, ToolCallRecord, TurnRecord};
 
 /// A turn as stored, with what it said and did.
 pub struct TurnView {
@@ -26,6 +26,14 @@ pub struct MessagePage {
     pub limit: u64,
 }
 
+/// What to change of a session.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionChange<'a> {
+    pub name: Option<&'a str>,
+    pub pinned: Option<bool>,
+    pub archived: Option<bool>,
+}
+
 /// A page of a user's sessions, newest first.
 pub struct SessionPage {
     pub sessions: Vec<Session>,
@@ -33,11 +41,13 @@ pub struct SessionPage {
 }
 
 impl Runtime {
-    /// The user's sessions (every user's with `all`), newest first.
+    /// The user's sessions (every user's with `all`), newest first; the archived ones
+    /// with `archived`, the others (pinned ones first) without.
     pub async fn list_sessions(
         &self,
         user: &str,
         all: bool,
+        archived: bool,
         offset: u64,
         limit: u64,
     ) -> Result<SessionPage, RuntimeError> {
@@ -45,9 +55,20 @@ impl Runtime {
         let (sessions, total) = if all {
             store.list_all_sessions(offset, limit).await?
         } else {
-            store.list_sessions(user, offset, limit).await?
+            store.list_sessions(user, archived, offset, limit).await?
         };
         Ok(SessionPage { sessions, total })
+    }
+
+    /// The user's messages matching every word of `query` (as word prefixes), newest first.
+    pub async fn search(
+        &self,
+        user: &str,
+        query: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<SearchHit>, u64), RuntimeError> {
+        Ok(self.inner.store.search_messages(user, query, offset, limit).await?)
     }
 
     /// The session, its live state if loaded (read first: the rest is at least as new),
@@ -70,19 +91,28 @@ impl Runtime {
         Ok((session, live, messages))
     }
 
-    /// Renames the user's session.
-    pub async fn rename_session(
+    /// Renames, pins or archives the user's session (what is `None` stays).
+    pub async fn update_session(
         &self,
         user: &str,
         id: &str,
-        name: &str,
+        change: SessionChange<'_>,
     ) -> Result<(Session, Option<Arc<LiveSession>>), RuntimeError> {
-        let (_, live) = self.find_session(user, id).await?;
-        let session =
-            self.inner.store.rename_session(user, id, name).await.map_err(|err| match err {
-                StoreError::NotFound => RuntimeError::NotFound,
-                other => other.into(),
-            })?;
+        let (mut session, live) = self.find_session(user, id).await?;
+        let not_found = |err| match err {
+            StoreError::NotFound => RuntimeError::NotFound,
+            other => other.into(),
+        };
+        let store = &self.inner.store;
+        if let Some(name) = change.name {
+            session = store.rename_session(user, id, name).await.map_err(not_found)?;
+        }
+        if change.pinned.is_some() || change.archived.is_some() {
+            session = store
+                .set_session_flags(user, id, change.pinned, change.archived)
+                .await
+                .map_err(not_found)?;
+        }
         Ok((session, live))
     }
 

@@ -39,7 +39,7 @@ pub use admission::{NewTurn, Target};
 use approvals::Approvals;
 pub use approvals::{ApprovalInfo, Decision};
 pub use event::{Event, EventKind, ToolCallSummary, TurnError};
-pub use history::{MessagePage, SessionPage, TurnView};
+pub use history::{MessagePage, SessionChange, SessionPage, TurnView};
 pub use log::{EventLog, Replay, Watch, WatchItem, resync_frame};
 pub use session::{LiveSession, LiveState};
 pub use turn_watch::{TurnItem, TurnWatch, ends_turn};

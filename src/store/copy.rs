@@ -64,6 +64,8 @@ pub const TABLES: &[Table] = &[
             ("last_seq", Int),
             ("created_at", Int),
             ("updated_at", Int),
+            ("pinned", Bool),
+            ("archived", Bool),
             // Leases travel as they are: a copy made while nodes run is refused anyway
             // (the target must be empty), and a fence must never go back.
             ("lease_node", Text),

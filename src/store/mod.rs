@@ -88,6 +88,22 @@ pub struct Session {
     pub reserved_seq: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Listed first, and never pruned.
+    pub pinned: bool,
+    /// Listed apart (`?archived=true`), not with the rest.
+    pub archived: bool,
+}
+
+/// A message that matched a search, with its session.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub session_id: String,
+    pub session_name: Option<String>,
+    pub seq: i64,
+    pub role: Role,
+    /// The words around the match.
+    pub snippet: String,
+    pub created_at: i64,
 }
 
 /// Whether a message is whole.
@@ -432,13 +448,34 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> Result<(Vec<Session>, u64), StoreError>;
 
-    /// The user's sessions, newest activity first, and their total count.
+    /// The user's sessions, archived ones or the others, pinned ones first, then newest
+    /// activity first, and their total count.
     async fn list_sessions(
         &self,
         user: &str,
+        archived: bool,
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<Session>, u64), StoreError>;
+
+    /// Pins or unpins, archives or brings back the user's session (`None` leaves it).
+    async fn set_session_flags(
+        &self,
+        user: &str,
+        id: &str,
+        pinned: Option<bool>,
+        archived: Option<bool>,
+    ) -> Result<Session, StoreError>;
+
+    /// The user's messages (their own and the agent's answers, not tool output) matching
+    /// every word of `query`, newest first, `limit` from `offset`, with how many match.
+    async fn search_messages(
+        &self,
+        user: &str,
+        query: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<SearchHit>, u64), StoreError>;
 
     /// Renames a session.
     async fn rename_session(&self, user: &str, id: &str, name: &str)
@@ -654,6 +691,17 @@ pub trait Store: Send + Sync + 'static {
         max_sessions: u64,
         ttl_ms: i64,
     ) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// The words of a search, lowercased: runs of letters and digits (anything else, quotes
+/// and operators included, only separates them), at most 16.
+fn search_words(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .take(16)
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Gives each user message in `messages` its siblings from `rows` of `(parent_turn, seq)`

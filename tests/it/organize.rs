@@ -76,3 +76,66 @@ async fn an_export_follows_the_branch_asked_for() {
     assert!(old.contains("## You\n\nfirst\n") && old.contains("echo: first\n"), "{old}");
     assert!(!old.contains("edited"), "{old}");
 }
+
+#[tokio::test]
+async fn sessions_pin_archive_and_are_found_by_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    for (id, said) in [("old", "kubernetes deployment"), ("mid", "a cake recipe"), ("new", "hello")]
+    {
+        assert_eq!(server.chat(id, said).await.0, 200);
+    }
+    let patch = async |id: &str, body: Value| {
+        let url = server.url(&format!("/api/sessions/{id}"));
+        let response = server.client.patch(url).json(&body).send().await.unwrap();
+        crate::common::json_of(response).await
+    };
+    let listed = async |query: &str| {
+        let (_, page) = server.get(&format!("/api/sessions{query}")).await;
+        let ids = page["items"].as_array().unwrap().iter();
+        ids.map(|s| s["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let (status, pinned) = patch("old", json!({"pinned": true})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (pinned["pinned"].as_bool(), pinned["archived"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let (_, archived) = patch("mid", json!({"archived": true, "name": "Cakes"})).await;
+    assert_eq!(
+        (archived["archived"].as_bool(), archived["name"].as_str()),
+        (Some(true), Some("Cakes"))
+    );
+    assert_eq!(listed("").await, ["old", "new"]);
+    assert_eq!(listed("?archived=true").await, ["mid"]);
+    let (status, error) = patch("old", json!({})).await;
+    assert_eq!((status.as_u16(), error["code"].as_str()), (422, Some("INVALID_REQUEST")));
+    assert_eq!(patch("nope", json!({"pinned": true})).await.0, 404);
+
+    // Search: every word as a beginning, the caller's own sessions, archived ones included.
+    let (status, found) = server.get("/api/search?q=deploy").await;
+    assert_eq!(status, 200);
+    assert_eq!(found["total"], 2, "{found}");
+    let first = &found["items"][0];
+    assert_eq!(
+        (first["session_id"].as_str(), first["role"].as_str()),
+        (Some("old"), Some("assistant"))
+    );
+    assert!(first["snippet"].as_str().unwrap().contains("deployment"), "{found}");
+    let seq = found["items"][1]["seq"].as_i64().unwrap();
+    // A match opens where it was said.
+    let (status, at) = server.get(&format!("/api/sessions/old?branch={seq}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(at["messages"][0]["content"], "kubernetes deployment");
+    let (_, cakes) = server.get("/api/search?q=cake%20recipe").await;
+    assert_eq!(cakes["items"][0]["session_name"], "Cakes");
+    let (_, paged) = server.get("/api/search?q=deploy&page=2&limit=1").await;
+    assert_eq!((paged["items"].as_array().unwrap().len(), paged["total"].as_u64()), (1, Some(2)));
+    let (status, error) = server.get("/api/search?q=x&limit=0").await;
+    assert_eq!((status.as_u16(), error["code"].as_str()), (400, Some("INVALID_QUERY")));
+    let bob = client_with(&server.token_for("bob", false).await);
+    let theirs: Value =
+        bob.get(server.url("/api/search?q=deploy")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(theirs["total"], 0);
+}

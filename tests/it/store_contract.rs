@@ -14,6 +14,7 @@ mod concurrency;
 mod identity;
 mod leases;
 mod messages;
+mod organize;
 mod sessions;
 mod turns;
 
@@ -218,6 +219,8 @@ contract! {
     messages::pages_go_backwards_in_conversation_order,
     messages::history_stops_at_the_turn_in_conversation_order,
     messages::edits_and_regenerations_branch_and_each_branch_reads_alone,
+    organize::pinned_sessions_list_first_and_archived_ones_apart,
+    organize::search_finds_every_word_in_the_users_own_messages,
     messages::any_text_round_trips_nul_characters_included,
     turns::create_turn_stores_the_turn_and_its_message_together,
     turns::start_and_finish_turn_are_recorded,

@@ -43,7 +43,7 @@ pub async fn measure(dir: &std::path::Path, marks: &[u64]) -> History {
         store.open_session("many", &format!("s{i}"), None).await.expect("session");
     }
     let started = Instant::now();
-    store.list_sessions("many", 0, 50).await.expect("list");
+    store.list_sessions("many", false, 0, 50).await.expect("list");
     History { appends, open_page, list_page: started.elapsed() }
 }
 

@@ -16,7 +16,7 @@ pub(super) async fn prune(
     let mut pruned = Vec::new();
     if ttl_ms > 0 {
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "DELETE FROM sessions WHERE state = 'idle' AND updated_at < $1 \
+            "DELETE FROM sessions WHERE state = 'idle' AND NOT pinned AND updated_at < $1 \
              AND ($2 IS NULL OR user_id = $2) RETURNING user_id, id",
         )
         .bind(now_ms() - ttl_ms)
@@ -27,7 +27,7 @@ pub(super) async fn prune(
     }
     if max_sessions > 0 {
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "DELETE FROM sessions WHERE state = 'idle' AND pk IN ( \
+            "DELETE FROM sessions WHERE state = 'idle' AND NOT pinned AND pk IN ( \
                SELECT pk FROM ( \
                  SELECT pk, ROW_NUMBER() OVER \
                    (PARTITION BY user_id ORDER BY updated_at DESC, pk DESC) AS rank \

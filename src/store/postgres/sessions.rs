@@ -8,8 +8,8 @@ use super::{bound, write};
 use crate::clock::now_ms;
 use crate::store::{Fence, Session, StoreError};
 
-const SESSION_COLUMNS: &str =
-    "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at";
+const SESSION_COLUMNS: &str = "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at, pinned, \
+     archived";
 
 fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
     Ok(Session {
@@ -22,6 +22,8 @@ fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
         reserved_seq: row.try_get("last_seq")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        pinned: row.try_get("pinned")?,
+        archived: row.try_get("archived")?,
     })
 }
 
@@ -119,23 +121,27 @@ pub(super) async fn list_all(
 pub(super) async fn list(
     pool: &PgPool,
     user: &str,
+    archived: bool,
     offset: u64,
     limit: u64,
 ) -> Result<(Vec<Session>, u64), StoreError> {
     let sql = format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 \
-         ORDER BY updated_at DESC, pk DESC LIMIT $2 OFFSET $3"
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND archived = $2 \
+         ORDER BY pinned DESC, updated_at DESC, pk DESC LIMIT $3 OFFSET $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(escape(user))
+        .bind(archived)
         .bind(bound(limit))
         .bind(bound(offset))
         .fetch_all(pool)
         .await?;
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
-        .bind(escape(user))
-        .fetch_one(pool)
-        .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND archived = $2")
+            .bind(escape(user))
+            .bind(archived)
+            .fetch_one(pool)
+            .await?;
     let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
     Ok((sessions, total as u64))
 }
@@ -200,4 +206,26 @@ pub(super) async fn reserve_seq(pool: &PgPool, fence: Fence, up_to: i64) -> Resu
 /// (or the session is gone). The row lock the update takes orders it with acquisitions.
 fn fenced(rows: u64) -> Result<(), StoreError> {
     if rows == 0 { Err(StoreError::Fenced) } else { Ok(()) }
+}
+
+pub(super) async fn set_flags(
+    pool: &PgPool,
+    user: &str,
+    id: &str,
+    pinned: Option<bool>,
+    archived: Option<bool>,
+) -> Result<Session, StoreError> {
+    let sql = format!(
+        "UPDATE sessions SET pinned = COALESCE($1, pinned), archived = COALESCE($2, archived) \
+         WHERE user_id = $3 AND id = $4 RETURNING {SESSION_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(pinned)
+        .bind(archived)
+        .bind(escape(user))
+        .bind(escape(id))
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    session_from_row(&row)
 }

@@ -9,6 +9,7 @@ mod copy;
 mod leases;
 mod maintenance;
 mod messages;
+mod search;
 mod sessions;
 mod turns;
 mod usage;
@@ -26,8 +27,8 @@ use tracing::instrument;
 
 use super::{
     AuditEntry, Fence, Lease, Message, MessageStatus, NewMessage, Orphan, PairingGrant,
-    PartialText, Session, Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd, TurnRecord,
-    UsageLine, UsageQuery,
+    PartialText, SearchHit, Session, Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd,
+    TurnRecord, UsageLine, UsageQuery,
 };
 use crate::clock::now_ms;
 use crate::conversation::{ToolCall, Usage};
@@ -41,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../migrations/sqlite/0005_turn_lookup.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_usage.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_branches.sql")),
+    (8, include_str!("../../../migrations/sqlite/0008_organize.sql")),
 ];
 
 /// [`super::Store`] on a SQLite file.
@@ -166,10 +168,33 @@ impl Store for SqliteStore {
     async fn list_sessions(
         &self,
         user: &str,
+        archived: bool,
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<Session>, u64), StoreError> {
-        sessions::list(&self.pool, user, offset, limit).await
+        sessions::list(&self.pool, user, archived, offset, limit).await
+    }
+
+    #[instrument(skip_all, fields(session = id))]
+    async fn set_session_flags(
+        &self,
+        user: &str,
+        id: &str,
+        pinned: Option<bool>,
+        archived: Option<bool>,
+    ) -> Result<Session, StoreError> {
+        sessions::set_flags(&self.pool, user, id, pinned, archived).await
+    }
+
+    #[instrument(skip_all)]
+    async fn search_messages(
+        &self,
+        user: &str,
+        query: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<SearchHit>, u64), StoreError> {
+        search::search(&self.pool, user, query, offset, limit).await
     }
 
     #[instrument(skip_all, fields(session = id))]

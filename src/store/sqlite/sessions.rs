@@ -7,8 +7,8 @@ use super::{bound, write};
 use crate::clock::now_ms;
 use crate::store::{Fence, Session, StoreError};
 
-const SESSION_COLUMNS: &str =
-    "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at";
+const SESSION_COLUMNS: &str = "pk, user_id, id, name, state, message_count, last_seq, created_at, updated_at, pinned, \
+     archived";
 
 fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
     Ok(Session {
@@ -21,6 +21,8 @@ fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
         reserved_seq: row.try_get("last_seq")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        pinned: row.try_get("pinned")?,
+        archived: row.try_get("archived")?,
     })
 }
 
@@ -109,23 +111,27 @@ pub(super) async fn list_all(
 pub(super) async fn list(
     pool: &SqlitePool,
     user: &str,
+    archived: bool,
     offset: u64,
     limit: u64,
 ) -> Result<(Vec<Session>, u64), StoreError> {
     let sql = format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 \
-         ORDER BY updated_at DESC, pk DESC LIMIT $2 OFFSET $3"
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND archived = $2 \
+         ORDER BY pinned DESC, updated_at DESC, pk DESC LIMIT $3 OFFSET $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(user)
+        .bind(archived)
         .bind(bound(limit))
         .bind(bound(offset))
         .fetch_all(pool)
         .await?;
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
-        .bind(user)
-        .fetch_one(pool)
-        .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND archived = $2")
+            .bind(user)
+            .bind(archived)
+            .fetch_one(pool)
+            .await?;
     let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
     Ok((sessions, total as u64))
 }
@@ -201,4 +207,26 @@ pub(super) async fn reserve_seq(
 /// (or the session is gone).
 fn fenced(rows: u64) -> Result<(), StoreError> {
     if rows == 0 { Err(StoreError::Fenced) } else { Ok(()) }
+}
+
+pub(super) async fn set_flags(
+    pool: &SqlitePool,
+    user: &str,
+    id: &str,
+    pinned: Option<bool>,
+    archived: Option<bool>,
+) -> Result<Session, StoreError> {
+    let sql = format!(
+        "UPDATE sessions SET pinned = COALESCE($1, pinned), archived = COALESCE($2, archived) \
+         WHERE user_id = $3 AND id = $4 RETURNING {SESSION_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(pinned)
+        .bind(archived)
+        .bind(user)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    session_from_row(&row)
 }

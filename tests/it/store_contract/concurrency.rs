@@ -18,7 +18,7 @@ pub async fn two_nodes_migrate_an_empty_database_together(db: &Db) {
     assert_eq!((same.pk, created), (session.pk, false));
     // And a third start finds nothing left to do.
     let third = parley::store::open(&url).await.unwrap();
-    assert_eq!(third.list_sessions("alice", 0, 10).await.unwrap().1, 1);
+    assert_eq!(third.list_sessions("alice", false, 0, 10).await.unwrap().1, 1);
 }
 
 pub async fn two_nodes_open_the_same_session_once(db: &Db) {
@@ -32,7 +32,7 @@ pub async fn two_nodes_open_the_same_session_once(db: &Db) {
     let opened: Vec<_> = results.into_iter().map(|r| r.expect("no open fails")).collect();
     assert_eq!(opened.iter().filter(|(_, created)| *created).count(), 1);
     assert!(opened.iter().all(|(s, _)| s.pk == opened[0].0.pk));
-    assert_eq!(db.store.list_sessions("alice", 0, 10).await.unwrap().1, 1);
+    assert_eq!(db.store.list_sessions("alice", false, 0, 10).await.unwrap().1, 1);
 }
 
 pub async fn two_nodes_append_to_one_session_without_losing_counts(db: &Db) {

@@ -275,7 +275,7 @@ pub async fn any_text_round_trips_nul_characters_included(db: &Db) {
         .unwrap();
     let renamed = store.rename_session("alice", odd, &format!("{odd}!")).await.unwrap();
     assert_eq!(renamed.name.unwrap(), format!("{odd}!"));
-    assert_eq!(store.list_sessions("alice", 0, 1).await.unwrap().0[0].id, odd);
+    assert_eq!(store.list_sessions("alice", false, 0, 1).await.unwrap().0[0].id, odd);
     let pruned = store.prune(Some("alice"), 0, 0).await.unwrap();
     assert!(pruned.is_empty());
     store.delete_session("alice", odd).await.unwrap();

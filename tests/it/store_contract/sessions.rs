@@ -62,20 +62,20 @@ pub async fn list_pages_newest_activity_first_with_total(db: &Db) {
         |page: &[parley::store::Session]| page.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
 
     // Sessions made in the same millisecond keep creation order (newest first).
-    let (page, total) = store.list_sessions("alice", 0, 2).await.unwrap();
+    let (page, total) = store.list_sessions("alice", false, 0, 2).await.unwrap();
     assert_eq!((ids(&page), total), (vec!["e".to_owned(), "d".into()], 5));
-    let (page, total) = store.list_sessions("alice", 4, 2).await.unwrap();
+    let (page, total) = store.list_sessions("alice", false, 4, 2).await.unwrap();
     assert_eq!((ids(&page), total), (vec!["a".to_owned()], 5));
-    let (page, total) = store.list_sessions("alice", u64::MAX, u64::MAX).await.unwrap();
+    let (page, total) = store.list_sessions("alice", false, u64::MAX, u64::MAX).await.unwrap();
     assert_eq!((page.len(), total), (0, 5));
-    let (page, total) = store.list_sessions("nobody", 0, 10).await.unwrap();
+    let (page, total) = store.list_sessions("nobody", false, 0, 10).await.unwrap();
     assert_eq!((page.len(), total), (0, 0));
 
     // Activity moves a session to the top (timestamps are in milliseconds).
     tokio::time::sleep(Duration::from_millis(3)).await;
     let (b, _) = store.open_session("alice", "b", None).await.unwrap();
     store.append_message(db.fence(b.pk).await, &text(1, 1, Role::User, "hi")).await.unwrap();
-    let (page, _) = store.list_sessions("alice", 0, 2).await.unwrap();
+    let (page, _) = store.list_sessions("alice", false, 0, 2).await.unwrap();
     assert_eq!(ids(&page), ["b", "e"]);
 
     let (page, total) = store.list_all_sessions(0, 100).await.unwrap();

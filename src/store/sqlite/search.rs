@@ -1,0 +1,62 @@
+//! The SQLite store's message search: the FTS5 index `messages_fts` that triggers keep over
+//! user and assistant messages.
+
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+
+use super::bound;
+use crate::conversation::Role;
+use crate::store::{SearchHit, StoreError, search_words};
+
+pub(super) async fn search(
+    pool: &SqlitePool,
+    user: &str,
+    query: &str,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<SearchHit>, u64), StoreError> {
+    let words = search_words(query);
+    if words.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    // Every word, each as a quoted prefix: nothing the user typed is FTS5 syntax.
+    let matcher: Vec<String> = words.iter().map(|word| format!("\"{word}\"*")).collect();
+    let matcher = matcher.join(" ");
+    let rows = sqlx::query(
+        "SELECT s.id AS session_id, s.name AS session_name, m.seq, m.role, m.created_at, \
+         snippet(messages_fts, 0, '', '', '…', 16) AS snippet \
+         FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+         JOIN sessions s ON s.pk = m.session_pk \
+         WHERE messages_fts MATCH $1 AND s.user_id = $2 \
+         ORDER BY m.id DESC LIMIT $3 OFFSET $4",
+    )
+    .bind(&matcher)
+    .bind(user)
+    .bind(bound(limit))
+    .bind(bound(offset))
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+         JOIN sessions s ON s.pk = m.session_pk WHERE messages_fts MATCH $1 AND s.user_id = $2",
+    )
+    .bind(&matcher)
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    let hits = rows
+        .iter()
+        .map(|row| {
+            let role: String = row.try_get("role")?;
+            Ok(SearchHit {
+                session_id: row.try_get("session_id")?,
+                session_name: row.try_get("session_name")?,
+                seq: row.try_get("seq")?,
+                role: Role::parse(&role).unwrap_or(Role::User),
+                snippet: row.try_get("snippet")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok((hits, total as u64))
+}

@@ -1,0 +1,93 @@
+//! Keeping sessions in order: pinned first, archived apart, and a search over what was said.
+
+use parley::conversation::Role;
+use parley::store::{MessageStatus, NewMessage, PartialText, StoreError};
+
+use super::{Db, text};
+
+pub async fn pinned_sessions_list_first_and_archived_ones_apart(db: &Db) {
+    let store = &db.store;
+    for id in ["old", "middle", "new"] {
+        store.open_session("alice", id, None).await.unwrap();
+    }
+    let ids = async |archived: bool| {
+        let (page, total) = store.list_sessions("alice", archived, 0, 10).await.unwrap();
+        assert_eq!(total as usize, page.len());
+        page.into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(false).await, ["new", "middle", "old"]);
+    let pinned = store.set_session_flags("alice", "old", Some(true), None).await.unwrap();
+    assert!(pinned.pinned && !pinned.archived);
+    let archived = store.set_session_flags("alice", "middle", None, Some(true)).await.unwrap();
+    assert!(archived.archived && !archived.pinned);
+    assert_eq!(ids(false).await, ["old", "new"]);
+    assert_eq!(ids(true).await, ["middle"]);
+    // What is left out stays; another user's session of the same id is another session.
+    let back = store.set_session_flags("alice", "middle", None, Some(false)).await.unwrap();
+    assert!(!back.archived);
+    assert_eq!(ids(false).await, ["old", "new", "middle"]);
+    let missing = store.set_session_flags("bob", "old", Some(true), None).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
+    // A pinned session is never pruned.
+    store.prune(Some("alice"), 1, 0).await.unwrap();
+    assert_eq!(ids(false).await, ["old", "new"]);
+}
+
+pub async fn search_finds_every_word_in_the_users_own_messages(db: &Db) {
+    let store = &db.store;
+    let (a, _) = store.open_session("alice", "a", Some("Ops")).await.unwrap();
+    let (b, _) = store.open_session("alice", "b", None).await.unwrap();
+    let (c, _) = store.open_session("bob", "c", None).await.unwrap();
+    let say = async |pk: i64, message: NewMessage| {
+        store.append_message(db.fence(pk).await, &message).await.unwrap()
+    };
+    say(a.pk, text(1, 1, Role::User, "Deploying the gateway on Kubernetes?")).await;
+    say(a.pk, text(2, 1, Role::Assistant, "Use a Deployment with two replicas.")).await;
+    let tool = NewMessage {
+        tool_call_id: Some("t".into()),
+        tool_name: Some("shell".into()),
+        ..text(3, 1, Role::Tool, "deployment secret")
+    };
+    say(a.pk, tool).await;
+    say(b.pk, text(1, 1, Role::User, "the quarterly report")).await;
+    say(c.pk, text(1, 1, Role::User, "deploy for bob")).await;
+
+    let found = async |user: &str, query: &str| {
+        let (hits, total) = store.search_messages(user, query, 0, 10).await.unwrap();
+        assert_eq!(total as usize, hits.len());
+        hits.into_iter().map(|h| (h.session_id, h.seq)).collect::<Vec<_>>()
+    };
+    // Words are prefixes; newest first; tool output is left out; only the user's own.
+    assert_eq!(found("alice", "deploy").await, [("a".into(), 2), ("a".into(), 1)]);
+    assert_eq!(found("alice", "DEPLOY gateway").await, [("a".to_owned(), 1)]);
+    assert_eq!(found("bob", "deploy").await, [("c".to_owned(), 1)]);
+    // Nothing typed is query syntax.
+    assert_eq!(found("alice", "(deploy* \"").await.len(), 2);
+    assert_eq!(found("alice", "deploy OR report").await.len(), 0);
+    assert!(found("alice", " \" * ").await.is_empty());
+    let (hits, total) = store.search_messages("alice", "deploy", 1, 1).await.unwrap();
+    assert_eq!((hits.len(), total), (1, 2));
+    let hit = &hits[0];
+    assert_eq!((hit.role, hit.session_name.as_deref()), (Role::User, Some("Ops")));
+    assert!(hit.snippet.contains("Deploying the gateway"), "{}", hit.snippet);
+
+    // A streaming answer is found by what it says so far, and then by what it said.
+    let streaming =
+        NewMessage { status: MessageStatus::Streaming, ..text(4, 4, Role::Assistant, "") };
+    let id = say(b.pk, streaming).await;
+    let partial = PartialText {
+        fence: db.fence(b.pk).await,
+        message_id: id,
+        content: "a zebra crossing".into(),
+        reasoning: None,
+    };
+    store.update_partials(&[partial]).await.unwrap();
+    assert_eq!(found("alice", "zebra").await, [("b".to_owned(), 4)]);
+    let fence = db.fence(b.pk).await;
+    store.update_message(fence, id, "a giraffe", None, &[], MessageStatus::Complete).await.unwrap();
+    assert!(found("alice", "zebra").await.is_empty());
+    assert_eq!(found("alice", "giraffe").await.len(), 1);
+    // A deleted session's messages are gone from the search.
+    store.delete_session("alice", "a").await.unwrap();
+    assert!(found("alice", "deploy").await.is_empty());
+}
