@@ -362,6 +362,43 @@ await scenario("a chat exports as Markdown and as JSON", async () => {
   }
 });
 
+await scenario("search finds a message and opens its chat there; pin and archive", async () => {
+  await page.click("#new-session");
+  await send(page, "the zanzibar itinerary");
+  await page.waitForSelector(".msg.assistant:has-text('echo: the zanzibar itinerary')");
+  const chat = "#sessions li:has-text('the zanzibar itinerary')";
+  await page.waitForSelector(chat);
+  const url = page.url();
+  await page.click("#new-session");
+  await page.fill("#filter", "zanzi itin");
+  await page.waitForSelector("#results li:has-text('zanzibar')");
+  assert.deepEqual(await page.$$eval("#results li:first-child mark", (marks) => marks.map((m) => m.textContent)),
+    ["zanzibar", "itinerary"]);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: `${ARTIFACTS}/search.png` });
+  await page.click("#results li >> nth=0");
+  await page.waitForURL(url);
+  await page.waitForSelector(".msg.user:has-text('the zanzibar itinerary')");
+  await page.fill("#filter", "");
+  await page.waitForSelector("#found", { state: "hidden" });
+
+  await page.click("#pin");
+  await page.waitForSelector("#pin[aria-pressed=true]");
+  await page.waitForSelector("#sessions li:first-child:has-text('the zanzibar itinerary') .pin");
+  await page.click("#archive");
+  await page.waitForSelector("#archive[aria-pressed=true]");
+  await page.waitForSelector(chat, { state: "detached" });
+  await page.click("#show-archived");
+  await page.waitForSelector("#list-title:not([hidden])");
+  await page.waitForSelector(chat);
+  await page.click("#archive");
+  await page.waitForSelector(chat, { state: "detached" });
+  await page.click("#show-archived");
+  await page.waitForSelector(chat);
+  await page.click("#pin");
+  await page.waitForSelector("#pin[aria-pressed=false]");
+});
+
 await scenario("main screen screenshot", async () => {
   await page.click("#new-session");
   await script({ tool_call: { id: "s1", name: "list_dir", args: {} } },

@@ -20,6 +20,10 @@ const state = {
   conversation: null,
   live: null,
   feed: null,
+  // Showing the archived chats instead of the others.
+  archived: false,
+  // The open chat as stored: its name, pinned and archived.
+  stored: null,
 };
 
 // ---- sign-in -------------------------------------------------------------
@@ -93,7 +97,8 @@ async function loadSessions(reset) {
   state.loading = true;
   const asked = performance.now();
   try {
-    const page = await api("GET", `/api/sessions?page=${state.page + 1}&limit=${PAGE}`);
+    const archived = state.archived ? "&archived=true" : "";
+    const page = await api("GET", `/api/sessions?page=${state.page + 1}&limit=${PAGE}${archived}`);
     state.page += 1;
     state.sessions.push(...page.items.filter((s) => !state.sessions.some((o) => o.id === s.id)));
     state.more = state.page * PAGE < page.total;
@@ -133,7 +138,22 @@ function renderSessions() {
       dot.title = "A turn is running";
       item.append(dot);
     }
+    if (session.pinned) {
+      const pin = document.createElement("span");
+      pin.className = "pin";
+      pin.textContent = "📌";
+      pin.title = "Pinned";
+      item.append(pin);
+    }
     item.append(document.createTextNode(label));
+    item.tabIndex = 0;
+    item.setAttribute("role", "button");
+    item.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        item.click();
+      }
+    });
     item.addEventListener("click", () => {
       openSession(session.id);
       $("sidebar").classList.remove("open");
@@ -142,7 +162,85 @@ function renderSessions() {
   }
 }
 
-$("filter").addEventListener("input", renderSessions);
+// ---- search ----------------------------------------------------------------
+
+let searching = null;
+
+$("filter").addEventListener("input", () => {
+  renderSessions();
+  clearTimeout(searching);
+  searching = setTimeout(searchMessages, 250);
+});
+
+/** Finds messages holding every word typed (server-side), shown above the chats. */
+async function searchMessages() {
+  const query = $("filter").value.trim();
+  if (query.length < 2) {
+    $("found").hidden = true;
+    return;
+  }
+  let found;
+  try {
+    found = await api("GET", `/api/search?q=${encodeURIComponent(query)}&limit=20`);
+  } catch {
+    return;
+  }
+  if ($("filter").value.trim() !== query) return;
+  const words = query.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter(Boolean);
+  const list = $("results");
+  list.replaceChildren();
+  for (const hit of found.items) {
+    const item = document.createElement("li");
+    item.tabIndex = 0;
+    item.setAttribute("role", "button");
+    const title = document.createElement("strong");
+    title.textContent = hit.session_name || hit.session_id;
+    const snippet = document.createElement("span");
+    snippet.className = "snippet";
+    snippet.append(...marked(hit.snippet, words));
+    item.append(title, snippet);
+    const open = () => {
+      openSession(hit.session_id, { branch: hit.seq });
+      $("sidebar").classList.remove("open");
+    };
+    item.addEventListener("click", open);
+    item.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") open();
+    });
+    list.append(item);
+  }
+  if (found.items.length === 0) {
+    const none = document.createElement("li");
+    none.className = "none";
+    none.textContent = "No message says that.";
+    list.append(none);
+  }
+  $("found").hidden = false;
+}
+
+/** `text` as nodes, the words that begin with a searched word in <mark>. */
+function marked(text, words) {
+  const nodes = [];
+  for (const part of text.split(/([\p{L}\p{N}]+)/u)) {
+    const hit = words.some((word) => part.toLowerCase().startsWith(word));
+    if (hit) {
+      const mark = document.createElement("mark");
+      mark.textContent = part;
+      nodes.push(mark);
+    } else if (part) {
+      nodes.push(document.createTextNode(part));
+    }
+  }
+  return nodes;
+}
+
+$("show-archived").addEventListener("click", () => {
+  state.archived = !state.archived;
+  $("show-archived").setAttribute("aria-pressed", String(state.archived));
+  $("show-archived").textContent = state.archived ? "All chats" : "Archived";
+  $("list-title").hidden = !state.archived;
+  loadSessions(true);
+});
 $("sessions").addEventListener("scroll", () => {
   const list = $("sessions");
   if (list.scrollHeight - list.scrollTop - list.clientHeight < 80) loadSessions();
@@ -252,6 +350,7 @@ async function openSession(id, { replace, fresh, branch } = {}) {
     if (err.status !== 404) setConnection(explain(err.code, err.message), true);
   }
   if (state.conversation !== conversation) return;
+  showStored(detail);
   if (newest) {
     const last = (d) => d.messages.at(-1)?.seq;
     conversation.pinned = last(detail) !== last(newest);
@@ -301,6 +400,35 @@ window.addEventListener("popstate", () => {
   const match = /^\/s\/([A-Za-z0-9._-]{1,128})$/.exec(location.pathname);
   if (match) openSession(match[1], { replace: true });
 });
+
+/** The open chat's pin and archive buttons, as stored. */
+function showStored(session) {
+  state.stored = session;
+  for (const [button, on, yes, no] of [
+    ["pin", session?.pinned, "Unpin", "Pin"],
+    ["archive", session?.archived, "Unarchive", "Archive"],
+  ]) {
+    $(button).hidden = !session;
+    $(button).textContent = on ? yes : no;
+    $(button).setAttribute("aria-pressed", String(Boolean(on)));
+  }
+}
+
+async function setFlag(flag) {
+  const id = state.current;
+  const value = !state.stored?.[flag];
+  try {
+    const session = await api("PATCH", `/api/sessions/${id}`, { [flag]: value });
+    if (state.current === id) showStored(session);
+  } catch (err) {
+    setConnection(explain(err.code, err.message), true);
+    return;
+  }
+  loadSessions(true);
+}
+
+$("pin").addEventListener("click", () => setFlag("pinned"));
+$("archive").addEventListener("click", () => setFlag("archived"));
 
 $("rename").addEventListener("click", async () => {
   const name = prompt("Rename this chat", $("title").textContent);
@@ -405,6 +533,7 @@ async function send() {
     // watching it from its beginning.
     const name = content.trim().split("\n")[0].slice(0, 60);
     $("title").textContent = name;
+    showStored({ id, name, pinned: false, archived: false });
     history.replaceState({}, "", `/s/${id}`);
     connect(id, 0);
     await api("PATCH", `/api/sessions/${id}`, { name }).catch(() => {});
