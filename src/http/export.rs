@@ -45,7 +45,11 @@ pub(super) async fn export(
     };
     let page = MessagePage { branch: query.branch, before_seq: None, limit: u64::MAX };
     let (session, _, messages) = state.runtime.session_messages(&caller.user, &id, page).await?;
-    let calls = state.runtime.tool_calls(&caller.user, &id).await?;
+    // The calls of the turns exported, not of other branches'.
+    let turns: std::collections::HashSet<&str> =
+        messages.iter().filter_map(|m| m.turn_id.as_deref()).collect();
+    let mut calls = state.runtime.tool_calls(&caller.user, &id).await?;
+    calls.retain(|call| turns.contains(call.turn_id.as_str()));
     // The session id is `[A-Za-z0-9._-]`: safe in a header as it is.
     let (body, kind, extension) = if json {
         let body = as_json(&session, &messages, &calls);
@@ -110,10 +114,10 @@ fn as_markdown(session: &Session, messages: &[Message], calls: &[ToolCallRecord]
             }
             Role::Tool => {
                 let name = message.tool_name.as_deref().unwrap_or("tool");
-                let failed = message
-                    .tool_call_id
-                    .as_deref()
-                    .is_some_and(|id| calls.iter().any(|call| call.id == id && call.is_error));
+                let turn = message.turn_id.as_deref().unwrap_or_default();
+                let failed = message.tool_call_id.as_deref().is_some_and(|id| {
+                    calls.iter().any(|call| call.id == id && call.turn_id == turn && call.is_error)
+                });
                 let label = if failed { "failed" } else { "returned" };
                 let output = fenced(&message.content, "");
                 out.push_str(&format!("\n**Tool** `{name}` {label}:\n\n{output}"));

@@ -28,6 +28,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/api.js", "text/javascript; charset=utf-8"),
     asset!("js/conversation.js", "text/javascript; charset=utf-8"),
     asset!("js/live.js", "text/javascript; charset=utf-8"),
+    asset!("js/highlight.js", "text/javascript; charset=utf-8"),
     asset!("js/markdown.js", "text/javascript; charset=utf-8"),
 ];
 

@@ -78,6 +78,21 @@ impl Runtime {
         if id.is_some_and(|id| !valid_session_id(id)) {
             return Err(RuntimeError::InvalidSessionId);
         }
+        // A parent names a message of the session: checked before anything is counted or
+        // created (a session that does not exist yet has none).
+        if let Some(seq) = turn.parent.filter(|seq| *seq != 0) {
+            let stored = match id {
+                Some(id) => inner.store.session(user, id).await?,
+                None => None,
+            };
+            let known = match stored {
+                Some(session) => inner.store.turn_of(session.pk, seq).await?.is_some(),
+                None => false,
+            };
+            if !known {
+                return Err(RuntimeError::UnknownMessage { seq });
+            }
+        }
         let model = inner.agent.models.resolve(turn.model)?;
         let turn = NewTurn { model: Some(model), ..turn };
         if let Target::Existing(id) = target {

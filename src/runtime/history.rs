@@ -23,14 +23,18 @@ pub struct MessagePage {
     pub branch: Option<i64>,
     /// Up to `limit` messages before this one in conversation order (the newest if `None`).
     pub before_seq: Option<i64>,
+    /// At most this many messages.
     pub limit: u64,
 }
 
 /// What to change of a session.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionChange<'a> {
+    /// A new name.
     pub name: Option<&'a str>,
+    /// Pinned sessions list first and are never pruned.
     pub pinned: Option<bool>,
+    /// Archived sessions list apart.
     pub archived: Option<bool>,
 }
 

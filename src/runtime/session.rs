@@ -78,6 +78,7 @@ pub struct RunningTurn {
 /// session stops running it, so "not running" never comes with a history missing its end.
 #[derive(Clone)]
 pub struct LiveState {
+    /// The turn running now, if any.
     pub running: Option<RunningTurn>,
     /// Turns waiting behind the running one.
     pub queued: usize,

@@ -333,6 +333,8 @@ await scenario("editing a message branches the conversation; versions switch; re
   await send(page, "third question");
   await page.waitForSelector(".msg.user:has-text('third question')");
   await page.waitForSelector(".msg.assistant pre code:has-text('echo copied')");
+  // Highlighted: the keyword in a span of its own, the text as it was.
+  await page.waitForSelector(".msg.assistant pre code[data-lang=sh] .hl-kw:has-text('echo')");
   assert.deepEqual(await users(), ["first question", "second question, edited", "third question"]);
   await page.getByRole("button", { name: "Copy code" }).click();
   assert.equal(await clipboard(), "echo copied");
@@ -340,6 +342,29 @@ await scenario("editing a message branches the conversation; versions switch; re
   await page.reload();
   await page.waitForSelector(".msg.user:has-text('third question')");
   assert.deepEqual(await users(), ["first question", "second question, edited", "third question"]);
+});
+
+await scenario("an edit made while a turn runs shows its own branch only, and the running one stays on its own", async () => {
+  const users = () => page.$$eval(".msg.user", (nodes) => nodes.map((n) => n.textContent));
+  await page.click("#new-session");
+  await send(page, "q1");
+  await page.waitForSelector(".msg.assistant:has-text('echo: q1')");
+  await script({ text: words(60, "slow"), delay_ms: 50 });
+  await send(page, "q2");
+  await page.waitForSelector(".msg.assistant:has-text('slow3')");
+  await page.locator(".turn").nth(0).getByRole("button", { name: "Edit message" }).click();
+  await page.fill("form.edit textarea", "q1 edited");
+  await page.click("form.edit button[type=submit]");
+  // Queued behind q2, answered once it ends; q2's answer never lands in this branch.
+  await page.waitForSelector(".msg.assistant:has-text('echo: q1 edited')");
+  assert.deepEqual(await users(), ["q1 edited"]);
+  assert.equal(await page.locator(".msg.assistant:has-text('slow')").count(), 0);
+  await page.waitForSelector("#stop", { state: "hidden" });
+  // The other branch has q2 whole.
+  await page.getByRole("button", { name: "Previous version" }).click();
+  await page.waitForSelector(".versions:has-text('1/2')");
+  await page.waitForSelector(".msg.assistant:has-text('slow59')");
+  assert.deepEqual(await users(), ["q1", "q2"]);
 });
 
 await scenario("a chat exports as Markdown and as JSON", async () => {

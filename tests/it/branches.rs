@@ -151,6 +151,11 @@ async fn a_parent_or_branch_the_session_does_not_have_is_refused_and_nothing_is_
         assert_eq!(error["code"], "UNKNOWN_MESSAGE");
         assert!(error["error"].as_str().unwrap().contains("no message numbered"), "{error}");
     }
+    // A parent for a session that does not exist yet names nothing, and creates nothing.
+    let body = json!({"content": "edit", "parent": 3});
+    let (status, error) = server.post("/api/sessions/fresh/messages", body).await;
+    assert_eq!((status.as_u16(), error["code"].as_str()), (400, Some("UNKNOWN_MESSAGE")));
+    assert_eq!(server.get("/api/sessions/fresh").await.0, 404);
     let (status, error) = server.get("/api/sessions/s?branch=99").await;
     assert_eq!((status.as_u16(), error["code"].as_str()), (400, Some("UNKNOWN_MESSAGE")));
 

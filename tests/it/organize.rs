@@ -58,6 +58,10 @@ async fn an_export_follows_the_branch_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let provider = FakeProvider::start().await;
     let server = TestServer::with_provider(dir.path(), &provider).await;
+    provider.push([
+        Script::tool_call("c1", "list_dir", json!({"path": "."}), 1),
+        Script::text(&["echo: first"]),
+    ]);
     assert_eq!(server.chat("s", "first").await.0, 200);
     let (_, detail) = server.get("/api/sessions/s").await;
     let first = detail["messages"][0]["seq"].as_i64().unwrap();
@@ -74,7 +78,15 @@ async fn an_export_follows_the_branch_asked_for() {
     assert!(!current.contains("## You\n\nfirst\n"), "{current}");
     let old = export(&format!("?branch={first}")).await;
     assert!(old.contains("## You\n\nfirst\n") && old.contains("echo: first\n"), "{old}");
+    assert!(old.contains("**Tool call** `list_dir`"), "{old}");
     assert!(!old.contains("edited"), "{old}");
+    // The JSON carries the tool calls of the branch exported only.
+    let calls = async |query: &str| {
+        let json: Value = serde_json::from_str(&export(query).await).unwrap();
+        json["tool_calls"].as_array().unwrap().len()
+    };
+    assert_eq!(calls("?format=json").await, 0);
+    assert_eq!(calls(&format!("?format=json&branch={first}")).await, 1);
 }
 
 #[tokio::test]

@@ -221,6 +221,7 @@ contract! {
     messages::edits_and_regenerations_branch_and_each_branch_reads_alone,
     organize::pinned_sessions_list_first_and_archived_ones_apart,
     organize::search_finds_every_word_in_the_users_own_messages,
+    organize::pruning_keeps_pinned_sessions_and_counts_only_the_others,
     messages::any_text_round_trips_nul_characters_included,
     turns::create_turn_stores_the_turn_and_its_message_together,
     turns::start_and_finish_turn_are_recorded,

@@ -361,11 +361,13 @@ async function openSession(id, { replace, fresh, branch } = {}) {
     setConnection("");
     return;
   }
-  // A running turn is replayed from its first event, so a reload mid-answer continues it.
+  // A running turn is replayed from its first event, so a reload mid-answer continues it
+  // (when it is on the branch shown).
   let after = detail.last_seq;
   let messages = detail.messages;
+  conversation.follow(messages, detail.last_seq);
   const running = detail.running_turn?.turn_id;
-  if (running) {
+  if (running && conversation.branchTurns.has(running)) {
     const first = messages.find((m) => m.turn_id === running);
     if (first) {
       after = first.seq - 1;

@@ -4,6 +4,7 @@
 // beside it (the old one is kept and browsable with ‹ 1/2 ›), through `hooks`.
 
 import { api, explain } from "./api.js";
+import { highlight } from "./highlight.js";
 import { renderMarkdown } from "./markdown.js";
 
 const LONG_OUTPUT = 600;
@@ -40,9 +41,11 @@ export async function copyText(text) {
   }
 }
 
-/** A copy button for each code block under `node`. */
+/** Highlighting and a copy button for each code block under `node`. */
 function codeCopies(node) {
   for (const pre of node.querySelectorAll("pre")) {
+    const code = pre.querySelector("code");
+    if (code) highlight(code);
     const copy = button("Copy", "Copy code", async () => {
       if (await copyText(pre.querySelector("code")?.textContent ?? pre.textContent)) {
         copy.textContent = "Copied";
@@ -311,6 +314,20 @@ export class Conversation {
     this.lastTurn = 0;
     // Showing a branch other than the current one: live turns of other branches stay out.
     this.pinned = false;
+    // The turns of the branch shown, and the seq it was read at.
+    this.branchTurns = new Set();
+    this.users = new Map();
+    this.loadedSeq = 0;
+  }
+
+  /** The branch about to be shown (all its messages, a running turn's included), read at
+   * `lastSeq`: live events of turns on other branches are left out. */
+  follow(messages, lastSeq) {
+    this.branchTurns = new Set(messages.map((m) => m.turn_id).filter(Boolean));
+    // User messages by seq: a replayed turn's parent and siblings come from here.
+    this.users = new Map(messages.filter((m) => m.role === "user").map((m) => [m.seq, m]));
+    for (const seq of this.users.keys()) this.lastTurn = Math.max(this.lastTurn, seq);
+    this.loadedSeq = lastSeq;
   }
 
   turn(id) {
@@ -363,20 +380,23 @@ export class Conversation {
 
   /** Applies one live event. */
   apply(frame) {
-    if (frame.turn_id && !this.turns.has(frame.turn_id)) {
-      // Another branch's turn: a pinned view leaves it out; the current view follows a
-      // new branch by showing it whole.
-      if (this.pinned) return;
-      if (frame.type === "user_message" && frame.parent !== undefined && frame.parent !== this.lastTurn) {
-        this.hooks.moved();
+    if (frame.turn_id && !this.turns.has(frame.turn_id) && !this.branchTurns.has(frame.turn_id)) {
+      // A turn not on the branch shown: one that goes on from it joins it; another
+      // branch's stays out (a pinned view leaves every new turn out), and a new branch
+      // started after the view was read is shown whole instead.
+      if (frame.type !== "user_message" || this.pinned) return;
+      if (frame.parent !== undefined && frame.parent !== this.lastTurn) {
+        if (frame.seq > this.loadedSeq) this.hooks.moved();
         return;
       }
+      this.branchTurns.add(frame.turn_id);
     }
     const turn = frame.turn_id ? this.turn(frame.turn_id) : null;
     switch (frame.type) {
       case "user_message": {
-        const parent = frame.parent ?? (turn.seq === null ? this.lastTurn : turn.parent);
-        turn.setUser(frame.content, frame.seq, parent, turn.siblings);
+        const stored = this.users.get(frame.seq);
+        const parent = frame.parent ?? stored?.parent ?? turn.parent ?? this.lastTurn;
+        turn.setUser(frame.content, frame.seq, parent, stored?.siblings ?? turn.siblings);
         this.lastTurn = Math.max(this.lastTurn, frame.seq);
         break;
       }

@@ -30,7 +30,7 @@ pub(super) async fn prune(
                SELECT pk FROM ( \
                  SELECT pk, ROW_NUMBER() OVER \
                    (PARTITION BY user_id ORDER BY updated_at DESC, pk DESC) AS rank \
-                 FROM sessions WHERE ($1 IS NULL OR user_id = $1)) ranked \
+                 FROM sessions WHERE ($1 IS NULL OR user_id = $1) AND NOT pinned) ranked \
                WHERE rank > $2) RETURNING user_id, id",
         )
         .bind(user)

@@ -12,17 +12,19 @@ use crate::store::{Fence, Message, MessageStatus, NewMessage, PartialText, Store
 const MESSAGE_COLUMNS: &str = "id, seq, turn_seq, turn_id, role, content, reasoning, tool_calls, \
                                tool_call_id, tool_name, status, created_at, parent_turn";
 
-/// The turns of a branch, `path(t)` by `turn_seq`, for a query whose `$1` is the session and
-/// `$2` a message on the branch (NULL: the current branch). From the message's turn down to
-/// its newest descendant (`down`), then up from there to the first turn (`path`).
-const BRANCH: &str = "WITH RECURSIVE \
-    down(t) AS (SELECT COALESCE((SELECT turn_seq FROM messages WHERE session_pk = $1 AND seq = $2), \
-                                (SELECT MAX(turn_seq) FROM messages WHERE session_pk = $1 AND $2 IS NULL)) \
-                UNION ALL SELECT m.seq FROM messages m JOIN down \
-                ON m.session_pk = $1 AND m.parent_turn = down.t), \
-    path(t) AS (SELECT MAX(t) FROM down \
-                UNION ALL SELECT m.parent_turn FROM messages m JOIN path \
-                ON m.session_pk = $1 AND m.seq = path.t WHERE m.parent_turn > 0)";
+/// The turns below a message, `down(t)` by `turn_seq`, for a query whose `$1` is the
+/// session and `$2` the message's seq (NULL: the session's newest turn, which has none).
+const DOWN: &str = "down(t) AS (SELECT COALESCE(\
+    (SELECT turn_seq FROM messages WHERE session_pk = $1 AND seq = $2), \
+    (SELECT MAX(turn_seq) FROM messages WHERE session_pk = $1 AND $2 IS NULL)) \
+    UNION ALL SELECT m.seq FROM messages m JOIN down ON m.session_pk = $1 AND m.parent_turn = down.t)";
+
+/// The recursive step of `path(t)`, a branch's turns by `turn_seq` up from the first one
+/// given: each turn's parent. A user message stored without one (written by a node that
+/// predates branches) follows the turn before it; `UNION` stops on a loop.
+const UP: &str = "SELECT COALESCE(m.parent_turn, (SELECT MAX(p.turn_seq) FROM messages p \
+    WHERE p.session_pk = $1 AND p.turn_seq < m.seq)) \
+    FROM messages m JOIN path ON m.session_pk = $1 AND m.seq = path.t WHERE path.t > 0";
 
 fn message_from_row(row: &SqliteRow) -> Result<Message, StoreError> {
     let role: String = row.try_get("role")?;
@@ -189,7 +191,8 @@ pub(super) async fn page(
 ) -> Result<Vec<Message>, StoreError> {
     // The cursor is a message's seq; its place in conversation order is (turn_seq, seq).
     let sql = format!(
-        "{BRANCH} SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND \
+        "WITH RECURSIVE {DOWN}, path(t) AS (SELECT MAX(t) FROM down UNION {UP}) \
+         SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND \
          turn_seq IN (SELECT t FROM path) AND \
          (turn_seq, seq) < (COALESCE((SELECT turn_seq FROM messages \
                                       WHERE session_pk = $1 AND seq = $3), $3), $3) \
@@ -241,8 +244,7 @@ pub(super) async fn history(
 ) -> Result<Vec<Message>, StoreError> {
     // The turn's branch, up from it.
     let sql = format!(
-        "WITH RECURSIVE path(t) AS (SELECT $2 UNION ALL SELECT m.parent_turn FROM messages m \
-         JOIN path ON m.session_pk = $1 AND m.seq = path.t WHERE m.parent_turn > 0) \
+        "WITH RECURSIVE path(t) AS (SELECT $2 UNION {UP}) \
          SELECT {MESSAGE_COLUMNS}, CASE WHEN tool_call_id IS NULL THEN FALSE ELSE EXISTS \
          (SELECT 1 FROM tool_calls c WHERE c.session_pk = messages.session_pk \
          AND c.turn_id = messages.turn_id AND c.call_id = messages.tool_call_id \

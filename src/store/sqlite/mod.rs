@@ -325,6 +325,7 @@ impl Store for SqliteStore {
         messages::page(&self.pool, session, branch, before_seq, limit).await
     }
 
+    #[instrument(skip_all)]
     async fn turn_of(&self, session: i64, seq: i64) -> Result<Option<i64>, StoreError> {
         messages::turn_of(&self.pool, session, seq).await
     }

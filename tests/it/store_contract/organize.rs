@@ -91,3 +91,17 @@ pub async fn search_finds_every_word_in_the_users_own_messages(db: &Db) {
     store.delete_session("alice", "a").await.unwrap();
     assert!(found("alice", "deploy").await.is_empty());
 }
+
+pub async fn pruning_keeps_pinned_sessions_and_counts_only_the_others(db: &Db) {
+    let store = &db.store;
+    // Oldest first (ties go by creation): two unpinned, then a pinned one, the newest.
+    for id in ["u2", "u1", "p"] {
+        store.open_session("alice", id, None).await.unwrap();
+    }
+    store.set_session_flags("alice", "p", Some(true), None).await.unwrap();
+    let pruned = store.prune(Some("alice"), 1, 0).await.unwrap();
+    assert_eq!(pruned, [("alice".to_owned(), "u2".to_owned())]);
+    let (page, _) = store.list_sessions("alice", false, 0, 10).await.unwrap();
+    let ids: Vec<_> = page.into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["p", "u1"]);
+}
