@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
 
 const BASE = process.env.PARLEY_BASE;
 const TOKEN = process.env.PARLEY_TOKEN;
@@ -28,6 +29,24 @@ async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: response.status, body: response.status === 204 ? null : await response.json() };
+}
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/** Serious or critical accessibility violations on `page` now (axe-core), as lines. */
+async function audit(page, screen) {
+  // Evaluated through the DevTools protocol: the page's Content-Security-Policy, which
+  // refuses inline scripts, does not apply to it.
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5),
+    }));
+  });
+  return violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${screen}: ${v.id} (${v.impact}) ${v.help}: ${v.nodes.join(", ")}`);
 }
 
 const words = (n, word) => Array.from({ length: n }, (_, i) => `${word}${i} `);
@@ -422,6 +441,42 @@ await scenario("search finds a message and opens its chat there; pin and archive
   await page.waitForSelector(chat);
   await page.click("#pin");
   await page.waitForSelector("#pin[aria-pressed=false]");
+});
+
+await scenario("no serious accessibility violations on any screen (axe-core)", async () => {
+  const found = [];
+  const signedOut = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  const signin = await signedOut.newPage();
+  await signin.goto(BASE);
+  await signin.waitForSelector("#signin:not([hidden])");
+  found.push(...await audit(signin, "sign-in"));
+  await signedOut.close();
+
+  await page.click("#new-session");
+  found.push(...await audit(page, "new chat"));
+  await script({ tool_call: { id: "a1", name: "list_dir", args: {} } },
+    { text: ["# Heading\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```js\nconst x = 1;\n```\n"] });
+  await send(page, "audit this");
+  await page.waitForSelector(".msg.assistant:has-text('Heading')");
+  await page.waitForSelector(".turn .msg-actions button[aria-label='Copy answer']");
+  found.push(...await audit(page, "conversation"));
+  await page.getByRole("button", { name: "Edit message" }).click();
+  found.push(...await audit(page, "editing"));
+  await page.getByRole("button", { name: "Cancel editing" }).click();
+  await page.click("#export summary");
+  found.push(...await audit(page, "export menu"));
+  await page.click("#export summary");
+  await page.fill("#filter", "audit");
+  await page.waitForSelector("#results li");
+  found.push(...await audit(page, "search"));
+  await page.fill("#filter", "");
+  await page.setViewportSize({ width: 390, height: 780 });
+  found.push(...await audit(page, "phone"));
+  await page.click("#open-sidebar");
+  found.push(...await audit(page, "phone sidebar"));
+  await page.click("#close-sidebar");
+  await page.setViewportSize({ width: 1200, height: 800 });
+  assert.deepEqual(found, [], found.join("\n"));
 });
 
 await scenario("main screen screenshot", async () => {

@@ -42,7 +42,8 @@ fn browser_required() -> bool {
     set("CI") || set("PARLEY_REQUIRE_BROWSER")
 }
 
-/// What the test needs: Chromium, Node and playwright-core, or every piece that is missing.
+/// What the test needs: Chromium, Node, playwright-core and axe-core, or every piece that is
+/// missing.
 fn browser() -> Result<String, Vec<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut missing = Vec::new();
@@ -51,9 +52,11 @@ fn browser() -> Result<String, Vec<String>> {
     if !node.is_ok_and(|o| o.status.success()) {
         missing.push("Node: `node --version` does not run".into());
     }
-    let modules: PathBuf = root.join("tests/browser/node_modules/playwright-core");
-    if !modules.exists() {
-        missing.push(format!("playwright-core: no {}", modules.display()));
+    for module in ["playwright-core", "axe-core"] {
+        let path: PathBuf = root.join("tests/browser/node_modules").join(module);
+        if !path.exists() {
+            missing.push(format!("{module}: no {}", path.display()));
+        }
     }
     match chromium {
         Some(chromium) if missing.is_empty() => Ok(chromium),

@@ -131,33 +131,38 @@ function renderSessions() {
     if (filter && !label.toLowerCase().includes(filter)) continue;
     const item = document.createElement("li");
     item.dataset.session = session.id;
-    if (session.id === state.current) item.classList.add("active");
+    const open = document.createElement("button");
+    open.type = "button";
+    if (session.id === state.current) {
+      item.classList.add("active");
+      open.setAttribute("aria-current", "page");
+    }
     if (state.running.has(session.id)) {
       const dot = document.createElement("span");
       dot.className = "live";
       dot.title = "A turn is running";
-      item.append(dot);
+      dot.setAttribute("role", "img");
+      dot.setAttribute("aria-label", "running");
+      open.append(dot);
     }
     if (session.pinned) {
       const pin = document.createElement("span");
       pin.className = "pin";
       pin.textContent = "📌";
       pin.title = "Pinned";
-      item.append(pin);
+      pin.setAttribute("role", "img");
+      pin.setAttribute("aria-label", "pinned");
+      open.append(pin);
     }
-    item.append(document.createTextNode(label));
-    item.tabIndex = 0;
-    item.setAttribute("role", "button");
-    item.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        item.click();
-      }
-    });
-    item.addEventListener("click", () => {
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = label;
+    open.append(name);
+    open.addEventListener("click", () => {
       openSession(session.id);
       $("sidebar").classList.remove("open");
     });
+    item.append(open);
     list.append(item);
   }
 }
@@ -191,22 +196,19 @@ async function searchMessages() {
   list.replaceChildren();
   for (const hit of found.items) {
     const item = document.createElement("li");
-    item.tabIndex = 0;
-    item.setAttribute("role", "button");
+    const button = document.createElement("button");
+    button.type = "button";
     const title = document.createElement("strong");
     title.textContent = hit.session_name || hit.session_id;
     const snippet = document.createElement("span");
     snippet.className = "snippet";
     snippet.append(...marked(hit.snippet, words));
-    item.append(title, snippet);
-    const open = () => {
+    button.append(title, snippet);
+    button.addEventListener("click", () => {
       openSession(hit.session_id, { branch: hit.seq });
       $("sidebar").classList.remove("open");
-    };
-    item.addEventListener("click", open);
-    item.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") open();
     });
+    item.append(button);
     list.append(item);
   }
   if (found.items.length === 0) {
