@@ -443,6 +443,25 @@ await scenario("search finds a message and opens its chat there; pin and archive
   await page.waitForSelector("#pin[aria-pressed=false]");
 });
 
+await scenario("a 2 000-message chat opens on its newest page and scrolls back to its first message", async () => {
+  // tests/it/browser.rs wrote it to the store: "message 0" to "message 999", each answered.
+  await page.goto(`${BASE}/s/long`);
+  await page.waitForSelector(".msg.assistant:has-text('echo: message 999')");
+  const shown = () => page.locator(".msg.user").count();
+  const first = await shown();
+  assert.ok(first <= 100, `${first} turns shown at first; a page is 200 messages`);
+  // Scrolling up brings the older pages, each above the last, in order.
+  let count = first;
+  while (!(await page.locator(".msg.user:text-is('message 0')").count())) {
+    await page.evaluate(() => { document.getElementById("conversation").scrollTop = 0; });
+    await page.waitForFunction((n) => document.querySelectorAll(".msg.user").length > n, count);
+    count = await shown();
+  }
+  const users = await page.$$eval(".msg.user", (nodes) => nodes.map((n) => n.textContent));
+  assert.equal(users.length, 1000);
+  assert.deepEqual(users, Array.from({ length: 1000 }, (_, i) => `message ${i}`));
+});
+
 await scenario("no serious accessibility violations on any screen (axe-core)", async () => {
   const found = [];
   const signedOut = await browser.newContext({ viewport: { width: 1200, height: 800 } });

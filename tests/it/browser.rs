@@ -33,6 +33,37 @@ fn chromium() -> Result<String, String> {
     )
 }
 
+/// A chat of 1 000 turns (2 000 messages) for the test user, written straight to the store:
+/// a thousand turns through the API would take most of the test's time.
+async fn long_chat(server: &TestServer) {
+    use parley::conversation::{Role, Usage};
+    use parley::store::{AnswerWrite, NewMessage, TurnEnd, TurnStatus};
+    let store = &server.store;
+    let (session, _) = store.open_session("default", "long", Some("Long chat")).await.unwrap();
+    let lease = store.acquire_lease(session.pk, "browser-test", i64::MAX, false).await.unwrap();
+    let fence = lease.expect("nobody holds the new session").fence;
+    for i in 0..1000_i64 {
+        let (seq, turn) = (2 * i + 1, format!("long-{i}"));
+        let asked = NewMessage::text(seq, seq, &turn, Role::User, format!("message {i}"));
+        store.create_turn(fence, &turn, "fake-a", &asked, false).await.unwrap();
+        let answer =
+            NewMessage::text(seq + 1, seq, &turn, Role::Assistant, format!("echo: message {i}"));
+        let end = TurnEnd {
+            status: TurnStatus::Done,
+            error_code: None,
+            error_message: None,
+            model: Some("fake-a".into()),
+            usage: Usage::default(),
+            duration_ms: 1,
+            answer: Some(AnswerWrite::Insert(answer)),
+            ledger: None,
+            idle: true,
+        };
+        store.finish_turn(fence, &turn, &end).await.unwrap();
+    }
+    store.release_lease(fence).await.unwrap();
+}
+
 /// Whether a missing browser fails the test instead of skipping it.
 fn browser_required() -> bool {
     let set = |name: &str| {
@@ -101,6 +132,7 @@ async fn the_web_chat_works_in_a_real_browser() {
     };
     config.models.insert("fake-b".into(), price);
     let server = TestServer::start(config).await;
+    long_chat(&server).await;
     let code =
         parley::auth::new_pairing_code(server.store.as_ref(), &Default::default()).await.unwrap();
     let artifacts = root.join("tests/artifacts");

@@ -6,6 +6,8 @@ import { Live } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
+// Messages of a conversation read at a time; older ones come as the view scrolls up.
+const HISTORY_PAGE = 200;
 
 const state = {
   sessions: [],
@@ -342,8 +344,9 @@ async function openSession(id, { replace, fresh, branch } = {}) {
   try {
     if (fresh) throw Object.assign(new Error("new"), { status: 404 });
     const shown = branch === undefined ? "" : `&branch=${branch}`;
+    conversation.branchQuery = shown;
     [detail, calls, newest] = await Promise.all([
-      api("GET", `/api/sessions/${id}?limit=500${shown}`),
+      api("GET", `/api/sessions/${id}?limit=${HISTORY_PAGE}${shown}`),
       api("GET", `/api/sessions/${id}/tool-calls`).then((r) => r.items),
       // Whether that branch is the current one: the same newest message.
       branch === undefined ? null : api("GET", `/api/sessions/${id}?limit=1`),
@@ -368,6 +371,7 @@ async function openSession(id, { replace, fresh, branch } = {}) {
   let after = detail.last_seq;
   let messages = detail.messages;
   conversation.follow(messages, detail.last_seq);
+  [messages, conversation.before] = wholeTurns(messages, detail.has_more ? detail.next_before_seq : null);
   const running = detail.running_turn?.turn_id;
   if (running && conversation.branchTurns.has(running)) {
     const first = messages.find((m) => m.turn_id === running);
@@ -378,8 +382,51 @@ async function openSession(id, { replace, fresh, branch } = {}) {
     conversation.setRunning(running);
   }
   conversation.renderHistory(messages, calls);
+  olderIfShort();
   connect(id, after);
 }
+
+/** A page of messages without its first turn when the page begins inside it (that turn
+ * comes whole with the page before), and the cursor of the page before. */
+function wholeTurns(messages, before) {
+  if (before === null || messages.length === 0 || messages[0].role === "user") return [messages, before];
+  const cut = messages[0].turn_id;
+  const kept = messages.filter((m) => m.turn_id !== cut || !cut);
+  // A turn longer than a page is shown as it comes.
+  if (kept.length === 0) return [messages, before];
+  return [kept, kept[0].seq];
+}
+
+/** The page before the oldest shown, once the view nears its top. */
+async function loadOlder() {
+  const conversation = state.conversation;
+  if (!conversation || conversation.before === null || conversation.loadingOlder) return;
+  conversation.loadingOlder = true;
+  const id = conversation.sessionId;
+  try {
+    const query = `limit=${HISTORY_PAGE}&before_seq=${conversation.before}${conversation.branchQuery}`;
+    const page = await api("GET", `/api/sessions/${id}?${query}`);
+    if (state.conversation !== conversation) return;
+    const [messages, before] = wholeTurns(page.messages, page.has_more ? page.next_before_seq : null);
+    conversation.prependHistory(messages);
+    conversation.before = before;
+    setTimeout(olderIfShort);
+  } catch (err) {
+    setConnection(explain(err.code, err.message), true);
+  } finally {
+    conversation.loadingOlder = false;
+  }
+}
+
+/** Reads older pages while what is shown does not fill the view (no scrolling to ask). */
+function olderIfShort() {
+  const view = $("conversation");
+  if (view.scrollHeight <= view.clientHeight + 400) loadOlder();
+}
+
+$("conversation").addEventListener("scroll", () => {
+  if ($("conversation").scrollTop < 400) loadOlder();
+});
 
 function connect(id, after) {
   const conversation = state.conversation;

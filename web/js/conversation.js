@@ -318,6 +318,12 @@ export class Conversation {
     this.branchTurns = new Set();
     this.users = new Map();
     this.loadedSeq = 0;
+    this.calls = [];
+    // The cursor of the page before the oldest shown (null: nothing older), the branch
+    // query those pages are read with, and whether one is on its way.
+    this.before = null;
+    this.branchQuery = "";
+    this.loadingOlder = false;
   }
 
   /** The branch about to be shown (all its messages, a running turn's included), read at
@@ -330,8 +336,8 @@ export class Conversation {
     this.loadedSeq = lastSeq;
   }
 
-  turn(id) {
-    if (!this.turns.has(id)) this.turns.set(id, new Turn(this.container, id, this.hooks));
+  turn(id, into = this.container) {
+    if (!this.turns.has(id)) this.turns.set(id, new Turn(into, id, this.hooks));
     return this.turns.get(id);
   }
 
@@ -339,9 +345,33 @@ export class Conversation {
   renderHistory(messages, toolCalls) {
     this.container.replaceChildren();
     this.turns.clear();
-    const timeline = new Map(toolCalls.map((call) => [call.id, call]));
+    this.calls = toolCalls;
+    const built = this.build(messages, this.container);
+    for (const turn of built) {
+      if (turn.id !== this.running) turn.showAnswerActions();
+    }
+    this.scroll(true);
+  }
+
+  /** Puts an older page of whole turns above what is shown, keeping the view still. */
+  prependHistory(messages) {
+    const c = this.container;
+    const fromBottom = c.scrollHeight - c.scrollTop;
+    const holder = document.createElement("div");
+    for (const turn of this.build(messages, holder)) turn.showAnswerActions();
+    c.prepend(...holder.childNodes);
+    c.scrollTop = c.scrollHeight - fromBottom;
+  }
+
+  /** Makes the turns of `messages` in `into`; returns the turns touched. */
+  build(messages, into) {
+    const timeline = new Map(this.calls.map((call) => [call.id, call]));
+    const touched = new Set();
     for (const message of messages) {
-      const turn = this.turn(message.turn_id || `m${message.id}`);
+      const turn = this.turn(message.turn_id || `m${message.id}`, into);
+      touched.add(turn);
+      if (message.turn_id) this.branchTurns.add(message.turn_id);
+      if (message.role === "user") this.users.set(message.seq, message);
       if (message.role === "user") {
         turn.setUser(message.content, message.seq, message.parent, message.siblings);
         this.lastTurn = Math.max(this.lastTurn, message.seq);
@@ -359,10 +389,7 @@ export class Conversation {
         turn.toolResult(message.tool_call_id, message.tool_name, message.content, call.is_error, call.duration_ms);
       }
     }
-    for (const turn of this.turns.values()) {
-      if (turn.id !== this.running) turn.showAnswerActions();
-    }
-    this.scroll(true);
+    return touched;
   }
 
   decide = async (requestId, decision, box) => {
