@@ -44,12 +44,15 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Operational status for an authenticated caller.
-#[utoipa::path(get, path = "/api/status", tag = "health", responses((status = 200, description = "Uptime, components, turns, connections", body = Value)))]
+#[utoipa::path(get, path = "/api/status", tag = "health", responses((status = 200, description = "Uptime, components, turns, connections, and who asks (`user`, `admin`)", body = Value)))]
 pub(super) async fn status(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let health = Health::check(&state).await;
     let active_turns = state.runtime.active_turns().await;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        // Who is asking: the web chat shows the operator's view to admins only.
+        "user": caller.user,
+        "admin": caller.admin,
         "node_id": &*state.node_id,
         "uptime_secs": state.started.elapsed().as_secs(),
         "status": if !health.ready() { "unavailable" } else if health.degraded { "degraded" } else { "ok" },

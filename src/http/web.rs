@@ -25,6 +25,7 @@ const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("js/app.js", "text/javascript; charset=utf-8"),
+    asset!("js/admin.js", "text/javascript; charset=utf-8"),
     asset!("js/api.js", "text/javascript; charset=utf-8"),
     asset!("js/conversation.js", "text/javascript; charset=utf-8"),
     asset!("js/live.js", "text/javascript; charset=utf-8"),

@@ -60,14 +60,20 @@ impl Runtime {
     }
 
     /// The user's running turns.
-    pub async fn running_turns(&self, user: &str) -> Vec<TurnInfo> {
-        self.user_sessions(user)
-            .await
+    pub async fn running_turns(&self, user: Option<&str>) -> Vec<TurnInfo> {
+        let sessions: Vec<_> = {
+            let sessions = self.inner.sessions.lock().await;
+            let whose =
+                |s: &&std::sync::Arc<super::LiveSession>| user.is_none_or(|user| s.user == user);
+            sessions.values().filter(whose).cloned().collect()
+        };
+        sessions
             .into_iter()
             .filter_map(|session| {
                 let queue = session.queue();
                 queue.running.as_ref().map(|running| TurnInfo {
                     turn_id: running.turn_id.clone(),
+                    user: session.user.clone(),
                     session_id: session.id.clone(),
                     node_id: self.inner.node_id.to_string(),
                     started_at: running.started_at,

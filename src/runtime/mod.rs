@@ -131,6 +131,8 @@ pub struct Submission {
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnInfo {
     pub turn_id: String,
+    /// Whose turn it is.
+    pub user: String,
     pub session_id: String,
     /// The node running it.
     pub node_id: String,

@@ -498,6 +498,66 @@ await scenario("no serious accessibility violations on any screen (axe-core)", a
   assert.deepEqual(found, [], found.join("\n"));
 });
 
+await scenario("the operator's view: status, a token made and revoked (its sockets close), a turn killed, a pairing code, usage, audit", async () => {
+  await page.click("#new-session");
+  await page.waitForSelector("#open-admin:not([hidden])");
+  await page.click("#open-admin");
+  await page.waitForSelector("#admin-status dl");
+  await page.waitForSelector("#admin-tokens td:has-text('tests')");
+  await page.fill("#admin-token-user", "carol");
+  await page.fill("#admin-token-label", "laptop");
+  await page.click("#admin-token-form button[type=submit]");
+  await page.waitForSelector("#admin-secret code");
+  const secret = (await page.textContent("#admin-secret code")).trim();
+  assert.match(secret, /^pk_/);
+  await page.waitForSelector("#admin-tokens td:has-text('laptop')");
+
+  // Carol signs in with it elsewhere and chats; revoking it closes her connection.
+  const theirs = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  const carol = await theirs.newPage();
+  carol.setDefaultTimeout(WAIT);
+  await carol.goto(BASE);
+  await carol.fill("#signin-secret", secret);
+  await carol.click("#signin-form button");
+  await carol.waitForSelector("#app:not([hidden])");
+  assert.ok(await carol.locator("#open-admin").isHidden(), "no operator's view for a user token");
+  await send(carol, "hello from carol");
+  await carol.waitForSelector(".msg.assistant:has-text('echo: hello from carol')");
+  await carol.waitForSelector("#connection:has-text('live')");
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByRole("button", { name: "Revoke carol's token laptop" }).click();
+  await carol.waitForSelector("#signin:not([hidden])");
+  assert.match(await carol.textContent("#signin-error"), /revoked/);
+  await theirs.close();
+  await page.waitForSelector("#admin-tokens tr:has-text('laptop') td:nth-child(5):not(:empty)");
+  await page.waitForSelector("#admin-users td:has-text('carol')");
+
+  // A running turn, stopped from here.
+  const chat = await newPage();
+  await chat.goto(BASE);
+  await chat.click("#new-session");
+  await script({ text: words(400, "long"), delay_ms: 25 });
+  await send(chat, "run for a while");
+  await chat.waitForSelector(".msg.assistant:has-text('long3')");
+  await page.click("#admin-refresh");
+  await page.getByRole("button", { name: /^Kill the turn in / }).click();
+  await chat.waitForSelector(".msg.assistant.interrupted");
+  await chat.close();
+
+  await page.click("#admin-pair");
+  await page.waitForSelector("#admin-code code");
+  assert.match(await page.textContent("#admin-code code"), /^[A-Z0-9]{4}-[A-Z0-9]{4}$/);
+  await page.waitForSelector("#admin-usage-users td:has-text('default')");
+  await page.waitForSelector("#admin-usage-models td:has-text('fake-')");
+  await page.waitForSelector("#admin-audit td");
+  const found = await audit(page, "operator");
+  assert.deepEqual(found, [], found.join("\n"));
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: `${ARTIFACTS}/admin.png`, fullPage: true });
+  await page.click("#close-admin");
+  await page.waitForSelector("#chat:not([hidden])");
+});
+
 await scenario("main screen screenshot", async () => {
   await page.click("#new-session");
   await script({ tool_call: { id: "s1", name: "list_dir", args: {} } },

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::live::{SseClient, WsClient};
 use crate::common::{FakeProvider, Script, TestServer, test_config};
@@ -234,4 +234,49 @@ async fn a_pending_approval_reaches_a_client_that_connects_later() {
     ws.send(json!({"type": "approval_response", "request_id": request["request_id"], "decision": "approve"})).await;
     assert_eq!(ws.next_of("tool_result").await["output"], "late\n");
     assert_eq!(ws.next_of("done").await["full_response"], "done");
+}
+
+#[tokio::test]
+async fn an_admin_sees_and_stops_anyones_turn_and_a_user_only_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    provider.push([Script::Slow(Duration::from_secs(60), Box::new(Script::text(&["too late"])))]);
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let dave = crate::common::client_with(&server.token_for("dave", false).await);
+    let url = server.url("/api/sessions/theirs/messages");
+    let response = dave.post(url).json(&json!({"content": "slow"})).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let turn_id = response.json::<Value>().await.unwrap()["turn_id"].as_str().unwrap().to_owned();
+    for _ in 0..500 {
+        if !provider.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Who asks, as /api/status tells the web chat.
+    let (_, status) = server.get("/api/status").await;
+    assert_eq!((status["user"].as_str(), status["admin"].as_bool()), (Some("default"), Some(true)));
+    let mine: Value =
+        dave.get(server.url("/api/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((mine["user"].as_str(), mine["admin"].as_bool()), (Some("dave"), Some(false)));
+    // The admin's own list is empty; everyone's has dave's turn; dave may not ask for all.
+    assert_eq!(server.get("/api/agents").await.1["items"], json!([]));
+    let (_, all) = server.get("/api/agents?all=true").await;
+    assert_eq!(all["items"][0]["turn_id"], turn_id.as_str());
+    assert_eq!(all["items"][0]["user"], "dave");
+    let response = dave.get(server.url("/api/agents?all=true")).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    // Another user cannot stop it; the admin can.
+    let eve = crate::common::client_with(&server.token_for("eve", false).await);
+    let url = server.url(&format!("/api/agents/{turn_id}/kill"));
+    assert_eq!(eve.post(&url).send().await.unwrap().status(), 404);
+    let (status, body) = server.post(&format!("/api/agents/{turn_id}/kill"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..500 {
+        if server.get("/api/agents?all=true").await.1["items"] == json!([]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the killed turn is still running");
 }

@@ -1,5 +1,6 @@
 // The web chat: sign-in, the sessions sidebar, the open conversation and the composer.
 
+import { refresh as refreshAdmin, whoami } from "./admin.js";
 import { api, download, explain, signIn, signOut, token } from "./api.js";
 import { Conversation } from "./conversation.js";
 import { Live } from "./live.js";
@@ -76,6 +77,12 @@ async function showApp() {
   state.turns.clear();
   await loadSessions();
   loadModels();
+  showChat();
+  $("open-admin").hidden = true;
+  whoami().then((me) => {
+    $("open-admin").hidden = !me?.admin;
+    $("whoami").textContent = me?.user ?? "";
+  });
   watchFeed();
   const match = /^\/s\/([A-Za-z0-9._-]{1,128})$/.exec(location.pathname);
   const first = match ? match[1] : state.sessions[0]?.id;
@@ -238,6 +245,21 @@ function marked(text, words) {
   return nodes;
 }
 
+// ---- the operator's view ---------------------------------------------------
+
+function showChat() {
+  $("admin").hidden = true;
+  $("chat").hidden = false;
+}
+
+$("open-admin").addEventListener("click", () => {
+  $("chat").hidden = true;
+  $("admin").hidden = false;
+  $("sidebar").classList.remove("open");
+  refreshAdmin();
+});
+$("close-admin").addEventListener("click", showChat);
+
 $("show-archived").addEventListener("click", () => {
   state.archived = !state.archived;
   $("show-archived").setAttribute("aria-pressed", String(state.archived));
@@ -330,6 +352,7 @@ function conversationHooks(id) {
 
 async function openSession(id, { replace, fresh, branch } = {}) {
   closeLive();
+  showChat();
   state.current = id;
   // A new chat gets its URL with its first message, so a reload never opens an empty one.
   const url = fresh ? "/" : `/s/${id}`;
