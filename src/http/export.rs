@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{Path, Query};
+use super::sessions::{message_json, tool_call_json};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::clock::{now_ms, rfc3339};
@@ -66,22 +67,8 @@ pub(super) async fn export(
 }
 
 fn as_json(session: &Session, messages: &[Message], calls: &[ToolCallRecord]) -> Value {
-    let messages: Vec<Value> = messages
-        .iter()
-        .map(|message| {
-            let mut value = serde_json::to_value(message).unwrap_or_default();
-            value["created_at"] = json!(rfc3339(message.created_at));
-            value
-        })
-        .collect();
-    let calls: Vec<Value> = calls
-        .iter()
-        .map(|call| {
-            let mut value = serde_json::to_value(call).unwrap_or_default();
-            value["started_at"] = json!(rfc3339(call.started_at));
-            value
-        })
-        .collect();
+    let messages: Vec<Value> = messages.iter().map(message_json).collect();
+    let calls: Vec<Value> = calls.iter().map(tool_call_json).collect();
     json!({
         "session": {
             "id": session.id,

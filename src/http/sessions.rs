@@ -13,7 +13,7 @@ use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::runtime::{LiveState, MessagePage, NewTurn, SessionChange, Target};
-use crate::store::{Message, Session};
+use crate::store::{Message, Session, ToolCallRecord};
 
 /// Largest page of sessions or messages.
 const MAX_LIMIT: u64 = 500;
@@ -70,7 +70,8 @@ fn session_json(session: &Session, live: Option<&LiveState>) -> Value {
     })
 }
 
-fn message_json(message: &Message) -> Value {
+/// A message as the API shows it (its time in RFC 3339).
+pub(super) fn message_json(message: &Message) -> Value {
     let mut value = serde_json::to_value(message).unwrap_or_default();
     value["created_at"] = json!(rfc3339(message.created_at));
     value
@@ -245,15 +246,15 @@ pub(super) async fn tool_calls(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Value>, ApiError> {
     let calls = state.runtime.tool_calls(&caller.user, &id).await?;
-    let items: Vec<Value> = calls
-        .iter()
-        .map(|call| {
-            let mut value = serde_json::to_value(call).unwrap_or_default();
-            value["started_at"] = json!(rfc3339(call.started_at));
-            value
-        })
-        .collect();
+    let items: Vec<Value> = calls.iter().map(tool_call_json).collect();
     Ok(JsonResponse(json!({"items": items})))
+}
+
+/// A tool call of the timeline as the API shows it (its start in RFC 3339).
+pub(super) fn tool_call_json(call: &ToolCallRecord) -> Value {
+    let mut value = serde_json::to_value(call).unwrap_or_default();
+    value["started_at"] = json!(rfc3339(call.started_at));
+    value
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
