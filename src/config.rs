@@ -288,6 +288,8 @@ impl Default for SessionsConfig {
 pub struct LimitsConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest file uploaded into a workspace (`PUT /api/workspace/file/...`), in bytes.
+    pub max_upload_bytes: usize,
     /// Largest chat message content, in bytes.
     pub max_content_bytes: usize,
     /// Requests per minute per token (0 = unlimited).
@@ -316,6 +318,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 10 * 1024 * 1024,
             max_content_bytes: 64 * 1024,
             requests_per_minute_per_token: 600,
             requests_per_minute_per_ip: 1200,

@@ -111,7 +111,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/export", get(export::export))
         .route("/api/sessions/{id}/notify", post(sessions::notify))
         .route("/api/workspace/tree", get(workspace::tree))
-        .route("/api/workspace/file/{*path}", get(workspace::file))
+        .route(
+            "/api/workspace/file/{*path}",
+            get(workspace::file).merge(
+                axum::routing::put(workspace::upload)
+                    .layer(DefaultBodyLimit::max(state.config.limits.max_upload_bytes)),
+            ),
+        )
         .route("/api/ag-ui", post(crate::agui::run))
         .route("/api/agents", get(turns::list))
         .route("/api/agents/{turn_id}/kill", post(turns::kill))

@@ -75,6 +75,7 @@ pub fn openapi() -> Document {
         turns::kill,
         workspace::tree,
         workspace::file,
+        workspace::upload,
     ),
     components(schemas(ErrorBody, Usage)),
     modifiers(&Security)

@@ -1,5 +1,6 @@
-//! `GET /api/workspace/tree` and `GET /api/workspace/file/{*path}`: the files the caller's
-//! tools read and wrote, confined to their workspace exactly as the tools are.
+//! `GET /api/workspace/tree`, `GET /api/workspace/file/{*path}` and `PUT` of the same: the
+//! files the caller's tools read and wrote, and the ones the caller uploads for them,
+//! confined to their workspace exactly as the tools are.
 
 use std::path::Path as FsPath;
 
@@ -99,6 +100,29 @@ pub(super) async fn file(
         headers.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
     }
     Ok(response)
+}
+
+/// Stores the request's body as the file at `path` (folders made as needed, a file there
+/// replaced): `{path, size}`. At most `limits.max_upload_bytes`.
+#[utoipa::path(put, path = "/api/workspace/file/{path}", tag = "workspace", params(("path" = String, Path, description = "A path inside the workspace")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"), responses((status = 201, description = "`{path, size}`: where it is, relative to the workspace", body = Value)))]
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let workspace = workspace(&state, &caller)?;
+    let limit = state.config.limits.max_upload_bytes;
+    // Read up to the limit only: a larger body is refused before it is all in memory.
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::BodyTooLarge)?;
+    let written = workspace.write(&path, &bytes).await.map_err(|err| match err {
+        ToolError::IsADirectory(_) => {
+            ApiError::BadRequest { code: "IS_A_DIRECTORY", message: "that path is a folder".into() }
+        }
+        other => tool_error(other),
+    })?;
+    let body = json!({"path": workspace.display(&written), "size": bytes.len()});
+    Ok((axum::http::StatusCode::CREATED, JsonResponse(body)).into_response())
 }
 
 /// The MIME type by extension, and whether it is safe to show inline.

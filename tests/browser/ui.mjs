@@ -462,6 +462,29 @@ await scenario("a 2 000-message chat opens on its newest page and scrolls back t
   assert.deepEqual(users, Array.from({ length: 1000 }, (_, i) => `message ${i}`));
 });
 
+await scenario("a file attached from the chat lands in the workspace and is named in the message; Files lists it", async () => {
+  await page.click("#new-session");
+  await page.setInputFiles("#attach-input", {
+    name: "hello.txt", mimeType: "text/plain", buffer: Buffer.from("hello from a file"),
+  });
+  await page.waitForFunction(() => document.getElementById("input").value.includes("[file: uploads/hello.txt]"));
+  await page.waitForSelector("#connection:has-text('attached uploads/hello.txt')");
+  const { status, body } = await api("GET", "/api/workspace/tree");
+  assert.equal(status, 200);
+  assert.ok(body.items.some((item) => item.path === "uploads/hello.txt"), JSON.stringify(body));
+  await page.click("#files summary");
+  await page.waitForSelector("#file-list button:has-text('uploads/hello.txt')");
+  const [file] = await Promise.all([
+    page.waitForEvent("download"),
+    page.click("#file-list button:has-text('uploads/hello.txt')"),
+  ]);
+  assert.equal(readFileSync(await file.path(), "utf8"), "hello from a file");
+  await page.click("#files summary");
+  await script({ tool_call: { id: "f1", name: "read_file", args: { path: "uploads/hello.txt" } } }, { text: ["Read it."] });
+  await page.press("#input", "Enter");
+  await page.waitForSelector("details.tool pre.output:has-text('hello from a file')");
+});
+
 await scenario("no serious accessibility violations on any screen (axe-core)", async () => {
   const found = [];
   const signedOut = await browser.newContext({ viewport: { width: 1200, height: 800 } });

@@ -31,4 +31,5 @@ mod store_contract;
 mod store_copy;
 mod store_outage;
 mod tools;
+mod uploads;
 mod ws_chat;

@@ -33,8 +33,21 @@ export async function api(method, path, body) {
   return data;
 }
 
-/** Downloads `path` (an authenticated GET) as the file the server names. */
-export async function download(path) {
+/** Stores `file` in the workspace at `path`: `{path, size}`. */
+export async function upload(path, file) {
+  const encoded = path.split("/").map(encodeURIComponent).join("/");
+  const response = await fetch(`/api/workspace/file/${encoded}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token()}`, "content-type": "application/octet-stream" },
+    body: file,
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+/** Downloads `path` (an authenticated GET) as the file the server names, or `name`. */
+export async function download(path, name) {
   const response = await fetch(path, { headers: { authorization: `Bearer ${token()}` } });
   if (!response.ok) {
     const data = await response.json().catch(() => ({}));
@@ -43,7 +56,7 @@ export async function download(path) {
   const named = /filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "");
   const link = document.createElement("a");
   link.href = URL.createObjectURL(await response.blob());
-  link.download = named ? named[1] : "export";
+  link.download = named ? named[1] : name || "download";
   document.body.append(link);
   link.click();
   link.remove();

@@ -1,7 +1,7 @@
 // The web chat: sign-in, the sessions sidebar, the open conversation and the composer.
 
 import { refresh as refreshAdmin, whoami } from "./admin.js";
-import { api, download, explain, signIn, signOut, token } from "./api.js";
+import { api, download, explain, signIn, signOut, token, upload } from "./api.js";
 import { Conversation } from "./conversation.js";
 import { Live } from "./live.js";
 
@@ -543,6 +543,79 @@ $("delete").addEventListener("click", async () => {
   renderSessions();
   const next = state.sessions[0]?.id;
   openSession(next || crypto.randomUUID(), { replace: true, fresh: !next });
+});
+
+// ---- files -----------------------------------------------------------------
+
+/** Uploads `files` into the workspace's `uploads/` and names them in the message box, so
+ * the agent's file tools can read them. */
+async function attach(files) {
+  const input = $("input");
+  for (const file of files) {
+    const name = file.name.replace(/[\/\\]/g, "_") || "file";
+    try {
+      const stored = await upload(`uploads/${name}`, file);
+      const reference = `[file: ${stored.path}]`;
+      input.value = input.value && !input.value.endsWith("\n") ? `${input.value}\n${reference}` : `${input.value}${reference}`;
+      setConnection(`attached ${stored.path}`);
+    } catch (err) {
+      setConnection(`${file.name}: ${explain(err.code, err.message)}`, true);
+    }
+  }
+  input.focus();
+}
+
+$("attach").addEventListener("click", () => $("attach-input").click());
+$("attach-input").addEventListener("change", (event) => {
+  attach([...event.target.files]);
+  event.target.value = "";
+});
+$("chat").addEventListener("dragover", (event) => {
+  if (event.dataTransfer?.types.includes("Files")) {
+    event.preventDefault();
+    $("chat").classList.add("dropping");
+  }
+});
+$("chat").addEventListener("dragleave", () => $("chat").classList.remove("dropping"));
+$("chat").addEventListener("drop", (event) => {
+  if (!event.dataTransfer?.files.length) return;
+  event.preventDefault();
+  $("chat").classList.remove("dropping");
+  attach([...event.dataTransfer.files]);
+});
+
+/** The Files menu lists the workspace when it opens; a file opens as a download. */
+$("files").addEventListener("toggle", async () => {
+  if (!$("files").open) return;
+  const list = $("file-list");
+  list.replaceChildren();
+  let tree;
+  try {
+    tree = await api("GET", "/api/workspace/tree");
+  } catch (err) {
+    setConnection(explain(err.code, err.message), true);
+    return;
+  }
+  const files = tree.items.filter((item) => item.kind === "file");
+  for (const file of files) {
+    const item = document.createElement("li");
+    const open = document.createElement("button");
+    open.type = "button";
+    open.textContent = file.path;
+    open.title = `${file.size} bytes`;
+    open.addEventListener("click", () => {
+      const encoded = file.path.split("/").map(encodeURIComponent).join("/");
+      download(`/api/workspace/file/${encoded}`, file.path.split("/").pop())
+        .catch((err) => setConnection(explain(err.code, err.message), true));
+    });
+    item.append(open);
+    list.append(item);
+  }
+  if (files.length === 0) {
+    const none = document.createElement("li");
+    none.textContent = "No files yet.";
+    list.append(none);
+  }
 });
 
 // ---- composer ------------------------------------------------------------
