@@ -30,6 +30,9 @@ fn tool_error(err: ToolError) -> ApiError {
             ApiError::Forbidden("that path is outside your workspace")
         }
         ToolError::NotFound(_) => ApiError::NotFound("file"),
+        ToolError::IsADirectory(_) => {
+            ApiError::BadRequest { code: "IS_A_DIRECTORY", message: "that path is a folder".into() }
+        }
         other => ApiError::Internal(other.to_string()),
     }
 }
@@ -84,12 +87,7 @@ pub(super) async fn file(
     Path(path): Path<String>,
 ) -> Result<Response, ApiError> {
     let workspace = workspace(&state, &caller)?;
-    let (resolved, bytes) = workspace.read(&path).await.map_err(|err| match err {
-        ToolError::IsADirectory(_) => {
-            ApiError::BadRequest { code: "IS_A_DIRECTORY", message: "that path is a folder".into() }
-        }
-        other => tool_error(other),
-    })?;
+    let (resolved, bytes) = workspace.read(&path).await.map_err(tool_error)?;
     let (mime, inline) = mime_of(&resolved);
     let mut response = Body::from(bytes).into_response();
     let headers = response.headers_mut();
@@ -115,12 +113,7 @@ pub(super) async fn upload(
     let limit = state.config.limits.max_upload_bytes;
     // Read up to the limit only: a larger body is refused before it is all in memory.
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::BodyTooLarge)?;
-    let written = workspace.write(&path, &bytes).await.map_err(|err| match err {
-        ToolError::IsADirectory(_) => {
-            ApiError::BadRequest { code: "IS_A_DIRECTORY", message: "that path is a folder".into() }
-        }
-        other => tool_error(other),
-    })?;
+    let written = workspace.write(&path, &bytes).await.map_err(tool_error)?;
     let body = json!({"path": workspace.display(&written), "size": bytes.len()});
     Ok((axum::http::StatusCode::CREATED, JsonResponse(body)).into_response())
 }
