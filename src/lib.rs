@@ -17,11 +17,13 @@
 //! - [`metrics`]: what a node counts, for `GET /metrics`.
 //! - [`config`] and [`server`]: configuration, start-up and graceful shutdown.
 //! - [`request_id`]: the id that ties a request's logs, errors and turns together.
+//! - [`client`]: `parley chat`, a terminal client of a running server (REST and SSE).
 
 pub mod agent;
 pub mod agui;
 pub mod auth;
 pub mod bus;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod conversation;

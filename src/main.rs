@@ -26,6 +26,8 @@ enum Command {
     Serve(Overrides),
     /// Print the effective configuration with secrets redacted.
     Config(Overrides),
+    /// Chat with the agent of a running server from this terminal.
+    Chat(ChatArgs),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -57,6 +59,24 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+}
+
+/// The arguments of `parley chat`.
+#[derive(Args)]
+struct ChatArgs {
+    /// The server's address.
+    #[arg(long, env = "PARLEY_URL", default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// The token to use. Prefer the PARLEY_TOKEN variable: other users of this machine can
+    /// read a command line.
+    #[arg(long, env = "PARLEY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Continue this session (or start one under this id).
+    #[arg(long)]
+    session: Option<String>,
+    /// The model to answer with (one of the server's).
+    #[arg(long)]
+    model: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +195,25 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(overrides) => runtime.block_on(serve(overrides.load(&cli.config)?)),
+        Command::Chat(args) => {
+            let options = parley::client::ChatOptions {
+                url: args.url,
+                token: args.token,
+                session: args.session,
+                model: args.model,
+            };
+            let result = runtime.block_on(parley::client::run(options));
+            // The thread reading standard input may be blocked in a read: leave without
+            // waiting for it.
+            runtime.shutdown_background();
+            result.map_err(|err| match err {
+                parley::client::ClientError::Unauthorized { .. } => anyhow::anyhow!(
+                    "{err}: set PARLEY_TOKEN (or pass --token) to a token of this server \
+                     (`parley token create --user NAME` makes one)"
+                ),
+                other => other.into(),
+            })
+        }
         Command::Token { action, overrides } => {
             runtime.block_on(token(action, overrides.load(&cli.config)?))
         }

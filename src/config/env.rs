@@ -18,8 +18,9 @@ const FLAT_ENV: &[(&str, &str)] = &[
     ("auth_mode", "auth.mode"),
 ];
 
-/// Names (after the prefix) that `main.rs` reads itself; they are not settings.
-const PROCESS_VARS: &[&str] = &["log", "config"];
+/// Names (after the prefix) that `main.rs` reads itself (`url` and `token` are those of
+/// `parley chat`); they are not settings.
+const PROCESS_VARS: &[&str] = &["log", "config", "url", "token"];
 
 /// The settings given by `PARLEY_*` variables, as dotted paths and raw text.
 pub(super) struct EnvSettings {

@@ -30,6 +30,7 @@ mod session_lifecycle;
 mod store_contract;
 mod store_copy;
 mod store_outage;
+mod terminal;
 mod tools;
 mod uploads;
 mod ws_chat;

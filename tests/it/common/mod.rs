@@ -8,6 +8,7 @@ pub mod live;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
+pub mod terminal;
 
 use std::path::Path;
 use std::time::Duration;
