@@ -1,5 +1,5 @@
 //! `GET /api/agents` (the caller's running turns; an admin's `?all=true`, everyone's on
-//! this node) and `POST /api/agents/{turn_id}/kill` (an admin may stop anyone's).
+//! every node of a cluster) and `POST /api/agents/{turn_id}/kill` (an admin may stop anyone's).
 
 use axum::Json as JsonResponse;
 use axum::extract::State;
@@ -13,7 +13,7 @@ use crate::auth::Caller;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct AgentsQuery {
-    /// Admins only: every user's running turns on this node.
+    /// Admins only: every user's running turns (on every node of a cluster).
     #[serde(default)]
     all: bool,
 }
@@ -38,7 +38,7 @@ pub(super) async fn kill(
     caller: Caller,
     Path(turn_id): Path<String>,
 ) -> Result<JsonResponse<Value>, ApiError> {
-    // An admin stops whoever's turn it is (running on this node).
+    // An admin stops whoever's turn it is, on whichever node runs it.
     let mut owner = caller.user.clone();
     if caller.admin
         && let Some(turn) =

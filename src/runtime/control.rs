@@ -59,8 +59,30 @@ impl Runtime {
         false
     }
 
-    /// The user's running turns.
+    /// The user's running turns (every user's with `None`), on every node of a cluster.
     pub async fn running_turns(&self, user: Option<&str>) -> Vec<TurnInfo> {
+        // In a cluster the store knows every node's turns; this node's memory only its own.
+        if self.inner.bus.clustered() {
+            match self.inner.store.running_turns().await {
+                Ok(turns) => {
+                    return turns
+                        .into_iter()
+                        .filter(|turn| user.is_none_or(|user| turn.user == user))
+                        .map(|turn| TurnInfo {
+                            turn_id: turn.turn_id,
+                            user: turn.user,
+                            session_id: turn.session_id,
+                            node_id: turn.node.unwrap_or_default(),
+                            started_at: turn.started_at,
+                            queued: turn.queued as usize,
+                        })
+                        .collect();
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "listing the cluster's running turns; this node's only");
+                }
+            }
+        }
         let sessions: Vec<_> = {
             let sessions = self.inner.sessions.lock().await;
             let whose =

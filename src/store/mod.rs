@@ -21,8 +21,8 @@ use async_trait::async_trait;
 pub use postgres::PostgresStore;
 pub use records::{
     AnswerWrite, AuditEntry, Fence, Lease, LedgerEntry, Message, MessageStatus, NewMessage, Orphan,
-    PairingGrant, PartialText, QueuedTurn, SearchHit, Session, TokenRecord, ToolCallRecord,
-    TurnEnd, TurnRecord, TurnStatus,
+    PairingGrant, PartialText, QueuedTurn, RunningTurn, SearchHit, Session, TokenRecord,
+    ToolCallRecord, TurnEnd, TurnRecord, TurnStatus,
 };
 use records::{attach_siblings, search_words};
 pub use sqlite::SqliteStore;
@@ -168,6 +168,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many of the user's turns are queued or running, over every session and node.
     async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError>;
+
+    /// Every turn running now, over every user, session and node, oldest first.
+    async fn running_turns(&self) -> Result<Vec<RunningTurn>, StoreError>;
 
     /// Adds a finished model call (step `step` of `turn_id`, on `model`) to `user`'s usage
     /// ledger; once per step. Not fenced: the call was made, whatever becomes of the turn.

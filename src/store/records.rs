@@ -326,6 +326,19 @@ pub struct Orphan {
     pub id: String,
 }
 
+/// A turn running now, on whichever node holds its session's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningTurn {
+    pub turn_id: String,
+    pub user: String,
+    pub session_id: String,
+    /// The node holding the session's lease (the one running the turn).
+    pub node: Option<String>,
+    pub started_at: i64,
+    /// Turns of the same session waiting behind it.
+    pub queued: u64,
+}
+
 /// An API token as stored (its secret is never stored, only its SHA-256).
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenRecord {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::common::cluster::{Cluster, Node};
 use crate::common::live::{SseClient, WsClient};
-use crate::common::{Script, json_of, statuses};
+use crate::common::{Script, json_of, statuses, wait_for_session};
 
 fn client(token: &str) -> reqwest::Client {
     crate::common::client_with(token)
@@ -632,4 +632,49 @@ async fn the_openai_apis_and_ag_ui_work_through_either_node() {
         .collect();
     assert_eq!(deltas, "agui via b", "{text}");
     assert!(text.contains("\"RUN_FINISHED\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_on_one_node_sees_and_kills_a_turn_running_on_the_other() {
+    let Some(cluster) = Cluster::new(15.0).await else { return };
+    let (alice, bob, root) = (
+        client(&cluster.token("alice")),
+        client(&cluster.token("bob")),
+        cluster.admin_token("root"),
+    );
+    let root = client(&root);
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let endless: Vec<&str> = std::iter::repeat_n("more ", 2000).collect();
+    cluster.provider.push([Script::slow_text(&endless, Duration::from_millis(10))]);
+    let (status, _) = post(&alice, &a, "/api/sessions/k/messages", json!({"content": "go"})).await;
+    assert_eq!(status, 202);
+
+    // Node b lists the turn that runs on a, naming its user, session and node.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (status, listed) = get(&root, &b, "/api/agents?all=true").await;
+        assert_eq!(status, 200, "{listed}");
+        if !listed["items"].as_array().unwrap().is_empty() {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "the turn on a was never listed on b");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let turn = &listed["items"][0];
+    assert_eq!((turn["user"].as_str(), turn["session_id"].as_str()), (Some("alice"), Some("k")));
+    assert_eq!(turn["node_id"], "a", "{listed}");
+    let turn_id = turn["turn_id"].as_str().unwrap().to_owned();
+    let (_, own) = get(&alice, &b, "/api/agents").await;
+    assert_eq!(own["items"][0]["turn_id"], turn_id.as_str(), "alice sees her own turn on b");
+    let (_, others) = get(&bob, &b, "/api/agents").await;
+    assert_eq!(others["items"], json!([]), "bob sees none of alice's");
+
+    // The admin's Kill on b stops it on a, once it has written something.
+    wait_for_session(&alice, &a.base, "k", |s| s["messages"].as_array().unwrap().len() > 1).await;
+    let (status, killed) = post(&root, &b, &format!("/api/agents/{turn_id}/kill"), json!({})).await;
+    assert_eq!((status, &killed["cancelled"]), (200, &json!(true)), "{killed}");
+    let detail = wait_for_session(&alice, &a.base, "k", |s| s["running_turn"].is_null()).await;
+    assert_eq!(detail["messages"][1]["status"], "interrupted", "{detail}");
+    let (_, listed) = get(&root, &b, "/api/agents?all=true").await;
+    assert_eq!(listed["items"], json!([]), "{listed}");
 }

@@ -227,7 +227,7 @@ contract! {
     turns::start_and_finish_turn_are_recorded,
     turns::tool_calls_form_a_timeline,
     turns::a_turn_is_found_by_its_id_with_its_own_messages,
-    turns::unfinished_turns_are_counted_per_user,
+    turns::unfinished_turns_are_counted_per_user_and_running_ones_listed,
     turns::usage_is_ledgered_per_model_and_outlives_the_session,
     turns::a_turn_can_start_as_it_is_stored_and_end_in_one_write,
     leases::a_lease_is_held_until_it_expires_or_is_released,

@@ -88,9 +88,10 @@ async function loadStatus() {
 
 async function loadTurns() {
   const turns = (await api("GET", "/api/agents?all=true")).items;
-  table($("admin-turns"), ["User", "Chat", "Started", "Waiting", ""], turns.map((turn) => [
+  table($("admin-turns"), ["User", "Chat", "Node", "Started", "Waiting", ""], turns.map((turn) => [
     turn.user,
     turn.session_id,
+    turn.node_id,
     new Date(turn.started_at).toLocaleTimeString(),
     turn.queued,
     button("Kill", `Kill the turn in ${turn.session_id}`, async () => {

@@ -27,8 +27,8 @@ use tracing::instrument;
 
 use super::{
     AuditEntry, Fence, Lease, Message, MessageStatus, NewMessage, Orphan, PairingGrant,
-    PartialText, SearchHit, Session, Store, StoreError, TokenRecord, ToolCallRecord, TurnEnd,
-    TurnRecord, UsageLine, UsageQuery,
+    PartialText, RunningTurn, SearchHit, Session, Store, StoreError, TokenRecord, ToolCallRecord,
+    TurnEnd, TurnRecord, UsageLine, UsageQuery,
 };
 use crate::clock::now_ms;
 use crate::conversation::{ToolCall, Usage};
@@ -242,6 +242,10 @@ impl Store for SqliteStore {
 
     async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError> {
         turns::unfinished(&self.pool, user).await
+    }
+
+    async fn running_turns(&self) -> Result<Vec<RunningTurn>, StoreError> {
+        turns::running(&self.pool).await
     }
 
     #[instrument(skip_all)]

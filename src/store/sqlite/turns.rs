@@ -9,8 +9,8 @@ use crate::clock::now_ms;
 use crate::conversation::ToolCall;
 use crate::conversation::Usage;
 use crate::store::{
-    AnswerWrite, Fence, MessageStatus, NewMessage, StoreError, ToolCallRecord, TurnEnd, TurnRecord,
-    TurnStatus, from_nanos, nanos,
+    AnswerWrite, Fence, MessageStatus, NewMessage, RunningTurn, StoreError, ToolCallRecord,
+    TurnEnd, TurnRecord, TurnStatus, from_nanos, nanos,
 };
 
 pub(super) async fn create(
@@ -246,6 +246,31 @@ pub(super) async fn unfinished(pool: &SqlitePool, user: &str) -> Result<u64, Sto
     .fetch_one(pool)
     .await?;
     Ok(count.max(0) as u64)
+}
+
+/// Every running turn with its session's owner, id and lease holder, and how many turns
+/// wait behind it.
+pub(super) async fn running(pool: &SqlitePool) -> Result<Vec<RunningTurn>, StoreError> {
+    type Row = (String, String, String, Option<String>, Option<i64>, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT t.id, s.user_id, s.id, s.lease_node, t.started_at, t.created_at, \
+         (SELECT COUNT(*) FROM turns q WHERE q.session_pk = t.session_pk AND q.status = 'queued') \
+         FROM turns t JOIN sessions s ON s.pk = t.session_pk WHERE t.status = 'running' \
+         ORDER BY t.created_at, t.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(turn_id, user, session_id, node, started_at, created_at, queued)| RunningTurn {
+            turn_id,
+            user,
+            session_id,
+            node,
+            started_at: started_at.unwrap_or(created_at),
+            queued: queued.max(0) as u64,
+        })
+        .collect())
 }
 
 pub(super) async fn record(

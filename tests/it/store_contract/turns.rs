@@ -228,7 +228,7 @@ pub async fn tool_calls_form_a_timeline(db: &Db) {
     assert_eq!(failed, [("error: in the listing", false), ("exit 1", true)]);
 }
 
-pub async fn unfinished_turns_are_counted_per_user(db: &Db) {
+pub async fn unfinished_turns_are_counted_per_user_and_running_ones_listed(db: &Db) {
     let store = &db.store;
     let (mine, _) = store.open_session("alice", "a", None).await.unwrap();
     let (also_mine, _) = store.open_session("alice", "b", None).await.unwrap();
@@ -245,6 +245,27 @@ pub async fn unfinished_turns_are_counted_per_user(db: &Db) {
     assert_eq!(store.unfinished_turns("alice").await.unwrap(), 2);
     assert_eq!(store.unfinished_turns("bob").await.unwrap(), 1);
     assert_eq!(store.unfinished_turns("carol").await.unwrap(), 0);
+
+    // Running (not queued, not finished) turns are listed over every user, each with its
+    // session, the node holding the lease and the turns waiting behind it.
+    let running = store.running_turns().await.unwrap();
+    assert_eq!(running.len(), 1, "{running:?}");
+    let t1 = &running[0];
+    assert_eq!(
+        (t1.turn_id.as_str(), t1.user.as_str(), t1.session_id.as_str()),
+        ("t1", "alice", "a")
+    );
+    assert_eq!((t1.node.as_deref(), t1.queued), (Some("test"), 1));
+    assert!(t1.started_at > 0);
+    store.start_turn(bobs, "t4").await.unwrap();
+    let running: Vec<(String, String)> = store
+        .running_turns()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|turn| (turn.turn_id, turn.user))
+        .collect();
+    assert_eq!(running, [("t1".into(), "alice".into()), ("t4".into(), "bob".into())]);
 }
 
 pub async fn a_turn_is_found_by_its_id_with_its_own_messages(db: &Db) {
