@@ -1,5 +1,6 @@
 //! The PostgreSQL store's message search: a GIN index over user and assistant messages'
-//! words (`to_tsvector('simple', content)`).
+//! words with their accents folded (`to_tsvector('simple', parley_fold(content))`, as
+//! SQLite's tokenizer folds them).
 
 use sqlx::Row;
 use sqlx::postgres::PgPool;
@@ -27,9 +28,10 @@ pub(super) async fn search(
         "SELECT s.id AS session_id, s.name AS session_name, m.seq, m.role, m.created_at, \
          ts_headline('simple', m.content, q, 'MaxWords=16, MinWords=6, StartSel=\"\", \
          StopSel=\"\"') AS snippet \
-         FROM messages m JOIN sessions s ON s.pk = m.session_pk, to_tsquery('simple', $1) q \
+         FROM messages m JOIN sessions s ON s.pk = m.session_pk, \
+         to_tsquery('simple', parley_fold($1)) q \
          WHERE s.user_id = $2 AND m.role IN ('user', 'assistant') \
-         AND to_tsvector('simple', m.content) @@ q \
+         AND to_tsvector('simple', parley_fold(m.content)) @@ q \
          ORDER BY m.id DESC LIMIT $3 OFFSET $4",
     )
     .bind(&matcher)
@@ -41,7 +43,7 @@ pub(super) async fn search(
     let total: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM messages m JOIN sessions s ON s.pk = m.session_pk \
          WHERE s.user_id = $2 AND m.role IN ('user', 'assistant') \
-         AND to_tsvector('simple', m.content) @@ to_tsquery('simple', $1)",
+         AND to_tsvector('simple', parley_fold(m.content)) @@ to_tsquery('simple', parley_fold($1))",
     )
     .bind(&matcher)
     .bind(escape(user))

@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_usage.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_branches.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_organize.sql")),
+    (9, include_str!("../../../migrations/sqlite/0009_search_folding.sql")),
 ];
 
 /// [`super::Store`] on a SQLite file.

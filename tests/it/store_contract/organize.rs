@@ -50,6 +50,7 @@ pub async fn search_finds_every_word_in_the_users_own_messages(db: &Db) {
     };
     say(a.pk, tool).await;
     say(b.pk, text(1, 1, Role::User, "the quarterly report")).await;
+    say(b.pk, text(2, 2, Role::User, "Un café près de Zürich")).await;
     say(c.pk, text(1, 1, Role::User, "deploy for bob")).await;
 
     let found = async |user: &str, query: &str| {
@@ -61,6 +62,10 @@ pub async fn search_finds_every_word_in_the_users_own_messages(db: &Db) {
     assert_eq!(found("alice", "deploy").await, [("a".into(), 2), ("a".into(), 1)]);
     assert_eq!(found("alice", "DEPLOY gateway").await, [("a".to_owned(), 1)]);
     assert_eq!(found("bob", "deploy").await, [("c".to_owned(), 1)]);
+    // Accents are folded, in what was said and in what is typed.
+    assert_eq!(found("alice", "cafe zurich").await, [("b".to_owned(), 2)]);
+    assert_eq!(found("alice", "CAFÉ Pres").await, [("b".to_owned(), 2)]);
+    assert_eq!(found("alice", "zü").await, [("b".to_owned(), 2)]);
     // Nothing typed is query syntax.
     assert_eq!(found("alice", "(deploy* \"").await.len(), 2);
     assert_eq!(found("alice", "deploy OR report").await.len(), 0);
