@@ -28,7 +28,7 @@ pub(super) async fn list(
         return Err(ApiError::Forbidden("listing every user's turns needs an admin token"));
     }
     let user = (!query.all).then_some(caller.user.as_str());
-    let turns = state.runtime.running_turns(user).await;
+    let turns = state.runtime.running_turns(user).await?;
     Ok(JsonResponse(json!({"items": turns})))
 }
 
@@ -42,7 +42,7 @@ pub(super) async fn kill(
     let mut owner = caller.user.clone();
     if caller.admin
         && let Some(turn) =
-            state.runtime.running_turns(None).await.into_iter().find(|t| t.turn_id == turn_id)
+            state.runtime.running_turns(None).await?.into_iter().find(|t| t.turn_id == turn_id)
     {
         owner = turn.user;
     }

@@ -60,28 +60,21 @@ impl Runtime {
     }
 
     /// The user's running turns (every user's with `None`), on every node of a cluster.
-    pub async fn running_turns(&self, user: Option<&str>) -> Vec<TurnInfo> {
+    pub async fn running_turns(&self, user: Option<&str>) -> Result<Vec<TurnInfo>, RuntimeError> {
         // In a cluster the store knows every node's turns; this node's memory only its own.
         if self.inner.bus.clustered() {
-            match self.inner.store.running_turns().await {
-                Ok(turns) => {
-                    return turns
-                        .into_iter()
-                        .filter(|turn| user.is_none_or(|user| turn.user == user))
-                        .map(|turn| TurnInfo {
-                            turn_id: turn.turn_id,
-                            user: turn.user,
-                            session_id: turn.session_id,
-                            node_id: turn.node.unwrap_or_default(),
-                            started_at: turn.started_at,
-                            queued: turn.queued as usize,
-                        })
-                        .collect();
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "listing the cluster's running turns; this node's only");
-                }
-            }
+            let turns = self.inner.store.running_turns(user, crate::clock::now_ms()).await?;
+            return Ok(turns
+                .into_iter()
+                .map(|turn| TurnInfo {
+                    turn_id: turn.turn_id,
+                    user: turn.user,
+                    session_id: turn.session_id,
+                    node_id: turn.node.unwrap_or_default(),
+                    started_at: turn.started_at,
+                    queued: turn.queued as usize,
+                })
+                .collect());
         }
         let sessions: Vec<_> = {
             let sessions = self.inner.sessions.lock().await;
@@ -89,7 +82,7 @@ impl Runtime {
                 |s: &&std::sync::Arc<super::LiveSession>| user.is_none_or(|user| s.user == user);
             sessions.values().filter(whose).cloned().collect()
         };
-        sessions
+        Ok(sessions
             .into_iter()
             .filter_map(|session| {
                 let queue = session.queue();
@@ -102,7 +95,7 @@ impl Runtime {
                     queued: queue.pending.len(),
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// Turns running now, over all users.

@@ -98,6 +98,15 @@ pub(super) async fn feed(inner: &Arc<Inner>, user: &str) {
 }
 
 impl Inner {
+    /// The newest `seq` of a session whose turns run on another node, as this node's
+    /// follower log or the bus knows it (`None` when neither does).
+    pub(super) async fn newest_elsewhere(&self, pk: i64) -> Option<u64> {
+        if let Some(log) = self.followers.get(pk) {
+            return Some(log.last_seq());
+        }
+        self.bus.newest(&topic(pk)).await.ok().flatten()
+    }
+
     /// This node's follower log of `session`, made (and fed, until nobody watches) on first
     /// use.
     pub(super) async fn follow(&self, session: &Session) -> Arc<EventLog> {

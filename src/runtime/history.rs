@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use super::session::RunningTurn;
 use super::{LiveSession, LiveState, Runtime, RuntimeError};
 use crate::store::{Message, SearchHit, Session, StoreError, ToolCallRecord, TurnRecord};
 
@@ -83,9 +86,12 @@ impl Runtime {
         id: &str,
         page: MessagePage,
     ) -> Result<(Session, Option<LiveState>, Vec<Message>), RuntimeError> {
-        let live = self.loaded(user, id).await?.map(|session| session.state());
+        let mut live = self.loaded(user, id).await?.map(|session| session.state());
         let store = &self.inner.store;
         let session = store.session(user, id).await?.ok_or(RuntimeError::NotFound)?;
+        if live.is_none() && self.inner.bus.clustered() {
+            live = self.state_elsewhere(user, &session).await?;
+        }
         if let Some(seq) = page.branch
             && store.turn_of(session.pk, seq).await?.is_none()
         {
@@ -93,6 +99,32 @@ impl Runtime {
         }
         let messages = store.messages(session.pk, page.branch, page.before_seq, page.limit).await?;
         Ok((session, live, messages))
+    }
+
+    /// What a session that another node runs is doing: its newest `seq` (the stored bound
+    /// is only a reservation, ahead of it) and its running turn. `None` when the bus does not
+    /// know the session's events.
+    async fn state_elsewhere(
+        &self,
+        user: &str,
+        session: &Session,
+    ) -> Result<Option<LiveState>, RuntimeError> {
+        let Some(last_seq) = self.inner.newest_elsewhere(session.pk).await else {
+            return Ok(None);
+        };
+        let now = crate::clock::now_ms();
+        let running = self.inner.store.running_turns(Some(user), now).await?;
+        let turn = running.into_iter().find(|turn| turn.session_id == session.id);
+        Ok(Some(LiveState {
+            queued: turn.as_ref().map_or(0, |turn| turn.queued as usize),
+            running: turn.map(|turn| RunningTurn {
+                turn_id: turn.turn_id,
+                // The turn runs on another node: this token cancels nothing, it is never used.
+                cancel: CancellationToken::new(),
+                started_at: turn.started_at,
+            }),
+            last_seq,
+        }))
     }
 
     /// Renames, pins or archives the user's session (what is `None` stays).

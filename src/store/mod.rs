@@ -169,8 +169,14 @@ pub trait Store: Send + Sync + 'static {
     /// How many of the user's turns are queued or running, over every session and node.
     async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError>;
 
-    /// Every turn running now, over every user, session and node, oldest first.
-    async fn running_turns(&self) -> Result<Vec<RunningTurn>, StoreError>;
+    /// The user's turns running now (every user's with `None`), over every session and
+    /// node whose lease is live at `now` (a dead node's turns wait for their adoption),
+    /// oldest first.
+    async fn running_turns(
+        &self,
+        user: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<RunningTurn>, StoreError>;
 
     /// Adds a finished model call (step `step` of `turn_id`, on `model`) to `user`'s usage
     /// ledger; once per step. Not fenced: the call was made, whatever becomes of the turn.

@@ -644,7 +644,8 @@ async fn the_operator_on_one_node_sees_and_kills_a_turn_running_on_the_other() {
     );
     let root = client(&root);
     let (a, b) = (cluster.node("a"), cluster.node("b"));
-    let endless: Vec<&str> = std::iter::repeat_n("more ", 2000).collect();
+    // Longer than the test can take: the Kill, not the end, stops it.
+    let endless: Vec<&str> = std::iter::repeat_n("more ", 20_000).collect();
     cluster.provider.push([Script::slow_text(&endless, Duration::from_millis(10))]);
     let (status, _) = post(&alice, &a, "/api/sessions/k/messages", json!({"content": "go"})).await;
     assert_eq!(status, 202);
@@ -668,6 +669,13 @@ async fn the_operator_on_one_node_sees_and_kills_a_turn_running_on_the_other() {
     assert_eq!(own["items"][0]["turn_id"], turn_id.as_str(), "alice sees her own turn on b");
     let (_, others) = get(&bob, &b, "/api/agents").await;
     assert_eq!(others["items"], json!([]), "bob sees none of alice's");
+    // The session's page on b says it runs, and where its events stand (not the stored
+    // reservation bound, which is ahead of them: a client resuming from it would miss all).
+    let (_, on_b) = get(&alice, &b, "/api/sessions/k").await;
+    assert_eq!(on_b["running_turn"]["turn_id"], turn_id.as_str(), "{on_b}");
+    let (_, on_a) = get(&alice, &a, "/api/sessions/k").await;
+    let (seen_b, seen_a) = (on_b["last_seq"].as_u64().unwrap(), on_a["last_seq"].as_u64().unwrap());
+    assert!(seen_b > 0 && seen_b <= seen_a, "b says {seen_b}, a (read later) {seen_a}");
 
     // The admin's Kill on b stops it on a, once it has written something.
     wait_for_session(&alice, &a.base, "k", |s| s["messages"].as_array().unwrap().len() > 1).await;

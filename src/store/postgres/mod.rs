@@ -263,8 +263,12 @@ impl Store for PostgresStore {
         turns::unfinished(&self.pool, user).await
     }
 
-    async fn running_turns(&self) -> Result<Vec<RunningTurn>, StoreError> {
-        turns::running(&self.pool).await
+    async fn running_turns(
+        &self,
+        user: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<RunningTurn>, StoreError> {
+        turns::running(&self.pool, user, now).await
     }
 
     #[instrument(skip_all)]

@@ -248,16 +248,23 @@ pub(super) async fn unfinished(pool: &SqlitePool, user: &str) -> Result<u64, Sto
     Ok(count.max(0) as u64)
 }
 
-/// Every running turn with its session's owner, id and lease holder, and how many turns
-/// wait behind it.
-pub(super) async fn running(pool: &SqlitePool) -> Result<Vec<RunningTurn>, StoreError> {
+/// The (user's) running turns of live leases, each with its session's owner, id and lease
+/// holder, and how many turns wait behind it.
+pub(super) async fn running(
+    pool: &SqlitePool,
+    user: Option<&str>,
+    now: i64,
+) -> Result<Vec<RunningTurn>, StoreError> {
     type Row = (String, String, String, Option<String>, Option<i64>, i64, i64);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT t.id, s.user_id, s.id, s.lease_node, t.started_at, t.created_at, \
          (SELECT COUNT(*) FROM turns q WHERE q.session_pk = t.session_pk AND q.status = 'queued') \
-         FROM turns t JOIN sessions s ON s.pk = t.session_pk WHERE t.status = 'running' \
+         FROM turns t JOIN sessions s ON s.pk = t.session_pk \
+         WHERE t.status = 'running' AND s.lease_until >= $1 AND ($2 IS NULL OR s.user_id = $2) \
          ORDER BY t.created_at, t.id",
     )
+    .bind(now)
+    .bind(user)
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -247,8 +247,13 @@ pub async fn unfinished_turns_are_counted_per_user_and_running_ones_listed(db: &
     assert_eq!(store.unfinished_turns("carol").await.unwrap(), 0);
 
     // Running (not queued, not finished) turns are listed over every user, each with its
-    // session, the node holding the lease and the turns waiting behind it.
-    let running = store.running_turns().await.unwrap();
+    // session, the node holding the lease and the turns waiting behind it; a dead node's
+    // (its lease expired) are left out until another node adopts them.
+    let (dead, _) = store.open_session("dave", "d", None).await.unwrap();
+    let lease = store.acquire_lease(dead.pk, "gone", 1, false).await.unwrap().unwrap();
+    store.create_turn(lease.fence, "t5", "m", &text(1, 1, Role::User, "x"), true).await.unwrap();
+    let now = parley::clock::now_ms();
+    let running = store.running_turns(None, now).await.unwrap();
     assert_eq!(running.len(), 1, "{running:?}");
     let t1 = &running[0];
     assert_eq!(
@@ -259,13 +264,22 @@ pub async fn unfinished_turns_are_counted_per_user_and_running_ones_listed(db: &
     assert!(t1.started_at > 0);
     store.start_turn(bobs, "t4").await.unwrap();
     let running: Vec<(String, String)> = store
-        .running_turns()
+        .running_turns(None, now)
         .await
         .unwrap()
         .into_iter()
         .map(|turn| (turn.turn_id, turn.user))
         .collect();
     assert_eq!(running, [("t1".into(), "alice".into()), ("t4".into(), "bob".into())]);
+    let bobs: Vec<String> = store
+        .running_turns(Some("bob"), now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.turn_id)
+        .collect();
+    assert_eq!(bobs, ["t4"]);
+    assert!(store.running_turns(Some("dave"), now).await.unwrap().is_empty());
 }
 
 pub async fn a_turn_is_found_by_its_id_with_its_own_messages(db: &Db) {
