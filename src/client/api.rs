@@ -30,6 +30,10 @@ impl ClientError {
     }
 }
 
+/// How long a call (not the event stream) may take before it is given up: a connection
+/// that died without a word must not hold the conversation.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A server and the token to call it with.
 pub(crate) struct Api {
     http: reqwest::Client,
@@ -76,13 +80,15 @@ impl Api {
         }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body["error"]
-            .as_str()
-            .map_or_else(|| status.canonical_reason().unwrap_or("error").to_owned(), str::to_owned);
+        // The server's words reach the terminal: shown, never obeyed.
+        let message = body["error"].as_str().map_or_else(
+            || status.canonical_reason().unwrap_or("error").to_owned(),
+            super::render::shown,
+        );
         if status == StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized { message });
         }
-        let code = body["code"].as_str().unwrap_or("HTTP_ERROR").to_owned();
+        let code = super::render::shown(body["code"].as_str().unwrap_or("HTTP_ERROR"));
         Err(ClientError::Api { status: status.as_u16(), code, message })
     }
 
@@ -102,16 +108,21 @@ impl Api {
         ClientError::Unreachable { url: self.base.clone(), reason }
     }
 
+    /// A call: a request that must be answered within [`CALL_TIMEOUT`].
+    fn call(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).timeout(CALL_TIMEOUT)
+    }
+
     /// `GET /api/status`: whether the server answers and takes the token.
     pub(crate) async fn status(&self) -> Result<Value, ClientError> {
-        self.json(self.request(Method::GET, "/api/status")).await
+        self.json(self.call(Method::GET, "/api/status")).await
     }
 
     /// The session with its newest `limit` messages, or `None` when there is no such
     /// session (yet).
     pub(crate) async fn session(&self, id: &str, limit: u32) -> Result<Option<Value>, ClientError> {
         let path = format!("/api/sessions/{id}?limit={limit}");
-        match self.json(self.request(Method::GET, &path)).await {
+        match self.json(self.call(Method::GET, &path)).await {
             Ok(detail) => Ok(Some(detail)),
             Err(err) if err.is_not_found() => Ok(None),
             Err(err) => Err(err),
@@ -129,21 +140,22 @@ impl Api {
         if let Some(model) = model {
             body["model"] = json!(model);
         }
-        let request = self.request(Method::POST, &format!("/api/sessions/{id}/messages"));
+        let request = self.call(Method::POST, &format!("/api/sessions/{id}/messages"));
         let accepted = self.json(request.json(&body)).await?;
         Ok(accepted["turn_id"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// Stops the session's running turn; returns whether one was running.
-    pub(crate) async fn abort(&self, id: &str) -> Result<bool, ClientError> {
-        let request = self.request(Method::POST, &format!("/api/sessions/{id}/abort"));
-        Ok(self.json(request).await?["aborted"].as_bool().unwrap_or(false))
+    /// Stops the session's running turn; returns its id, or `None` when nothing ran.
+    pub(crate) async fn abort(&self, id: &str) -> Result<Option<String>, ClientError> {
+        let request = self.call(Method::POST, &format!("/api/sessions/{id}/abort"));
+        let answer = self.json(request).await?;
+        Ok(answer["turn_id"].as_str().map(str::to_owned))
     }
 
     /// Answers an approval request: `approve`, `deny` or `always`.
     pub(crate) async fn decide(&self, request_id: &str, decision: &str) -> Result<(), ClientError> {
-        let path = format!("/api/approvals/{request_id}/{decision}");
-        self.json(self.request(Method::POST, &path)).await.map(drop)
+        let path = format!("/api/approvals/{}/{decision}", segment(request_id));
+        self.json(self.call(Method::POST, &path)).await.map(drop)
     }
 
     /// Opens the session's event stream after `after` (every event past that `seq`, then
@@ -154,5 +166,29 @@ impl Api {
             .header("accept", "text/event-stream")
             .header("last-event-id", after.to_string());
         self.send(request).await
+    }
+}
+
+/// `text` as one URL path segment: anything but unreserved characters percent-encoded.
+fn segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_one_path_segment() {
+        assert_eq!(segment("4f1c-9a_b.c~"), "4f1c-9a_b.c~");
+        assert_eq!(segment("../x/y?z#"), "..%2Fx%2Fy%3Fz%23");
     }
 }

@@ -68,10 +68,11 @@ async fn run(api: &Api, id: &str, mut last: u64, tx: &mpsc::UnboundedSender<Inco
                     };
                     for data in parser.feed(&bytes) {
                         let Ok(frame) = serde_json::from_str::<Value>(&data) else { continue };
-                        // A resync names where the log now stands; every other event its own
-                        // place in it (approvals re-sent on connect have none).
-                        let seq = frame["seq"].as_u64().or_else(|| frame["last_seq"].as_u64());
-                        if let Some(seq) = seq {
+                        // A resync names where the log goes on; every other event its own
+                        // place in it (approvals re-sent on connect, already seen, are older).
+                        if frame["type"] == "resync" {
+                            last = frame["last_seq"].as_u64().unwrap_or(last);
+                        } else if let Some(seq) = frame["seq"].as_u64() {
                             last = last.max(seq);
                         }
                         let deleted = frame["type"] == "session_deleted";
@@ -81,14 +82,9 @@ async fn run(api: &Api, id: &str, mut last: u64, tx: &mpsc::UnboundedSender<Inco
                     }
                 }
             }
-            Err(err @ (ClientError::Unauthorized { .. } | ClientError::Api { .. })) => {
-                // A refusal does not get better by retrying (a 5xx from a restarting
-                // server behind a proxy does).
-                if !matches!(&err, ClientError::Api { status, .. } if *status >= 500) {
-                    let _ = tx.send(Incoming::Ended(err));
-                    return;
-                }
-                err.to_string()
+            Err(err) if final_refusal(&err) => {
+                let _ = tx.send(Incoming::Ended(err));
+                return;
             }
             Err(err) => err.to_string(),
         };
@@ -100,5 +96,16 @@ async fn run(api: &Api, id: &str, mut last: u64, tx: &mpsc::UnboundedSender<Inco
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether the server refused the stream for good: the token no longer works, or the
+/// session is gone. Anything else (a limit, a restarting server behind a proxy, no
+/// answer) may pass, so the feed tries again.
+fn final_refusal(err: &ClientError) -> bool {
+    match err {
+        ClientError::Unauthorized { .. } => true,
+        ClientError::Api { status, .. } => matches!(status, 400 | 403 | 404 | 410),
+        ClientError::Unreachable { .. } | ClientError::Other(_) => false,
     }
 }

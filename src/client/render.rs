@@ -153,12 +153,21 @@ impl Screen {
 }
 
 /// `text` with every control character but newline and tab replaced, so nothing the
-/// server sends can drive the terminal.
+/// server sends can drive the terminal, and with the invisible characters that reorder or
+/// hide text replaced too, so what is shown (an approval's command) is what it says.
 pub(crate) fn shown(text: &str) -> String {
     text.chars()
         .filter(|c| *c != '\r')
-        .map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c })
+        .map(|c| {
+            if (c.is_control() && c != '\n' && c != '\t') || deceptive(c) { '\u{fffd}' } else { c }
+        })
         .collect()
+}
+
+/// Bidirectional overrides and isolates, and invisible spaces and joiners (not the
+/// zero-width joiners emoji and scripts need, nor the plain direction marks).
+fn deceptive(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200b}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{061c}')
 }
 
 /// A JSON value on one line.
@@ -189,6 +198,15 @@ mod tests {
         let text = shown(hostile);
         assert!(!text.chars().any(|c| c.is_control() && c != '\n' && c != '\t'), "{text:?}");
         assert_eq!(text, "ok\u{fffd}]0;pwned\u{fffd} \u{fffd}[2J\u{fffd}31m\nnext\tcol");
+    }
+
+    #[test]
+    fn text_cannot_hide_or_reorder_what_it_shows() {
+        // "rm -rf ~" written backwards behind a right-to-left override reads as harmless.
+        let text = shown("ls \u{202e}~ fr- mr\u{202c} x\u{200b}y\u{2066}z");
+        assert_eq!(text, "ls \u{fffd}~ fr- mr\u{fffd} x\u{fffd}y\u{fffd}z");
+        // Emoji joined by zero-width joiners stay whole.
+        assert_eq!(shown("👩\u{200d}💻"), "👩\u{200d}💻");
     }
 
     #[test]

@@ -118,10 +118,12 @@ async fn ctrl_c_stops_the_answer_and_the_conversation_goes_on() {
     let mut term = chat(&server.base, &server.token, &["--session", "stop"]);
     term.expect("› ").await;
 
-    let words = ["one ", "two ", "three ", "four ", "five ", "six ", "seven ", "eight "];
-    provider.push([Script::slow_text(&words, ms(300))]);
+    // Far longer than the test takes: only the stop ends it.
+    let words: Vec<String> = (0..300).map(|n| format!("w{n} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    provider.push([Script::slow_text(&words, ms(100))]);
     term.type_line("count");
-    term.expect("one").await;
+    term.expect("w0 ").await;
     term.ctrl_c();
     term.expect("stopping").await;
     term.expect("[stopped]").await;
@@ -131,8 +133,8 @@ async fn ctrl_c_stops_the_answer_and_the_conversation_goes_on() {
     let detail = server.wait_idle("stop").await;
     let last = detail["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["status"], "interrupted", "{detail}");
-    assert!(!last["content"].as_str().unwrap().contains("eight"), "{last}");
-    assert!(!term.screen().contains("eight"), "{}", term.screen());
+    assert!(!last["content"].as_str().unwrap().contains("w299"), "{last}");
+    assert!(!term.screen().contains("w299"), "{}", term.screen());
 
     provider.push([Script::text(&["Still here."])]);
     term.type_line("are you there?");
@@ -155,19 +157,21 @@ async fn a_dropped_connection_is_followed_again_with_nothing_missed_or_repeated(
     let mut term = chat(&format!("http://{addr}"), &server.token, &["--session", "drop"]);
     term.expect("› ").await;
 
-    let words = ["alpha ", "bravo ", "charlie ", "delta ", "echo ", "foxtrot ", "golf."];
-    provider.push([Script::slow_text(&words, ms(200))]);
+    let words: Vec<String> = (0..40).map(|n| format!("word{n}. ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    provider.push([Script::slow_text(&words, ms(75))]);
     term.type_line("go");
-    term.expect("alpha").await;
+    term.expect("word0.").await;
     cut.cancel();
     term.expect("reconnecting").await;
     // The turn goes on without its watcher and ends while the connection is down.
     server.wait_idle("drop").await;
     let (_, restored) = proxy(addr, upstream).await;
     term.expect("reconnected").await;
-    term.expect("golf.").await;
+    term.shows("word39.").await;
     term.expect("› ").await;
 
+    // Every word once, in order, whether it came before the cut or after.
     let screen = term.screen();
     let mut from = 0;
     for word in words {
@@ -188,23 +192,31 @@ async fn session_continues_a_conversation_and_joins_its_running_answer() {
     let server = TestServer::with_provider(dir.path(), &provider).await;
     provider.push([Script::text(&["First answer."])]);
     server.chat("c1", "first question").await;
-    // A second turn, started elsewhere, is still being written when the terminal joins.
-    provider.push([Script::slow_text(&["slow ", "and ", "steady."], ms(300))]);
+    // A second turn, started elsewhere, is still being written when the terminal joins
+    // (it takes seconds; the join is checked to have happened while it ran).
+    let mut parts: Vec<String> = (0..60).map(|n| format!("part{n} ")).collect();
+    parts.push("steady.".into());
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    provider.push([Script::slow_text(&parts, ms(80))]);
     let (status, _) =
         server.post("/api/sessions/c1/messages", json!({"content": "second question"})).await;
     assert_eq!(status, 202);
-    server.wait_for("c1", |s| !s["running_turn"].is_null()).await;
+    server.wait_for("c1", |s| s["messages"].as_array().unwrap().len() > 3).await;
 
     let mut term = chat(&server.base, &server.token, &["--session", "c1"]);
     term.expect("session c1 (continued)").await;
+    let (_, joined) = server.get("/api/sessions/c1").await;
+    assert!(!joined["running_turn"].is_null(), "the turn ended before the join: {joined}");
     term.expect("› first question").await;
     term.expect("First answer.").await;
     term.expect("› second question").await;
-    term.expect("slow and steady.").await;
+    term.expect("part0 part1 ").await;
+    term.expect("steady.").await;
     term.expect("› ").await;
+    // The answer under way shows from its start, once.
     let screen = term.screen();
     assert_eq!(screen.matches("second question").count(), 1, "{screen}");
-    assert_eq!(screen.matches("slow").count(), 1, "{screen}");
+    assert_eq!(screen.matches("part0 ").count(), 1, "{screen}");
 
     provider.push([Script::text(&["Third answer."])]);
     term.type_line("third question");
@@ -219,7 +231,7 @@ async fn session_continues_a_conversation_and_joins_its_running_answer() {
             "first question",
             "First answer.",
             "second question",
-            "slow and steady.",
+            &parts.concat(),
             "third question",
             "Third answer."
         ],
@@ -253,4 +265,45 @@ async fn a_refused_token_or_an_absent_server_is_a_clear_error() {
     assert!(err.contains("cannot reach"), "{err}");
     let (ok, err) = run("ftp://example.com", &server.token).await;
     assert!(!ok && err.contains("http:// or https://"), "{err}");
+}
+
+#[tokio::test]
+async fn piped_input_is_a_script_whose_next_line_answers_an_approval() {
+    let provider = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.tools.approval.insert("shell".into(), "ask".into());
+    let server = TestServer::start(config).await;
+    provider.push([
+        Script::tool_call("p1", "shell", json!({"command": "echo piped-ok"}), 1),
+        Script::text(&["Ran it."]),
+        Script::text(&["Second answer."]),
+    ]);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["chat", "--url", &server.base, "--session", "script"])
+        .env("PARLEY_TOKEN", &server.token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"run it\ny\nand then?\n").await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    // The transcript shows each message, the question, the tool's output and both answers,
+    // in order; the second message waited for the first answer.
+    let mut from = 0;
+    for step in
+        ["› run it", "? allow shell", "piped-ok", "Ran it.", "› and then?", "Second answer."]
+    {
+        let at = out[from..].find(step).unwrap_or_else(|| panic!("{step:?} in order:\n{out}"));
+        from += at + step.len();
+    }
+    assert!(!out.contains('\u{1b}'), "no colors into a pipe: {out:?}");
+    let detail = server.wait_idle("script").await;
+    let said: Vec<String> = transcript(&detail).into_iter().map(|(_, text)| text).collect();
+    assert_eq!(said.first().map(String::as_str), Some("run it"), "{detail}");
+    assert_eq!(said.last().map(String::as_str), Some("Second answer."), "{detail}");
 }

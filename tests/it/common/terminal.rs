@@ -34,6 +34,13 @@ impl Terminal {
             libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size)
         };
         assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+        // Neither end may leak into the processes other tests start meanwhile (a leaked
+        // end would keep this terminal open after its program exits).
+        for fd in [master, slave] {
+            // SAFETY: fcntl on a descriptor just opened, setting only its close-on-exec flag.
+            let set = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            assert_eq!(set, 0, "fcntl: {}", std::io::Error::last_os_error());
+        }
         // SAFETY: both descriptors were just opened and are owned by nobody else.
         let (master, slave) =
             unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
@@ -118,6 +125,19 @@ impl Terminal {
                 "{text:?} did not appear on the terminal; it shows:\n{}\n(read up to byte {})",
                 String::from_utf8_lossy(&bytes),
                 self.read
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the whole screen so far shows `text` (wherever it is).
+    pub async fn shows(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.screen().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} did not appear on the terminal; it shows:\n{}",
+                self.screen()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,0 +1,544 @@
+//! The conversation's state: what was typed, what the session's events say, which turns are
+//! still running, which approvals wait for an answer here.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Line;
+use super::api::{Api, ClientError};
+use super::feed::{self, Incoming};
+use super::render::{Screen, Style};
+
+/// How many earlier messages are shown when a session is continued.
+const HISTORY: u32 = 20;
+
+const HELP: &str = "Enter sends; a line ending in \\ goes on on the next line. Ctrl-C stops \
+the answer being written (twice: leaves); Ctrl-D or /quit leaves (the session stays). \
+/session shows the session's id. A message starting with / is sent as // .";
+
+/// What one line typed at the prompt means.
+enum Input {
+    Message(String),
+    Quit,
+    Help,
+    Session,
+}
+
+fn parse(line: &str) -> Option<Input> {
+    let trimmed = line.trim();
+    match trimmed {
+        "" => None,
+        "/quit" | "/exit" => Some(Input::Quit),
+        "/help" | "/?" => Some(Input::Help),
+        "/session" => Some(Input::Session),
+        _ if trimmed.starts_with("//") => Some(Input::Message(trimmed[1..].to_owned())),
+        _ => Some(Input::Message(line.trim_end().to_owned())),
+    }
+}
+
+/// An approval request waiting for an answer.
+struct Approval {
+    request_id: String,
+    turn_id: String,
+    tool: String,
+    args: Value,
+}
+
+/// The conversation.
+pub(super) struct Chat {
+    api: Arc<Api>,
+    model: Option<String>,
+    id: String,
+    screen: Screen,
+    /// Where the feed sends; kept so the feed can be started once the session exists.
+    tx: mpsc::UnboundedSender<Incoming>,
+    rx: Option<mpsc::UnboundedReceiver<Incoming>>,
+    /// The running feed, once the session exists.
+    feed: Option<CancellationToken>,
+    /// The newest `seq` shown.
+    last_seq: u64,
+    /// Turns this terminal submitted (their `user_message` echo is not shown again).
+    ours: HashSet<String>,
+    /// Turns submitted or seen that have not ended yet.
+    active: HashSet<String>,
+    /// Approval requests waiting for an answer, the first one asked at the prompt.
+    approvals: VecDeque<Approval>,
+    /// When the first approval's question was shown: only a line typed after it answers.
+    asked_at: Option<Instant>,
+    /// Ctrl-C asked a turn to stop (its id when the server named it): another one leaves.
+    stopping: Option<String>,
+    /// Whether standard input is still open.
+    input_open: bool,
+    /// Whether the session was deleted (nothing to come back to).
+    deleted: bool,
+}
+
+impl Chat {
+    pub(super) fn new(api: Api, id: String, model: Option<String>, screen: Screen) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            api: Arc::new(api),
+            model,
+            id,
+            screen,
+            tx,
+            rx: Some(rx),
+            feed: None,
+            last_seq: 0,
+            ours: HashSet::new(),
+            active: HashSet::new(),
+            approvals: VecDeque::new(),
+            asked_at: None,
+            stopping: None,
+            input_open: true,
+            deleted: false,
+        }
+    }
+
+    /// Greets, follows the session, and talks until the person leaves.
+    pub(super) async fn run(
+        mut self,
+        lines: mpsc::UnboundedReceiver<Line>,
+        interrupts: mpsc::UnboundedReceiver<()>,
+    ) -> Result<(), ClientError> {
+        self.open().await?;
+        let result = self.converse(lines, interrupts).await;
+        self.screen.end_line();
+        // The session exists once it is followed (continued, or its first message sent).
+        if let Some(feed) = &self.feed {
+            feed.cancel();
+            if !self.deleted {
+                let id = &self.id;
+                self.screen.line(
+                    Style::Dim,
+                    &format!("session {id} · continue with: parley chat --session {id}"),
+                );
+            }
+        }
+        result
+    }
+
+    /// Greets, shows an existing session's last messages, and follows it.
+    async fn open(&mut self) -> Result<(), ClientError> {
+        let detail = self.api.session(&self.id, HISTORY).await?;
+        let what = if detail.is_some() { "continued" } else { "new" };
+        let server = crate::config::redact_url_and_query(self.api.base());
+        let banner = format!("parley chat · {server} · session {} ({what}) · /help", self.id);
+        self.screen.line(Style::Dim, &banner);
+        let Some(detail) = detail else { return Ok(()) };
+        let messages = detail["messages"].as_array().cloned().unwrap_or_default();
+        let running = detail["running_turn"]["turn_id"].as_str().map(str::to_owned);
+        // A turn still running is shown from its message on, by replaying its events;
+        // everything before is history.
+        let cut = running.as_ref().and_then(|turn| {
+            messages.iter().position(|m| m["role"] == "user" && m["turn_id"] == turn.as_str())
+        });
+        let shown = cut.map_or(&messages[..], |cut| &messages[..=cut]);
+        let count = detail["message_count"].as_u64().unwrap_or(0) as usize;
+        if count > messages.len() {
+            let hidden = count - messages.len();
+            self.screen.line(Style::Dim, &format!("… {hidden} earlier messages"));
+        }
+        self.history(shown);
+        let after = match cut {
+            Some(cut) => messages[cut]["seq"].as_u64().unwrap_or(0),
+            None => detail["last_seq"].as_u64().unwrap_or(0),
+        };
+        if let Some(turn) = running {
+            self.active.insert(turn);
+        }
+        self.follow(after);
+        Ok(())
+    }
+
+    /// Starts following the session's events after `after`.
+    fn follow(&mut self, after: u64) {
+        if self.feed.is_none() {
+            let stop = CancellationToken::new();
+            feed::follow(self.api.clone(), self.id.clone(), after, self.tx.clone(), stop.clone());
+            self.feed = Some(stop);
+            self.last_seq = after;
+        }
+    }
+
+    /// Reads lines and events until the person leaves.
+    async fn converse(
+        &mut self,
+        mut lines: mpsc::UnboundedReceiver<Line>,
+        mut interrupts: mpsc::UnboundedReceiver<()>,
+    ) -> Result<(), ClientError> {
+        let Some(mut events) = self.rx.take() else { return Ok(()) };
+        loop {
+            if !self.input_open && self.active.is_empty() {
+                return Ok(());
+            }
+            self.prompt();
+            // Piped input is a script: each message waits for the answers before it, and
+            // an approval is answered by its next line.
+            let reading = self.input_open
+                && (self.screen.interactive()
+                    || self.active.is_empty()
+                    || !self.approvals.is_empty());
+            tokio::select! {
+                line = lines.recv(), if reading => match line {
+                    Some(line) => {
+                        if self.typed(line).await {
+                            return Ok(());
+                        }
+                    }
+                    None => {
+                        self.input_open = false;
+                        self.input_closed().await;
+                    }
+                },
+                Some(incoming) = events.recv() => {
+                    if let Some(end) = self.incoming(incoming).await {
+                        return end;
+                    }
+                }
+                Some(()) = interrupts.recv() => {
+                    if self.interrupted().await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shows the pending approval's question, or the prompt when nothing runs, unless it
+    /// is the last thing on the screen already.
+    fn prompt(&mut self) {
+        if self.screen.asking() {
+            return;
+        }
+        if let Some(approval) = self.approvals.front() {
+            // The arguments as JSON on one line: whatever they hold cannot break the
+            // question over lines or pass for its end.
+            let question = format!(
+                "? allow {} {}  [y]es / [n]o / [a]lways in this session: ",
+                approval.tool, approval.args
+            );
+            self.screen.ask(Style::Ask, &question);
+            self.asked_at = Some(Instant::now());
+        } else if self.active.is_empty() && self.input_open && self.screen.interactive() {
+            self.screen.ask(Style::Plain, "› ");
+        }
+    }
+
+    /// Acts on a typed line; returns whether to leave.
+    async fn typed(&mut self, line: Line) -> bool {
+        self.screen.answered();
+        // A line typed before the question showed was meant for something else (a piped
+        // script's lines are all read ahead, and answer in order).
+        let answers =
+            !self.screen.interactive() || self.asked_at.is_some_and(|asked| line.read_at >= asked);
+        if answers && !self.approvals.is_empty() {
+            self.answer(line.text.trim()).await;
+            return false;
+        }
+        match parse(&line.text) {
+            None => false,
+            Some(Input::Quit) => true,
+            Some(Input::Help) => {
+                self.screen.line(Style::Dim, HELP);
+                false
+            }
+            Some(Input::Session) => {
+                self.screen.line(Style::Dim, &format!("session {}", self.id));
+                false
+            }
+            Some(Input::Message(content)) => {
+                self.send(&content).await;
+                false
+            }
+        }
+    }
+
+    /// Answers the first approval with `answer` (y, n or a).
+    async fn answer(&mut self, answer: &str) {
+        let decision = match answer.to_ascii_lowercase().as_str() {
+            "y" | "yes" => "approve",
+            "n" | "no" => "deny",
+            "a" | "always" => "always",
+            _ => {
+                self.screen.line(Style::Dim, "answer y, n or a");
+                return;
+            }
+        };
+        let Some(approval) = self.approvals.pop_front() else { return };
+        self.asked_at = None;
+        if let Err(err) = self.api.decide(&approval.request_id, decision).await {
+            let not_pending = err.is_not_found();
+            self.screen.line(Style::Error, &format!("the answer was not taken: {err}"));
+            // Still pending on the server (it could not be reached): ask again.
+            if !not_pending {
+                self.approvals.push_front(approval);
+            }
+        }
+    }
+
+    async fn send(&mut self, content: &str) {
+        if !self.screen.interactive() {
+            // Piped input is not echoed by a terminal: the transcript shows it.
+            self.screen.line(Style::Dim, &format!("› {content}"));
+        }
+        match self.api.send_message(&self.id, content, self.model.as_deref()).await {
+            Ok(turn_id) => {
+                self.ours.insert(turn_id.clone());
+                self.active.insert(turn_id);
+                // A new session exists now: its whole log is this turn.
+                self.follow(0);
+            }
+            Err(err) => self.screen.line(Style::Error, &format!("not sent: {err}")),
+        }
+    }
+
+    /// Standard input ended (Ctrl-D, or the end of piped input): the answers under way are
+    /// still shown. Nobody is left here to answer an approval: this terminal's own turns'
+    /// are denied, others' are left to the clients that started them.
+    async fn input_closed(&mut self) {
+        self.screen.end_line();
+        for approval in std::mem::take(&mut self.approvals) {
+            self.refuse(&approval).await;
+        }
+    }
+
+    async fn refuse(&mut self, approval: &Approval) {
+        if self.ours.contains(&approval.turn_id) {
+            self.screen.line(Style::Dim, &format!("input closed: {} denied", approval.tool));
+            let _ = self.api.decide(&approval.request_id, "deny").await;
+        }
+    }
+
+    /// Ctrl-C: stops the running turn; leaves when nothing runs, or when pressed again
+    /// while a stop is under way.
+    async fn interrupted(&mut self) -> bool {
+        if self.active.is_empty() || self.stopping.is_some() {
+            return true;
+        }
+        self.screen.line(Style::Dim, "stopping… (Ctrl-C again leaves)");
+        match self.api.abort(&self.id).await {
+            Ok(Some(turn_id)) => self.stopping = Some(turn_id),
+            Ok(None) => {
+                // The server runs nothing here: what this terminal took for running is not.
+                self.screen.line(Style::Dim, "nothing is running");
+                self.active.clear();
+            }
+            Err(err) => {
+                self.stopping = Some(String::new());
+                self.screen.line(Style::Error, &format!("could not stop it: {err}"));
+            }
+        }
+        false
+    }
+
+    /// Shows what the feed reports; `Some` ends the conversation.
+    async fn incoming(&mut self, incoming: Incoming) -> Option<Result<(), ClientError>> {
+        match incoming {
+            Incoming::Frame(frame) => return self.frame(frame).await,
+            Incoming::Lost(reason) => {
+                self.screen.line(Style::Dim, &format!("connection lost ({reason}); reconnecting…"));
+            }
+            Incoming::Back => self.screen.line(Style::Dim, "reconnected"),
+            Incoming::Ended(err) => {
+                self.deleted = err.is_not_found();
+                return Some(Err(err));
+            }
+        }
+        None
+    }
+
+    /// Shows one event of the session.
+    async fn frame(&mut self, frame: Value) -> Option<Result<(), ClientError>> {
+        let kind = frame["type"].as_str().unwrap_or_default();
+        let seq = frame["seq"].as_u64();
+        // Pending approvals are sent again on every connection, seen or not: they are
+        // told apart by their id, not their place in the log.
+        if kind != "approval_request"
+            && let Some(seq) = seq
+        {
+            if seq <= self.last_seq {
+                return None;
+            }
+            self.last_seq = seq;
+        }
+        let turn = frame["turn_id"].as_str().unwrap_or_default().to_owned();
+        let text = |key: &str| frame[key].as_str().unwrap_or_default().to_owned();
+        let ends = matches!(kind, "done" | "cancelled" | "error");
+        if !turn.is_empty() && !ends && kind != "approval_request" {
+            self.active.insert(turn.clone());
+        }
+        match kind {
+            "user_message" if !self.ours.contains(&turn) => {
+                self.screen
+                    .line(Style::Dim, &format!("› {} (from another client)", text("content")));
+            }
+            "chunk" => self.screen.stream(Style::Plain, &text("content")),
+            "thinking" => self.screen.stream(Style::Dim, &text("content")),
+            "chunk_reset" => self.screen.end_line(),
+            "tool_call" => self.screen.tool_call(&text("name"), &frame["args"]),
+            "tool_result" => self.screen.tool_result(&frame),
+            "approval_request" => self.requested(&frame, turn).await,
+            "approval_resolved" | "approval_expired" => self.resolved(&frame),
+            "done" => self.ended(&turn, None),
+            "cancelled" => self.ended(&turn, Some((Style::Dim, "[stopped]".to_owned()))),
+            "error" => {
+                let message = format!("[{}] {}", text("code"), text("message"));
+                self.ended(&turn, Some((Style::Error, message)));
+            }
+            "agent_event" => self.screen.line(Style::Dim, &format!("event: {}", frame["event"])),
+            "resync" => return self.resync(frame["last_seq"].as_u64()).await,
+            "session_deleted" => {
+                self.screen.line(Style::Error, "this session was deleted");
+                self.deleted = true;
+                return Some(Ok(()));
+            }
+            _ => {}
+        }
+        None
+    }
+
+    async fn requested(&mut self, frame: &Value, turn_id: String) {
+        let request_id = frame["request_id"].as_str().unwrap_or_default().to_owned();
+        if self.approvals.iter().any(|approval| approval.request_id == request_id) {
+            return;
+        }
+        let approval = Approval {
+            request_id,
+            turn_id,
+            tool: frame["tool"].as_str().unwrap_or("tool").to_owned(),
+            args: frame["args"].clone(),
+        };
+        if self.input_open {
+            self.approvals.push_back(approval);
+        } else {
+            self.refuse(&approval).await;
+        }
+    }
+
+    fn resolved(&mut self, frame: &Value) {
+        let request_id = frame["request_id"].as_str().unwrap_or_default();
+        let Some(at) = self.approvals.iter().position(|a| a.request_id == request_id) else {
+            return;
+        };
+        let Some(approval) = self.approvals.remove(at) else { return };
+        if at == 0 {
+            self.asked_at = None;
+        }
+        let how = match frame["decision"].as_str() {
+            Some(decision) => format!("{decision} elsewhere"),
+            None => "not answered in time: denied".to_owned(),
+        };
+        self.screen.line(Style::Dim, &format!("{}: {how}", approval.tool));
+    }
+
+    fn ended(&mut self, turn: &str, note: Option<(Style, String)>) {
+        self.screen.end_line();
+        if let Some((style, note)) = note {
+            self.screen.line(style, &note);
+        }
+        self.active.remove(turn);
+        self.ours.remove(turn);
+        self.approvals.retain(|approval| approval.turn_id != turn);
+        if self.stopping.as_deref().is_some_and(|stopping| stopping.is_empty() || stopping == turn)
+            || self.active.is_empty()
+        {
+            self.stopping = None;
+        }
+    }
+
+    /// The feed fell too far behind the server's log (or the log is gone, after a
+    /// restart): what was missed is read from the stored history instead, from the first
+    /// message not shown whole (the answer under way may show again, in full), and the log
+    /// goes on at `resumed`.
+    async fn resync(&mut self, resumed: Option<u64>) -> Option<Result<(), ClientError>> {
+        self.screen.line(Style::Dim, "(missed some events; reading the history)");
+        let seen = self.last_seq;
+        if let Some(resumed) = resumed {
+            self.last_seq = resumed;
+        }
+        match self.api.session(&self.id, HISTORY).await {
+            Ok(Some(detail)) => {
+                let active = &self.active;
+                let missed: Vec<Value> = detail["messages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| {
+                        m["seq"].as_u64().is_some_and(|seq| seq > seen)
+                            || (m["role"] != "user"
+                                && m["turn_id"].as_str().is_some_and(|turn| active.contains(turn)))
+                    })
+                    .cloned()
+                    .collect();
+                self.history(&missed);
+                // What runs now is what the server says runs.
+                self.active.clear();
+                if let Some(turn) = detail["running_turn"]["turn_id"].as_str() {
+                    self.active.insert(turn.to_owned());
+                }
+                self.stopping = None;
+                None
+            }
+            Ok(None) => {
+                self.screen.line(Style::Error, "this session was deleted");
+                self.deleted = true;
+                Some(Ok(()))
+            }
+            Err(err) => {
+                self.screen.line(Style::Error, &format!("could not read the history: {err}"));
+                None
+            }
+        }
+    }
+
+    /// Shows stored messages: the person's, the answers, the tool calls and results.
+    fn history(&mut self, messages: &[Value]) {
+        for message in messages {
+            let content = message["content"].as_str().unwrap_or_default();
+            match message["role"].as_str() {
+                Some("user") => self.screen.line(Style::Dim, &format!("› {content}")),
+                Some("assistant") => {
+                    if !content.is_empty() {
+                        self.screen.line(Style::Plain, content);
+                    }
+                    for call in message["tool_calls"].as_array().into_iter().flatten() {
+                        let args = call["arguments"].as_str().unwrap_or_default();
+                        let args = serde_json::from_str(args).unwrap_or(Value::from(args));
+                        self.screen.tool_call(call["name"].as_str().unwrap_or("tool"), &args);
+                    }
+                    if message["status"] == "interrupted" {
+                        self.screen.line(Style::Dim, "[stopped]");
+                    }
+                }
+                Some("tool") => {
+                    let result = serde_json::json!({
+                        "name": message["tool_name"], "output": content,
+                    });
+                    self.screen.tool_result(&result);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_lines_are_commands_or_messages() {
+        assert!(parse("   ").is_none());
+        assert!(matches!(parse("/quit"), Some(Input::Quit)));
+        assert!(matches!(parse(" /exit "), Some(Input::Quit)));
+        assert!(matches!(parse("/help"), Some(Input::Help)));
+        assert!(matches!(parse("//quit"), Some(Input::Message(m)) if m == "/quit"));
+        assert!(matches!(parse("  hello  "), Some(Input::Message(m)) if m == "  hello"));
+    }
+}
