@@ -307,3 +307,43 @@ async fn piped_input_is_a_script_whose_next_line_answers_an_approval() {
     assert_eq!(said.first().map(String::as_str), Some("run it"), "{detail}");
     assert_eq!(said.last().map(String::as_str), Some("Second answer."), "{detail}");
 }
+
+#[tokio::test]
+async fn a_server_restarted_mid_answer_is_caught_up_from_the_history() {
+    let provider = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), Some(&provider));
+    config.shutdown_grace_secs = 0;
+    let first = TestServer::start(config.clone()).await;
+    let token = first.token.clone();
+    let upstream: SocketAddr = first.base.trim_start_matches("http://").parse().unwrap();
+    let (addr, cut) = proxy("127.0.0.1:0".parse().unwrap(), upstream).await;
+    let mut term = chat(&format!("http://{addr}"), &token, &["--session", "restart"]);
+    term.expect("› ").await;
+
+    let words: Vec<String> = (0..300).map(|n| format!("w{n} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    provider.push([Script::slow_text(&words, ms(100))]);
+    term.type_line("go");
+    term.expect("w1 ").await;
+    // The server goes away mid-answer and another starts on the same data: the answer is
+    // stored interrupted, and the new server's event log knows nothing of the old one's.
+    cut.cancel();
+    first.stop().await;
+    let second = TestServer::start(config).await;
+    let upstream: SocketAddr = second.base.trim_start_matches("http://").parse().unwrap();
+    let (_, restored) = proxy(addr, upstream).await;
+    term.expect("reconnected").await;
+    term.expect("missed some events").await;
+    term.expect("[stopped]").await;
+    term.expect("› ").await;
+
+    // The terminal knows nothing runs: the conversation goes on with the new server.
+    provider.push([Script::text(&["After the restart."])]);
+    term.type_line("still there?");
+    term.expect("After the restart.").await;
+    term.expect("› ").await;
+    term.type_line("/quit");
+    assert!(term.exited().await.success());
+    restored.cancel();
+}
