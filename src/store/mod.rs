@@ -24,7 +24,7 @@ pub use records::{
     PairingGrant, PartialText, QueuedTurn, RunningTurn, SearchHit, Session, TokenRecord,
     ToolCallRecord, TurnEnd, TurnRecord, TurnStatus,
 };
-use records::{attach_siblings, search_words};
+use records::{attach_siblings, search_prefix, search_words};
 pub use sqlite::SqliteStore;
 pub(crate) use usage::{Sums, from_nanos, nanos, stored_count};
 pub use usage::{UsageGroup, UsageLine, UsageQuery};

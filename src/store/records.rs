@@ -383,6 +383,13 @@ pub(super) fn search_words(query: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a search word matches as the start of words. A single letter is matched whole:
+/// as a prefix it would expand to a good part of every user's vocabulary before the
+/// search keeps the caller's own messages.
+pub(super) fn search_prefix(word: &str) -> bool {
+    word.chars().nth(1).is_some()
+}
+
 /// Gives each user message in `messages` its siblings from `rows` of `(parent_turn, seq)`
 /// in `seq` order, where it has any (one row is the message itself).
 pub(super) fn attach_siblings(messages: &mut [Message], rows: &[(i64, i64)]) {

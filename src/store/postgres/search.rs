@@ -8,7 +8,7 @@ use sqlx::postgres::PgPool;
 use super::bound;
 use super::text::{self, escape};
 use crate::conversation::Role;
-use crate::store::{SearchHit, StoreError, search_words};
+use crate::store::{SearchHit, StoreError, search_prefix, search_words};
 
 pub(super) async fn search(
     pool: &PgPool,
@@ -21,8 +21,12 @@ pub(super) async fn search(
     if words.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    // Every word, each as a quoted prefix: nothing the user typed is tsquery syntax.
-    let matcher: Vec<String> = words.iter().map(|word| format!("'{word}':*")).collect();
+    // Every word, each quoted (a prefix from two letters on): nothing the user typed is
+    // tsquery syntax.
+    let matcher: Vec<String> = words
+        .iter()
+        .map(|word| if search_prefix(word) { format!("'{word}':*") } else { format!("'{word}'") })
+        .collect();
     let matcher = matcher.join(" & ");
     let rows = sqlx::query(
         "SELECT s.id AS session_id, s.name AS session_name, m.seq, m.role, m.created_at, \

@@ -66,6 +66,10 @@ pub async fn search_finds_every_word_in_the_users_own_messages(db: &Db) {
     assert_eq!(found("alice", "cafe zurich").await, [("b".to_owned(), 2)]);
     assert_eq!(found("alice", "CAFÉ Pres").await, [("b".to_owned(), 2)]);
     assert_eq!(found("alice", "zü").await, [("b".to_owned(), 2)]);
+    // A single letter is a whole word, not the start of every word it begins.
+    assert_eq!(found("alice", "u cafe").await, []);
+    assert_eq!(found("alice", "un cafe").await, [("b".to_owned(), 2)]);
+    assert_eq!(found("alice", "the report").await, [("b".to_owned(), 1)]);
     // Nothing typed is query syntax.
     assert_eq!(found("alice", "(deploy* \"").await.len(), 2);
     assert_eq!(found("alice", "deploy OR report").await.len(), 0);
