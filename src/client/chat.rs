@@ -29,6 +29,16 @@ enum Input {
     Session,
 }
 
+/// The decision a line answers an approval with, if it is one.
+fn decision(line: &str) -> Option<&'static str> {
+    match line.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Some("approve"),
+        "n" | "no" => Some("deny"),
+        "a" | "always" => Some("always"),
+        _ => None,
+    }
+}
+
 fn parse(line: &str) -> Option<Input> {
     let trimmed = line.trim();
     match trimmed {
@@ -68,8 +78,9 @@ pub(super) struct Chat {
     active: HashSet<String>,
     /// Approval requests waiting for an answer, the first one asked at the prompt.
     approvals: VecDeque<Approval>,
-    /// When the first approval's question was shown: only a line typed after it answers.
-    asked_at: Option<Instant>,
+    /// The approval asked, and when its question was first shown: only a line typed after
+    /// that answers it.
+    asked: Option<(String, Instant)>,
     /// Ctrl-C asked a turn to stop (its id when the server named it): another one leaves.
     stopping: Option<String>,
     /// Whether standard input is still open.
@@ -93,7 +104,7 @@ impl Chat {
             ours: HashSet::new(),
             active: HashSet::new(),
             approvals: VecDeque::new(),
-            asked_at: None,
+            asked: None,
             stopping: None,
             input_open: true,
             deleted: false,
@@ -104,9 +115,12 @@ impl Chat {
     pub(super) async fn run(
         mut self,
         lines: mpsc::UnboundedReceiver<Line>,
-        interrupts: mpsc::UnboundedReceiver<()>,
+        mut interrupts: mpsc::UnboundedReceiver<()>,
     ) -> Result<(), ClientError> {
-        self.open().await?;
+        tokio::select! {
+            opened = self.open() => opened?,
+            Some(()) = interrupts.recv() => return Ok(()),
+        }
         let result = self.converse(lines, interrupts).await;
         self.screen.end_line();
         // The session exists once it is followed (continued, or its first message sent).
@@ -174,7 +188,9 @@ impl Chat {
     ) -> Result<(), ClientError> {
         let Some(mut events) = self.rx.take() else { return Ok(()) };
         loop {
-            if !self.input_open && self.active.is_empty() {
+            // Once input ends, a script waits for the answers to its own messages; a person
+            // who pressed Ctrl-D has left.
+            if !self.input_open && (self.screen.interactive() || self.own_running().is_none()) {
                 return Ok(());
             }
             self.prompt();
@@ -184,28 +200,41 @@ impl Chat {
                 && (self.screen.interactive()
                     || self.active.is_empty()
                     || !self.approvals.is_empty());
-            tokio::select! {
-                line = lines.recv(), if reading => match line {
-                    Some(line) => {
-                        if self.typed(line).await {
-                            return Ok(());
-                        }
-                    }
-                    None => {
-                        self.input_open = false;
-                        self.input_closed().await;
-                    }
+            // What a line, an event or a Ctrl-C sets off may wait on the server: a Ctrl-C
+            // meanwhile leaves.
+            let leave = tokio::select! {
+                line = lines.recv(), if reading => tokio::select! {
+                    leave = self.read(line) => leave,
+                    Some(()) = interrupts.recv() => Some(Ok(())),
                 },
-                Some(incoming) = events.recv() => {
-                    if let Some(end) = self.incoming(incoming).await {
-                        return end;
-                    }
-                }
-                Some(()) = interrupts.recv() => {
-                    if self.interrupted().await {
-                        return Ok(());
-                    }
-                }
+                Some(incoming) = events.recv() => tokio::select! {
+                    leave = self.incoming(incoming) => leave,
+                    Some(()) = interrupts.recv() => Some(Ok(())),
+                },
+                Some(()) = interrupts.recv() => tokio::select! {
+                    leave = self.interrupted() => leave.then_some(Ok(())),
+                    Some(()) = interrupts.recv() => Some(Ok(())),
+                },
+            };
+            if let Some(result) = leave {
+                return result;
+            }
+        }
+    }
+
+    /// One of this terminal's own turns still running or waiting, if any.
+    fn own_running(&self) -> Option<&String> {
+        self.active.iter().find(|turn| self.ours.contains(*turn))
+    }
+
+    /// Acts on a line read, or on the end of input; `Some` leaves.
+    async fn read(&mut self, line: Option<Line>) -> Option<Result<(), ClientError>> {
+        match line {
+            Some(line) => self.typed(line).await.then_some(Ok(())),
+            None => {
+                self.input_open = false;
+                self.input_closed().await;
+                None
             }
         }
     }
@@ -217,6 +246,11 @@ impl Chat {
             return;
         }
         if let Some(approval) = self.approvals.front() {
+            // Stamped before it shows, once per approval: a line typed as it appears is
+            // an answer to it.
+            if self.asked.as_ref().is_none_or(|(id, _)| *id != approval.request_id) {
+                self.asked = Some((approval.request_id.clone(), Instant::now()));
+            }
             // The arguments as JSON on one line: whatever they hold cannot break the
             // question over lines or pass for its end.
             let question = format!(
@@ -224,7 +258,6 @@ impl Chat {
                 approval.tool, approval.args
             );
             self.screen.ask(Style::Ask, &question);
-            self.asked_at = Some(Instant::now());
         } else if self.active.is_empty() && self.input_open && self.screen.interactive() {
             self.screen.ask(Style::Plain, "› ");
         }
@@ -233,15 +266,26 @@ impl Chat {
     /// Acts on a typed line; returns whether to leave.
     async fn typed(&mut self, line: Line) -> bool {
         self.screen.answered();
-        // A line typed before the question showed was meant for something else (a piped
-        // script's lines are all read ahead, and answer in order).
-        let answers =
-            !self.screen.interactive() || self.asked_at.is_some_and(|asked| line.read_at >= asked);
-        if answers && !self.approvals.is_empty() {
-            self.answer(line.text.trim()).await;
-            return false;
+        let mut text = line.text;
+        if let Some(front) = self.approvals.front() {
+            // A line typed before the question showed was meant for something else (a
+            // piped script's lines are all read ahead, and answer in order).
+            let after_question = !self.screen.interactive()
+                || self
+                    .asked
+                    .as_ref()
+                    .is_some_and(|(id, at)| *id == front.request_id && line.read_at >= *at);
+            if after_question {
+                match self.answer(text).await {
+                    Some(rest) => text = rest,
+                    None => return false,
+                }
+            } else if decision(&text).is_some() {
+                self.screen.line(Style::Dim, "that came before the question: answer it again");
+                return false;
+            }
         }
-        match parse(&line.text) {
+        match parse(&text) {
             None => false,
             Some(Input::Quit) => true,
             Some(Input::Help) => {
@@ -259,19 +303,22 @@ impl Chat {
         }
     }
 
-    /// Answers the first approval with `answer` (y, n or a).
-    async fn answer(&mut self, answer: &str) {
-        let decision = match answer.to_ascii_lowercase().as_str() {
-            "y" | "yes" => "approve",
-            "n" | "no" => "deny",
-            "a" | "always" => "always",
-            _ => {
+    /// Answers the first approval with `line` (y, n or a). A script's line that is no
+    /// answer denies it and is returned, to be taken as what it is.
+    async fn answer(&mut self, line: String) -> Option<String> {
+        let (decision, rest) = match decision(&line) {
+            Some(decision) => (decision, None),
+            None if self.screen.interactive() => {
                 self.screen.line(Style::Dim, "answer y, n or a");
-                return;
+                return None;
+            }
+            None => {
+                self.screen.line(Style::Dim, "no answer given: denied");
+                ("deny", Some(line))
             }
         };
-        let Some(approval) = self.approvals.pop_front() else { return };
-        self.asked_at = None;
+        let approval = self.approvals.pop_front()?;
+        self.asked = None;
         if let Err(err) = self.api.decide(&approval.request_id, decision).await {
             let not_pending = err.is_not_found();
             self.screen.line(Style::Error, &format!("the answer was not taken: {err}"));
@@ -280,6 +327,7 @@ impl Chat {
                 self.approvals.push_front(approval);
             }
         }
+        rest
     }
 
     async fn send(&mut self, content: &str) {
@@ -298,13 +346,18 @@ impl Chat {
         }
     }
 
-    /// Standard input ended (Ctrl-D, or the end of piped input): the answers under way are
-    /// still shown. Nobody is left here to answer an approval: this terminal's own turns'
-    /// are denied, others' are left to the clients that started them.
+    /// Standard input ended (Ctrl-D, or the end of piped input). Nobody is left here to
+    /// answer an approval: this terminal's own turns' are denied, others' are left to the
+    /// clients that started them. A script still shows the answers to its messages; a
+    /// person has left, and their answer goes on on the server.
     async fn input_closed(&mut self) {
         self.screen.end_line();
+        self.asked = None;
         for approval in std::mem::take(&mut self.approvals) {
             self.refuse(&approval).await;
+        }
+        if self.screen.interactive() && self.own_running().is_some() {
+            self.screen.line(Style::Dim, "the answer goes on on the server");
         }
     }
 
@@ -370,7 +423,7 @@ impl Chat {
         let turn = frame["turn_id"].as_str().unwrap_or_default().to_owned();
         let text = |key: &str| frame[key].as_str().unwrap_or_default().to_owned();
         let ends = matches!(kind, "done" | "cancelled" | "error");
-        if !turn.is_empty() && !ends && kind != "approval_request" {
+        if !turn.is_empty() && !ends {
             self.active.insert(turn.clone());
         }
         match kind {
@@ -414,10 +467,17 @@ impl Chat {
             tool: frame["tool"].as_str().unwrap_or("tool").to_owned(),
             args: frame["args"].clone(),
         };
-        if self.input_open {
-            self.approvals.push_back(approval);
-        } else {
+        // A script answers only its own turns' approvals (its lines are not meant for
+        // another client's); a person sees every one.
+        let ours = self.ours.contains(&approval.turn_id);
+        if !self.input_open {
             self.refuse(&approval).await;
+        } else if ours || self.screen.interactive() {
+            if self.approvals.is_empty() {
+                // Asked now, in place of the idle prompt.
+                self.screen.reopen();
+            }
+            self.approvals.push_back(approval);
         }
     }
 
@@ -428,9 +488,10 @@ impl Chat {
         };
         let Some(approval) = self.approvals.remove(at) else { return };
         if at == 0 {
-            self.asked_at = None;
+            self.asked = None;
         }
         let how = match frame["decision"].as_str() {
+            Some("cancelled") => "its turn stopped".to_owned(),
             Some(decision) => format!("{decision} elsewhere"),
             None => "not answered in time: denied".to_owned(),
         };
@@ -453,48 +514,77 @@ impl Chat {
     }
 
     /// The feed fell too far behind the server's log (or the log is gone, after a
-    /// restart): what was missed is read from the stored history instead, from the first
-    /// message not shown whole (the answer under way may show again, in full), and the log
-    /// goes on at `resumed`.
+    /// restart), which goes on at `resumed`. What was missed is read from the stored
+    /// history: the messages stored up to `resumed` and not shown whole (the answer under
+    /// way shows again, in full); what runs is what the server says; the feed reconnects
+    /// from `resumed`, so the approvals still waiting are sent again.
     async fn resync(&mut self, resumed: Option<u64>) -> Option<Result<(), ClientError>> {
         self.screen.line(Style::Dim, "(missed some events; reading the history)");
         let seen = self.last_seq;
-        if let Some(resumed) = resumed {
-            self.last_seq = resumed;
-        }
-        match self.api.session(&self.id, HISTORY).await {
-            Ok(Some(detail)) => {
-                let active = &self.active;
-                let missed: Vec<Value> = detail["messages"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|m| {
-                        m["seq"].as_u64().is_some_and(|seq| seq > seen)
-                            || (m["role"] != "user"
-                                && m["turn_id"].as_str().is_some_and(|turn| active.contains(turn)))
-                    })
-                    .cloned()
-                    .collect();
-                self.history(&missed);
-                // What runs now is what the server says runs.
-                self.active.clear();
-                if let Some(turn) = detail["running_turn"]["turn_id"].as_str() {
-                    self.active.insert(turn.to_owned());
-                }
-                self.stopping = None;
-                None
+        let resumed = resumed.unwrap_or(seen);
+        self.last_seq = resumed;
+        let mut detail = self.api.session(&self.id, HISTORY).await;
+        for wait in [500, 1000, 2000] {
+            if detail.is_ok() {
+                break;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            detail = self.api.session(&self.id, HISTORY).await;
+        }
+        let detail = match detail {
+            Ok(Some(detail)) => detail,
             Ok(None) => {
                 self.screen.line(Style::Error, "this session was deleted");
                 self.deleted = true;
-                Some(Ok(()))
+                return Some(Ok(()));
             }
             Err(err) => {
+                // Nothing is known of what ran meanwhile: what looked running is not trusted.
                 self.screen.line(Style::Error, &format!("could not read the history: {err}"));
-                None
+                self.active.clear();
+                self.restart_feed(resumed);
+                return None;
             }
+        };
+        let active = &self.active;
+        let missed: Vec<Value> = detail["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                let Some(seq) = m["seq"].as_u64() else { return false };
+                let under_way = m["role"] != "user"
+                    && m["turn_id"].as_str().is_some_and(|turn| active.contains(turn));
+                seq <= resumed && (seq > seen || under_way)
+            })
+            .cloned()
+            .collect();
+        self.history(&missed);
+        // What runs is what the server says; this terminal's own turns wait while others
+        // do (the page does not name the queued ones).
+        let running = detail["running_turn"]["turn_id"].as_str().map(str::to_owned);
+        let waiting = detail["queued"].as_u64().unwrap_or(0) > 0;
+        let ours = &self.ours;
+        self.active
+            .retain(|turn| Some(turn) == running.as_ref() || (waiting && ours.contains(turn)));
+        if let Some(turn) = running {
+            self.active.insert(turn);
         }
+        let active = &self.active;
+        self.ours.retain(|turn| active.contains(turn));
+        self.approvals.clear();
+        self.asked = None;
+        self.stopping = None;
+        self.restart_feed(resumed);
+        None
+    }
+
+    /// Follows the session again from `after`, on a new connection.
+    fn restart_feed(&mut self, after: u64) {
+        if let Some(feed) = self.feed.take() {
+            feed.cancel();
+        }
+        self.follow(after);
     }
 
     /// Shows stored messages: the person's, the answers, the tool calls and results.

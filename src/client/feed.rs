@@ -13,7 +13,7 @@ use crate::providers::SseParser;
 
 /// The server sends a keep-alive comment every 15 s (by default); a stream silent for
 /// this long is taken for a dead connection, as one cut by a proxy or a network change.
-const SILENCE: Duration = Duration::from_secs(45);
+const SILENCE: Duration = Duration::from_secs(90);
 
 /// The first wait before reconnecting, doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -64,7 +64,7 @@ async fn run(api: &Api, id: &str, mut last: u64, tx: &mpsc::UnboundedSender<Inco
                         Ok(Ok(Some(bytes))) => bytes,
                         Ok(Ok(None)) => break "the server closed the stream".to_owned(),
                         Ok(Err(err)) => break format!("the stream broke: {err}"),
-                        Err(_) => break "nothing heard for 45 s".to_owned(),
+                        Err(_) => break "nothing heard for 90 s".to_owned(),
                     };
                     for data in parser.feed(&bytes) {
                         let Ok(frame) = serde_json::from_str::<Value>(&data) else { continue };

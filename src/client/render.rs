@@ -110,6 +110,12 @@ impl Screen {
         self.asking
     }
 
+    /// The question on the screen is no longer the one to answer: the next one is asked
+    /// on a line of its own.
+    pub(crate) fn reopen(&mut self) {
+        self.asking = false;
+    }
+
     /// A line was typed: the question on the screen has its answer.
     pub(crate) fn answered(&mut self) {
         // A terminal echoed the newline that ended the answer; piped input shows nothing.

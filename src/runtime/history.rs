@@ -101,16 +101,18 @@ impl Runtime {
         Ok((session, live, messages))
     }
 
-    /// What a session that another node runs is doing: its newest `seq` (the stored bound
-    /// is only a reservation, ahead of it) and its running turn. `None` when the bus does not
-    /// know the session's events.
+    /// What a session that another node runs is doing: its running turn, and its newest
+    /// `seq` (the stored bound is only a reservation, ahead of it; it stands in only when
+    /// neither this node nor the bus knows the session's events, as a follower starting
+    /// then would).
     async fn state_elsewhere(
         &self,
         user: &str,
         session: &Session,
     ) -> Result<Option<LiveState>, RuntimeError> {
-        let Some(last_seq) = self.inner.newest_elsewhere(session.pk).await else {
-            return Ok(None);
+        let last_seq = match self.inner.newest_elsewhere(session.pk).await {
+            Some(newest) => newest,
+            None => session.reserved_seq.max(0) as u64,
         };
         let now = crate::clock::now_ms();
         let running = self.inner.store.running_turns(Some(user), now).await?;

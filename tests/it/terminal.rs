@@ -192,12 +192,10 @@ async fn session_continues_a_conversation_and_joins_its_running_answer() {
     let server = TestServer::with_provider(dir.path(), &provider).await;
     provider.push([Script::text(&["First answer."])]);
     server.chat("c1", "first question").await;
-    // A second turn, started elsewhere, is still being written when the terminal joins
-    // (it takes seconds; the join is checked to have happened while it ran).
-    let mut parts: Vec<String> = (0..60).map(|n| format!("part{n} ")).collect();
-    parts.push("steady.".into());
-    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    provider.push([Script::slow_text(&parts, ms(80))]);
+    // A second turn, started elsewhere, is half written when the terminal joins; the rest
+    // comes once the test opens the gate.
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    provider.push([Script::gated_text(&["slow ", "and "], gate.clone(), &["steady."])]);
     let (status, _) =
         server.post("/api/sessions/c1/messages", json!({"content": "second question"})).await;
     assert_eq!(status, 202);
@@ -205,18 +203,17 @@ async fn session_continues_a_conversation_and_joins_its_running_answer() {
 
     let mut term = chat(&server.base, &server.token, &["--session", "c1"]);
     term.expect("session c1 (continued)").await;
-    let (_, joined) = server.get("/api/sessions/c1").await;
-    assert!(!joined["running_turn"].is_null(), "the turn ended before the join: {joined}");
     term.expect("› first question").await;
     term.expect("First answer.").await;
     term.expect("› second question").await;
-    term.expect("part0 part1 ").await;
+    term.expect("slow and ").await;
+    gate.notify_one();
     term.expect("steady.").await;
     term.expect("› ").await;
     // The answer under way shows from its start, once.
     let screen = term.screen();
     assert_eq!(screen.matches("second question").count(), 1, "{screen}");
-    assert_eq!(screen.matches("part0 ").count(), 1, "{screen}");
+    assert_eq!(screen.matches("slow").count(), 1, "{screen}");
 
     provider.push([Script::text(&["Third answer."])]);
     term.type_line("third question");
@@ -231,7 +228,7 @@ async fn session_continues_a_conversation_and_joins_its_running_answer() {
             "first question",
             "First answer.",
             "second question",
-            &parts.concat(),
+            "slow and steady.",
             "third question",
             "Third answer."
         ],
@@ -277,27 +274,46 @@ async fn piped_input_is_a_script_whose_next_line_answers_an_approval() {
     provider.push([
         Script::tool_call("p1", "shell", json!({"command": "echo piped-ok"}), 1),
         Script::text(&["Ran it."]),
-        Script::text(&["Second answer."]),
+        Script::tool_call("p2", "shell", json!({"command": "touch not-made"}), 1),
+        Script::text(&["Skipped."]),
+        Script::text(&["Fine."]),
     ]);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
         .args(["chat", "--url", &server.base, "--session", "script"])
         .env("PARLEY_TOKEN", &server.token)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"run it\ny\nand then?\n").await.unwrap();
+    // The second question gets a line that is no answer: it is denied, and the line is the
+    // next message.
+    let script = b"run it\ny\nand then?\nnever mind\n";
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, script).await.unwrap();
     drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("parley chat ends with its script")
+        .unwrap();
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{out}");
     // The transcript shows each message, the question, the tool's output and both answers,
     // in order; the second message waited for the first answer.
     let mut from = 0;
-    for step in
-        ["› run it", "? allow shell", "piped-ok", "Ran it.", "› and then?", "Second answer."]
-    {
+    let steps = [
+        "› run it",
+        "? allow shell",
+        "piped-ok",
+        "Ran it.",
+        "› and then?",
+        "? allow shell",
+        "no answer given: denied",
+        "› never mind",
+        "Skipped.",
+        "Fine.",
+    ];
+    for step in steps {
         let at = out[from..].find(step).unwrap_or_else(|| panic!("{step:?} in order:\n{out}"));
         from += at + step.len();
     }
@@ -305,7 +321,8 @@ async fn piped_input_is_a_script_whose_next_line_answers_an_approval() {
     let detail = server.wait_idle("script").await;
     let said: Vec<String> = transcript(&detail).into_iter().map(|(_, text)| text).collect();
     assert_eq!(said.first().map(String::as_str), Some("run it"), "{detail}");
-    assert_eq!(said.last().map(String::as_str), Some("Second answer."), "{detail}");
+    assert_eq!(said.last().map(String::as_str), Some("Fine."), "{detail}");
+    assert!(!dir.path().join("workspace/default/not-made").exists());
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@ pub enum Step {
     Bytes(Vec<u8>),
     /// A pause.
     Delay(Duration),
+    /// A wait until the test opens the gate (`notify_one`; opened early, it does not wait).
+    Gate(Arc<tokio::sync::Notify>),
     /// Drop the connection without finishing the stream.
     Cut,
 }
@@ -73,6 +75,15 @@ impl Script {
             steps.push(Step::Delay(pause));
             steps.push(text_chunk(part));
         }
+        steps.extend(finish("stop"));
+        Script::Stream(steps)
+    }
+
+    /// Streams `before`, waits for `gate` to open, then streams `after`.
+    pub fn gated_text(before: &[&str], gate: Arc<tokio::sync::Notify>, after: &[&str]) -> Self {
+        let mut steps: Vec<Step> = before.iter().map(|p| text_chunk(p)).collect();
+        steps.push(Step::Gate(gate));
+        steps.extend(after.iter().map(|p| text_chunk(p)));
         steps.extend(finish("stop"));
         Script::Stream(steps)
     }
@@ -274,6 +285,7 @@ pub(super) async fn respond(script: Script, shared: Arc<Mutex<Shared>>) -> Respo
                     };
                     match step {
                         Step::Delay(pause) => tokio::time::sleep(pause).await,
+                        Step::Gate(gate) => gate.notified().await,
                         Step::Chunk(value) => {
                             let bytes = Bytes::from(format!("data: {value}\n\n"));
                             return Some((Ok(bytes), (steps, watch)));
