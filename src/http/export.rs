@@ -1,5 +1,6 @@
 //! A session exported whole, as Markdown to read or as JSON to keep: one branch of its
-//! conversation (the current one, or the one through `?branch=`), with its tool calls.
+//! conversation (the current one, or the one through `?branch=`), with its tool calls; or,
+//! as JSON, every branch (`?branches=all`), so nothing an edit left behind is lost.
 
 use axum::extract::State;
 use axum::http::header;
@@ -24,10 +25,13 @@ pub(super) struct ExportQuery {
     format: Option<String>,
     /// The `seq` of a message on the branch to export (absent: the current branch).
     branch: Option<i64>,
+    /// `all`: every branch, every message in `seq` order (JSON only).
+    #[serde(default)]
+    branches: Option<String>,
 }
 
 /// The session as a file to download: `{id}.md` or `{id}.json`.
-#[utoipa::path(get, path = "/api/sessions/{id}/export", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ExportQuery), responses((status = 200, description = "The session as Markdown (`text/markdown`) or as JSON `{session, messages, tool_calls, exported_at}`", content_type = "text/markdown")))]
+#[utoipa::path(get, path = "/api/sessions/{id}/export", tag = "sessions", params(("id" = String, Path, description = "The session id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ExportQuery), responses((status = 200, description = "The session as Markdown (`text/markdown`) or as JSON `{session, messages, tool_calls, branches, exported_at}` (`branches`: `one`, or `all` with `?branches=all`)", content_type = "text/markdown")))]
 pub(super) async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -44,8 +48,30 @@ pub(super) async fn export(
             });
         }
     };
-    let page = MessagePage { branch: query.branch, before_seq: None, limit: u64::MAX };
-    let (session, _, messages) = state.runtime.session_messages(&caller.user, &id, page).await?;
+    let every = match query.branches.as_deref() {
+        None => false,
+        Some("all") if json && query.branch.is_none() => true,
+        Some("all") => {
+            return Err(ApiError::BadRequest {
+                code: "INVALID_QUERY",
+                message: "branches=all is JSON only, and names no branch".into(),
+            });
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest {
+                code: "INVALID_QUERY",
+                message: "branches is all (or absent: one branch)".into(),
+            });
+        }
+    };
+    let (session, messages) = if every {
+        state.runtime.all_messages(&caller.user, &id).await?
+    } else {
+        let page = MessagePage { branch: query.branch, before_seq: None, limit: u64::MAX };
+        let (session, _, messages) =
+            state.runtime.session_messages(&caller.user, &id, page).await?;
+        (session, messages)
+    };
     // The calls of the turns exported, not of other branches'.
     let turns: std::collections::HashSet<&str> =
         messages.iter().filter_map(|m| m.turn_id.as_deref()).collect();
@@ -53,7 +79,8 @@ pub(super) async fn export(
     calls.retain(|call| turns.contains(call.turn_id.as_str()));
     // The session id is `[A-Za-z0-9._-]`: safe in a header as it is.
     let (body, kind, extension) = if json {
-        let body = as_json(&session, &messages, &calls);
+        let mut body = as_json(&session, &messages, &calls);
+        body["branches"] = json!(if every { "all" } else { "one" });
         (body.to_string(), "application/json", "json")
     } else {
         (as_markdown(&session, &messages, &calls), "text/markdown; charset=utf-8", "md")

@@ -164,6 +164,17 @@ impl Runtime {
         Ok(self.inner.store.tool_calls(session.pk).await?)
     }
 
+    /// The user's session with every message of every branch, in `seq` order.
+    pub async fn all_messages(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<(Session, Vec<Message>), RuntimeError> {
+        let (session, _) = self.find_session(user, id).await?;
+        let messages = self.inner.store.all_messages(session.pk).await?;
+        Ok((session, messages))
+    }
+
     /// One of the user's turns, looked up by its id, with its messages and tool calls.
     pub async fn turn(&self, user: &str, turn_id: &str) -> Result<TurnView, RuntimeError> {
         let store = &self.inner.store;

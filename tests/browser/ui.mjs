@@ -393,6 +393,7 @@ await scenario("a chat exports as Markdown and as JSON", async () => {
   const checks = {
     markdown: (text) => text.includes("## You\n\nexport me") && text.includes("## Assistant\n\necho: export me"),
     json: (text) => JSON.parse(text).messages.map((m) => m.content).join("|") === "export me|echo: export me",
+    "json-all": (text) => JSON.parse(text).branches === "all" && JSON.parse(text).messages.length === 2,
   };
   for (const [format, check] of Object.entries(checks)) {
     await page.click("#export summary");
@@ -402,7 +403,7 @@ await scenario("a chat exports as Markdown and as JSON", async () => {
     ]);
     const text = readFileSync(await file.path(), "utf8");
     assert.ok(check(text), `${format}: ${text}`);
-    assert.match(file.suggestedFilename(), format === "json" ? /\.json$/ : /\.md$/);
+    assert.match(file.suggestedFilename(), format.startsWith("json") ? /\.json$/ : /\.md$/);
   }
 });
 

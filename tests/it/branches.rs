@@ -170,3 +170,54 @@ async fn a_parent_or_branch_the_session_does_not_have_is_refused_and_nothing_is_
     assert_eq!(after["last_seq"], s["last_seq"], "no seq was spent on a refusal");
     assert_eq!(provider.requests().len(), requests);
 }
+
+#[tokio::test]
+async fn every_branch_exports_as_json_and_one_branch_leaves_the_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    assert_eq!(server.chat("s", "one").await.0, 200);
+    assert_eq!(server.chat("s", "two").await.0, 200);
+    let (_, before) = server.get("/api/sessions/s").await;
+    let one = user_seq(&before, "one");
+    let edit = json!({"content": "two, edited", "parent": one});
+    assert_eq!(server.post("/api/sessions/s/messages", edit).await.0, 202);
+    server.wait_idle("s").await;
+
+    let contents = |export: &Value| -> Vec<String> {
+        let messages = export["messages"].as_array().unwrap();
+        messages.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+    };
+    let (status, all) = server.get("/api/sessions/s/export?format=json&branches=all").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["branches"], "all");
+    assert_eq!(
+        contents(&all),
+        ["one", "echo: one", "two", "echo: two", "two, edited", "echo: two, edited"]
+    );
+    // Both versions of the second message say which turn they follow: the tree rebuilds.
+    let parents: Vec<&Value> = all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| &m["parent"])
+        .collect();
+    assert_eq!(parents, [&json!(0), &json!(one), &json!(one)]);
+    let (_, current) = server.get("/api/sessions/s/export?format=json").await;
+    assert_eq!(current["branches"], "one");
+    assert_eq!(contents(&current), ["one", "echo: one", "two, edited", "echo: two, edited"]);
+
+    for bad in [
+        "format=markdown&branches=all",
+        "format=json&branches=some",
+        "format=json&branches=all&branch=1",
+    ] {
+        let (status, body) = server.get(&format!("/api/sessions/s/export?{bad}")).await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (400, Some("INVALID_QUERY")),
+            "{bad}: {body}"
+        );
+    }
+}

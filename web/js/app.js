@@ -522,10 +522,11 @@ $("export").addEventListener("click", async (event) => {
   const format = event.target.dataset?.format;
   if (!format) return;
   $("export").open = false;
-  // The branch on screen, when it is not the current one.
+  // The branch on screen, when it is not the current one; or every branch.
   const pinned = state.conversation?.pinned ? `&branch=${state.conversation.lastTurn}` : "";
+  const query = format === "json-all" ? "format=json&branches=all" : `format=${format}${pinned}`;
   try {
-    await download(`/api/sessions/${state.current}/export?format=${format}${pinned}`);
+    await download(`/api/sessions/${state.current}/export?${query}`);
   } catch (err) {
     setConnection(explain(err.code, err.message), true);
   }

@@ -267,6 +267,12 @@ pub(super) async fn history(
         .collect()
 }
 
+pub(super) async fn all(pool: &SqlitePool, session: i64) -> Result<Vec<Message>, StoreError> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 ORDER BY seq");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session).fetch_all(pool).await?;
+    rows.iter().map(message_from_row).collect()
+}
+
 pub(super) async fn of_turn(
     pool: &SqlitePool,
     session: i64,

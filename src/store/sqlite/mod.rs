@@ -293,6 +293,11 @@ impl Store for SqliteStore {
         messages::of_turn(&self.pool, session, turn_seq).await
     }
 
+    #[instrument(skip_all)]
+    async fn all_messages(&self, session: i64) -> Result<Vec<Message>, StoreError> {
+        messages::all(&self.pool, session).await
+    }
+
     async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError> {
         sessions::set_state(&self.pool, fence, state).await
     }

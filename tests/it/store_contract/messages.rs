@@ -328,6 +328,12 @@ pub async fn edits_and_regenerations_branch_and_each_branch_reads_alone(db: &Db)
     };
     // The current branch ends at the newest turn.
     assert_eq!(page(None, None).await, [1, 2, 3, 4, 9, 10]);
+    // Every branch at once, in seq order, each user message naming the turn it follows.
+    let all = store.all_messages(pk).await.unwrap();
+    assert_eq!(seqs(&all), (1..=10).collect::<Vec<i64>>());
+    let parents: Vec<Option<i64>> =
+        all.iter().filter(|m| m.role == Role::User).map(|m| m.parent).collect();
+    assert_eq!(parents, [Some(0), Some(1), Some(1), Some(0), Some(3)]);
     // A branch through a message goes down to its newest turn.
     assert_eq!(page(Some(7), None).await, [7, 8]);
     assert_eq!(page(Some(5), None).await, [1, 2, 5, 6]);
