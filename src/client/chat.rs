@@ -83,6 +83,11 @@ pub(super) struct Chat {
     asked: Option<(String, Instant)>,
     /// Ctrl-C asked a turn to stop (its id when the server named it): another one leaves.
     stopping: Option<String>,
+    /// Turns seen to end (a stale approval sent again for one is not asked).
+    ended: HashSet<String>,
+    /// A question was on the screen when a resync dropped it: a lone answer typed before
+    /// it is asked again is not sent as a message.
+    requestion: bool,
     /// Whether standard input is still open.
     input_open: bool,
     /// Whether the session was deleted (nothing to come back to).
@@ -106,6 +111,8 @@ impl Chat {
             approvals: VecDeque::new(),
             asked: None,
             stopping: None,
+            ended: HashSet::new(),
+            requestion: false,
             input_open: true,
             deleted: false,
         }
@@ -198,20 +205,24 @@ impl Chat {
             // an approval is answered by its next line.
             let reading = self.input_open
                 && (self.screen.interactive()
-                    || self.active.is_empty()
+                    || self.own_running().is_none()
                     || !self.approvals.is_empty());
             // What a line, an event or a Ctrl-C sets off may wait on the server: a Ctrl-C
             // meanwhile leaves.
             let leave = tokio::select! {
                 line = lines.recv(), if reading => tokio::select! {
+                    // The work first: a Ctrl-C queued meanwhile is a stop, seen next round.
+                    biased;
                     leave = self.read(line) => leave,
                     Some(()) = interrupts.recv() => Some(Ok(())),
                 },
                 Some(incoming) = events.recv() => tokio::select! {
+                    biased;
                     leave = self.incoming(incoming) => leave,
                     Some(()) = interrupts.recv() => Some(Ok(())),
                 },
                 Some(()) = interrupts.recv() => tokio::select! {
+                    biased;
                     leave = self.interrupted() => leave.then_some(Ok(())),
                     Some(()) = interrupts.recv() => Some(Ok(())),
                 },
@@ -284,6 +295,9 @@ impl Chat {
                 self.screen.line(Style::Dim, "that came before the question: answer it again");
                 return false;
             }
+        } else if std::mem::take(&mut self.requestion) && decision(&text).is_some() {
+            self.screen.line(Style::Dim, "the question is being asked again: answer it then");
+            return false;
         }
         match parse(&text) {
             None => false,
@@ -322,9 +336,14 @@ impl Chat {
         if let Err(err) = self.api.decide(&approval.request_id, decision).await {
             let not_pending = err.is_not_found();
             self.screen.line(Style::Error, &format!("the answer was not taken: {err}"));
-            // Still pending on the server (it could not be reached): ask again.
+            // Still pending on the server (it could not be reached): ask again, with the
+            // next line; the line that was no answer goes with the failed denial.
             if !not_pending {
                 self.approvals.push_front(approval);
+                if let Some(line) = rest {
+                    self.screen.line(Style::Error, &format!("not sent: {line}"));
+                }
+                return None;
             }
         }
         rest
@@ -423,7 +442,10 @@ impl Chat {
         let turn = frame["turn_id"].as_str().unwrap_or_default().to_owned();
         let text = |key: &str| frame[key].as_str().unwrap_or_default().to_owned();
         let ends = matches!(kind, "done" | "cancelled" | "error");
-        if !turn.is_empty() && !ends {
+        // An approval sent again on a connection (its seq not new) says nothing new of its
+        // turn, which may have ended since the server listed it.
+        let fresh = kind != "approval_request" || seq.is_some_and(|seq| seq > self.last_seq);
+        if !turn.is_empty() && !ends && fresh && !self.ended.contains(&turn) {
             self.active.insert(turn.clone());
         }
         match kind {
@@ -436,7 +458,9 @@ impl Chat {
             "chunk_reset" => self.screen.end_line(),
             "tool_call" => self.screen.tool_call(&text("name"), &frame["args"]),
             "tool_result" => self.screen.tool_result(&frame),
-            "approval_request" => self.requested(&frame, turn).await,
+            "approval_request" if !self.ended.contains(&turn) => {
+                self.requested(&frame, turn).await;
+            }
             "approval_resolved" | "approval_expired" => self.resolved(&frame),
             "done" => self.ended(&turn, None),
             "cancelled" => self.ended(&turn, Some((Style::Dim, "[stopped]".to_owned()))),
@@ -505,6 +529,10 @@ impl Chat {
         }
         self.active.remove(turn);
         self.ours.remove(turn);
+        if self.ended.len() >= 1024 {
+            self.ended.clear();
+        }
+        self.ended.insert(turn.to_owned());
         self.approvals.retain(|approval| approval.turn_id != turn);
         if self.stopping.as_deref().is_some_and(|stopping| stopping.is_empty() || stopping == turn)
             || self.active.is_empty()
@@ -564,14 +592,24 @@ impl Chat {
         // do (the page does not name the queued ones).
         let running = detail["running_turn"]["turn_id"].as_str().map(str::to_owned);
         let waiting = detail["queued"].as_u64().unwrap_or(0) > 0;
+        let queued: Option<HashSet<&str>> = detail["queued_turns"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_str).collect());
         let ours = &self.ours;
-        self.active
-            .retain(|turn| Some(turn) == running.as_ref() || (waiting && ours.contains(turn)));
+        // The queued turns by id where the page names them (another node's session: this
+        // terminal's own, while anything waits).
+        self.active.retain(|turn| {
+            Some(turn) == running.as_ref()
+                || queued
+                    .as_ref()
+                    .map_or(waiting && ours.contains(turn), |q| q.contains(turn.as_str()))
+        });
         if let Some(turn) = running {
             self.active.insert(turn);
         }
         let active = &self.active;
         self.ours.retain(|turn| active.contains(turn));
+        self.requestion = !self.approvals.is_empty();
         self.approvals.clear();
         self.asked = None;
         self.stopping = None;

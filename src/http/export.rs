@@ -25,7 +25,7 @@ pub(super) struct ExportQuery {
     format: Option<String>,
     /// The `seq` of a message on the branch to export (absent: the current branch).
     branch: Option<i64>,
-    /// `all`: every branch, every message in `seq` order (JSON only).
+    /// `one` (the default) or `all`: every branch, turn by turn (JSON only).
     #[serde(default)]
     branches: Option<String>,
 }
@@ -49,7 +49,7 @@ pub(super) async fn export(
         }
     };
     let every = match query.branches.as_deref() {
-        None => false,
+        None | Some("one") => false,
         Some("all") if json && query.branch.is_none() => true,
         Some("all") => {
             return Err(ApiError::BadRequest {
@@ -60,7 +60,7 @@ pub(super) async fn export(
         Some(_) => {
             return Err(ApiError::BadRequest {
                 code: "INVALID_QUERY",
-                message: "branches is all (or absent: one branch)".into(),
+                message: "branches is one (the default) or all".into(),
             });
         }
     };

@@ -170,6 +170,8 @@ pub(super) struct SessionView {
     running_turn: Option<RunningTurnView>,
     /// Turns waiting behind the running one.
     queued: u64,
+    /// Their ids, in order (null for a session another node of a cluster runs).
+    queued_turns: Option<Vec<String>>,
     /// The owner (admins listing `all`).
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<String>,

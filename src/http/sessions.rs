@@ -67,6 +67,7 @@ fn session_json(session: &Session, live: Option<&LiveState>) -> Value {
         "last_seq": live.map_or(session.reserved_seq as u64, |live| live.last_seq),
         "running_turn": running.map(|r| json!({"turn_id": r.turn_id, "started_at": rfc3339(r.started_at)})),
         "queued": live.map_or(0, |live| live.queued),
+        "queued_turns": live.map_or(Some(Vec::new()), |live| live.queued_turns.clone()),
     })
 }
 

@@ -119,6 +119,7 @@ impl Runtime {
         let turn = running.into_iter().find(|turn| turn.session_id == session.id);
         Ok(Some(LiveState {
             queued: turn.as_ref().map_or(0, |turn| turn.queued as usize),
+            queued_turns: None,
             running: turn.map(|turn| RunningTurn {
                 turn_id: turn.turn_id,
                 // The turn runs on another node: this token cancels nothing, it is never used.
@@ -164,7 +165,7 @@ impl Runtime {
         Ok(self.inner.store.tool_calls(session.pk).await?)
     }
 
-    /// The user's session with every message of every branch, in `seq` order.
+    /// The user's session with every message of every branch, turn by turn.
     pub async fn all_messages(
         &self,
         user: &str,

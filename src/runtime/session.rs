@@ -82,6 +82,9 @@ pub struct LiveState {
     pub running: Option<RunningTurn>,
     /// Turns waiting behind the running one.
     pub queued: usize,
+    /// Their ids, in order, when this node holds the queue (not for a session another
+    /// node runs).
+    pub queued_turns: Option<Vec<String>>,
     /// The newest event's seq.
     pub last_seq: u64,
 }
@@ -226,11 +229,13 @@ impl LiveSession {
 
     /// What the session is doing now.
     pub fn state(&self) -> LiveState {
-        let (running, queued) = {
+        let (running, queued_turns) = {
             let queue = self.queue();
-            (queue.running.clone(), queue.pending.len())
+            let ids = queue.pending.iter().map(|turn| turn.turn_id.clone()).collect::<Vec<_>>();
+            (queue.running.clone(), ids)
         };
-        LiveState { running, queued, last_seq: self.last_seq() }
+        let queued = queued_turns.len();
+        LiveState { running, queued, queued_turns: Some(queued_turns), last_seq: self.last_seq() }
     }
 
     /// Marks the session evicted if nothing needs it in memory: no turn, no watcher, and no

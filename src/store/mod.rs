@@ -208,8 +208,8 @@ pub trait Store: Send + Sync + 'static {
     /// The messages of the turn whose user message has `turn_seq`, in order.
     async fn turn_messages(&self, session: i64, turn_seq: i64) -> Result<Vec<Message>, StoreError>;
 
-    /// Every message of the session, of every branch, in `seq` order (each turn's user
-    /// message names the turn it follows).
+    /// Every message of the session, of every branch, in conversation order (turn by turn,
+    /// each turn's user message naming the turn it follows).
     async fn all_messages(&self, session: i64) -> Result<Vec<Message>, StoreError>;
 
     /// Records whether a turn is running in the session (`idle` / `running`).

@@ -74,3 +74,25 @@ async fn a_full_queue_is_refused_with_429_and_nothing_is_lost() {
         transcript(&detail).into_iter().filter(|(r, _)| r == "user").map(|(_, c)| c).collect();
     assert_eq!(users, vec!["m0", "m1", "m2"]);
 }
+
+#[tokio::test]
+async fn the_session_page_names_the_turns_waiting_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = FakeProvider::start().await;
+    let server = TestServer::with_provider(dir.path(), &provider).await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    provider.push([Script::gated_text(&["working "], gate.clone(), &["done."])]);
+    let mut turns = Vec::new();
+    for content in ["first", "second", "third"] {
+        let (status, body) =
+            server.post("/api/sessions/w/messages", json!({"content": content})).await;
+        assert_eq!(status, 202, "{body}");
+        turns.push(body["turn_id"].as_str().unwrap().to_owned());
+    }
+    let detail = server.wait_for("w", |d| !d["running_turn"].is_null()).await;
+    assert_eq!(detail["running_turn"]["turn_id"], turns[0].as_str());
+    assert_eq!((detail["queued"].as_u64(), &detail["queued_turns"]), (Some(2), &json!(turns[1..])));
+    gate.notify_one();
+    let idle = server.wait_idle("w").await;
+    assert_eq!(idle["queued_turns"], json!([]), "{idle}");
+}

@@ -268,7 +268,11 @@ pub(super) async fn history(
 }
 
 pub(super) async fn all(pool: &SqlitePool, session: i64) -> Result<Vec<Message>, StoreError> {
-    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 ORDER BY seq");
+    // Conversation order: a turn's messages together (a turn queued behind another took
+    // its user message's seq first), a parent turn before the turns that follow it.
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 ORDER BY turn_seq, seq"
+    );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session).fetch_all(pool).await?;
     rows.iter().map(message_from_row).collect()
 }

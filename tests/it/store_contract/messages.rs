@@ -212,6 +212,7 @@ pub async fn pages_go_backwards_in_conversation_order(db: &Db) {
     let pk = interleaved_turns(db).await;
     assert_eq!(seqs(&store.messages(pk, None, None, 100).await.unwrap()), [1, 3, 4, 2, 5]);
     assert_eq!(seqs(&store.messages(pk, None, None, u64::MAX).await.unwrap()), [1, 3, 4, 2, 5]);
+    assert_eq!(seqs(&store.all_messages(pk).await.unwrap()), [1, 3, 4, 2, 5]);
     // The newest page, then the ones before it, by the seq of the oldest message seen.
     assert_eq!(seqs(&store.messages(pk, None, None, 2).await.unwrap()), [2, 5]);
     assert_eq!(seqs(&store.messages(pk, None, Some(2), 2).await.unwrap()), [3, 4]);
