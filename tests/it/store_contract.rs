@@ -216,6 +216,7 @@ contract! {
     messages::duplicate_seq_is_a_conflict_and_changes_nothing,
     messages::update_message_rewrites_content_and_status,
     messages::update_partials_only_touch_streaming_messages,
+    messages::a_large_round_of_partials_lands_whole,
     messages::pages_go_backwards_in_conversation_order,
     messages::history_stops_at_the_turn_in_conversation_order,
     messages::edits_and_regenerations_branch_and_each_branch_reads_alone,

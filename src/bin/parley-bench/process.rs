@@ -30,7 +30,16 @@ impl Server {
             }
         };
         let startup = started.elapsed();
-        std::thread::spawn(move || lines.for_each(drop));
+        // `PARLEY_BENCH_SERVER_LOG` (a log filter for the servers) shows what they log, to
+        // profile a run (e.g. `sqlx::query=debug` counts the statements of a turn).
+        let echo = std::env::var_os("PARLEY_BENCH_SERVER_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if echo {
+                    eprintln!("{line}");
+                }
+            }
+        });
         Server { child, addr, startup }
     }
 
@@ -103,7 +112,7 @@ pub fn parley_with(data: &Path, provider: &str, env: &[(&str, &str)]) -> Server 
         .env("PARLEY_LISTEN", "127.0.0.1:0")
         .env("PARLEY_DATA_DIR", data)
         .env("PARLEY_PROVIDER_URL", provider)
-        .env("PARLEY_LOG", "warn,parley::server=info")
+        .env("PARLEY_LOG", server_log())
         .env("PARLEY_LIMITS__TURNS_PER_MINUTE", "0")
         .env("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_TOKEN", "0")
         .env("PARLEY_LIMITS__REQUESTS_PER_MINUTE_PER_IP", "0")
@@ -112,6 +121,12 @@ pub fn parley_with(data: &Path, provider: &str, env: &[(&str, &str)]) -> Server 
         .env("PARLEY_LIMITS__MAX_CONCURRENT_TURNS", "0")
         .envs(env.iter().copied());
     Server::spawn(command)
+}
+
+/// The servers' log filter: what the bench needs, and `PARLEY_BENCH_SERVER_LOG`'s.
+pub fn server_log() -> String {
+    let extra = std::env::var("PARLEY_BENCH_SERVER_LOG").unwrap_or_default();
+    format!("warn,parley::server=info,{extra}").trim_end_matches(',').to_owned()
 }
 
 /// The baseline relay, as a child process of this binary.

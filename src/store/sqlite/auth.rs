@@ -1,9 +1,9 @@
 //! The SQLite store's identity tables: tokens, pairing codes, the audit log.
 
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 
-use super::{bound, write};
+use super::{Db, bound};
 use crate::clock::now_ms;
 use crate::store::{AuditEntry, PairingGrant, StoreError, TokenRecord};
 
@@ -21,8 +21,8 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-pub(super) async fn create_token(pool: &SqlitePool, token: &TokenRecord) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
+pub(super) async fn create_token(db: &Db, token: &TokenRecord) -> Result<(), StoreError> {
+    let mut tx = db.writer.begin().await?;
     sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
         .bind(&token.user)
         .bind(token.created_at)
@@ -33,10 +33,7 @@ pub(super) async fn create_token(pool: &SqlitePool, token: &TokenRecord) -> Resu
     Ok(())
 }
 
-async fn insert_token(
-    tx: &mut Transaction<'static, Sqlite>,
-    token: &TokenRecord,
-) -> Result<(), StoreError> {
+async fn insert_token(tx: &mut SqliteConnection, token: &TokenRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO tokens (id, user_id, hash, label, is_admin, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -47,28 +44,25 @@ async fn insert_token(
     .bind(&token.label)
     .bind(token.admin)
     .bind(token.created_at)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-pub(super) async fn token_by_hash(
-    pool: &SqlitePool,
-    hash: &str,
-) -> Result<Option<TokenRecord>, StoreError> {
+pub(super) async fn token_by_hash(db: &Db, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
     let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&db.pool).await?;
     row.as_ref().map(token_from_row).transpose()
 }
 
-pub(super) async fn list_tokens(pool: &SqlitePool) -> Result<Vec<TokenRecord>, StoreError> {
+pub(super) async fn list_tokens(db: &Db) -> Result<Vec<TokenRecord>, StoreError> {
     let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at DESC, id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&db.pool).await?;
     rows.iter().map(token_from_row).collect()
 }
 
-pub(super) async fn revoke_token(pool: &SqlitePool, id: &str) -> Result<TokenRecord, StoreError> {
-    let mut tx = write(pool).await?;
+pub(super) async fn revoke_token(db: &Db, id: &str) -> Result<TokenRecord, StoreError> {
+    let mut tx = db.writer.begin().await?;
     let done =
         sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())
@@ -84,25 +78,22 @@ pub(super) async fn revoke_token(pool: &SqlitePool, id: &str) -> Result<TokenRec
     token_from_row(&row)
 }
 
-pub(super) async fn revoked_since(
-    pool: &SqlitePool,
-    since: i64,
-) -> Result<Vec<String>, StoreError> {
+pub(super) async fn revoked_since(db: &Db, since: i64) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT id FROM tokens WHERE revoked_at >= $1")
         .bind(since)
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?)
 }
 
-pub(super) async fn active_tokens(pool: &SqlitePool) -> Result<u64, StoreError> {
+pub(super) async fn active_tokens(db: &Db) -> Result<u64, StoreError> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
-        .fetch_one(pool)
+        .fetch_one(&db.pool)
         .await?;
     Ok(count as u64)
 }
 
 pub(super) async fn create_pairing_code(
-    pool: &SqlitePool,
+    db: &Db,
     hash: &str,
     expires_at: i64,
     grant: &PairingGrant,
@@ -116,22 +107,19 @@ pub(super) async fn create_pairing_code(
     .bind(expires_at)
     .bind(&grant.user)
     .bind(grant.admin)
-    .execute(pool)
+    .execute(&mut *db.writer.lock().await?)
     .await?;
     Ok(())
 }
 
-pub(super) async fn pairing_code(
-    pool: &SqlitePool,
-    hash: &str,
-) -> Result<Option<PairingGrant>, StoreError> {
+pub(super) async fn pairing_code(db: &Db, hash: &str) -> Result<Option<PairingGrant>, StoreError> {
     let row = sqlx::query(
         "SELECT user_id, is_admin FROM pairing_codes \
          WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
     )
     .bind(hash)
     .bind(now_ms())
-    .fetch_optional(pool)
+    .fetch_optional(&db.pool)
     .await?;
     row.map(|row| {
         Ok(PairingGrant { user: row.try_get("user_id")?, admin: row.try_get("is_admin")? })
@@ -142,12 +130,12 @@ pub(super) async fn pairing_code(
 /// Spends the code, creates the user and stores the token in one transaction, so a
 /// `Conflict` on a taken user name rolls the spending back.
 pub(super) async fn pair(
-    pool: &SqlitePool,
+    db: &Db,
     hash: &str,
     token: &TokenRecord,
     new_user: bool,
 ) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     let now = now_ms();
     let spent = sqlx::query(
         "UPDATE pairing_codes SET used_at = $1 \
@@ -192,26 +180,23 @@ pub(super) async fn pair(
     Ok(())
 }
 
-pub(super) async fn audit(pool: &SqlitePool, entry: &AuditEntry) -> Result<(), StoreError> {
+pub(super) async fn audit(db: &Db, entry: &AuditEntry) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO audit (at, kind, user_id, ip, detail) VALUES ($1, $2, $3, $4, $5)")
         .bind(entry.at)
         .bind(&entry.kind)
         .bind(&entry.user)
         .bind(&entry.ip)
         .bind(&entry.detail)
-        .execute(pool)
+        .execute(&mut *db.writer.lock().await?)
         .await?;
     Ok(())
 }
 
-pub(super) async fn audit_log(
-    pool: &SqlitePool,
-    limit: u64,
-) -> Result<Vec<AuditEntry>, StoreError> {
+pub(super) async fn audit_log(db: &Db, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
     let rows =
         sqlx::query("SELECT at, kind, user_id, ip, detail FROM audit ORDER BY id DESC LIMIT $1")
             .bind(bound(limit))
-            .fetch_all(pool)
+            .fetch_all(&db.pool)
             .await?;
     rows.iter()
         .map(|row| {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 
-use super::{SqliteStore, write};
+use super::SqliteStore;
 use crate::store::StoreError;
 use crate::store::copy::{Cell, Kind, Table, Tables, clear_sql};
 
@@ -38,7 +38,8 @@ fn cells(table: &Table, row: &SqliteRow) -> Result<Vec<Cell>, sqlx::Error> {
 impl Tables for SqliteStore {
     async fn count(&self, table: &Table) -> Result<u64, StoreError> {
         let sql = table.count_sql();
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await?;
+        let count: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.db.pool).await?;
         Ok(count as u64)
     }
 
@@ -53,13 +54,13 @@ impl Tables for SqliteStore {
             query = bind(query, after);
         }
         let rows =
-            query.bind(i64::try_from(limit).unwrap_or(i64::MAX)).fetch_all(&self.pool).await?;
+            query.bind(i64::try_from(limit).unwrap_or(i64::MAX)).fetch_all(&self.db.pool).await?;
         Ok(rows.iter().map(|row| cells(table, row)).collect::<Result<_, _>>()?)
     }
 
     async fn write(&self, table: &Table, rows: &[Vec<Cell>]) -> Result<(), StoreError> {
         let sql = table.insert_sql();
-        let mut tx = write(&self.pool).await?;
+        let mut tx = self.db.writer.begin().await?;
         for row in rows {
             let query = row.iter().fold(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), bind);
             query.execute(&mut *tx).await?;
@@ -69,7 +70,7 @@ impl Tables for SqliteStore {
     }
 
     async fn clear(&self) -> Result<(), StoreError> {
-        let mut tx = write(&self.pool).await?;
+        let mut tx = self.db.writer.begin().await?;
         for sql in clear_sql() {
             sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
         }
@@ -86,7 +87,7 @@ impl Tables for SqliteStore {
         // The main database's file, as SQLite resolved it.
         let file: String =
             sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.db.pool)
                 .await?;
         let canonical = std::fs::canonicalize(&file).map_or(file, |p| p.display().to_string());
         Ok(format!("sqlite:{canonical}"))

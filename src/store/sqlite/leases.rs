@@ -2,10 +2,9 @@
 //! left unfinished, in the same transaction), renewing and releasing them, finding sessions
 //! whose holder is gone, and the fence check every write of a turn makes first.
 
-use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqliteConnection};
 
-use super::write;
+use super::Db;
 use crate::clock::now_ms;
 use crate::store::{Fence, Lease, Orphan, QueuedTurn, StoreError};
 
@@ -23,14 +22,14 @@ pub(super) async fn check(conn: &mut SqliteConnection, fence: Fence) -> Result<(
 }
 
 pub(super) async fn acquire(
-    pool: &SqlitePool,
+    db: &Db,
     session: i64,
     node: &str,
     until: i64,
     steal: bool,
 ) -> Result<Option<Lease>, StoreError> {
     let now = now_ms();
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     let taken = sqlx::query(
         "UPDATE sessions SET lease_node = $1, lease_until = $2, lease_fence = lease_fence + 1 \
          WHERE pk = $3 AND (lease_node IS NULL OR lease_node = $1 OR lease_until < $4 OR $5) \
@@ -109,54 +108,46 @@ pub(super) async fn acquire(
     Ok(Some(Lease { fence, reserved_seq, stored_seq, interrupted, queued }))
 }
 
-pub(super) async fn renew(
-    pool: &SqlitePool,
-    node: &str,
-    until: i64,
-) -> Result<Vec<Fence>, StoreError> {
+pub(super) async fn renew(db: &Db, node: &str, until: i64) -> Result<Vec<Fence>, StoreError> {
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "UPDATE sessions SET lease_until = $1 WHERE lease_node = $2 RETURNING pk, lease_fence",
     )
     .bind(until)
     .bind(node)
-    .fetch_all(pool)
+    .fetch_all(&mut *db.writer.lock().await?)
     .await?;
     Ok(rows.into_iter().map(|(session, token)| Fence { session, token }).collect())
 }
 
-pub(super) async fn release(pool: &SqlitePool, fence: Fence) -> Result<(), StoreError> {
+pub(super) async fn release(db: &Db, fence: Fence) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE sessions SET lease_node = NULL, lease_until = 0 \
          WHERE pk = $1 AND lease_fence = $2",
     )
     .bind(fence.session)
     .bind(fence.token)
-    .execute(pool)
+    .execute(&mut *db.writer.lock().await?)
     .await?;
     Ok(())
 }
 
-pub(super) async fn orphans(pool: &SqlitePool, now: i64) -> Result<Vec<Orphan>, StoreError> {
+pub(super) async fn orphans(db: &Db, now: i64) -> Result<Vec<Orphan>, StoreError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT s.user_id, s.id FROM sessions s WHERE (s.lease_node IS NULL OR s.lease_until < $1) \
          AND s.pk IN (SELECT session_pk FROM turns WHERE status IN ('queued', 'running'))",
     )
     .bind(now)
-    .fetch_all(pool)
+    .fetch_all(&db.pool)
     .await?;
     Ok(rows.into_iter().map(|(user, id)| Orphan { user, id }).collect())
 }
 
-pub(super) async fn holder(
-    pool: &SqlitePool,
-    session: i64,
-    now: i64,
-) -> Result<Option<String>, StoreError> {
+pub(super) async fn holder(db: &Db, session: i64, now: i64) -> Result<Option<String>, StoreError> {
     let holder: Option<Option<String>> =
         sqlx::query_scalar("SELECT lease_node FROM sessions WHERE pk = $1 AND lease_until >= $2")
             .bind(session)
             .bind(now)
-            .fetch_optional(pool)
+            .fetch_optional(&db.pool)
             .await?;
     Ok(holder.flatten())
 }

@@ -1,13 +1,11 @@
 //! The SQLite store's maintenance: pruning old sessions.
 
-use sqlx::sqlite::SqlitePool;
-
-use super::bound;
+use super::{Db, bound};
 use crate::clock::now_ms;
 use crate::store::StoreError;
 
 pub(super) async fn prune(
-    pool: &SqlitePool,
+    db: &Db,
     user: Option<&str>,
     max_sessions: u64,
     ttl_ms: i64,
@@ -20,7 +18,7 @@ pub(super) async fn prune(
         )
         .bind(now_ms() - ttl_ms)
         .bind(user)
-        .fetch_all(pool)
+        .fetch_all(&mut *db.writer.lock().await?)
         .await?;
         pruned.extend(rows);
     }
@@ -35,7 +33,7 @@ pub(super) async fn prune(
         )
         .bind(user)
         .bind(bound(max_sessions))
-        .fetch_all(pool)
+        .fetch_all(&mut *db.writer.lock().await?)
         .await?;
         pruned.extend(rows);
     }

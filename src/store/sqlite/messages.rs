@@ -1,10 +1,10 @@
 //! The SQLite store's messages: appending, rewriting the one still streaming, and reading
 //! a branch's pages and the provider's history in conversation order `(turn_seq, seq)`.
 
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 
-use super::{bound, leases, write};
+use super::{Db, bound, leases};
 use crate::clock::now_ms;
 use crate::conversation::{Role, ToolCall};
 use crate::store::{Fence, Message, MessageStatus, NewMessage, PartialText, StoreError};
@@ -63,7 +63,7 @@ fn tool_calls_json(calls: &[ToolCall]) -> Option<String> {
 /// id. The session's update comes first and checks the fence: [`StoreError::Fenced`] if
 /// the lease moved on (or the session is gone), with nothing written.
 pub(super) async fn insert(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     fence: Fence,
     message: &NewMessage,
     state: Option<&str>,
@@ -79,7 +79,7 @@ pub(super) async fn insert(
     .bind(state)
     .bind(fence.session)
     .bind(fence.token)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if counted.rows_affected() == 0 {
         return Err(StoreError::Fenced);
@@ -104,24 +104,20 @@ pub(super) async fn insert(
     .bind(message.status.as_str())
     .bind(now)
     .bind(message.parent)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(id)
 }
 
-pub(super) async fn append(
-    pool: &SqlitePool,
-    fence: Fence,
-    message: &NewMessage,
-) -> Result<i64, StoreError> {
-    let mut tx = write(pool).await?;
+pub(super) async fn append(db: &Db, fence: Fence, message: &NewMessage) -> Result<i64, StoreError> {
+    let mut tx = db.writer.begin().await?;
     let id = insert(&mut tx, fence, message, None).await?;
     tx.commit().await?;
     Ok(id)
 }
 
 pub(super) async fn update(
-    pool: &SqlitePool,
+    db: &Db,
     fence: Fence,
     id: i64,
     content: &str,
@@ -129,7 +125,7 @@ pub(super) async fn update(
     tool_calls: &[ToolCall],
     status: MessageStatus,
 ) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     leases::check(&mut tx, fence).await?;
     rewrite(&mut tx, id, content, reasoning, tool_calls, status).await?;
     tx.commit().await?;
@@ -138,7 +134,7 @@ pub(super) async fn update(
 
 /// Rewrites a message's text, calls and status inside the caller's transaction.
 pub(super) async fn rewrite(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     id: i64,
     content: &str,
     reasoning: Option<&str>,
@@ -154,36 +150,45 @@ pub(super) async fn rewrite(
     .bind(tool_calls_json(tool_calls))
     .bind(status.as_str())
     .bind(id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-pub(super) async fn update_partials(
-    pool: &SqlitePool,
-    partials: &[PartialText],
-) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
-    for partial in partials {
-        sqlx::query(
-            "UPDATE messages SET content = $1, reasoning = $2 \
-             WHERE id = $3 AND status = 'streaming' AND EXISTS \
-             (SELECT 1 FROM sessions WHERE pk = $4 AND lease_fence = $5)",
-        )
-        .bind(&partial.content)
-        .bind(&partial.reasoning)
-        .bind(partial.message_id)
-        .bind(partial.fence.session)
-        .bind(partial.fence.token)
-        .execute(&mut *tx)
-        .await?;
+/// Partial answers per statement: five arguments each, well under SQLite's 32 766.
+const PARTIALS_PER_STATEMENT: usize = 1000;
+
+/// Stores the partial answers of many sessions' streaming steps, each only while its
+/// message streams under its lease: one statement, so one hand-off to the writer's thread,
+/// per thousand (a statement each cost a round of a thousand sessions a thousand).
+pub(super) async fn update_partials(db: &Db, partials: &[PartialText]) -> Result<(), StoreError> {
+    // Each statement stands alone: no transaction (two more hand-offs) is needed.
+    let mut write = db.writer.lock().await?;
+    for chunk in partials.chunks(PARTIALS_PER_STATEMENT) {
+        let rows = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "WITH p(id, session, fence, content, reasoning) AS (VALUES {rows}) \
+             UPDATE messages SET content = p.content, reasoning = p.reasoning FROM p \
+             WHERE messages.id = p.id AND messages.status = 'streaming' AND EXISTS \
+             (SELECT 1 FROM sessions s WHERE s.pk = p.session AND s.lease_fence = p.fence)"
+        );
+        // Its text changes with the batch's size: not kept among the prepared statements.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for partial in chunk {
+            query = query
+                .bind(partial.message_id)
+                .bind(partial.fence.session)
+                .bind(partial.fence.token)
+                .bind(&partial.content)
+                .bind(&partial.reasoning);
+        }
+        query.execute(&mut *write).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
 pub(super) async fn page(
-    pool: &SqlitePool,
+    db: &Db,
     session: i64,
     branch: Option<i64>,
     before_seq: Option<i64>,
@@ -203,7 +208,7 @@ pub(super) async fn page(
         .bind(branch)
         .bind(before_seq.unwrap_or(i64::MAX))
         .bind(bound(limit))
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?;
     let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>, _>>()?;
     messages.reverse();
@@ -216,29 +221,25 @@ pub(super) async fn page(
         )
         .bind(session)
         .bind(parents)
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?;
         crate::store::attach_siblings(&mut messages, &rows);
     }
     Ok(messages)
 }
 
-pub(super) async fn turn_of(
-    pool: &SqlitePool,
-    session: i64,
-    seq: i64,
-) -> Result<Option<i64>, StoreError> {
+pub(super) async fn turn_of(db: &Db, session: i64, seq: i64) -> Result<Option<i64>, StoreError> {
     let turn =
         sqlx::query_scalar("SELECT turn_seq FROM messages WHERE session_pk = $1 AND seq = $2")
             .bind(session)
             .bind(seq)
-            .fetch_optional(pool)
+            .fetch_optional(&db.pool)
             .await?;
     Ok(turn)
 }
 
 pub(super) async fn history(
-    pool: &SqlitePool,
+    db: &Db,
     session: i64,
     up_to_turn: i64,
 ) -> Result<Vec<Message>, StoreError> {
@@ -255,7 +256,7 @@ pub(super) async fn history(
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(session)
         .bind(up_to_turn)
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?;
     // A tool's answer is marked failed by its call's record.
     rows.iter()
@@ -267,18 +268,18 @@ pub(super) async fn history(
         .collect()
 }
 
-pub(super) async fn all(pool: &SqlitePool, session: i64) -> Result<Vec<Message>, StoreError> {
+pub(super) async fn all(db: &Db, session: i64) -> Result<Vec<Message>, StoreError> {
     // Conversation order: a turn's messages together (a turn queued behind another took
     // its user message's seq first), a parent turn before the turns that follow it.
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 ORDER BY turn_seq, seq"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session).fetch_all(pool).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session).fetch_all(&db.pool).await?;
     rows.iter().map(message_from_row).collect()
 }
 
 pub(super) async fn of_turn(
-    pool: &SqlitePool,
+    db: &Db,
     session: i64,
     turn_seq: i64,
 ) -> Result<Vec<Message>, StoreError> {
@@ -286,7 +287,10 @@ pub(super) async fn of_turn(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_pk = $1 AND turn_seq = $2 \
          ORDER BY seq"
     );
-    let rows =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session).bind(turn_seq).fetch_all(pool).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session)
+        .bind(turn_seq)
+        .fetch_all(&db.pool)
+        .await?;
     rows.iter().map(message_from_row).collect()
 }

@@ -13,6 +13,7 @@ mod search;
 mod sessions;
 mod turns;
 mod usage;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,7 +23,6 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 use tracing::instrument;
 
 use super::{
@@ -32,6 +32,7 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::conversation::{ToolCall, Usage};
+use writer::Writer;
 
 /// Migrations in order; each runs once, inside a transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -48,20 +49,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// [`super::Store`] on a SQLite file.
 pub struct SqliteStore {
+    db: Db,
+}
+
+/// The database as the store's files use it: reads from the pool, writes through the
+/// process's one [`Writer`].
+struct Db {
     pool: SqlitePool,
+    writer: Writer,
 }
 
 /// A count for `LIMIT` / `OFFSET`: past `i64::MAX` means "all" / "past the end", never
 /// the negative number a plain cast would make.
 fn bound(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-/// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
-/// that reads before it writes waits for other writers (busy timeout) instead of failing
-/// when one commits in between.
-async fn write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
 }
 
 impl SqliteStore {
@@ -82,11 +83,15 @@ impl SqliteStore {
         let mut attempt = 0;
         loop {
             let opened = async {
+                // A SQLite connection cannot drop like a network one: no ping each time
+                // one leaves the pool (a hand-off to its thread).
                 let pool = SqlitePoolOptions::new()
                     .max_connections(8)
+                    .test_before_acquire(false)
                     .connect_with(options.clone())
                     .await?;
-                let store = Self { pool };
+                let writer = Writer::open(&options).await?;
+                let store = Self { db: Db { pool, writer } };
                 store.migrate().await?;
                 Ok::<_, StoreError>(store)
             }
@@ -106,10 +111,10 @@ impl SqliteStore {
             "CREATE TABLE IF NOT EXISTS schema_migrations \
              (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.writer.lock().await?)
         .await?;
         for (version, sql) in MIGRATIONS {
-            let mut tx = write(&self.pool).await?;
+            let mut tx = self.db.writer.begin().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
@@ -132,13 +137,13 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.db.pool).await?;
         Ok(())
     }
 
     #[instrument(skip_all)]
     async fn ensure_user(&self, user: &str) -> Result<(), StoreError> {
-        sessions::ensure_user(&self.pool, user).await
+        sessions::ensure_user(&self.db, user).await
     }
 
     #[instrument(skip_all, fields(session = id))]
@@ -148,12 +153,12 @@ impl Store for SqliteStore {
         id: &str,
         name: Option<&str>,
     ) -> Result<(Session, bool), StoreError> {
-        sessions::open(&self.pool, user, id, name).await
+        sessions::open(&self.db, user, id, name).await
     }
 
     #[instrument(skip_all, fields(session = id))]
     async fn session(&self, user: &str, id: &str) -> Result<Option<Session>, StoreError> {
-        sessions::get(&self.pool, user, id).await
+        sessions::get(&self.db, user, id).await
     }
 
     #[instrument(skip_all)]
@@ -162,7 +167,7 @@ impl Store for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<Session>, u64), StoreError> {
-        sessions::list_all(&self.pool, offset, limit).await
+        sessions::list_all(&self.db, offset, limit).await
     }
 
     #[instrument(skip_all)]
@@ -173,7 +178,7 @@ impl Store for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<Session>, u64), StoreError> {
-        sessions::list(&self.pool, user, archived, offset, limit).await
+        sessions::list(&self.db, user, archived, offset, limit).await
     }
 
     #[instrument(skip_all, fields(session = id))]
@@ -184,7 +189,7 @@ impl Store for SqliteStore {
         pinned: Option<bool>,
         archived: Option<bool>,
     ) -> Result<Session, StoreError> {
-        sessions::set_flags(&self.pool, user, id, pinned, archived).await
+        sessions::set_flags(&self.db, user, id, pinned, archived).await
     }
 
     #[instrument(skip_all)]
@@ -195,7 +200,7 @@ impl Store for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<SearchHit>, u64), StoreError> {
-        search::search(&self.pool, user, query, offset, limit).await
+        search::search(&self.db, user, query, offset, limit).await
     }
 
     #[instrument(skip_all, fields(session = id))]
@@ -205,12 +210,12 @@ impl Store for SqliteStore {
         id: &str,
         name: &str,
     ) -> Result<Session, StoreError> {
-        sessions::rename(&self.pool, user, id, name).await
+        sessions::rename(&self.db, user, id, name).await
     }
 
     #[instrument(skip_all, fields(session = id))]
     async fn delete_session(&self, user: &str, id: &str) -> Result<(), StoreError> {
-        sessions::delete(&self.pool, user, id).await
+        sessions::delete(&self.db, user, id).await
     }
 
     #[instrument(skip_all, fields(session))]
@@ -221,28 +226,28 @@ impl Store for SqliteStore {
         until: i64,
         steal: bool,
     ) -> Result<Option<Lease>, StoreError> {
-        leases::acquire(&self.pool, session, node, until, steal).await
+        leases::acquire(&self.db, session, node, until, steal).await
     }
 
     async fn renew_leases(&self, node: &str, until: i64) -> Result<Vec<Fence>, StoreError> {
-        leases::renew(&self.pool, node, until).await
+        leases::renew(&self.db, node, until).await
     }
 
     async fn release_lease(&self, fence: Fence) -> Result<(), StoreError> {
-        leases::release(&self.pool, fence).await
+        leases::release(&self.db, fence).await
     }
 
     #[instrument(skip_all)]
     async fn orphans(&self, now: i64) -> Result<Vec<Orphan>, StoreError> {
-        leases::orphans(&self.pool, now).await
+        leases::orphans(&self.db, now).await
     }
 
     async fn lease_holder(&self, session: i64, now: i64) -> Result<Option<String>, StoreError> {
-        leases::holder(&self.pool, session, now).await
+        leases::holder(&self.db, session, now).await
     }
 
     async fn unfinished_turns(&self, user: &str) -> Result<u64, StoreError> {
-        turns::unfinished(&self.pool, user).await
+        turns::unfinished(&self.db, user).await
     }
 
     async fn running_turns(
@@ -250,7 +255,7 @@ impl Store for SqliteStore {
         user: Option<&str>,
         now: i64,
     ) -> Result<Vec<RunningTurn>, StoreError> {
-        turns::running(&self.pool, user, now).await
+        turns::running(&self.db, user, now).await
     }
 
     #[instrument(skip_all)]
@@ -262,17 +267,17 @@ impl Store for SqliteStore {
         model: &str,
         usage: &Usage,
     ) -> Result<(), StoreError> {
-        usage::record(&self.pool, user, turn_id, step, model, usage).await
+        usage::record(&mut *self.db.writer.lock().await?, user, turn_id, step, model, usage).await
     }
 
     #[instrument(skip_all)]
     async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
-        usage::report(&self.pool, query).await
+        usage::report(&self.db, query).await
     }
 
     #[instrument(skip_all)]
     async fn spent_since(&self, user: &str, since: i64) -> Result<f64, StoreError> {
-        usage::spent(&self.pool, user, since).await
+        usage::spent(&self.db, user, since).await
     }
 
     async fn turn_session(
@@ -280,35 +285,35 @@ impl Store for SqliteStore {
         user: &str,
         turn_id: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
-        turns::session_of(&self.pool, user, turn_id).await
+        turns::session_of(&self.db, user, turn_id).await
     }
 
     #[instrument(skip_all)]
     async fn turn(&self, user: &str, turn_id: &str) -> Result<Option<TurnRecord>, StoreError> {
-        turns::record(&self.pool, user, turn_id).await
+        turns::record(&self.db, user, turn_id).await
     }
 
     #[instrument(skip_all)]
     async fn turn_messages(&self, session: i64, turn_seq: i64) -> Result<Vec<Message>, StoreError> {
-        messages::of_turn(&self.pool, session, turn_seq).await
+        messages::of_turn(&self.db, session, turn_seq).await
     }
 
     #[instrument(skip_all)]
     async fn all_messages(&self, session: i64) -> Result<Vec<Message>, StoreError> {
-        messages::all(&self.pool, session).await
+        messages::all(&self.db, session).await
     }
 
     async fn set_session_state(&self, fence: Fence, state: &str) -> Result<(), StoreError> {
-        sessions::set_state(&self.pool, fence, state).await
+        sessions::set_state(&self.db, fence, state).await
     }
 
     async fn reserve_seq(&self, fence: Fence, up_to: i64) -> Result<(), StoreError> {
-        sessions::reserve_seq(&self.pool, fence, up_to).await
+        sessions::reserve_seq(&self.db, fence, up_to).await
     }
 
     #[instrument(skip_all)]
     async fn append_message(&self, fence: Fence, message: &NewMessage) -> Result<i64, StoreError> {
-        messages::append(&self.pool, fence, message).await
+        messages::append(&self.db, fence, message).await
     }
 
     async fn update_message(
@@ -320,12 +325,12 @@ impl Store for SqliteStore {
         tool_calls: &[ToolCall],
         status: MessageStatus,
     ) -> Result<(), StoreError> {
-        messages::update(&self.pool, fence, id, content, reasoning, tool_calls, status).await
+        messages::update(&self.db, fence, id, content, reasoning, tool_calls, status).await
     }
 
     #[instrument(skip_all)]
     async fn update_partials(&self, partials: &[PartialText]) -> Result<(), StoreError> {
-        messages::update_partials(&self.pool, partials).await
+        messages::update_partials(&self.db, partials).await
     }
 
     #[instrument(skip_all)]
@@ -336,17 +341,17 @@ impl Store for SqliteStore {
         before_seq: Option<i64>,
         limit: u64,
     ) -> Result<Vec<Message>, StoreError> {
-        messages::page(&self.pool, session, branch, before_seq, limit).await
+        messages::page(&self.db, session, branch, before_seq, limit).await
     }
 
     #[instrument(skip_all)]
     async fn turn_of(&self, session: i64, seq: i64) -> Result<Option<i64>, StoreError> {
-        messages::turn_of(&self.pool, session, seq).await
+        messages::turn_of(&self.db, session, seq).await
     }
 
     #[instrument(skip_all)]
     async fn history(&self, session: i64, up_to_turn: i64) -> Result<Vec<Message>, StoreError> {
-        messages::history(&self.pool, session, up_to_turn).await
+        messages::history(&self.db, session, up_to_turn).await
     }
 
     #[instrument(skip_all)]
@@ -358,11 +363,11 @@ impl Store for SqliteStore {
         message: &NewMessage,
         starts: bool,
     ) -> Result<(), StoreError> {
-        turns::create(&self.pool, fence, turn_id, model, message, starts).await
+        turns::create(&self.db, fence, turn_id, model, message, starts).await
     }
 
     async fn start_turn(&self, fence: Fence, turn_id: &str) -> Result<(), StoreError> {
-        turns::start(&self.pool, fence, turn_id).await
+        turns::start(&self.db, fence, turn_id).await
     }
 
     async fn finish_turn(
@@ -371,7 +376,7 @@ impl Store for SqliteStore {
         turn_id: &str,
         end: &TurnEnd,
     ) -> Result<(), StoreError> {
-        turns::finish(&self.pool, fence, turn_id, end).await
+        turns::finish(&self.db, fence, turn_id, end).await
     }
 
     async fn start_tool_call(
@@ -380,7 +385,7 @@ impl Store for SqliteStore {
         turn_id: &str,
         call: &ToolCall,
     ) -> Result<i64, StoreError> {
-        turns::start_tool_call(&self.pool, fence, turn_id, call).await
+        turns::start_tool_call(&self.db, fence, turn_id, call).await
     }
 
     async fn finish_tool_call(
@@ -392,11 +397,11 @@ impl Store for SqliteStore {
         status: &str,
         duration_ms: i64,
     ) -> Result<(), StoreError> {
-        turns::finish_tool_call(&self.pool, fence, pk, output, is_error, status, duration_ms).await
+        turns::finish_tool_call(&self.db, fence, pk, output, is_error, status, duration_ms).await
     }
 
     async fn tool_calls(&self, session: i64) -> Result<Vec<ToolCallRecord>, StoreError> {
-        turns::tool_calls(&self.pool, session, None).await
+        turns::tool_calls(&self.db, session, None).await
     }
 
     async fn turn_tool_calls(
@@ -404,31 +409,31 @@ impl Store for SqliteStore {
         session: i64,
         turn_id: &str,
     ) -> Result<Vec<ToolCallRecord>, StoreError> {
-        turns::tool_calls(&self.pool, session, Some(turn_id)).await
+        turns::tool_calls(&self.db, session, Some(turn_id)).await
     }
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        auth::create_token(&self.pool, token).await
+        auth::create_token(&self.db, token).await
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        auth::token_by_hash(&self.pool, hash).await
+        auth::token_by_hash(&self.db, hash).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        auth::list_tokens(&self.pool).await
+        auth::list_tokens(&self.db).await
     }
 
     async fn revoke_token(&self, id: &str) -> Result<TokenRecord, StoreError> {
-        auth::revoke_token(&self.pool, id).await
+        auth::revoke_token(&self.db, id).await
     }
 
     async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
-        auth::revoked_since(&self.pool, since).await
+        auth::revoked_since(&self.db, since).await
     }
 
     async fn active_tokens(&self) -> Result<u64, StoreError> {
-        auth::active_tokens(&self.pool).await
+        auth::active_tokens(&self.db).await
     }
 
     async fn create_pairing_code(
@@ -437,11 +442,11 @@ impl Store for SqliteStore {
         expires_at: i64,
         grant: &PairingGrant,
     ) -> Result<(), StoreError> {
-        auth::create_pairing_code(&self.pool, hash, expires_at, grant).await
+        auth::create_pairing_code(&self.db, hash, expires_at, grant).await
     }
 
     async fn pairing_code(&self, hash: &str) -> Result<Option<PairingGrant>, StoreError> {
-        auth::pairing_code(&self.pool, hash).await
+        auth::pairing_code(&self.db, hash).await
     }
 
     async fn pair(
@@ -450,15 +455,15 @@ impl Store for SqliteStore {
         token: &TokenRecord,
         new_user: bool,
     ) -> Result<(), StoreError> {
-        auth::pair(&self.pool, hash, token, new_user).await
+        auth::pair(&self.db, hash, token, new_user).await
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        auth::audit(&self.pool, entry).await
+        auth::audit(&self.db, entry).await
     }
 
     async fn audit_log(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        auth::audit_log(&self.pool, limit).await
+        auth::audit_log(&self.db, limit).await
     }
 
     #[instrument(skip_all)]
@@ -468,7 +473,7 @@ impl Store for SqliteStore {
         max_sessions: u64,
         ttl_ms: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        maintenance::prune(&self.pool, user, max_sessions, ttl_ms).await
+        maintenance::prune(&self.db, user, max_sessions, ttl_ms).await
     }
 }
 

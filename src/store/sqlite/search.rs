@@ -2,14 +2,13 @@
 //! user and assistant messages.
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
-use super::bound;
+use super::{Db, bound};
 use crate::conversation::Role;
 use crate::store::{SearchHit, StoreError, search_prefix, search_words};
 
 pub(super) async fn search(
-    pool: &SqlitePool,
+    db: &Db,
     user: &str,
     query: &str,
     offset: u64,
@@ -40,7 +39,7 @@ pub(super) async fn search(
     .bind(user)
     .bind(bound(limit))
     .bind(bound(offset))
-    .fetch_all(pool)
+    .fetch_all(&db.pool)
     .await?;
     let total: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
@@ -48,7 +47,7 @@ pub(super) async fn search(
     )
     .bind(&matcher)
     .bind(user)
-    .fetch_one(pool)
+    .fetch_one(&db.pool)
     .await?;
     let hits = rows
         .iter()

@@ -1,9 +1,9 @@
 //! The SQLite store's users and sessions, and each session's reserved `seq` bound.
 
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::{bound, write};
+use super::{Db, bound};
 use crate::clock::now_ms;
 use crate::store::{Fence, Session, StoreError};
 
@@ -40,22 +40,28 @@ async fn session_in(
     row.as_ref().map(session_from_row).transpose()
 }
 
-pub(super) async fn ensure_user(pool: &SqlitePool, user: &str) -> Result<(), StoreError> {
+pub(super) async fn ensure_user(db: &Db, user: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
         .bind(user)
         .bind(now_ms())
-        .execute(pool)
+        .execute(&mut *db.writer.lock().await?)
         .await?;
     Ok(())
 }
 
 pub(super) async fn open(
-    pool: &SqlitePool,
+    db: &Db,
     user: &str,
     id: &str,
     name: Option<&str>,
 ) -> Result<(Session, bool), StoreError> {
-    let mut tx = write(pool).await?;
+    // Most opens find the session (every connection to it opens it): a read, without
+    // waiting for the writer. Only a new one is made under the write lock, looked for again
+    // there since another open may have made it meanwhile.
+    if let Some(session) = get(db, user, id).await? {
+        return Ok((session, false));
+    }
+    let mut tx = db.writer.begin().await?;
     if let Some(session) = session_in(&mut tx, user, id).await? {
         return Ok((session, false));
     }
@@ -80,17 +86,13 @@ pub(super) async fn open(
     Ok((session, true))
 }
 
-pub(super) async fn get(
-    pool: &SqlitePool,
-    user: &str,
-    id: &str,
-) -> Result<Option<Session>, StoreError> {
-    let mut conn = pool.acquire().await?;
+pub(super) async fn get(db: &Db, user: &str, id: &str) -> Result<Option<Session>, StoreError> {
+    let mut conn = db.pool.acquire().await?;
     session_in(&mut conn, user, id).await
 }
 
 pub(super) async fn list_all(
-    pool: &SqlitePool,
+    db: &Db,
     offset: u64,
     limit: u64,
 ) -> Result<(Vec<Session>, u64), StoreError> {
@@ -101,15 +103,16 @@ pub(super) async fn list_all(
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(bound(limit))
         .bind(bound(offset))
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?;
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.pool).await?;
     let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
     Ok((sessions, total as u64))
 }
 
 pub(super) async fn list(
-    pool: &SqlitePool,
+    db: &Db,
     user: &str,
     archived: bool,
     offset: u64,
@@ -124,25 +127,25 @@ pub(super) async fn list(
         .bind(archived)
         .bind(bound(limit))
         .bind(bound(offset))
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?;
     let total: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND archived = $2")
             .bind(user)
             .bind(archived)
-            .fetch_one(pool)
+            .fetch_one(&db.pool)
             .await?;
     let sessions = rows.iter().map(session_from_row).collect::<Result<_, _>>()?;
     Ok((sessions, total as u64))
 }
 
 pub(super) async fn rename(
-    pool: &SqlitePool,
+    db: &Db,
     user: &str,
     id: &str,
     name: &str,
 ) -> Result<Session, StoreError> {
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     let done = sqlx::query(
         "UPDATE sessions SET name = $1, updated_at = $2 WHERE user_id = $3 AND id = $4",
     )
@@ -161,11 +164,11 @@ pub(super) async fn rename(
 }
 
 /// Deletes the session; its messages, turns and tool calls go with it (`ON DELETE CASCADE`).
-pub(super) async fn delete(pool: &SqlitePool, user: &str, id: &str) -> Result<(), StoreError> {
+pub(super) async fn delete(db: &Db, user: &str, id: &str) -> Result<(), StoreError> {
     let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id = $2")
         .bind(user)
         .bind(id)
-        .execute(pool)
+        .execute(&mut *db.writer.lock().await?)
         .await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
@@ -173,32 +176,24 @@ pub(super) async fn delete(pool: &SqlitePool, user: &str, id: &str) -> Result<()
     Ok(())
 }
 
-pub(super) async fn set_state(
-    pool: &SqlitePool,
-    fence: Fence,
-    state: &str,
-) -> Result<(), StoreError> {
+pub(super) async fn set_state(db: &Db, fence: Fence, state: &str) -> Result<(), StoreError> {
     let done = sqlx::query("UPDATE sessions SET state = $1 WHERE pk = $2 AND lease_fence = $3")
         .bind(state)
         .bind(fence.session)
         .bind(fence.token)
-        .execute(pool)
+        .execute(&mut *db.writer.lock().await?)
         .await?;
     fenced(done.rows_affected())
 }
 
-pub(super) async fn reserve_seq(
-    pool: &SqlitePool,
-    fence: Fence,
-    up_to: i64,
-) -> Result<(), StoreError> {
+pub(super) async fn reserve_seq(db: &Db, fence: Fence, up_to: i64) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE sessions SET last_seq = MAX(last_seq, $1) WHERE pk = $2 AND lease_fence = $3",
     )
     .bind(up_to)
     .bind(fence.session)
     .bind(fence.token)
-    .execute(pool)
+    .execute(&mut *db.writer.lock().await?)
     .await?;
     fenced(done.rows_affected())
 }
@@ -210,7 +205,7 @@ fn fenced(rows: u64) -> Result<(), StoreError> {
 }
 
 pub(super) async fn set_flags(
-    pool: &SqlitePool,
+    db: &Db,
     user: &str,
     id: &str,
     pinned: Option<bool>,
@@ -225,7 +220,7 @@ pub(super) async fn set_flags(
         .bind(archived)
         .bind(user)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(&db.pool)
         .await?
         .ok_or(StoreError::NotFound)?;
     session_from_row(&row)

@@ -2,9 +2,8 @@
 //! usage) and the tool-call timeline.
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
-use super::{leases, messages, usage, write};
+use super::{Db, leases, messages, usage};
 use crate::clock::now_ms;
 use crate::conversation::ToolCall;
 use crate::conversation::Usage;
@@ -14,14 +13,14 @@ use crate::store::{
 };
 
 pub(super) async fn create(
-    pool: &SqlitePool,
+    db: &Db,
     fence: Fence,
     turn_id: &str,
     model: &str,
     message: &NewMessage,
     starts: bool,
 ) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     // The message first: its session update checks the fence.
     let running = starts.then_some("running");
     messages::insert(&mut tx, fence, message, running).await?;
@@ -44,12 +43,8 @@ pub(super) async fn create(
     Ok(())
 }
 
-pub(super) async fn start(
-    pool: &SqlitePool,
-    fence: Fence,
-    turn_id: &str,
-) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
+pub(super) async fn start(db: &Db, fence: Fence, turn_id: &str) -> Result<(), StoreError> {
+    let mut tx = db.writer.begin().await?;
     // The session first: its update checks the fence.
     let marked =
         sqlx::query("UPDATE sessions SET state = 'running' WHERE pk = $1 AND lease_fence = $2")
@@ -71,12 +66,12 @@ pub(super) async fn start(
 }
 
 pub(super) async fn finish(
-    pool: &SqlitePool,
+    db: &Db,
     fence: Fence,
     turn_id: &str,
     end: &TurnEnd,
 ) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     if let Some(call) = &end.ledger {
         let (user, turn, model) = (&call.user, &call.turn_id, &call.model);
         usage::record(&mut *tx, user, turn, call.step, model, &call.usage).await?;
@@ -135,12 +130,12 @@ pub(super) async fn finish(
 }
 
 pub(super) async fn start_tool_call(
-    pool: &SqlitePool,
+    db: &Db,
     fence: Fence,
     turn_id: &str,
     call: &ToolCall,
 ) -> Result<i64, StoreError> {
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     leases::check(&mut tx, fence).await?;
     let pk = sqlx::query_scalar(
         "INSERT INTO tool_calls (session_pk, turn_id, call_id, name, args, status, started_at) \
@@ -159,7 +154,7 @@ pub(super) async fn start_tool_call(
 }
 
 pub(super) async fn finish_tool_call(
-    pool: &SqlitePool,
+    db: &Db,
     fence: Fence,
     pk: i64,
     output: &str,
@@ -167,7 +162,7 @@ pub(super) async fn finish_tool_call(
     status: &str,
     duration_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut tx = write(pool).await?;
+    let mut tx = db.writer.begin().await?;
     leases::check(&mut tx, fence).await?;
     sqlx::query(
         "UPDATE tool_calls SET output = $1, is_error = $2, status = $3, duration_ms = $4 \
@@ -186,7 +181,7 @@ pub(super) async fn finish_tool_call(
 
 /// The session's tool calls (only turn `turn`'s, if given), in the order they started.
 pub(super) async fn tool_calls(
-    pool: &SqlitePool,
+    db: &Db,
     session: i64,
     turn: Option<&str>,
 ) -> Result<Vec<ToolCallRecord>, StoreError> {
@@ -203,7 +198,7 @@ pub(super) async fn tool_calls(
         .bind(session)
         .bind(turn),
     };
-    let rows = query.fetch_all(pool).await?;
+    let rows = query.fetch_all(&db.pool).await?;
     rows.iter()
         .map(|row| {
             Ok(ToolCallRecord {
@@ -222,7 +217,7 @@ pub(super) async fn tool_calls(
 }
 
 pub(super) async fn session_of(
-    pool: &SqlitePool,
+    db: &Db,
     user: &str,
     turn_id: &str,
 ) -> Result<Option<(String, i64)>, StoreError> {
@@ -232,18 +227,18 @@ pub(super) async fn session_of(
     )
     .bind(turn_id)
     .bind(user)
-    .fetch_optional(pool)
+    .fetch_optional(&db.pool)
     .await?;
     Ok(found)
 }
 
-pub(super) async fn unfinished(pool: &SqlitePool, user: &str) -> Result<u64, StoreError> {
+pub(super) async fn unfinished(db: &Db, user: &str) -> Result<u64, StoreError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM turns t JOIN sessions s ON s.pk = t.session_pk \
          WHERE t.status IN ('queued', 'running') AND s.user_id = $1",
     )
     .bind(user)
-    .fetch_one(pool)
+    .fetch_one(&db.pool)
     .await?;
     Ok(count.max(0) as u64)
 }
@@ -251,7 +246,7 @@ pub(super) async fn unfinished(pool: &SqlitePool, user: &str) -> Result<u64, Sto
 /// The (user's) running turns of live leases, each with its session's owner, id and lease
 /// holder, and how many turns wait behind it.
 pub(super) async fn running(
-    pool: &SqlitePool,
+    db: &Db,
     user: Option<&str>,
     now: i64,
 ) -> Result<Vec<RunningTurn>, StoreError> {
@@ -265,7 +260,7 @@ pub(super) async fn running(
     )
     .bind(now)
     .bind(user)
-    .fetch_all(pool)
+    .fetch_all(&db.pool)
     .await?;
     Ok(rows
         .into_iter()
@@ -281,7 +276,7 @@ pub(super) async fn running(
 }
 
 pub(super) async fn record(
-    pool: &SqlitePool,
+    db: &Db,
     user: &str,
     turn_id: &str,
 ) -> Result<Option<TurnRecord>, StoreError> {
@@ -297,7 +292,7 @@ pub(super) async fn record(
     )
     .bind(turn_id)
     .bind(user)
-    .fetch_optional(pool)
+    .fetch_optional(&db.pool)
     .await?;
     let Some(row) = row else {
         return Ok(None);

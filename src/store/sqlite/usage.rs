@@ -2,8 +2,8 @@
 //! and user, summed for reports and budgets.
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
+use super::Db;
 use crate::clock::now_ms;
 use crate::conversation::Usage;
 use crate::store::{
@@ -39,10 +39,7 @@ pub(super) async fn record<'c>(
     Ok(())
 }
 
-pub(super) async fn report(
-    pool: &SqlitePool,
-    query: &UsageQuery,
-) -> Result<Vec<UsageLine>, StoreError> {
+pub(super) async fn report(db: &Db, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
     let key = match query.group_by {
         UsageGroup::User => "user_id",
         UsageGroup::Model => "model",
@@ -59,7 +56,7 @@ pub(super) async fn report(
         .bind(query.from)
         .bind(query.to)
         .bind(query.user.as_deref())
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?;
     rows.iter()
         .map(|row| {
@@ -76,13 +73,13 @@ pub(super) async fn report(
         .collect()
 }
 
-pub(super) async fn spent(pool: &SqlitePool, user: &str, since: i64) -> Result<f64, StoreError> {
+pub(super) async fn spent(db: &Db, user: &str, since: i64) -> Result<f64, StoreError> {
     let nanos: Option<i64> = sqlx::query_scalar(
         "SELECT SUM(cost_nanos) FROM usage_records WHERE user_id = $1 AND created_at >= $2",
     )
     .bind(user)
     .bind(since)
-    .fetch_one(pool)
+    .fetch_one(&db.pool)
     .await?;
     Ok(nanos.map_or(0.0, from_nanos))
 }

@@ -167,6 +167,35 @@ pub async fn update_partials_only_touch_streaming_messages(db: &Db) {
     assert_eq!(stored[0].status, MessageStatus::Streaming);
 }
 
+/// A round of the partial writer can hold thousands of sessions' steps: more than one
+/// statement's worth (a thousand) all land, each on its own message.
+pub async fn a_large_round_of_partials_lands_whole(db: &Db) {
+    let store = &db.store;
+    let (session, _) = store.open_session("alice", "s", None).await.unwrap();
+    let fence = db.fence(session.pk).await;
+    let mut ids = Vec::new();
+    for seq in 2..1204 {
+        let message =
+            NewMessage { status: MessageStatus::Streaming, ..text(seq, 1, Role::Assistant, "") };
+        ids.push(store.append_message(fence, &message).await.unwrap());
+    }
+    let partials: Vec<_> = ids
+        .iter()
+        .map(|&id| PartialText {
+            fence,
+            message_id: id,
+            content: format!("part {id}"),
+            reasoning: None,
+        })
+        .collect();
+    store.update_partials(&partials).await.unwrap();
+    let stored = store.messages(session.pk, None, None, 2000).await.unwrap();
+    assert_eq!(stored.len(), ids.len());
+    for message in &stored {
+        assert_eq!(message.content, format!("part {}", message.id));
+    }
+}
+
 /// Turn 1 (user seq 1) is answered at seq 3 and 4, after turn 2's user message was queued
 /// at seq 2; turn 2 is answered at seq 5. Conversation order: 1, 3, 4, 2, 5.
 async fn interleaved_turns(db: &Db) -> i64 {
