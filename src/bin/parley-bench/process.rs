@@ -34,6 +34,8 @@ impl Server {
         // profile a run (e.g. `sqlx::query=debug` counts the statements of a turn).
         let echo = std::env::var_os("PARLEY_BENCH_SERVER_LOG").is_some();
         std::thread::spawn(move || {
+            // To the end (a read error means the pipe is gone): a server whose pipe filled
+            // would stop.
             for line in lines.map_while(Result::ok) {
                 if echo {
                     eprintln!("{line}");

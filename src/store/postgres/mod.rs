@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../../migrations/postgres/0007_branches.sql")),
     (8, include_str!("../../../migrations/postgres/0008_organize.sql")),
     (9, include_str!("../../../migrations/postgres/0009_search_folding.sql")),
+    (10, include_str!("../../../migrations/postgres/0010_search_settled.sql")),
 ];
 
 /// The advisory lock key that serializes migrations across nodes ("parley" in ASCII).

@@ -1,6 +1,6 @@
-//! The PostgreSQL store's message search: a GIN index over user and assistant messages'
-//! words with their accents folded (`to_tsvector('simple', parley_fold(content))`, as
-//! SQLite's tokenizer folds them).
+//! The PostgreSQL store's message search: a GIN index over settled (not streaming) user and
+//! assistant messages' words with their accents folded (`to_tsvector('simple',
+//! parley_fold(content))`, as SQLite's tokenizer folds them).
 
 use sqlx::Row;
 use sqlx::postgres::PgPool;
@@ -34,7 +34,7 @@ pub(super) async fn search(
          StopSel=\"\"') AS snippet \
          FROM messages m JOIN sessions s ON s.pk = m.session_pk, \
          to_tsquery('simple', parley_fold($1)) q \
-         WHERE s.user_id = $2 AND m.role IN ('user', 'assistant') \
+         WHERE s.user_id = $2 AND m.role IN ('user', 'assistant') AND m.status <> 'streaming' \
          AND to_tsvector('simple', parley_fold(m.content)) @@ q \
          ORDER BY m.id DESC LIMIT $3 OFFSET $4",
     )
@@ -46,7 +46,7 @@ pub(super) async fn search(
     .await?;
     let total: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM messages m JOIN sessions s ON s.pk = m.session_pk \
-         WHERE s.user_id = $2 AND m.role IN ('user', 'assistant') \
+         WHERE s.user_id = $2 AND m.role IN ('user', 'assistant') AND m.status <> 'streaming' \
          AND to_tsvector('simple', parley_fold(m.content)) @@ to_tsquery('simple', parley_fold($1))",
     )
     .bind(&matcher)

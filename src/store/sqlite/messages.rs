@@ -155,25 +155,31 @@ pub(super) async fn rewrite(
     Ok(())
 }
 
-/// Partial answers per statement: five arguments each, well under SQLite's 32 766.
-const PARTIALS_PER_STATEMENT: usize = 1000;
+/// The sizes of the statements a round of partial answers is written with, the last one
+/// also the most a statement takes (five arguments a row, well under SQLite's 32 766). A
+/// round is padded up to the next size with rows that match nothing, so six prepared
+/// statements serve every round instead of one parsed per round.
+const PARTIAL_ROWS: [usize; 6] = [1, 4, 16, 64, 256, 1024];
 
 /// Stores the partial answers of many sessions' streaming steps, each only while its
 /// message streams under its lease: one statement, so one hand-off to the writer's thread,
-/// per thousand (a statement each cost a round of a thousand sessions a thousand).
+/// per 1 024 (a statement each cost a round of a thousand sessions a thousand).
 pub(super) async fn update_partials(db: &Db, partials: &[PartialText]) -> Result<(), StoreError> {
-    // Each statement stands alone: no transaction (two more hand-offs) is needed.
-    let mut write = db.writer.lock().await?;
-    for chunk in partials.chunks(PARTIALS_PER_STATEMENT) {
-        let rows = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+    let largest = PARTIAL_ROWS[PARTIAL_ROWS.len() - 1];
+    // A round past one statement is one transaction, as the contract says; one statement
+    // is one by itself (a transaction would cost two more hand-offs).
+    let mut write =
+        if partials.len() > largest { db.writer.begin().await? } else { db.writer.lock().await? };
+    for chunk in partials.chunks(largest) {
+        let size = PARTIAL_ROWS.into_iter().find(|&n| n >= chunk.len()).unwrap_or(largest);
+        let rows = vec!["(?, ?, ?, ?, ?)"; size].join(", ");
         let sql = format!(
             "WITH p(id, session, fence, content, reasoning) AS (VALUES {rows}) \
              UPDATE messages SET content = p.content, reasoning = p.reasoning FROM p \
              WHERE messages.id = p.id AND messages.status = 'streaming' AND EXISTS \
              (SELECT 1 FROM sessions s WHERE s.pk = p.session AND s.lease_fence = p.fence)"
         );
-        // Its text changes with the batch's size: not kept among the prepared statements.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for partial in chunk {
             query = query
                 .bind(partial.message_id)
@@ -182,7 +188,15 @@ pub(super) async fn update_partials(db: &Db, partials: &[PartialText]) -> Result
                 .bind(&partial.content)
                 .bind(&partial.reasoning);
         }
+        for _ in chunk.len()..size {
+            // A NULL id matches no message.
+            query = query.bind(None::<i64>).bind(None::<i64>).bind(None::<i64>);
+            query = query.bind(None::<String>).bind(None::<String>);
+        }
         query.execute(&mut *write).await?;
+    }
+    if partials.len() > largest {
+        write.commit().await?;
     }
     Ok(())
 }

@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../../migrations/sqlite/0007_branches.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_organize.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_search_folding.sql")),
+    (10, include_str!("../../../migrations/sqlite/0010_search_settled.sql")),
 ];
 
 /// [`super::Store`] on a SQLite file.

@@ -1,5 +1,5 @@
 //! The SQLite store's message search: the FTS5 index `messages_fts` that triggers keep over
-//! user and assistant messages.
+//! settled user and assistant messages (an answer is indexed when it stops streaming).
 
 use sqlx::Row;
 

@@ -220,7 +220,7 @@ pub(super) async fn set_flags(
         .bind(archived)
         .bind(user)
         .bind(id)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *db.writer.lock().await?)
         .await?
         .ok_or(StoreError::NotFound)?;
     session_from_row(&row)

@@ -80,22 +80,48 @@ pub async fn search_finds_every_word_in_the_users_own_messages(db: &Db) {
     assert_eq!((hit.role, hit.session_name.as_deref()), (Role::User, Some("Ops")));
     assert!(hit.snippet.contains("Deploying the gateway"), "{}", hit.snippet);
 
-    // A streaming answer is found by what it says so far, and then by what it said.
+    // A streaming answer is found once it has ended, by what it said (its partial flushes
+    // are not indexed).
     let streaming =
         NewMessage { status: MessageStatus::Streaming, ..text(4, 4, Role::Assistant, "") };
     let id = say(b.pk, streaming).await;
-    let partial = PartialText {
-        fence: db.fence(b.pk).await,
+    let fence_b = db.fence(b.pk).await;
+    let partial = |content: &str| PartialText {
+        fence: fence_b,
         message_id: id,
-        content: "a zebra crossing".into(),
+        content: content.into(),
         reasoning: None,
     };
-    store.update_partials(&[partial]).await.unwrap();
-    assert_eq!(found("alice", "zebra").await, [("b".to_owned(), 4)]);
-    let fence = db.fence(b.pk).await;
-    store.update_message(fence, id, "a giraffe", None, &[], MessageStatus::Complete).await.unwrap();
+    store.update_partials(&[partial("a zebra crossing")]).await.unwrap();
     assert!(found("alice", "zebra").await.is_empty());
-    assert_eq!(found("alice", "giraffe").await.len(), 1);
+    store.update_partials(&[partial("a zebra and an okapi")]).await.unwrap();
+    store
+        .update_message(fence_b, id, "a giraffe", None, &[], MessageStatus::Complete)
+        .await
+        .unwrap();
+    assert!(found("alice", "zebra").await.is_empty());
+    assert_eq!(found("alice", "giraffe").await, [("b".to_owned(), 4)]);
+    // Edited once settled, it is found by its new words only.
+    store
+        .update_message(fence_b, id, "an okapi", None, &[], MessageStatus::Complete)
+        .await
+        .unwrap();
+    assert!(found("alice", "giraffe").await.is_empty());
+    assert_eq!(found("alice", "okapi").await.len(), 1);
+    // An answer cut off mid-stream is found by the words it had when it stopped.
+    let cut = NewMessage { status: MessageStatus::Streaming, ..text(5, 5, Role::Assistant, "") };
+    let cut_id = say(b.pk, cut).await;
+    let flush = PartialText {
+        fence: fence_b,
+        message_id: cut_id,
+        content: "a lemur".into(),
+        reasoning: None,
+    };
+    store.update_partials(&[flush]).await.unwrap();
+    assert!(found("alice", "lemur").await.is_empty());
+    // Another node takes the session over: what was streaming is marked interrupted.
+    store.acquire_lease(b.pk, "other-node", i64::MAX, true).await.unwrap().unwrap();
+    assert_eq!(found("alice", "lemur").await, [("b".to_owned(), 5)]);
     // A deleted session's messages are gone from the search.
     store.delete_session("alice", "a").await.unwrap();
     assert!(found("alice", "deploy").await.is_empty());
