@@ -16,8 +16,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{
-    CLOSE_GOING_AWAY, CLOSE_POLICY, admit, approval_frame, close, close_after_error, error_frame,
-    event_frame, parse_frame, resync_frame, runtime_error_frame, text,
+    CLOSE_GOING_AWAY, CLOSE_POLICY, Coalescing, admit, approval_frame, close, close_after_error,
+    error_frame, event_frame, parse_frame, resync_frame, runtime_error_frame, text,
 };
 use crate::auth::Caller;
 use crate::http::extract::Query;
@@ -105,6 +105,7 @@ struct Connection {
     sent: Option<(u64, u64)>,
     /// After a `resume`: the range not to send again.
     skip: Option<(u64, u64)>,
+    coalescing: Coalescing,
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: ChatQuery) {
@@ -120,8 +121,14 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
     let Some((session, watch)) = opened else {
         return;
     };
-    let mut conn =
-        Connection { state, caller, followed: Some((session, watch)), sent: None, skip: None };
+    let mut conn = Connection {
+        state,
+        caller,
+        followed: Some((session, watch)),
+        sent: None,
+        skip: None,
+        coalescing: Coalescing::default(),
+    };
     let ping_every = Duration::try_from_secs_f64(conn.state.config.stream.ping_interval_secs)
         .unwrap_or(Duration::from_secs(30))
         .max(Duration::from_millis(10));
@@ -273,12 +280,16 @@ impl Connection {
                 self.detach();
             } else if written < BATCH {
                 next = self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
-                if next.is_none() && !yielded {
+                if written == 1 {
+                    self.coalescing.found(next.is_some());
+                }
+                if next.is_none() && !yielded && self.coalescing.should_wait() {
                     // Let the tasks already woken run first (the turn streaming into this
                     // log among them): under load the chunks they add share this flush.
                     yielded = true;
                     tokio::task::yield_now().await;
                     next = self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
+                    self.coalescing.waited(next.is_some());
                 }
             }
         }

@@ -27,6 +27,41 @@ pub(crate) use stream::chat_stream;
 #[openapi(paths(chat::ws_chat, stream::chat_stream))]
 pub(crate) struct WsApi;
 
+/// Whether a socket's writer, with one frame written and nothing else ready, lets the
+/// tasks already woken run before it flushes. While a session streams faster than the
+/// socket writes, waiting makes the chunks the turn adds meanwhile share the flush (one
+/// system call for many). At a model's pace nothing comes meanwhile, and the wait only
+/// holds the frame behind every task woken on its thread: a writer whose last few waits
+/// brought nothing stops waiting, until a wake-up finds frames piled up again.
+#[derive(Default)]
+struct Coalescing {
+    /// Waits in a row that brought nothing.
+    empty_waits: u8,
+}
+
+/// Empty waits in a row after which a writer stops waiting. One is too few: a fast stream's
+/// waits now and then bring nothing, and the writer would stop for good (it wakes on every
+/// chunk, so frames rarely pile up enough to turn waiting back on).
+const EMPTY_WAITS: u8 = 4;
+
+impl Coalescing {
+    /// A wake-up found more frames ready right after its first one (or none).
+    fn found(&mut self, more: bool) {
+        if more {
+            self.empty_waits = 0;
+        }
+    }
+
+    /// Whether to wait now; [`Coalescing::waited`] says what the wait brought.
+    fn should_wait(&self) -> bool {
+        self.empty_waits < EMPTY_WAITS
+    }
+
+    fn waited(&mut self, brought: bool) {
+        self.empty_waits = if brought { 0 } else { self.empty_waits.saturating_add(1) };
+    }
+}
+
 /// Sub-protocols Parley speaks; the first one the client offers is echoed.
 const PROTOCOLS: [&str; 3] = ["parley.v1", "construct.v1", "zeroclaw.v1"];
 
@@ -187,5 +222,32 @@ fn check_session_id(id: Option<&str>) -> Result<(), ApiError> {
             Err(RuntimeError::InvalidSessionId.into())
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Coalescing;
+
+    #[test]
+    fn a_writer_stops_waiting_at_a_models_pace_and_waits_again_under_load() {
+        let mut coalescing = Coalescing::default();
+        // A fast stream: each wait brings the chunks added meanwhile, and now and then one
+        // brings nothing without ending the waits.
+        for brought in [true, true, false, true, false, false, true] {
+            assert!(coalescing.should_wait());
+            coalescing.waited(brought);
+        }
+        // At a model's pace every wait is empty: after a few the writer flushes at once.
+        for _ in 0..4 {
+            coalescing.found(false);
+            assert!(coalescing.should_wait());
+            coalescing.waited(false);
+        }
+        coalescing.found(false);
+        assert!(!coalescing.should_wait());
+        // Frames piled up between wake-ups: the stream outruns the socket again.
+        coalescing.found(true);
+        assert!(coalescing.should_wait());
     }
 }

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CLOSE_GOING_AWAY, CLOSE_POLICY, admit, close, close_after_error, error_frame, parse_frame,
-    resync_frame, runtime_error_frame, text,
+    CLOSE_GOING_AWAY, CLOSE_POLICY, Coalescing, admit, close, close_after_error, error_frame,
+    parse_frame, resync_frame, runtime_error_frame, text,
 };
 use crate::auth::Caller;
 use crate::http::extract::Query;
@@ -96,6 +96,8 @@ struct Connection {
     watching: HashMap<String, (i64, CancellationToken)>,
     outbox: mpsc::Sender<Outgoing>,
     closed: CancellationToken,
+    /// Whether the writer waits for woken tasks before it flushes.
+    coalescing: Coalescing,
 }
 
 /// What the forwarding tasks hand the socket's loop.
@@ -117,6 +119,7 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
         watching: HashMap::new(),
         outbox,
         closed: closed.clone(),
+        coalescing: Coalescing::default(),
     };
     let revoked = state.auth.revoked(conn.caller.token_id.clone());
     tokio::pin!(revoked);
@@ -185,12 +188,16 @@ async fn write_ready(
         handled += 1;
         if handled < BATCH {
             next = outgoing.try_recv().ok();
-            if next.is_none() && !yielded {
+            if handled == 1 {
+                conn.coalescing.found(next.is_some());
+            }
+            if next.is_none() && !yielded && conn.coalescing.should_wait() {
                 // As `/ws/chat` does: the tasks already woken run first, and what they add
                 // shares this flush.
                 yielded = true;
                 tokio::task::yield_now().await;
                 next = outgoing.try_recv().ok();
+                conn.coalescing.waited(next.is_some());
             }
         }
     }

@@ -35,7 +35,8 @@ pub(super) async fn acquire(
     let now = now_ms();
     let mut tx = write(pool).await?;
     let taken = sqlx::query(
-        "UPDATE sessions SET lease_node = $1, lease_until = $2, lease_fence = lease_fence + 1 \
+        "UPDATE sessions SET lease_node = $1, lease_until = $2, lease_fence = lease_fence + 1, \
+         state = CASE WHEN last_seq = 0 THEN 'idle' ELSE state END \
          WHERE pk = $3 AND (lease_node IS NULL OR lease_node = $1 OR lease_until < $4 OR $5) \
          RETURNING lease_fence, last_seq",
     )
@@ -51,6 +52,14 @@ pub(super) async fn acquire(
     };
     let fence = Fence { session, token: row.try_get("lease_fence")? };
     let reserved_seq = row.try_get("last_seq")?;
+    if reserved_seq == 0 {
+        // Nothing was ever numbered in the session (every stored message and every reserved
+        // seq raises last_seq): no turn ran or waits, and the update left it idle. A new
+        // session's first lease skips the look for what a previous holder left.
+        tx.commit().await?;
+        let (interrupted, queued) = (Vec::new(), Vec::new());
+        return Ok(Some(Lease { fence, reserved_seq, stored_seq: 0, interrupted, queued }));
+    }
     // What the previous holder was doing when it stopped: the running turn and the partial
     // answer it had stored.
     let interrupted: Vec<(String, String)> = sqlx::query_as(
