@@ -148,6 +148,8 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
                         break;
                     }
                     Some(Ok(Message::Text(frame))) => {
+                        // A message may start a turn, whose pace is its own.
+                        conn.coalescing = Coalescing::default();
                         if Box::pin(conn.handle(&mut socket, &frame)).await.is_err() {
                             break;
                         }

@@ -32,7 +32,8 @@ pub(crate) struct WsApi;
 /// socket writes, waiting makes the chunks the turn adds meanwhile share the flush (one
 /// system call for many). At a model's pace nothing comes meanwhile, and the wait only
 /// holds the frame behind every task woken on its thread: a writer whose last few waits
-/// brought nothing stops waiting, until a wake-up finds frames piled up again.
+/// brought nothing stops waiting, until a wake-up finds frames piled up again or the client
+/// sends a message (a new turn, whose pace is its own).
 #[derive(Default)]
 struct Coalescing {
     /// Waits in a row that brought nothing.

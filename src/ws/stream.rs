@@ -142,6 +142,8 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
                     break;
                 }
                 Some(Ok(Message::Text(frame))) => {
+                    // A message may start a turn, whose pace is its own.
+                    conn.coalescing = Coalescing::default();
                     // Boxed: an idle connection's task holds only the loop's own state.
                     if let Some(reply) = Box::pin(conn.handle(&frame)).await
                         && socket.send(reply).await.is_err()

@@ -25,6 +25,23 @@ pub(super) async fn check(conn: &mut PgConnection, fence: Fence) -> Result<(), S
     held.map(|_| ()).ok_or(StoreError::Fenced)
 }
 
+/// [`check`] and the session's state set (when given) in one statement.
+pub(super) async fn check_setting(
+    conn: &mut PgConnection,
+    fence: Fence,
+    state: Option<&str>,
+) -> Result<(), StoreError> {
+    let updated = sqlx::query(
+        "UPDATE sessions SET state = COALESCE($3, state) WHERE pk = $1 AND lease_fence = $2",
+    )
+    .bind(fence.session)
+    .bind(fence.token)
+    .bind(state)
+    .execute(conn)
+    .await?;
+    if updated.rows_affected() == 0 { Err(StoreError::Fenced) } else { Ok(()) }
+}
+
 pub(super) async fn acquire(
     pool: &PgPool,
     session: i64,

@@ -480,7 +480,85 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::ConnectOptions;
+
     use super::*;
+
+    /// A database as migration 9 left it: a session with a user message and a streaming
+    /// answer, both indexed by 0008's triggers.
+    async fn before_settled_search(path: &Path) {
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let mut conn = options.connect().await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations \
+             (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for (version, sql) in &MIGRATIONS[..9] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)")
+                .bind(version)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO users (id, created_at) VALUES ('alice', 0); \
+             INSERT INTO sessions (user_id, id, created_at, updated_at, last_seq) \
+                 VALUES ('alice', 's', 0, 0, 2); \
+             INSERT INTO messages (session_pk, seq, turn_seq, role, content, status, created_at) \
+                 VALUES (1, 1, 1, 'user', 'tell me of zebras', 'complete', 0), \
+                        (1, 2, 1, 'assistant', 'a zebra is', 'streaming', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
+    async fn fts_is_whole(store: &SqliteStore) {
+        sqlx::raw_sql(
+            // Against the index itself: it holds only some messages on purpose, so a check
+            // against the messages table (`rank` 1) would fail by design.
+            "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+        )
+        .execute(&mut *store.db.writer.lock().await.unwrap())
+        .await
+        .expect("the search index matches the messages it holds");
+    }
+
+    #[tokio::test]
+    async fn migrating_to_the_settled_search_index_keeps_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.db");
+        before_settled_search(&path).await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        fts_is_whole(&store).await;
+        let found = async |query: &str| {
+            let (hits, _) = store.search_messages("alice", query, 0, 10).await.unwrap();
+            hits.iter().map(|hit| hit.seq).collect::<Vec<_>>()
+        };
+        // The answer still streams: out of the index; the question stays in.
+        assert_eq!(found("zebra").await, [1]);
+        let fence = store.acquire_lease(1, "n", i64::MAX, false).await.unwrap().unwrap().fence;
+        store
+            .update_message(fence, 2, "a zebra is striped", None, &[], MessageStatus::Complete)
+            .await
+            .unwrap();
+        assert_eq!(found("striped").await, [2]);
+        fts_is_whole(&store).await;
+        // A session deleted with an answer still streaming leaves the index whole.
+        let streaming = NewMessage {
+            status: MessageStatus::Streaming,
+            ..NewMessage::text(3, 3, "t", crate::conversation::Role::Assistant, "half")
+        };
+        store.append_message(fence, &streaming).await.unwrap();
+        store.delete_session("alice", "s").await.unwrap();
+        fts_is_whole(&store).await;
+        assert!(found("zebra").await.is_empty());
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_stores_opening_a_new_file_at_once_both_open_it() {

@@ -76,14 +76,14 @@ pub(super) async fn finish(
         let (user, turn, model) = (&call.user, &call.turn_id, &call.model);
         usage::record(&mut *tx, user, turn, call.step, model, &call.usage).await?;
     }
-    // The fence is checked first, by the answer's insert when there is one (which also
-    // returns the session to idle).
+    // The fence is checked first, by the session's update that returns it to idle: the
+    // answer's insert's when there is one.
     let idle = end.idle.then_some("idle");
     let fenced = match &end.answer {
         Some(AnswerWrite::Insert(message)) => {
             messages::insert(&mut tx, fence, message, idle).await.map(drop)
         }
-        _ => leases::check(&mut tx, fence).await,
+        _ => leases::check_setting(&mut tx, fence, idle).await,
     };
     if let Err(err) = fenced {
         if end.ledger.is_some() && matches!(err, StoreError::Fenced) {
@@ -95,7 +95,6 @@ pub(super) async fn finish(
         }
         return Err(err);
     }
-    let idle_set = matches!(end.answer, Some(AnswerWrite::Insert(_)));
     if let Some(AnswerWrite::Update { id, content, reasoning }) = &end.answer {
         let (reasoning, complete) = (reasoning.as_deref(), MessageStatus::Complete);
         messages::rewrite(&mut tx, *id, content, reasoning, &[], complete).await?;
@@ -119,12 +118,6 @@ pub(super) async fn finish(
     .bind(turn_id)
     .execute(&mut *tx)
     .await?;
-    if end.idle && !idle_set {
-        sqlx::query("UPDATE sessions SET state = 'idle' WHERE pk = $1")
-            .bind(fence.session)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
     Ok(())
 }
