@@ -148,8 +148,6 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, query: Ch
                         break;
                     }
                     Some(Ok(Message::Text(frame))) => {
-                        // A message may start a turn, whose pace is its own.
-                        conn.coalescing = Coalescing::default();
                         if Box::pin(conn.handle(&mut socket, &frame)).await.is_err() {
                             break;
                         }
@@ -382,6 +380,8 @@ impl Connection {
                 })))
             }
             ClientFrame::Message { content, page_context, model, parent } => {
+                // A new turn, whose pace is its own.
+                self.coalescing = Coalescing::default();
                 let content = content.unwrap_or_default();
                 let request_id = crate::request_id::current();
                 let turn = NewTurn {

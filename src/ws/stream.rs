@@ -142,8 +142,6 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Caller, session_i
                     break;
                 }
                 Some(Ok(Message::Text(frame))) => {
-                    // A message may start a turn, whose pace is its own.
-                    conn.coalescing = Coalescing::default();
                     // Boxed: an idle connection's task holds only the loop's own state.
                     if let Some(reply) = Box::pin(conn.handle(&frame)).await
                         && socket.send(reply).await.is_err()
@@ -218,6 +216,8 @@ impl Connection {
         match frame {
             ClientFrame::Ping => Some(text(json!({"type": "pong"}))),
             ClientFrame::Message { content, session_id, project_id, id, model } => {
+                // A new turn, whose pace is its own.
+                self.coalescing = Coalescing::default();
                 let content = content.unwrap_or_default();
                 let request_id = crate::request_id::current();
                 let turn = NewTurn {
