@@ -250,7 +250,7 @@ impl Connection {
         let mut next = Some(item);
         let mut written = 0;
         let mut deleted = false;
-        let mut yielded = false;
+        let mut waited = false;
         while let Some(item) = next.take() {
             let frame = match item {
                 WatchItem::Event(event) => {
@@ -279,18 +279,9 @@ impl Connection {
             if deleted {
                 self.detach();
             } else if written < BATCH {
-                next = self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
-                if written == 1 {
-                    self.coalescing.found(next.is_some());
-                }
-                if next.is_none() && !yielded && self.coalescing.should_wait() {
-                    // Let the tasks already woken run first (the turn streaming into this
-                    // log among them): under load the chunks they add share this flush.
-                    yielded = true;
-                    tokio::task::yield_now().await;
-                    next = self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
-                    self.coalescing.waited(next.is_some());
-                }
+                // The turn streaming into this log may be among the tasks already woken.
+                let ready = || self.followed.as_mut().and_then(|(_, watch)| watch.try_next());
+                next = self.coalescing.next(written, &mut waited, ready).await;
             }
         }
         socket.flush().await.map_err(drop)

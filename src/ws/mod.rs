@@ -46,6 +46,29 @@ struct Coalescing {
 const EMPTY_WAITS: u8 = 4;
 
 impl Coalescing {
+    /// The next frame of a flush of which `written` frames are written: what `ready` gives
+    /// now, or, once per flush (`waited`) and while waiting pays, what it gives after the
+    /// tasks already woken ran (under load, the chunks they add share the flush).
+    async fn next<T>(
+        &mut self,
+        written: usize,
+        waited: &mut bool,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let next = ready();
+        if written == 1 {
+            self.found(next.is_some());
+        }
+        if next.is_some() || *waited || !self.should_wait() {
+            return next;
+        }
+        *waited = true;
+        tokio::task::yield_now().await;
+        let next = ready();
+        self.waited(next.is_some());
+        next
+    }
+
     /// A wake-up found more frames ready right after its first one (or none).
     fn found(&mut self, more: bool) {
         if more {

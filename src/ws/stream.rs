@@ -179,7 +179,7 @@ async fn write_ready(
 ) -> Result<(), axum::Error> {
     let mut next = Some(item);
     let mut handled = 0;
-    let mut yielded = false;
+    let mut waited = false;
     while let Some(item) = next.take() {
         match item {
             Outgoing::Frame(frame) => socket.feed(frame).await?,
@@ -187,18 +187,7 @@ async fn write_ready(
         }
         handled += 1;
         if handled < BATCH {
-            next = outgoing.try_recv().ok();
-            if handled == 1 {
-                conn.coalescing.found(next.is_some());
-            }
-            if next.is_none() && !yielded && conn.coalescing.should_wait() {
-                // As `/ws/chat` does: the tasks already woken run first, and what they add
-                // shares this flush.
-                yielded = true;
-                tokio::task::yield_now().await;
-                next = outgoing.try_recv().ok();
-                conn.coalescing.waited(next.is_some());
-            }
+            next = conn.coalescing.next(handled, &mut waited, || outgoing.try_recv().ok()).await;
         }
     }
     socket.flush().await

@@ -58,7 +58,8 @@ impl Writer {
     /// transaction that reads before it writes cannot find the data changed under it.
     pub(super) async fn begin(&self) -> Result<Write, sqlx::Error> {
         let mut write = self.lock().await?;
-        write.mark_unsettled();
+        // Before BEGIN is sent: a cancel while it runs still leaves a rollback behind.
+        write.slot().unsettled = true;
         sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *write).await?;
         Ok(write)
     }
@@ -67,8 +68,8 @@ impl Writer {
 /// Rolls back what a user left open; a connection that cannot is closed and reopened by the
 /// next user rather than handed on mid-transaction.
 async fn rollback(slot: &mut Slot) {
+    slot.unsettled = false;
     let Some(conn) = slot.conn.as_mut() else {
-        slot.unsettled = false;
         return;
     };
     let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
@@ -78,7 +79,6 @@ async fn rollback(slot: &mut Slot) {
         tracing::warn!("closing the store's writing connection after a failed rollback");
         slot.conn = None;
     }
-    slot.unsettled = false;
 }
 
 /// The writing connection, held until dropped; derefs to the connection for queries.
@@ -91,10 +91,6 @@ impl Write {
     fn slot(&mut self) -> &mut Slot {
         // Only `Drop` takes it.
         self.slot.as_mut().expect("the writer's slot is held until drop")
-    }
-
-    fn mark_unsettled(&mut self) {
-        self.slot().unsettled = true;
     }
 
     /// Commits the transaction [`Writer::begin`] opened.
